@@ -1,0 +1,119 @@
+"""The store's manifest: schema version, feature-set provenance, files with row counts and sha256, and the
+build report (what was dropped, imputed or cleaned).
+
+It is deterministic JSON (sorted keys, no timestamps) so that two builds of the same inputs are byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SchemaVersionError, StoreError
+from .feature_set import FeatureSet
+from .spec import LAYOUT, SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    table: str  # segments, aligned, frames/<set>, failures
+    split: str | None
+    shard: str
+    rows: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    name: str
+    schema_version: str = SCHEMA_VERSION
+    feature_sets: dict[str, FeatureSet] = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)  # recipe, configuration, input key
+    report: dict[str, Any] = field(default_factory=dict)  # drops, imputations, non-finite counts
+
+    def to_json(self) -> str:
+        d = {
+            "name": self.name,
+            "schema_version": self.schema_version,
+            "feature_sets": {k: v.to_dict() for k, v in sorted(self.feature_sets.items())},
+            "files": {k: vars(v) for k, v in sorted(self.files.items())},
+            "build": self.build,
+            "report": self.report,
+        }
+        return json.dumps(d, indent=2, sort_keys=True, default=_jsonable) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "manifest.json") -> Manifest:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{source}: not valid JSON ({e})") from None
+        version = d.get("schema_version")
+        if version is None or str(version).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise SchemaVersionError(
+                f"{source}: schema version {version!r}, this code reads {SCHEMA_VERSION} "
+                "(rebuild the store, or install the mmolre release that wrote it)"
+            )
+        try:
+            return cls(
+                name=d["name"],
+                schema_version=version,
+                feature_sets={k: FeatureSet.from_dict(v) for k, v in d.get("feature_sets", {}).items()},
+                files={k: FileEntry(**v) for k, v in d.get("files", {}).items()},
+                build=d.get("build", {}),
+                report=d.get("report", {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(f"{source}: malformed manifest ({e})") from None
+
+    @classmethod
+    def load(cls, store: str | os.PathLike) -> Manifest:
+        path = Path(store) / LAYOUT["manifest"]
+        if not path.is_file():
+            raise StoreError(f"{store}: not a feature store (no {LAYOUT['manifest']})")
+        return cls.from_json(path.read_text(), source=str(path))
+
+    def save(self, store: str | os.PathLike) -> Path:
+        path = Path(store) / LAYOUT["manifest"]
+        atomic_write_text(path, self.to_json())
+        return path
+
+    def rows(self, table: str, split: str | None = None) -> int:
+        return sum(f.rows for f in self.files.values() if f.table == table and (split is None or f.split == split))
+
+    def splits(self) -> list[str]:
+        return sorted({f.split for f in self.files.values() if f.table == "segments" and f.split and f.rows})
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return sorted(o) if isinstance(o, (set, frozenset)) else list(o)
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write beside the target, fsync, then rename, so readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

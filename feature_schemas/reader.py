@@ -1,0 +1,160 @@
+"""Reading a store: whole tables, one split, streamed batches or one segment as numpy.
+
+Only pyarrow is needed; every read goes through the manifest's file list so a split is read alone and
+half-written files (hidden temporaries) are never seen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .arrays import column_lists, column_vectors
+from .errors import ChecksumError, StoreError
+from .feature_set import FeatureSet
+from .manifest import Manifest, sha256_file
+from .spec import SPLITS, aligned_schema, coverage_column, failures_schema, frames_schema, segments_schema
+
+
+class Store:
+    """A feature store on disk. `Store(path).aligned(split="train", feature_sets=["covarep"])`."""
+
+    def __init__(self, path: str | os.PathLike, verify: bool = False) -> None:
+        self.path = Path(path)
+        self.manifest = Manifest.load(self.path)
+        if verify:
+            problems = self.verify()
+            if problems:
+                raise ChecksumError(f"{self.path}: " + "; ".join(problems))
+
+    # -- what is in it ---------------------------------------------------------------------------
+    @property
+    def feature_sets(self) -> dict[str, FeatureSet]:
+        return self.manifest.feature_sets
+
+    def aligned_sets(self) -> list[str]:
+        """Feature sets that have word-aligned columns."""
+        return [n for n in self.feature_sets if n in self._aligned_columns()]
+
+    def frame_sets(self) -> list[str]:
+        return sorted({e.table.split("/", 1)[1] for e in self.manifest.files.values() if e.table.startswith("frames/")})
+
+    def splits(self) -> list[str]:
+        return self.manifest.splits()
+
+    def files(self, table: str, split: str | None = None) -> list[Path]:
+        if split is not None and split not in SPLITS:
+            raise StoreError(f"unknown split {split!r}; a store has {', '.join(SPLITS)}")
+        return [
+            self.path / rel
+            for rel, e in sorted(self.manifest.files.items())
+            if e.table == table and (split is None or e.split == split) and e.rows > 0
+        ]
+
+    def _schema(self, table: str) -> pa.Schema:
+        if table == "segments":
+            return segments_schema()
+        if table == "failures":
+            return failures_schema()
+        if table == "aligned":
+            return aligned_schema({n: fs.dim for n, fs in self.feature_sets.items() if n in self._aligned_columns()})
+        if table.startswith("frames/"):
+            return frames_schema(self.feature_sets[table.split("/", 1)[1]].dim)
+        raise StoreError(f"unknown table {table!r}")
+
+    def _aligned_columns(self) -> set[str]:
+        if not hasattr(self, "_aligned_cols"):
+            files = self.files("aligned")
+            self._aligned_cols = set(pq.read_schema(files[0]).names) if files else set()
+        return self._aligned_cols
+
+    def dataset(self, table: str, split: str | None = None) -> ds.Dataset:
+        """A lazy pyarrow dataset over one table (and split); nothing is read until asked."""
+        return ds.dataset([str(p) for p in self.files(table, split)], schema=self._schema(table), format="parquet")
+
+    # -- whole tables ----------------------------------------------------------------------------
+    def segments(self, split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        return self.dataset("segments", split).to_table(columns=list(columns) if columns else None)
+
+    def aligned(
+        self,
+        split: str | None = None,
+        feature_sets: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        return self.dataset("aligned", split).to_table(columns=self._aligned_selection(feature_sets, columns))
+
+    def frames(self, feature_set: str, split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        if feature_set not in self.frame_sets():
+            raise StoreError(f"{self.path}: no frame-level set {feature_set!r} (has: {', '.join(self.frame_sets()) or 'none'})")
+        return self.dataset(f"frames/{feature_set}", split).to_table(columns=list(columns) if columns else None)
+
+    def failures(self) -> pa.Table:
+        return self.dataset("failures").to_table()
+
+    # -- streaming -------------------------------------------------------------------------------
+    def iter_batches(
+        self,
+        table: str = "aligned",
+        split: str | None = None,
+        columns: Sequence[str] | None = None,
+        feature_sets: Sequence[str] | None = None,
+        batch_size: int = 256,
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches one after another; memory is bounded by `batch_size`, not by the store."""
+        cols = self._aligned_selection(feature_sets, columns) if table == "aligned" else (list(columns) if columns else None)
+        for path in self.files(table, split):
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols)
+
+    def _aligned_selection(self, feature_sets: Sequence[str] | None, columns: Sequence[str] | None) -> list[str] | None:
+        if feature_sets is None and columns is None:
+            return None
+        cols = list(columns) if columns else ["segment_id", "split", "words", "word_start", "word_end", "word_confidence", "align_method"]
+        for name in feature_sets or []:
+            if name not in self.aligned_sets():
+                raise StoreError(f"{self.path}: no word-aligned feature set {name!r} (has: {', '.join(self.aligned_sets()) or 'none'})")
+            cols += [name, coverage_column(name)]
+        return cols
+
+    # -- one segment -----------------------------------------------------------------------------
+    def segment(self, segment_id: str, feature_sets: Sequence[str] | None = None) -> dict[str, Any]:
+        """One segment's words, labels and word-level features as numpy arrays."""
+        seg = self.dataset("segments").to_table(filter=ds.field("segment_id") == segment_id)
+        if seg.num_rows == 0:
+            raise StoreError(f"{self.path}: no segment {segment_id!r}")
+        split = seg.column("split")[0].as_py()
+        row = self.dataset("aligned", split).to_table(
+            filter=ds.field("segment_id") == segment_id, columns=self._aligned_selection(feature_sets or self.aligned_sets(), None)
+        )
+        out: dict[str, Any] = {k: v[0] for k, v in seg.to_pydict().items()}
+        if row.num_rows:
+            out["words"] = row.column("words")[0].as_py()
+            out["word_start"] = column_lists(row.column("word_start"), np.float64)[0]
+            out["word_end"] = column_lists(row.column("word_end"), np.float64)[0]
+            for name in feature_sets or self.aligned_sets():
+                out[name] = column_vectors(row.column(name))[0]
+                out[coverage_column(name)] = column_lists(row.column(coverage_column(name)))[0]
+        return out
+
+    # -- integrity -------------------------------------------------------------------------------
+    def verify(self) -> list[str]:
+        """Files missing or whose sha256 differs from the manifest."""
+        problems = []
+        for rel, entry in sorted(self.manifest.files.items()):
+            p = self.path / rel
+            if not p.is_file():
+                problems.append(f"{rel}: missing")
+            elif sha256_file(p) != entry.sha256:
+                problems.append(f"{rel}: sha256 differs from the manifest (file changed or corrupt)")
+        return problems
+
+
+def open_store(path: str | os.PathLike, verify: bool = False) -> Store:
+    return Store(path, verify=verify)

@@ -1,0 +1,187 @@
+"""Checks that a table or a whole store honours the contract, reporting each problem with its table,
+column and row id instead of failing at the first."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .errors import StoreError
+from .feature_set import FeatureSet
+from .manifest import Manifest, sha256_file
+from .spec import EMOTIONS, SPLITS, aligned_schema, coverage_column, failures_schema, frames_schema, segments_schema
+
+
+@dataclass(frozen=True)
+class Problem:
+    table: str
+    column: str | None
+    row_id: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.table + (f".{self.column}" if self.column else "") + (f" [{self.row_id}]" if self.row_id else "")
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        return "valid" if self.ok else "\n".join(str(p) for p in self.problems)
+
+    def raise_if_invalid(self, what: str = "store") -> None:
+        if self.problems:
+            raise StoreError(f"{what} is invalid:\n" + str(self))
+
+
+_RANGES = {"sentiment": (-3.0, 3.0), **{e: (0.0, 3.0) for e in EMOTIONS}}
+
+
+def _ids(table: pa.Table, mask: pa.Array | np.ndarray) -> list[str]:
+    key = "segment_id" if "segment_id" in table.column_names else "item_id"
+    return [str(x) for x in pc.filter(table.column(key), mask).to_pylist()]
+
+
+def _check_schema(name: str, table: pa.Table, expected: pa.Schema) -> list[Problem]:
+    out = []
+    for f in expected:
+        if f.name not in table.column_names:
+            out.append(Problem(name, f.name, None, "missing column"))
+            continue
+        got = table.schema.field(f.name).type
+        if got != f.type:
+            if pa.types.is_list(f.type) and pa.types.is_fixed_size_list(f.type.value_type) and pa.types.is_list(got) and pa.types.is_fixed_size_list(got.value_type):
+                out.append(Problem(name, f.name, None, f"wrong dimension: {got.value_type.list_size}, expected {f.type.value_type.list_size}"))
+            else:
+                out.append(Problem(name, f.name, None, f"type {got}, expected {f.type}"))
+        elif not f.nullable and table.column(f.name).null_count:
+            mask = pc.is_null(table.column(f.name))
+            out += [Problem(name, f.name, i, "null where not allowed") for i in _ids(table, mask)[:20]]
+    return out
+
+
+def _check_split_and_ids(name: str, table: pa.Table, unique: bool) -> list[Problem]:
+    out = []
+    if "split" in table.column_names:
+        bad = pc.invert(pc.is_in(table.column("split"), value_set=pa.array(SPLITS)))
+        for rid, split in zip(_ids(table, bad), pc.filter(table.column("split"), bad).to_pylist(), strict=True):
+            out.append(Problem(name, "split", rid, f"unknown split {split!r} (allowed: {', '.join(SPLITS)})"))
+    if unique and "segment_id" in table.column_names:
+        counts = pc.value_counts(table.column("segment_id"))
+        for item in counts.to_pylist():
+            if item["counts"] > 1:
+                out.append(Problem(name, "segment_id", str(item["values"]), f"duplicate id ({item['counts']} rows)"))
+    return out
+
+
+def validate_segments(table: pa.Table) -> list[Problem]:
+    out = _check_schema("segments", table, segments_schema())
+    out += _check_split_and_ids("segments", table, unique=True)
+    for col, (lo, hi) in _RANGES.items():
+        if col not in table.column_names:
+            continue
+        v = table.column(col)
+        nan = pc.fill_null(pc.is_nan(v), False)
+        out += [Problem("segments", col, i, "NaN label (use null for missing)") for i in _ids(table, nan)]
+        outside = pc.fill_null(pc.or_(pc.less(v, lo), pc.greater(v, hi)), False)
+        vals = pc.filter(v, outside).to_pylist()
+        out += [Problem("segments", col, i, f"{x} outside [{lo}, {hi}]") for i, x in zip(_ids(table, outside), vals, strict=True)]
+    return out
+
+
+def validate_aligned(table: pa.Table, feature_sets: dict[str, FeatureSet]) -> list[Problem]:
+    present = {n: fs.dim for n, fs in feature_sets.items() if n in table.column_names}
+    out = _check_schema("aligned", table, aligned_schema(present))
+    out += _check_split_and_ids("aligned", table, unique=True)
+    if out:
+        return out
+    n_words = pc.list_value_length(table.column("words"))
+    for col in ["word_start", "word_end", "word_confidence"] + [c for n in present for c in (n, coverage_column(n))]:
+        diff = pc.not_equal(pc.list_value_length(table.column(col)), n_words)
+        out += [Problem("aligned", col, i, "length differs from the number of words") for i in _ids(table, diff)]
+    for n in present:
+        flat = pc.list_flatten(pc.list_flatten(table.column(n)))
+        if len(flat) and not np.isfinite(flat.to_numpy(zero_copy_only=False)).all():
+            parents = pc.list_parent_indices(table.column(n))
+            values = pc.list_flatten(table.column(n)).flatten().to_numpy(zero_copy_only=False).reshape(-1, present[n])
+            bad_rows = np.unique(parents.to_numpy()[~np.isfinite(values).all(axis=1)])
+            ids = table.column("segment_id").take(pa.array(bad_rows)).to_pylist()
+            out += [Problem("aligned", n, i, "NaN or inf in word vectors (collapse must fill and mask)") for i in ids]
+        cov = pc.list_flatten(table.column(coverage_column(n))).to_numpy(zero_copy_only=False)
+        if len(cov) and ((cov < 0) | (cov > 1) | ~np.isfinite(cov)).any():
+            out.append(Problem("aligned", coverage_column(n), None, "coverage outside [0, 1]"))
+    return out
+
+
+def validate_frames(table: pa.Table, feature_set: FeatureSet) -> list[Problem]:
+    name = f"frames/{feature_set.name}"
+    out = _check_schema(name, table, frames_schema(feature_set.dim))
+    return out + _check_split_and_ids(name, table, unique=True)
+
+
+def validate_failures(table: pa.Table) -> list[Problem]:
+    return _check_schema("failures", table, failures_schema())
+
+
+def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationReport:
+    """Validate a whole store: manifest, checksums, each table, and keys across tables."""
+    root = Path(store)
+    try:
+        manifest = Manifest.load(root)
+    except StoreError as e:
+        return ValidationReport([Problem("manifest", None, None, str(e))])
+    problems: list[Problem] = []
+    tables: dict[str, list[pa.Table]] = {}
+    for rel, entry in sorted(manifest.files.items()):
+        path = root / rel
+        if not path.is_file():
+            problems.append(Problem(entry.table, None, None, f"{rel}: file listed in the manifest is missing"))
+            continue
+        if check_files and sha256_file(path) != entry.sha256:
+            problems.append(Problem(entry.table, None, None, f"{rel}: sha256 differs from the manifest"))
+            continue
+        try:
+            t = pq.read_table(path)
+        except Exception as e:  # noqa: BLE001 - any reader error means the file is unusable
+            problems.append(Problem(entry.table, None, None, f"{rel}: unreadable Parquet ({e})"))
+            continue
+        if t.num_rows != entry.rows:
+            problems.append(Problem(entry.table, None, None, f"{rel}: {t.num_rows} rows, manifest says {entry.rows}"))
+        tables.setdefault(entry.table, []).append(t)
+
+    def whole(name: str) -> pa.Table | None:
+        parts = tables.get(name)
+        return pa.concat_tables(parts, promote_options="default") if parts else None
+
+    segments = whole("segments")
+    if segments is not None:
+        problems += validate_segments(segments)
+    aligned = whole("aligned")
+    if aligned is not None:
+        problems += validate_aligned(aligned, manifest.feature_sets)
+        if segments is not None:
+            orphan = pc.invert(pc.is_in(aligned.column("segment_id"), value_set=segments.column("segment_id")))
+            problems += [Problem("aligned", "segment_id", i, "no such segment in segments") for i in _ids(aligned, orphan)]
+    for name in tables:
+        if name.startswith("frames/"):
+            fs = manifest.feature_sets.get(name.split("/", 1)[1])
+            if fs is None:
+                problems.append(Problem(name, None, None, "feature set not described in the manifest"))
+            else:
+                problems += validate_frames(whole(name), fs)
+    failures = whole("failures")
+    if failures is not None:
+        problems += validate_failures(failures)
+    return ValidationReport(problems)
