@@ -15,6 +15,7 @@ from .spec import (
     SCHEMA_VERSION,
     SPLITS,
     aligned_schema,
+    contract,
     coverage_column,
     failures_schema,
     frames_schema,
@@ -22,12 +23,20 @@ from .spec import (
     table_dir,
     table_path,
 )
-from .validate import Problem, ValidationReport, validate, validate_aligned, validate_failures, validate_frames, validate_segments
+from .validate import (
+    Problem,
+    ValidationReport,
+    validate,
+    validate_aligned,
+    validate_failures,
+    validate_frames,
+    validate_segments,
+)
 
 __all__ = [
     "COVERAGE_SUFFIX", "EMOTIONS", "LAYOUT", "SCHEMA_VERSION", "SPLITS",
     "ChecksumError", "FeatureSet", "FileEntry", "Manifest", "Problem", "SchemaVersionError", "Store", "StoreError",
-    "ValidationReport", "aligned_schema", "atomic_write_text", "column_lists", "column_vectors", "coverage_column",
+    "ValidationReport", "aligned_schema", "atomic_write_text", "contract", "column_lists", "column_vectors", "coverage_column",
     "failures_schema", "frames_schema", "list_of_vectors", "open_store", "row_vectors", "segments_schema", "sha256_file",
     "table_dir", "table_path", "validate", "validate_aligned", "validate_failures", "validate_frames", "validate_segments",
     "vectors_to_arrow",

@@ -18,14 +18,14 @@ SCHEMA_FILE = "schema_v1.json"
 
 
 @cache
-def spec() -> dict[str, Any]:
+def contract() -> dict[str, Any]:
     return json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text())
 
 
-SCHEMA_VERSION: str = spec()["schema_version"]
-SPLITS: tuple[str, ...] = tuple(spec()["splits"])
-EMOTIONS: tuple[str, ...] = tuple(spec()["emotions"])
-LAYOUT: dict[str, str] = dict(spec()["layout"])
+SCHEMA_VERSION: str = contract()["schema_version"]
+SPLITS: tuple[str, ...] = tuple(contract()["splits"])
+EMOTIONS: tuple[str, ...] = tuple(contract()["emotions"])
+LAYOUT: dict[str, str] = dict(contract()["layout"])
 COVERAGE_SUFFIX = "__coverage"
 
 _SIMPLE = {
@@ -54,7 +54,7 @@ def arrow_type(name: str, dim: int | None = None) -> pa.DataType:
 
 
 def _fields(table: str, dim: int | None = None) -> list[pa.Field]:
-    cols = spec()["tables"][table]["columns"]
+    cols = contract()["tables"][table]["columns"]
     return [
         pa.field(c["name"], arrow_type(c["type"], dim), nullable=c["nullable"], metadata={"doc": c["doc"]})
         for c in cols
@@ -76,7 +76,7 @@ def frames_schema(dim: int) -> pa.Schema:
 def aligned_schema(feature_dims: dict[str, int]) -> pa.Schema:
     """Aligned table for the given feature sets (name -> D), columns in the order given."""
     fields = _fields("aligned")
-    per_set = spec()["tables"]["aligned"]["per_feature_set"]
+    per_set = contract()["tables"]["aligned"]["per_feature_set"]
     for name, dim in feature_dims.items():
         for c in per_set:
             col = c["name"].format(feature_set=name)

@@ -15,7 +15,15 @@ import pyarrow.parquet as pq
 from .errors import StoreError
 from .feature_set import FeatureSet
 from .manifest import Manifest, sha256_file
-from .spec import EMOTIONS, SPLITS, aligned_schema, coverage_column, failures_schema, frames_schema, segments_schema
+from .spec import (
+    EMOTIONS,
+    SPLITS,
+    aligned_schema,
+    coverage_column,
+    failures_schema,
+    frames_schema,
+    segments_schema,
+)
 
 
 @dataclass(frozen=True)

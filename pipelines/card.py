@@ -1,0 +1,63 @@
+"""The store's dataset card: a README.md with the Hugging Face YAML header, so a store can be shared as is and
+`datasets.load_dataset(STORE, "aligned")` finds its tables by split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from feature_schemas import LAYOUT, SPLITS, Manifest, atomic_write_text, contract, table_dir
+
+
+def _configs(manifest: Manifest) -> list[str]:
+    tables = sorted({e.table for e in manifest.files.values() if e.table != "failures"})
+    lines = ["configs:"]
+    for table in ["segments", "aligned"] + [t for t in tables if t.startswith("frames/")]:
+        splits = [s for s in SPLITS if manifest.rows(table, s)]
+        if not splits:
+            continue
+        lines.append(f"- config_name: {table.replace('/', '_')}")
+        if table == "segments":
+            lines.append("  default: true")
+        lines.append("  data_files:")
+        for s in splits:
+            folder = table_dir("frames", s, table.split("/", 1)[1]) if table.startswith("frames/") else table_dir(table, s)
+            lines += [f"  - split: {s}", f"    path: {folder}/*.parquet"]
+    return lines
+
+
+def render_card(manifest: Manifest) -> str:
+    rows = {s: manifest.rows("segments", s) for s in SPLITS}
+    fs_lines = [
+        f"| `{fs.name}` | {fs.modality} | {fs.dim} | {fs.extractor} {fs.extractor_version} | "
+        f"{fs.frame_rate if fs.frame_rate else 'word-level'} | {', '.join(fs.dims[:6])}{' ...' if fs.dim > 6 else ''} |"
+        for fs in manifest.feature_sets.values()
+    ]
+    columns = [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["segments"]["columns"]]
+    aligned = [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["aligned"]["columns"]]
+    aligned += [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["aligned"]["per_feature_set"]]
+    report = json.dumps(manifest.report, indent=2, sort_keys=True)
+    return "\n".join(
+        ["---", *_configs(manifest), "---", "",
+         f"# {manifest.name}", "",
+         f"A multimodal feature store written by mmolre (schema {manifest.schema_version}). Every file is plain Parquet;",
+         "`manifest.json` lists each file with its row count and sha256, and each feature set's dimension names and provenance.", "",
+         "| split | segments |", "| --- | --- |", *[f"| {s} | {n} |" for s, n in rows.items()], "",
+         "## Feature sets", "", "| name | modality | dims | extractor | frames/s | dimension names |", "| --- | --- | --- | --- | --- | --- |",
+         *fs_lines, "",
+         "## Layout", "", *[f"- {k}: `{v}`" for k, v in LAYOUT.items()], "",
+         "## Tables", "", "### segments", *columns, "", "### aligned", *aligned, "",
+         "## Reading it without mmolre", "", "```python",
+         "import pyarrow.dataset as ds",
+         "segments = ds.dataset('segments/train', format='parquet').to_table()",
+         "aligned = ds.dataset('aligned/train', format='parquet').to_table()",
+         "# or: datasets.load_dataset('parquet', data_files={'train': 'aligned/train/*.parquet'})",
+         "```", "",
+         "## Build report (drops, imputations, cleaning)", "", "```json", report, "```", ""]
+    )
+
+
+def write_card(store: str | Path, manifest: Manifest) -> Path:
+    path = Path(store) / LAYOUT["card"]
+    atomic_write_text(path, render_card(manifest))
+    return path

@@ -1,0 +1,431 @@
+"""Writing a feature store: units -> shards of Parquet, crash-safe, resumable, with a manifest.
+
+Each shard (a fixed group of units) is processed and written on its own, possibly on another machine. Every file
+is written under a hidden temporary name and renamed into place, and a shard record (`_build/shards/*.json`) is
+renamed in last, so a killed build leaves either a whole shard or nothing visible. A rerun skips shards whose
+record carries the same key (unit keys + configuration + schema) and whose files still match their sha256.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from feature_schemas import (
+    SCHEMA_VERSION,
+    FeatureSet,
+    FileEntry,
+    Manifest,
+    StoreError,
+    aligned_schema,
+    atomic_write_text,
+    coverage_column,
+    failures_schema,
+    frames_schema,
+    list_of_vectors,
+    segments_schema,
+    sha256_file,
+    table_path,
+    validate_aligned,
+    validate_segments,
+)
+
+from .card import write_card
+from .collapse import CollapseConfig, collapse_segment
+from .executors import map_unordered
+from .records import Failure, PipelineError, SegmentRecord, UnitResult, WorkUnit
+
+log = logging.getLogger(__name__)
+
+BUILD_DIR = "_build"
+SHARD_RECORDS = f"{BUILD_DIR}/shards"
+LOCK_FILE = f"{BUILD_DIR}/lock"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
+    keep_frames: bool = False  # also write the frame-level (unaligned) tables
+    units_per_shard: int = 16
+    compression: str = "zstd"
+    row_group_rows: int = 64  # segments per row group: the unit of streaming reads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Shard:
+    shard_id: str
+    units: tuple[WorkUnit, ...]
+    key: str
+
+
+@dataclass
+class ShardRecord:
+    shard_id: str
+    key: str
+    files: dict[str, dict[str, Any]]  # relative path -> FileEntry fields
+    counters: dict[str, int]
+    n_segments: int
+    n_failures: int
+
+
+@dataclass
+class BuildResult:
+    store: Path
+    manifest: Manifest
+    shards_written: int
+    shards_skipped: int
+    n_segments: int
+    n_failures: int
+
+
+# -- planning ---------------------------------------------------------------------------------------
+def plan_shards(
+    units: Sequence[WorkUnit], feature_sets: Sequence[FeatureSet], config: BuildConfig, build_info: dict[str, Any]
+) -> list[Shard]:
+    """Deterministic shards: units sorted by id, cut every `units_per_shard`; the key covers all that shapes output."""
+    ids = [u.unit_id for u in units]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise PipelineError(f"duplicate unit ids: {', '.join(dup)}", stage="plan")
+    ordered = sorted(units, key=lambda u: u.unit_id)
+    common = json.dumps(
+        {
+            "schema": SCHEMA_VERSION,
+            "config": config.to_dict(),
+            "feature_sets": [fs.to_dict() for fs in feature_sets],
+            "build": build_info,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    shards = []
+    step = max(1, config.units_per_shard)
+    for i in range(0, len(ordered), step):
+        chunk = tuple(ordered[i : i + step])
+        h = hashlib.sha256(common.encode())
+        for u in chunk:
+            h.update(f"\0{u.unit_id}\0{u.key}".encode())
+        shards.append(Shard(f"{i // step:05d}", chunk, h.hexdigest()))
+    return shards
+
+
+# -- one shard (runs on a worker) -------------------------------------------------------------------
+def _process_unit(unit: WorkUnit, process: Callable[[WorkUnit], UnitResult]) -> UnitResult:
+    try:
+        result = process(unit)
+    except PipelineError as e:
+        return UnitResult(failures=[Failure(e.item_id or unit.unit_id, e.stage, str(e), e.source_path)])
+    except Exception as e:  # noqa: BLE001 - one bad unit must never stop the build
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        reason = f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})"
+        return UnitResult(failures=[Failure(unit.unit_id, "process", reason, unit.payload.get("source_path"))])
+    if not isinstance(result, UnitResult):
+        return UnitResult(failures=[Failure(unit.unit_id, "process", f"process returned {type(result).__name__}, not UnitResult")])
+    return result
+
+
+def _aligned_columns(
+    rec: SegmentRecord, feature_sets: Sequence[FeatureSet], collapse_config: CollapseConfig, counters: dict[str, int]
+) -> dict[str, Any]:
+    n_words = len(rec.words.words)
+    cols: dict[str, Any] = {}
+    for fs in feature_sets:
+        if fs.name in rec.word_features:
+            wf = rec.word_features[fs.name]
+            values, coverage = wf.values, wf.coverage
+        elif fs.name in rec.frames:
+            fr = rec.frames[fs.name]
+            if fr.values.shape[1] != fs.dim and len(fr.values):
+                raise PipelineError(f"{fs.name}: frames have {fr.values.shape[1]} dims, feature set has {fs.dim}", "collapse", rec.segment_id)
+            c = collapse_segment(fr, rec.words, collapse_config)
+            values, coverage = c.values, c.coverage
+            counters[f"nonfinite_frames.{fs.name}"] = counters.get(f"nonfinite_frames.{fs.name}", 0) + int(c.nonfinite_frames)
+            counters[f"words_without_frames.{fs.name}"] = counters.get(f"words_without_frames.{fs.name}", 0) + int(
+                (c.coverage == 0).sum()
+            )
+        else:
+            raise PipelineError(f"segment has no {fs.name!r} features (every record must carry every feature set)", "collapse", rec.segment_id)
+        values = np.asarray(values, np.float32).reshape(-1, fs.dim) if n_words else np.zeros((0, fs.dim), np.float32)
+        if len(values) != n_words:
+            raise PipelineError(f"{fs.name}: {len(values)} word vectors for {n_words} words", "collapse", rec.segment_id)
+        if not np.isfinite(values).all():
+            bad = ~np.isfinite(values).all(axis=1)
+            counters[f"nonfinite_words.{fs.name}"] = counters.get(f"nonfinite_words.{fs.name}", 0) + int(bad.sum())
+            values = np.where(np.isfinite(values), values, 0.0).astype(np.float32)
+            coverage = np.where(bad, 0.0, coverage)
+        cols[fs.name] = values
+        cols[coverage_column(fs.name)] = np.asarray(coverage, np.float32)
+    return cols
+
+
+def _segments_table(rows: list[dict[str, Any]]) -> pa.Table:
+    schema = segments_schema()
+    data = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    for f in schema:  # NaN labels mean "missing": store null so validation sees what the contract allows
+        if pa.types.is_floating(f.type):
+            data[f.name] = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else float(v) for v in data[f.name]]
+    return pa.Table.from_pydict(data, schema=schema)
+
+
+def _aligned_table(recs: list[SegmentRecord], cols: list[dict[str, Any]], feature_sets: Sequence[FeatureSet]) -> pa.Table:
+    schema = aligned_schema({fs.name: fs.dim for fs in feature_sets})
+
+    def floats(values: list[np.ndarray], typ: pa.DataType) -> pa.Array:
+        return pa.array([v.tolist() for v in values], type=pa.list_(typ), from_pandas=True)
+
+    data: dict[str, Any] = {
+        "segment_id": pa.array([r.segment_id for r in recs], pa.string()),
+        "split": pa.array([r.segment["split"] for r in recs], pa.string()),
+        "words": pa.array([list(r.words.words) for r in recs], pa.list_(pa.string())),
+        "word_start": floats([r.words.start for r in recs], pa.float64()),  # NaN -> null (untimed words)
+        "word_end": floats([r.words.end for r in recs], pa.float64()),
+        "word_confidence": floats([r.words.confidence for r in recs], pa.float32()),
+        "align_method": pa.array([r.words.method for r in recs], pa.string()),
+    }
+    for fs in feature_sets:
+        data[fs.name] = list_of_vectors([c[fs.name] for c in cols], fs.dim)
+        data[coverage_column(fs.name)] = floats([c[coverage_column(fs.name)] for c in cols], pa.float32())
+    return pa.Table.from_pydict(data, schema=schema)
+
+
+def _frames_table(recs: list[SegmentRecord], fs: FeatureSet) -> pa.Table:
+    frames = [r.frames[fs.name] for r in recs]
+    return pa.Table.from_pydict(
+        {
+            "segment_id": [r.segment_id for r in recs],
+            "split": [r.segment["split"] for r in recs],
+            "frame_start": [f.start.tolist() for f in frames],
+            "frame_end": [f.end.tolist() for f in frames],
+            "values": list_of_vectors([f.values for f in frames], fs.dim),
+            "valid": [(f.valid & np.isfinite(f.values).all(axis=1)).tolist() for f in frames],
+            "confidence": [f.confidence.tolist() for f in frames],
+        },
+        schema=frames_schema(fs.dim),
+    )
+
+
+def _failures_table(failures: list[Failure]) -> pa.Table:
+    return pa.Table.from_pylist([asdict(f) for f in failures], schema=failures_schema())
+
+
+def _write_parquet(table: pa.Table, path: Path, config: BuildConfig) -> str:
+    """Atomic Parquet write; returns the file's sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression=config.compression, row_group_size=config.row_group_rows)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    digest = sha256_file(tmp)
+    os.replace(tmp, path)
+    return digest
+
+
+def _drop_invalid(
+    recs: list[SegmentRecord], cols: list[dict[str, Any]], feature_sets: Sequence[FeatureSet], failures: list[Failure]
+) -> tuple[list[SegmentRecord], list[dict[str, Any]]]:
+    """Segments the contract rejects (labels out of range, unknown split, duplicate ids) become failure rows."""
+    problems = validate_segments(_segments_table([r.segment for r in recs]))
+    if not problems:
+        problems = validate_aligned(_aligned_table(recs, cols, feature_sets), {fs.name: fs for fs in feature_sets})
+    bad: dict[str, list[str]] = {}
+    for p in problems:
+        if p.row_id is None:
+            raise PipelineError(f"shard tables do not match the contract: {p}", stage="validate")
+        bad.setdefault(p.row_id, []).append(f"{p.column}: {p.message}")
+    if not bad:
+        return recs, cols
+    for sid, msgs in bad.items():
+        src = next((r.segment.get("source_path") for r in recs if r.segment_id == sid), None)
+        failures.append(Failure(sid, "validate", "; ".join(msgs), src))
+    keep = [i for i, r in enumerate(recs) if r.segment_id not in bad]
+    return [recs[i] for i in keep], [cols[i] for i in keep]
+
+
+def write_shard(
+    shard: Shard,
+    store: str,
+    process: Callable[[WorkUnit], UnitResult],
+    feature_sets: Sequence[FeatureSet],
+    config: BuildConfig,
+) -> ShardRecord:
+    """Process a shard's units and write its files; the shard record is the commit point."""
+    root = Path(store)
+    recs: list[SegmentRecord] = []
+    cols: list[dict[str, Any]] = []
+    failures: list[Failure] = []
+    counters: dict[str, int] = {}
+    for unit in shard.units:
+        result = _process_unit(unit, process)
+        failures += result.failures
+        for k, v in result.report.items():
+            counters[k] = counters.get(k, 0) + int(v)
+        for rec in result.records:
+            try:
+                cols.append(_aligned_columns(rec, feature_sets, config.collapse, counters))
+                recs.append(rec)
+            except PipelineError as e:
+                failures.append(Failure(e.item_id or rec.segment_id, e.stage, str(e), rec.segment.get("source_path")))
+            except Exception as e:  # noqa: BLE001
+                failures.append(Failure(rec.segment_id, "collapse", f"{type(e).__name__}: {e}", rec.segment.get("source_path")))
+    recs, cols = _drop_invalid(recs, cols, feature_sets, failures)
+
+    files: dict[str, dict[str, Any]] = {}
+
+    def put(table: pa.Table, name: str, rel: str, split: str | None) -> None:
+        files[rel] = {"table": name, "split": split, "shard": shard.shard_id, "rows": table.num_rows,
+                      "sha256": _write_parquet(table, root / rel, config)}
+
+    order = sorted(range(len(recs)), key=lambda i: recs[i].segment_id)
+    by_split: dict[str, list[int]] = {}
+    for i in order:
+        by_split.setdefault(recs[i].segment["split"], []).append(i)
+    for split, idx in sorted(by_split.items()):
+        srecs = [recs[i] for i in idx]
+        put(_segments_table([r.segment for r in srecs]), "segments", table_path("segments", split, shard.shard_id), split)
+        put(_aligned_table(srecs, [cols[i] for i in idx], feature_sets), "aligned", table_path("aligned", split, shard.shard_id), split)
+        if config.keep_frames:
+            for fs in feature_sets:
+                if all(fs.name in r.frames for r in srecs):
+                    rel = table_path("frames", split, shard.shard_id, fs.name)
+                    put(_frames_table(srecs, fs), f"frames/{fs.name}", rel, split)
+    if failures:
+        failures.sort(key=lambda f: (f.item_id, f.stage, f.reason))
+        put(_failures_table(failures), "failures", table_path("failures", shard=shard.shard_id), None)
+    record = ShardRecord(shard.shard_id, shard.key, files, dict(sorted(counters.items())), len(recs), len(failures))
+    atomic_write_text(root / SHARD_RECORDS / f"part-{shard.shard_id}.json", json.dumps(asdict(record), indent=1, sort_keys=True))
+    return record
+
+
+# -- the whole build --------------------------------------------------------------------------------
+def _load_record(root: Path, shard_id: str) -> ShardRecord | None:
+    path = root / SHARD_RECORDS / f"part-{shard_id}.json"
+    try:
+        return ShardRecord(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _record_intact(root: Path, record: ShardRecord) -> bool:
+    return all((root / rel).is_file() and sha256_file(root / rel) == e["sha256"] for rel, e in record.files.items())
+
+
+def _remove_record(root: Path, record: ShardRecord) -> None:
+    for rel in record.files:
+        (root / rel).unlink(missing_ok=True)
+    (root / SHARD_RECORDS / f"part-{record.shard_id}.json").unlink(missing_ok=True)
+
+
+def _clean_temporaries(root: Path) -> None:
+    for tmp in root.rglob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+class StoreLock:
+    """Exclusive lock on a store for the length of a build; a second build refuses at once, naming the holder.
+    The kernel drops the lock when the holder dies, even by SIGKILL."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / LOCK_FILE
+        self.fd: int | None = None
+
+    def __enter__(self) -> StoreLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise StoreError(f"{self.path.parent.parent}: another build is writing this store (pid {holder}); wait for it to finish") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def _merge_report(recipe_report: dict[str, Any] | None, records: list[ShardRecord]) -> dict[str, Any]:
+    counters: dict[str, int] = {}
+    for r in records:
+        for k, v in r.counters.items():
+            counters[k] = counters.get(k, 0) + v
+    report: dict[str, Any] = dict(recipe_report or {})
+    report["counters"] = dict(sorted(counters.items()))
+    report["segments"] = sum(r.n_segments for r in records)
+    report["failures"] = sum(r.n_failures for r in records)
+    return report
+
+
+def build_store(
+    store: str | os.PathLike,
+    name: str,
+    units: Sequence[WorkUnit],
+    process: Callable[[WorkUnit], UnitResult],
+    feature_sets: Sequence[FeatureSet],
+    config: BuildConfig | None = None,
+    executor: Any = None,
+    build_info: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> BuildResult:
+    """Build (or complete) a store from work units; see the module docstring for the guarantees."""
+    config = config or BuildConfig()
+    root = Path(store)
+    root.mkdir(parents=True, exist_ok=True)
+    build_info = dict(build_info or {})
+    shards = plan_shards(units, feature_sets, config, build_info)
+    with StoreLock(root):
+        _clean_temporaries(root)
+        planned = {s.shard_id for s in shards}
+        for path in sorted((root / SHARD_RECORDS).glob("part-*.json")):  # shards from a different, larger plan
+            sid = path.stem.removeprefix("part-")
+            if sid not in planned and (old := _load_record(root, sid)) is not None:
+                _remove_record(root, old)
+        done: dict[str, ShardRecord] = {}
+        todo: list[Shard] = []
+        for s in shards:
+            old = _load_record(root, s.shard_id)
+            if old is not None and old.key == s.key and _record_intact(root, old):
+                done[s.shard_id] = old
+            else:
+                if old is not None:
+                    _remove_record(root, old)
+                todo.append(s)
+        skipped = len(done)
+        log.info("%s: %d shards to write, %d already written", name, len(todo), skipped)
+        bar = tqdm(total=len(shards), initial=skipped, desc=f"{name}: shards", unit="shard", disable=not progress)
+        for rec in map_unordered(write_shard, todo, executor, str(root), process, list(feature_sets), config):
+            done[rec.shard_id] = rec
+            bar.update(1)
+            bar.set_postfix(segments=sum(r.n_segments for r in done.values()), failures=sum(r.n_failures for r in done.values()))
+        bar.close()
+        records = [done[s.shard_id] for s in shards]
+        manifest = Manifest(
+            name=name,
+            feature_sets={fs.name: fs for fs in feature_sets},
+            files={rel: FileEntry(**e) for r in records for rel, e in r.files.items()},
+            build={**build_info, "config": config.to_dict()},
+            report=_merge_report(report, records),
+        )
+        manifest.save(root)
+        write_card(root, manifest)
+    return BuildResult(root, manifest, len(todo), skipped, manifest.report["segments"], manifest.report["failures"])
