@@ -123,7 +123,7 @@ def validate_aligned(table: pa.Table, feature_sets: dict[str, FeatureSet]) -> li
         flat = pc.list_flatten(pc.list_flatten(table.column(n)))
         if len(flat) and not np.isfinite(flat.to_numpy(zero_copy_only=False)).all():
             parents = pc.list_parent_indices(table.column(n))
-            values = pc.list_flatten(table.column(n)).flatten().to_numpy(zero_copy_only=False).reshape(-1, present[n])
+            values = flat.to_numpy(zero_copy_only=False).reshape(-1, present[n])
             bad_rows = np.unique(parents.to_numpy()[~np.isfinite(values).all(axis=1)])
             ids = table.column("segment_id").take(pa.array(bad_rows)).to_pylist()
             out += [Problem("aligned", n, i, "NaN or inf in word vectors (collapse must fill and mask)") for i in ids]
