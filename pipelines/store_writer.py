@@ -361,6 +361,7 @@ class StoreLock:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
+            self.fd = None
 
 
 def _merge_report(recipe_report: dict[str, Any] | None, records: list[ShardRecord]) -> dict[str, Any]:
@@ -375,25 +376,68 @@ def _merge_report(recipe_report: dict[str, Any] | None, records: list[ShardRecor
     return report
 
 
-def build_store(
+@dataclass
+class StoreBuild:
+    """A build in progress: the lock is held, stale files are gone, and `todo` lists the shards to write.
+
+    `build_store` runs it on an executor; a Prefect flow maps its own tasks over `todo` and then calls `finish`."""
+
+    root: Path
+    name: str
+    shards: list[Shard]
+    todo: list[Shard]
+    done: dict[str, ShardRecord]
+    feature_sets: list[FeatureSet]
+    config: BuildConfig
+    build_info: dict[str, Any]
+    lock: StoreLock
+
+    @property
+    def skipped(self) -> int:
+        return len(self.shards) - len(self.todo)
+
+    def finish(self, written: Sequence[ShardRecord], report: dict[str, Any] | None = None) -> BuildResult:
+        """Write the manifest and card from every shard's record, then release the lock."""
+        try:
+            done = dict(self.done) | {r.shard_id: r for r in written}
+            missing = [s.shard_id for s in self.shards if s.shard_id not in done]
+            if missing:
+                raise StoreError(f"{self.root}: shards {', '.join(missing[:5])} were not written; rerun the build to complete them")
+            records = [done[s.shard_id] for s in self.shards]
+            manifest = Manifest(
+                name=self.name,
+                feature_sets={fs.name: fs for fs in self.feature_sets},
+                files={rel: FileEntry(**e) for r in records for rel, e in r.files.items()},
+                build={**self.build_info, "config": self.config.to_dict()},
+                report=_merge_report(report, records),
+            )
+            manifest.save(self.root)
+            write_card(self.root, manifest)
+        finally:
+            self.close()
+        n_written = len(self.shards) - self.skipped
+        return BuildResult(self.root, manifest, n_written, self.skipped, manifest.report["segments"], manifest.report["failures"])
+
+    def close(self) -> None:
+        self.lock.__exit__()
+
+
+def open_build(
     store: str | os.PathLike,
     name: str,
     units: Sequence[WorkUnit],
-    process: Callable[[WorkUnit], UnitResult],
     feature_sets: Sequence[FeatureSet],
     config: BuildConfig | None = None,
-    executor: Any = None,
     build_info: dict[str, Any] | None = None,
-    report: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> BuildResult:
-    """Build (or complete) a store from work units; see the module docstring for the guarantees."""
+) -> StoreBuild:
+    """Lock the store, remove what a killed build left, and work out which shards still need writing."""
     config = config or BuildConfig()
     root = Path(store)
     root.mkdir(parents=True, exist_ok=True)
     build_info = dict(build_info or {})
     shards = plan_shards(units, feature_sets, config, build_info)
-    with StoreLock(root):
+    lock = StoreLock(root).__enter__()
+    try:
         _clean_temporaries(root)
         planned = {s.shard_id for s in shards}
         for path in sorted((root / SHARD_RECORDS).glob("part-*.json")):  # shards from a different, larger plan
@@ -410,22 +454,37 @@ def build_store(
                 if old is not None:
                     _remove_record(root, old)
                 todo.append(s)
-        skipped = len(done)
-        log.info("%s: %d shards to write, %d already written", name, len(todo), skipped)
-        bar = tqdm(total=len(shards), initial=skipped, desc=f"{name}: shards", unit="shard", disable=not progress)
-        for rec in map_unordered(write_shard, todo, executor, str(root), process, list(feature_sets), config):
-            done[rec.shard_id] = rec
+    except BaseException:
+        lock.__exit__()
+        raise
+    log.info("%s: %d shards to write, %d already written", name, len(todo), len(done))
+    return StoreBuild(root, name, shards, todo, done, list(feature_sets), config, build_info, lock)
+
+
+def build_store(
+    store: str | os.PathLike,
+    name: str,
+    units: Sequence[WorkUnit],
+    process: Callable[[WorkUnit], UnitResult],
+    feature_sets: Sequence[FeatureSet],
+    config: BuildConfig | None = None,
+    executor: Any = None,
+    build_info: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> BuildResult:
+    """Build (or complete) a store from work units; see the module docstring for the guarantees."""
+    build = open_build(store, name, units, feature_sets, config, build_info)
+    written: list[ShardRecord] = []
+    try:
+        bar = tqdm(total=len(build.shards), initial=build.skipped, desc=f"{name}: shards", unit="shard", disable=not progress)
+        args = (str(build.root), process, build.feature_sets, build.config)
+        for rec in map_unordered(write_shard, build.todo, executor, *args):
+            written.append(rec)
             bar.update(1)
-            bar.set_postfix(segments=sum(r.n_segments for r in done.values()), failures=sum(r.n_failures for r in done.values()))
+            bar.set_postfix(segments=sum(r.n_segments for r in written), failures=sum(r.n_failures for r in written))
         bar.close()
-        records = [done[s.shard_id] for s in shards]
-        manifest = Manifest(
-            name=name,
-            feature_sets={fs.name: fs for fs in feature_sets},
-            files={rel: FileEntry(**e) for r in records for rel, e in r.files.items()},
-            build={**build_info, "config": config.to_dict()},
-            report=_merge_report(report, records),
-        )
-        manifest.save(root)
-        write_card(root, manifest)
-    return BuildResult(root, manifest, len(todo), skipped, manifest.report["segments"], manifest.report["failures"])
+    except BaseException:
+        build.close()
+        raise
+    return build.finish(written, report)
