@@ -85,6 +85,19 @@ class ShardRecord:
 
 
 @dataclass
+class BuildPlan:
+    """Everything a recipe decides before any work runs; `run_plan` or a Prefect flow carries it out."""
+
+    name: str
+    units: list[WorkUnit]
+    process: Callable[[WorkUnit], UnitResult]  # picklable: a top-level function or functools.partial
+    feature_sets: list[FeatureSet]
+    config: BuildConfig
+    build_info: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class BuildResult:
     store: Path
     manifest: Manifest
@@ -401,9 +414,11 @@ class StoreBuild:
         try:
             done = dict(self.done) | {r.shard_id: r for r in written}
             missing = [s.shard_id for s in self.shards if s.shard_id not in done]
-            if missing:
-                raise StoreError(f"{self.root}: shards {', '.join(missing[:5])} were not written; rerun the build to complete them")
-            records = [done[s.shard_id] for s in self.shards]
+            records = [done[s.shard_id] for s in self.shards if s.shard_id in done]
+            if missing:  # a worker died past its retries: keep what was written, say what to rerun
+                report = {**(report or {}), "incomplete_shards": missing}
+                log.error("%s: %d shards were not written (%s); rerun the same build to complete them",
+                          self.root, len(missing), ", ".join(missing[:5]))
             manifest = Manifest(
                 name=self.name,
                 feature_sets={fs.name: fs for fs in self.feature_sets},
@@ -488,3 +503,8 @@ def build_store(
         build.close()
         raise
     return build.finish(written, report)
+
+
+def run_plan(plan: BuildPlan, store: str | os.PathLike, executor: Any = None, progress: bool = True) -> BuildResult:
+    return build_store(store, plan.name, plan.units, plan.process, plan.feature_sets, plan.config,
+                       executor=executor, build_info=plan.build_info, report=plan.report, progress=progress)

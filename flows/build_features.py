@@ -1,0 +1,146 @@
+"""Prefect flows that build feature stores: CMU-MOSEI / CMU-MOSI from the SDK release, and raw videos.
+
+Each reads like the process it runs: plan the units, write the shards on Dask (one task per shard, with
+retries), write the manifest, publish a summary. All the work is in `pipelines`; nothing there knows Prefect.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.dask_cluster import task_runner
+from flows.summary import build_summary_markdown, summarize_build
+from pipelines.collapse import CollapseConfig
+from pipelines.store_writer import (
+    BuildConfig,
+    BuildPlan,
+    BuildResult,
+    Shard,
+    ShardRecord,
+    open_build,
+    write_shard,
+)
+
+Mode = Literal["mean", "weighted", "max", "std"]
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, task_run_name="write shard {shard.shard_id}")
+def write_shard_task(shard: Shard, store: str, process: Any, feature_sets: list, config: BuildConfig) -> ShardRecord:
+    return write_shard(shard, store, process, feature_sets, config)
+
+
+@flow(name="write-shards", validate_parameters=False)
+def write_shards(shards: list[Shard], store: str, process: Any, feature_sets: list, config: BuildConfig) -> list[ShardRecord]:
+    """Fan the shards out over the Dask cluster; a shard that fails past its retries is left for the next run."""
+    logger = get_run_logger()
+    try:
+        from distributed import default_client
+
+        logger.info("Dask dashboard: %s", default_client().dashboard_link)
+    except (ImportError, ValueError):
+        pass
+    futures = write_shard_task.map(shards, unmapped(store), unmapped(process), unmapped(feature_sets), unmapped(config))
+    records = []
+    for fut in futures:
+        state = fut.wait() or fut.state
+        if fut.state.is_completed():
+            rec = fut.result()
+            records.append(rec)
+            logger.info("shard %s: %d segments, %d failures", rec.shard_id, rec.n_segments, rec.n_failures)
+        else:
+            logger.error("shard task failed after its retries: %s", state)
+    return records
+
+
+def run_build_plan(plan: BuildPlan, store: str, dask_address: str | None, n_workers: int | None) -> dict[str, Any]:
+    """Open the build, write the missing shards on Dask, finish the manifest, publish a summary artifact."""
+    logger = get_run_logger()
+    build = open_build(store, plan.name, plan.units, plan.feature_sets, plan.config, plan.build_info)
+    logger.info("%s: %d units in %d shards, %d already written", plan.name, len(plan.units), len(build.shards), build.skipped)
+    try:
+        records: list[ShardRecord] = []
+        if build.todo:
+            runner = task_runner(dask_address, n_workers)
+            records = write_shards.with_options(task_runner=runner)(
+                build.todo, str(build.root), plan.process, build.feature_sets, build.config
+            )
+    except BaseException:
+        build.close()
+        raise
+    result: BuildResult = build.finish(records, plan.report)
+    summary = summarize_build(result)
+    create_markdown_artifact(build_summary_markdown(summary), key=_artifact_key(plan.name), description=f"{plan.name} build")
+    logger.info("store %s: %s", result.store, summary["counts"])
+    if summary.get("incomplete_shards"):
+        raise RuntimeError(f"{len(summary['incomplete_shards'])} shards were not written; run the deployment again to complete them")
+    return summary
+
+
+def _artifact_key(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") + "-build"
+
+
+def _sdk_flow(dataset: str, csd_dir: str, store: str, sets: list[str] | None, mode: Mode, keep_frames: bool,
+              dask_address: str | None, n_workers: int | None, batch_videos: int, units_per_shard: int) -> dict[str, Any]:
+    from pipelines.recipes.sdk import plan_sdk
+
+    config = BuildConfig(collapse=CollapseConfig(mode=mode), keep_frames=keep_frames, units_per_shard=units_per_shard)
+    plan = plan_sdk(csd_dir, dataset=dataset, sets=sets, config=config, batch_videos=batch_videos)
+    return run_build_plan(plan, store, dask_address, n_workers)
+
+
+@flow(name="build-mosei-features", log_prints=True)
+def build_mosei_features(
+    csd_dir: str,
+    store: str,
+    sets: list[str] | None = None,
+    mode: Mode = "weighted",
+    keep_frames: bool = False,
+    dask_address: str | None = None,
+    n_workers: int | None = None,
+    batch_videos: int = 4,
+    units_per_shard: int = 16,
+) -> dict[str, Any]:
+    """CMU-MOSEI `.csd` computational sequences -> word-aligned Parquet store."""
+    return _sdk_flow("mosei", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard)
+
+
+@flow(name="build-mosi-features", log_prints=True)
+def build_mosi_features(
+    csd_dir: str,
+    store: str,
+    sets: list[str] | None = None,
+    mode: Mode = "weighted",
+    keep_frames: bool = False,
+    dask_address: str | None = None,
+    n_workers: int | None = None,
+    batch_videos: int = 4,
+    units_per_shard: int = 16,
+) -> dict[str, Any]:
+    """CMU-MOSI `.csd` computational sequences -> word-aligned Parquet store."""
+    return _sdk_flow("mosi", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard)
+
+
+@flow(name="extract-video-features", log_prints=True)
+def extract_video_features(
+    input: str,
+    store: str,
+    face: str | None = "dlib",
+    fps: float | None = None,
+    mode: Mode = "weighted",
+    keep_frames: bool = False,
+    split: str | None = None,
+    dask_address: str | None = None,
+    n_workers: int | None = None,
+    units_per_shard: int = 4,
+) -> dict[str, Any]:
+    """Raw videos (MMSA-FET folder, manifest CSV/JSONL, or one video) -> the same store as the SDK importer."""
+    from pipelines.recipes.videos import plan_videos, video_config
+
+    config = BuildConfig(collapse=CollapseConfig(mode=mode), keep_frames=keep_frames, units_per_shard=units_per_shard)
+    plan = plan_videos(input, video_config(face=face, fps=fps), config, split=split)
+    return run_build_plan(plan, store, dask_address, n_workers)

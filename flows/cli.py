@@ -1,0 +1,334 @@
+"""The `mmolre` command: build stores, inspect them, train, evaluate and predict.
+
+Each subcommand calls the plain functions of `pipelines` and `mmolre` (no Prefect server needed); the Prefect
+deployments call the same functions. Exit codes: 0 done, 1 error (the message names the path or value),
+2 usage error, 3 done but items failed (with --strict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3
+MODES = ("mean", "weighted", "max", "std")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 1."""
+
+
+# -- build ------------------------------------------------------------------------------------------
+def _build_config(args: argparse.Namespace) -> Any:
+    from pipelines.collapse import CollapseConfig
+    from pipelines.store_writer import BuildConfig
+
+    return BuildConfig(collapse=CollapseConfig(mode=args.mode, fill=args.fill), keep_frames=args.keep_frames,
+                       units_per_shard=args.units_per_shard)
+
+
+def _run_plan(plan: Any, args: argparse.Namespace) -> int:
+    from flows.dask_cluster import dask_client
+    from flows.summary import summarize_build
+    from pipelines.store_writer import run_plan
+
+    if args.workers == 0:
+        result = run_plan(plan, args.out, executor=None, progress=not args.quiet)
+    else:
+        with dask_client(args.dask_address, args.workers) as client:
+            result = run_plan(plan, args.out, executor=client, progress=not args.quiet)
+    summary = summarize_build(result)
+    _print_build(summary, args.json)
+    if summary["incomplete_shards"]:
+        return EXIT_ERROR
+    return EXIT_FAILURES if (args.strict and summary["counts"]["failures"]) else EXIT_OK
+
+
+def _print_build(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    c = summary["counts"]
+    print(f"store: {summary['store']}")
+    print("segments: " + ", ".join(f"{s} {n}" for s, n in c["segments"].items()))
+    print(f"shards: {c['shards_written']} written, {c['shards_skipped']} already written")
+    print("feature sets: " + ", ".join(f"{n} ({d})" for n, d in summary["feature_sets"].items()))
+    if c["failures"]:
+        print(f"failures: {c['failures']} (see `mmolre inspect {summary['store']}`)")
+        for f in summary["failures"][:10]:
+            print(f"  {f['item_id']} [{f['stage']}]: {f['reason']}")
+
+
+def cmd_build_sdk(args: argparse.Namespace) -> int:
+    from pipelines.recipes.sdk import plan_sdk
+
+    plan = plan_sdk(args.csd_dir, dataset=args.dataset, sets=args.sets, config=_build_config(args), batch_videos=args.batch_videos)
+    return _run_plan(plan, args)
+
+
+def cmd_build_videos(args: argparse.Namespace) -> int:
+    from pipelines.recipes.videos import plan_videos, video_config
+
+    face = None if args.face == "none" else args.face
+    plan = plan_videos(args.input, video_config(face=face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model),
+                       _build_config(args), split=args.split)
+    return _run_plan(plan, args)
+
+
+# -- inspect / validate -----------------------------------------------------------------------------
+def inspect_store(path: str | os.PathLike) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
+    from feature_schemas import SPLITS, Store
+
+    store = Store(path)
+    m = store.manifest
+    words = {}
+    for split in store.splits():
+        t = store.aligned(split, columns=["words"])
+        words[split] = int(pc.sum(pc.list_value_length(t.column("words"))).as_py() or 0)
+    failures = store.failures().to_pylist() if store.files("failures") else []
+    by_stage: dict[str, int] = {}
+    for f in failures:
+        by_stage[f["stage"]] = by_stage.get(f["stage"], 0) + 1
+    return {
+        "store": str(store.path),
+        "name": m.name,
+        "schema_version": m.schema_version,
+        "segments": {s: m.rows("segments", s) for s in SPLITS},
+        "words": words,
+        "feature_sets": {
+            n: {"dim": fs.dim, "modality": fs.modality, "extractor": f"{fs.extractor} {fs.extractor_version}".strip(),
+                "frame_rate": fs.frame_rate, "dims": list(fs.dims)}
+            for n, fs in m.feature_sets.items()
+        },
+        "frame_sets": store.frame_sets(),
+        "failures": {"total": len(failures), "by_stage": by_stage, "items": failures[:100]},
+        "report": m.report,
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    info = inspect_store(args.store)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return EXIT_OK
+    print(f"{info['name']}  (schema {info['schema_version']})  {info['store']}")
+    for s, n in info["segments"].items():
+        print(f"  {s:<5} {n:>7} segments {info['words'].get(s, 0):>9} words")
+    print("feature sets:")
+    for n, fs in info["feature_sets"].items():
+        rate = f"{fs['frame_rate']:g}/s" if fs["frame_rate"] else "word-level"
+        print(f"  {n:<16} {fs['dim']:>5}-d  {fs['modality']:<7} {fs['extractor']:<24} {rate}   {', '.join(fs['dims'][:4])}, ...")
+    if info["frame_sets"]:
+        print("frame-level sets kept: " + ", ".join(info["frame_sets"]))
+    f = info["failures"]
+    print(f"failures: {f['total']}" + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(f["by_stage"].items())) + ")" if f["total"] else ""))
+    for item in f["items"][:10]:
+        print(f"  {item['item_id']} [{item['stage']}]: {item['reason']}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from feature_schemas import validate
+
+    report = validate(args.store)
+    print(f"{args.store}: {report}")
+    return EXIT_OK if report.ok else EXIT_FAILURES
+
+
+# -- model ------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from mmolre.config import TrainConfig
+    from mmolre.train import train
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "device": args.device}.items() if v is not None}
+    if overrides:
+        config = config.replace(**overrides)
+    results = train(args.store, args.out, model=args.model, config=config)
+    print(json.dumps(results.get("test", results), indent=2, default=str) if args.json else _metrics_line(results))
+    print(f"run: {args.out}")
+    return EXIT_OK
+
+
+def _metrics_line(results: dict[str, Any]) -> str:
+    test = results.get("test", {})
+    flat = {k: v for k, v in _flatten(test).items() if isinstance(v, (int, float))}
+    keys = [k for k in flat if any(t in k for t in ("mae", "corr", "acc2", "acc_2", "f1", "wf1"))][:8]
+    return "test: " + ", ".join(f"{k}={flat[k]:.4f}" for k in keys)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mmolre.train import evaluate
+
+    metrics = evaluate(args.run, split=args.split, store=args.store)
+    print(json.dumps(metrics, indent=2, default=str) if args.json else _metrics_line({"test": metrics}))
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from flows.predict import predict_video
+
+    out = predict_video(args.video, args.run, transcript=args.transcript, face=None if args.face == "none" else args.face)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(f"{args.video}: sentiment {out['sentiment']:+.2f}")
+        if out.get("emotions"):
+            print("emotions: " + ", ".join(f"{k} {v:.2f}" for k, v in out["emotions"].items()))
+        for w in out.get("timeline", [])[:40]:
+            print(f"  {w['start']:6.2f}-{w['end']:6.2f}  {w['word']:<14} " + " ".join(f"{k}={v:.2f}" for k, v in w["weights"].items()))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    run_demo(args.out)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "csd":
+        from pipelines.csd import write_csd
+
+        for name in args.sets or []:
+            path = Path(args.out) / f"{name}.csd"
+            write_csd(args.store, name, path, level=args.level)
+            print(f"wrote {path}")
+    else:
+        from pipelines.mmsa_pickle import export_mmsa
+
+        path = export_mmsa(args.store, args.out, text=args.text, audio=args.audio, vision=args.vision)
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+# -- parser -----------------------------------------------------------------------------------------
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="store folder to create or complete")
+    p.add_argument("--mode", choices=MODES, default="weighted", help="how frames collapse onto words (mean = the SDK's)")
+    p.add_argument("--fill", choices=("zeros", "nearest"), default="zeros", help="vector for words with no usable frame")
+    p.add_argument("--keep-frames", action="store_true", help="also write the frame-level (unaligned) sets")
+    p.add_argument("--units-per-shard", type=int, default=16, help="work units per Parquet shard")
+    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (0: run inline)")
+    p.add_argument("--dask-address", default=None, help="an existing Dask scheduler (or set MMOLRE_DASK_ADDRESS)")
+    p.add_argument("--strict", action="store_true", help="exit 3 when any item failed")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mmolre", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="build a feature store").add_subparsers(dest="source", required=True)
+    for dataset in ("mosei", "mosi"):
+        p = build.add_parser(dataset, help=f"CMU-{dataset.upper()} from the SDK's .csd files")
+        p.add_argument("--csd-dir", required=True, help="folder of .csd computational sequences")
+        p.add_argument("--sets", nargs="+", default=None, help="feature sets to include (default: all found)")
+        p.add_argument("--batch-videos", type=int, default=4, help="videos per work unit")
+        _add_build_options(p)
+        p.set_defaults(func=cmd_build_sdk, dataset=dataset)
+    p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
+    p.add_argument("--input", required=True, help="folder, manifest or video file")
+    p.add_argument("--face", choices=("dlib", "pyfeat", "openface", "none"), default="dlib", help="face backend")
+    p.add_argument("--fps", type=float, default=None, help="video frames per second to analyse")
+    p.add_argument("--split", default=None, help="split for inputs that name none")
+    p.add_argument("--asr-model", default=None, help="local faster-whisper model folder (default: the packaged tiny.en)")
+    p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_build_videos)
+
+    p = sub.add_parser("inspect", help="segments, words, feature sets and failures of a store")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("validate", help="check a store against its schema and checksums (exit 3 if invalid)")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("export", help="write a store's features for other toolkits")
+    p.add_argument("format", choices=("csd", "mmsa"))
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True, help="folder (csd) or .pkl path (mmsa)")
+    p.add_argument("--sets", nargs="+", help="feature sets to export (csd)")
+    p.add_argument("--level", choices=("word", "frame"), default="word")
+    p.add_argument("--text", default=None)
+    p.add_argument("--audio", default=None)
+    p.add_argument("--vision", default=None)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
+    p.add_argument("--model", default="mmolre", choices=("mmolre", "hard-sharing", "dense-moe", "single-task",
+                                                          "single-task-sentiment", "single-task-emotion"))
+    p.add_argument("--config", default=None, help="YAML or JSON TrainConfig")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint")
+    p.add_argument("--run", required=True)
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--store", default=None, help="another store with the same feature sets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="sentiment and emotions of one video, with a word-level timeline")
+    p.add_argument("video")
+    p.add_argument("--run", required=True)
+    p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
+    p.add_argument("--face", choices=("dlib", "pyfeat", "openface", "none"), default="dlib")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="the whole path on bundled media: videos -> store -> model -> report")
+    p.add_argument("--out", default="demo_out")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from feature_schemas import StoreError
+    from pipelines.records import PipelineError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, StoreError, PipelineError, FileNotFoundError, NotADirectoryError, ValueError) as e:
+        if args.debug:
+            raise
+        print(f"mmolre: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("mmolre: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Serve every mmolre deployment from this process: `python -m flows.serve` (or `make serve`).
+
+Deployments are named `default`, so `prefect deployment run build-mosei-features/default --param ...` works as soon
+as this is running against a Prefect server (PREFECT_API_URL)."""
+
+from __future__ import annotations
+
+import logging
+
+DEPLOYMENT_NAME = "default"
+
+
+def all_flows() -> list:
+    from flows.build_features import build_mosei_features, build_mosi_features, extract_video_features
+    from flows.train_model import train_mmolre
+    from flows.video_to_model import video_to_model
+
+    return [build_mosei_features, build_mosi_features, extract_video_features, train_mmolre, video_to_model]
+
+
+def deployments(name: str = DEPLOYMENT_NAME) -> list:
+    return [f.to_deployment(name=name, tags=["mmolre"], description=(f.description or "").strip() or None) for f in all_flows()]
+
+
+def main() -> None:
+    from prefect import serve
+
+    logging.basicConfig(level=logging.INFO)
+    serve(*deployments(), limit=2)
+
+
+if __name__ == "__main__":
+    main()

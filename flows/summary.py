@@ -1,0 +1,47 @@
+"""Build and training summaries for logs, the CLI and Prefect artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feature_schemas import SPLITS, Store
+
+
+def summarize_build(result: Any) -> dict[str, Any]:
+    store = Store(result.store)
+    m = store.manifest
+    failures = store.failures().to_pylist() if store.files("failures") else []
+    return {
+        "store": str(result.store),
+        "counts": {
+            "segments": {s: m.rows("segments", s) for s in SPLITS},
+            "shards_written": result.shards_written,
+            "shards_skipped": result.shards_skipped,
+            "failures": len(failures),
+        },
+        "feature_sets": {n: fs.dim for n, fs in m.feature_sets.items()},
+        "failures": failures[:50],
+        "report": m.report,
+        "incomplete_shards": m.report.get("incomplete_shards", []),
+    }
+
+
+def build_summary_markdown(summary: dict[str, Any]) -> str:
+    c = summary["counts"]
+    lines = [
+        f"# Feature store `{summary['store']}`",
+        "",
+        "| split | segments |",
+        "| --- | --- |",
+        *[f"| {s} | {n} |" for s, n in c["segments"].items()],
+        "",
+        f"Shards written {c['shards_written']}, skipped (already written) {c['shards_skipped']}, failures {c['failures']}.",
+        "",
+        "| feature set | dims |",
+        "| --- | --- |",
+        *[f"| {n} | {d} |" for n, d in summary["feature_sets"].items()],
+    ]
+    if summary["failures"]:
+        lines += ["", "## Failures", "", "| item | stage | reason |", "| --- | --- | --- |"]
+        lines += [f"| {f['item_id']} | {f['stage']} | {f['reason'].replace('|', '/')[:200]} |" for f in summary["failures"]]
+    return "\n".join(lines)
