@@ -8,7 +8,11 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install test demo lint server serve bench clean
+.PHONY: install test demo lint server serve deploy worker bench clean
+
+# A local Prefect server: SQLite under .prefect/, bound to 127.0.0.1 only.
+PREFECT_PORT ?= 4200
+PREFECT_ENV := PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
 
 install: $(STAMP)
 
@@ -27,6 +31,19 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m flows.demo
+
+server: $(STAMP)
+	$(PREFECT_ENV) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+serve: $(STAMP)
+	$(PREFECT_ENV) $(BIN)/python -m flows.serve
+
+deploy: $(STAMP)
+	$(PREFECT_ENV) $(BIN)/prefect work-pool create mmolre-process --type process --overwrite
+	$(PREFECT_ENV) $(BIN)/prefect --no-prompt deploy --all
+
+worker: $(STAMP)
+	$(PREFECT_ENV) $(BIN)/prefect worker start --pool mmolre-process
 
 lint: $(STAMP)
 	$(BIN)/ruff check feature_schemas pipelines mmolre flows tests bench
