@@ -14,6 +14,7 @@ from pipelines.csd import (
     COVAREP_DIMS,
     SDK_METADATA_KEYS,
     CsdFile,
+    CsdInfo,
     decode_metadata_value,
     discover,
     inspect_csd,
@@ -55,6 +56,12 @@ def test_discover_recognises_roles_and_dims(fixture_dir: Path) -> None:
     assert files["facet42"].dims == tuple(f"facet42_{i}" for i in range(35))
     assert files["covarep"].metadata["dataset name"] == "CMU-MOSEI"
     assert files["labels"].root_name == "All Labels"
+
+
+def test_published_dimension_names_when_the_file_has_none(fixture_dir: Path) -> None:
+    info = CsdInfo(fixture_dir / "CMU_MOSEI_COVAREP.csd", "covarep", "COVAREP", 74, {})
+    assert info.dims == COVAREP_DIMS and len(set(info.dims)) == 74
+    assert info.dims[:3] == ("F0", "VUV", "NAQ") and info.dims[-1] == "HMPDD_12"
 
 
 def test_roles_from_root_name_or_filename() -> None:

@@ -6,6 +6,7 @@ import csv
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -82,6 +83,28 @@ def test_word_vectors_equal_a_hand_computation(store: Path) -> None:
     # FACET is missing for the test video: its words carry coverage 0.
     missing = Store(store).segment(f"{TEST_C}[0]", ["facet42"])
     assert missing["words"] == ["bad", "acting"] and missing["facet42__coverage"].tolist() == [0.0, 0.0]
+
+
+def test_glove_off_the_word_times_is_collapsed_as_frames(fixture_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "csd"
+    folder.mkdir()
+    for p in fixture_dir.glob("*.csd"):
+        if "Glove" not in p.name:
+            (folder / p.name).symlink_to(p)
+    with h5py.File(fixture_dir / "CMU_MOSEI_TimestampedGloveVectors.csd", "r") as src, \
+            h5py.File(folder / "CMU_MOSEI_TimestampedGloveVectors.csd", "w") as dst:
+        src.copy(src["glove_vectors"], dst, "glove_vectors")
+        ivs = dst["glove_vectors/data"][TRAIN_A]["intervals"]
+        ivs[...] = ivs[()] + 0.05  # GloVe rows 50 ms late: no longer the words' intervals
+    result = build_sdk(folder, tmp_path / "store", "mosei", sets=["glove"], mode="mean", progress=False)
+    assert result.n_failures == 0 and validate(tmp_path / "store").ok
+    c = Store(tmp_path / "store").manifest.report["counters"]
+    assert c["glove_frame_level_segments"] == 2 and c["glove_word_level_segments"] == 3
+    seg = Store(tmp_path / "store").segment(f"{TRAIN_A}[0]", ["glove"])
+    # "hello" [1.0, 1.5] overlaps only the GloVe row "hello" [1.05, 1.55] (the next row starts at 1.55).
+    np.testing.assert_allclose(seg["glove"][0], glove_vector("hello"), rtol=1e-6)
+    # "world" [1.5, 2.2] overlaps "hello" [1.05, 1.55] by 50 ms and "world" [1.55, 2.25] by 650 ms: their mean.
+    np.testing.assert_allclose(seg["glove"][1], (glove_vector("hello") + glove_vector("world")) / 2, rtol=1e-5, atol=1e-6)
 
 
 def test_units_change_with_their_inputs(fixture_dir: Path) -> None:

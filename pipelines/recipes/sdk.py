@@ -1,7 +1,8 @@
 """Recipe: CMU-MOSEI / CMU-MOSI from the SDK's computational sequences (.csd) to a feature store.
 
 Segments are the label intervals (`video_id[i]`, i in file order, the SDK's keys after aligning to labels);
-words are the TimestampedWords inside each segment, times as given; frame-level sequences (COVAREP, FACET,
+words are the TimestampedWords whose midpoint lies in the segment (so a word on a boundary belongs to one
+segment only), times as given; frame-level sequences (COVAREP, FACET,
 OpenFace) become the frames inside each segment, collapsed to words by the store writer (vectorised, unlike
 the SDK's O(words x frames) `align`). GloVe vectors are taken per word when their intervals match the words.
 Splits are the standard folds, by video id.
@@ -191,20 +192,20 @@ def _overlapping(intervals: np.ndarray, start: float, end: float) -> np.ndarray:
 
 
 def _frames_by_segment(f: CsdFile, vid: str, segs: np.ndarray, dim: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per segment, (intervals, values) of the frames overlapping it; reads only the rows the segments span."""
+    """Per segment, (intervals, values) of the frames overlapping it. Frames in time order (the release's
+    case) are read one contiguous slice per segment, so the unlabelled parts of a video are never read."""
     ivs = f.intervals(vid)
-    masks = [_overlapping(ivs, s, e) for s, e in segs]
-    any_rows = np.flatnonzero(np.logical_or.reduce(masks)) if masks else np.zeros(0, int)
-    if any_rows.size == 0:
-        return [(np.zeros((0, 2)), np.zeros((0, dim), np.float32)) for _ in segs]
-    lo, hi = int(any_rows[0]), int(any_rows[-1]) + 1
-    block = np.asarray(f.features(vid, lo, hi), dtype=np.float32)
-    if block.shape[1] != dim:
-        raise PipelineError(f"{f.path} [{vid}]: {block.shape[1]} dimensions, the sequence has {dim}", "read", vid, str(f.path))
+    rows_of = [np.flatnonzero(_overlapping(ivs, s, e)) for s, e in segs]
     out = []
-    for m in masks:
-        rows = np.flatnonzero(m)
-        out.append((ivs[rows], block[rows - lo]))
+    for rows in rows_of:
+        if rows.size == 0:
+            out.append((np.zeros((0, 2)), np.zeros((0, dim), np.float32)))
+            continue
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        block = np.asarray(f.features(vid, lo, hi), dtype=np.float32)
+        if block.shape[1] != dim:
+            raise PipelineError(f"{f.path} [{vid}]: {block.shape[1]} dimensions, the sequence has {dim}", "read", vid, str(f.path))
+        out.append((ivs[rows], block if rows.size == hi - lo else block[rows - lo]))
     return out
 
 
@@ -278,10 +279,12 @@ def _video_records(
             frames[name] = None
             _add(report, f"segments_missing.{name}", len(segs))
             continue
-        if name == "glove":
-            g_ivs = f.intervals(vid)
-            glove_rows = (g_ivs, np.asarray(f.features(vid), np.float32))
-        frames[name] = _frames_by_segment(f, vid, bounds, dim)
+        if name == "glove":  # word-level and small: read whole
+            g_ivs, g_vals = f.intervals(vid), np.asarray(f.features(vid), np.float32)
+            glove_rows = (g_ivs, g_vals)
+            frames[name] = [(g_ivs[m], g_vals[m]) for m in (_overlapping(g_ivs, s, e) for s, e in bounds)]
+        else:
+            frames[name] = _frames_by_segment(f, vid, bounds, dim)
 
     records = []
     for j, (sid, start, end, vals) in enumerate(segs):
