@@ -1,0 +1,5 @@
+"""Face features as interchangeable backends: dlib (default, offline), py-feat (local weights), OpenFace CSV."""
+
+from .base import DEFAULT_BACKEND, FaceBackend, available_backends, get_backend, register_backend
+
+__all__ = ["DEFAULT_BACKEND", "FaceBackend", "available_backends", "get_backend", "register_backend"]
