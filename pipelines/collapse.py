@@ -1,9 +1,13 @@
 """Collapse frame-level features to one vector per word, vectorised: O(frames + words + overlaps) per segment.
 
 CMU-MultimodalSDK's `mmdataset.align` compares every word with every frame of its video (O(words x frames),
-days and tens of GB on MOSEI) and lets NaN/-inf through. Here frames are sorted once, each word finds its
-candidate frames by `searchsorted`, the (word, frame) pairs are built with `np.repeat`, and per-word sums,
-maxima and spreads are segment reductions (`np.add.reduceat`, `np.maximum.reduceat`) over those pairs.
+days and tens of GB on MOSEI) and lets NaN/-inf through. Here frames are sorted once, each word finds a
+contiguous run of candidate frames by `searchsorted` (on starts, and on the running maximum of ends), the
+(word, frame) pairs are built with `np.repeat` and tested at once, and the pairs become a sparse (W x N)
+weight matrix: `mean` and `weighted` are one sparse product with the frames (float64 sums), `max` and `std`
+segment reductions (`np.maximum.reduceat`, `np.add.reduceat`). No Python loop over words or frames. The
+candidate runs hold only the overlapping frames plus the frames inside a longer earlier frame's span, so
+the cost is O(N log N + W log N + overlaps) for ordinary frame streams.
 
 Which frames count for a word (every mode uses the same frame set)
 ------------------------------------------------------------------
@@ -44,6 +48,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy import sparse
 
 from .records import FrameFeatures, PipelineError, Words
 
@@ -106,6 +111,18 @@ def _check_inputs(values, frame_start, frame_end, word_start, word_end, valid):
         i = int(bad[0])
         raise _error(f"collapse: {bad.size} words end before they start (first: word {i}, [{ws[i]}, {we[i]}])")
     return values, fs, fe, ws, we, ok
+
+
+def _finite_rows(values: np.ndarray) -> np.ndarray:
+    """Rows without NaN/inf. A row sum (one fast pass, no BLAS threads) carries any NaN/inf; rows whose sum is
+    not finite are rechecked value by value, since a sum of huge finite values can overflow."""
+    if values.dtype.kind != "f" or values.shape[1] == 0:
+        return np.isfinite(values).all(axis=1)
+    finite = np.isfinite(np.einsum("ij->i", values))
+    suspect = np.flatnonzero(~finite)
+    if suspect.size:
+        finite[suspect] = np.isfinite(values[suspect]).all(axis=1)
+    return finite
 
 
 def _group_starts(n_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,50 +188,64 @@ def collapse(
     values, fs, fe, ws, we, ok = _check_inputs(values, frame_start, frame_end, word_start, word_end, valid)
     n_words, dims = ws.shape[0], values.shape[1]
 
-    finite = np.isfinite(values).all(axis=1)
-    nonfinite = int(np.count_nonzero(ok & ~finite))
-    rows = np.flatnonzero(ok & finite)
-    rows = rows[np.argsort(fs[rows], kind="stable")]  # the SDK sorts by start, stably, too
-    s0, s1 = fs[rows], fe[rows]
+    usable = ok & _finite_rows(values)
+    nonfinite = int(np.count_nonzero(ok) - np.count_nonzero(usable))
+    rows = np.arange(values.shape[0]) if usable.all() else np.flatnonzero(usable)
+    s0 = fs[rows]
+    if s0.size > 1 and not (s0[1:] >= s0[:-1]).all():
+        order = np.argsort(s0, kind="stable")  # the SDK sorts by start, stably, too
+        rows, s0 = rows[order], s0[order]
+    s1 = fe[rows]
     cm = np.maximum.accumulate(s1) if s1.size else s1
 
     # Candidate frames per word: a contiguous run [lo, hi) of the start-sorted frames (a superset).
     timed = np.isfinite(ws) & np.isfinite(we)
     short = timed & (np.abs(ws - we) < EPSILON)
     mid = np.where(timed, 0.5 * (ws + we), 0.0)
-    lo = np.where(short, np.searchsorted(cm, mid, side="left"), np.searchsorted(cm, ws - 2 * EPSILON, side="right"))
-    hi = np.where(short, np.searchsorted(s0, mid, side="right"), np.searchsorted(s0, we + 2 * EPSILON, side="left"))
+    # Frames with end <= r0 or start >= r1 have overlap <= 0 (exactly, in floats too): never candidates.
+    lo = np.searchsorted(cm, ws, side="right")
+    hi = np.searchsorted(s0, we, side="left")
+    if short.any():
+        lo[short] = np.searchsorted(cm, mid[short], side="left")
+        hi[short] = np.searchsorted(s0, mid[short], side="right")
     counts = np.where(timed, np.maximum(hi - lo, 0), 0)
 
-    # All (word, candidate frame) pairs, grouped by word, frames in start order.
+    # All (word, candidate frame) pairs, grouped by word, frames in start order; then the SDK's test.
     pair_w = np.repeat(np.arange(n_words), counts)
-    run_start = np.cumsum(counts) - counts
-    pair_f = lo[pair_w] + (np.arange(pair_w.size) - run_start[pair_w])
+    pair_f = np.arange(pair_w.size) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
     a, b = s0[pair_f], s1[pair_f]
     r0, r1 = ws[pair_w], we[pair_w]
     overlap = np.minimum(b, r1) - np.maximum(a, r0)
-    sdk_keep = (r1 - a > -EPSILON) & (b - r0 > -EPSILON) & (np.abs(overlap) > EPSILON)
-    t = mid[pair_w]
-    is_short = short[pair_w]
-    keep = np.where(is_short, (a <= t) & (b >= t), sdk_keep)
-    pair_w, pair_f = pair_w[keep], pair_f[keep]
-    weight = np.where(is_short[keep], 1.0, overlap[keep])
+    keep = (r1 - a > -EPSILON) & (b - r0 > -EPSILON) & (np.abs(overlap) > EPSILON)
+    if short.any():
+        t, is_short = mid[pair_w], short[pair_w]
+        keep = np.where(is_short, (a <= t) & (b >= t), keep)
+        overlap = np.where(is_short, 1.0, overlap)  # midpoint words: unweighted
+    if not keep.all():
+        pair_w, pair_f, overlap = pair_w[keep], pair_f[keep], overlap[keep]
+    weight = overlap
+    pair_row = rows[pair_f]
 
     n_frames = np.bincount(pair_w, minlength=n_words).astype(np.int32)
     has, starts = _group_starts(n_frames)
     out = np.zeros((n_words, dims), np.float64)
     if has.size and dims:
-        x = values[rows[pair_f]].astype(np.float64, copy=False)  # (pairs, D)
-        count = n_frames[has, None].astype(np.float64)
-        if config.mode == "max":
-            out[has] = np.maximum.reduceat(x, starts, axis=0)
-        elif config.mode == "weighted":
-            out[has] = np.add.reduceat(x * weight[:, None], starts, axis=0) / np.add.reduceat(weight, starts)[:, None]
-        else:
-            mean = np.add.reduceat(x, starts, axis=0) / count
+        if config.mode in ("mean", "weighted"):
+            # A (W x N) sparse matrix of per-pair weights times the frames: one pass over the pairs, no gather.
             if config.mode == "mean":
-                out[has] = mean
+                weight = (1.0 / np.maximum(n_frames, 1))[pair_w]
             else:
+                weight = weight / np.bincount(pair_w, weights=weight, minlength=n_words)[pair_w]
+            indptr = np.concatenate([[0], np.cumsum(n_frames, dtype=np.int64)])
+            matrix = sparse.csr_array((weight, pair_row, indptr), shape=(n_words, values.shape[0]))
+            out = np.asarray(matrix @ values.astype(np.float64, copy=False))
+        else:
+            x = values[pair_row].astype(np.float64, copy=False)  # (pairs, D)
+            if config.mode == "max":
+                out[has] = np.maximum.reduceat(x, starts, axis=0)
+            else:
+                count = n_frames[has, None].astype(np.float64)
+                mean = np.add.reduceat(x, starts, axis=0) / count
                 group = np.repeat(np.arange(has.size), n_frames[has])
                 out[has] = np.sqrt(np.add.reduceat((x - mean[group]) ** 2, starts, axis=0) / count)
 

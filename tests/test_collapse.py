@@ -254,6 +254,15 @@ def test_nonfinite_and_invalid_frames_are_excluded_and_counted():
     assert only_bad.n_frames.tolist() == [0] and (only_bad.values == 0).all() and only_bad.nonfinite_frames == 4
 
 
+def test_huge_finite_values_are_not_taken_for_overflow():
+    values = np.full((4, 3), 3e38, np.float32)  # each row sums past float32's range; every value is finite
+    values[1, 2] = np.nan
+    fs = np.arange(4) / 100
+    got = collapse(values, fs, fs + 0.01, np.array([0.0]), np.array([0.04]), CollapseConfig(mode="mean"))
+    assert got.nonfinite_frames == 1 and got.n_frames.tolist() == [3]
+    np.testing.assert_allclose(got.values, [[3e38] * 3], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
