@@ -348,6 +348,29 @@ def process_sdk_unit(unit: WorkUnit) -> UnitResult:
 
 
 # -- the whole build -------------------------------------------------------------------------------
+def plan_sdk(
+    csd_dir: str | os.PathLike,
+    dataset: str = "mosei",
+    sets: Sequence[str] | None = None,
+    config: Any = None,
+    folds: Mapping[str, Sequence[str]] | str | os.PathLike | None = None,
+    batch_videos: int = 4,
+):
+    """Everything decided before work runs: units, feature sets, drop report; for `run_plan` or a Prefect flow."""
+    from ..store_writer import BuildConfig, BuildPlan
+
+    units, feature_sets, report = sdk_units(csd_dir, dataset, sets, batch_videos=batch_videos, folds=folds)
+    build_info = {
+        "recipe": RECIPE_VERSION,
+        "dataset": dataset,
+        "csd_dir": str(Path(csd_dir).resolve()),
+        "sets": [fs.name for fs in feature_sets],
+        "folds": "standard" if folds is None else (str(folds) if isinstance(folds, (str, os.PathLike)) else "given"),
+        "batch_videos": batch_videos,
+    }
+    return BuildPlan(f"cmu-{dataset}", units, process_sdk_unit, feature_sets, config or BuildConfig(), build_info, report)
+
+
 def build_sdk(
     csd_dir: str | os.PathLike,
     store: str | os.PathLike,
@@ -363,17 +386,8 @@ def build_sdk(
 ):
     """Build a store from a folder of CMU-MOSEI/MOSI .csd files; returns the store writer's `BuildResult`."""
     from ..collapse import CollapseConfig
-    from ..store_writer import BuildConfig, build_store
+    from ..store_writer import BuildConfig, run_plan
 
-    units, feature_sets, report = sdk_units(csd_dir, dataset, sets, batch_videos=batch_videos, folds=folds)
     config = BuildConfig(collapse=CollapseConfig(mode=mode), keep_frames=keep_frames, units_per_shard=units_per_shard)
-    build_info = {
-        "recipe": RECIPE_VERSION,
-        "dataset": dataset,
-        "csd_dir": str(Path(csd_dir).resolve()),
-        "sets": [fs.name for fs in feature_sets],
-        "folds": "standard" if folds is None else (str(folds) if isinstance(folds, (str, os.PathLike)) else "given"),
-        "batch_videos": batch_videos,
-    }
-    return build_store(store, f"cmu-{dataset}", units, process_sdk_unit, feature_sets, config,
-                       executor=executor, build_info=build_info, report=report, progress=progress)
+    plan = plan_sdk(csd_dir, dataset, sets, config, folds=folds, batch_videos=batch_videos)
+    return run_plan(plan, store, executor=executor, progress=progress)
