@@ -13,8 +13,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.dask_cluster import task_runner
+from flows.options import build_config, video_config
 from flows.summary import build_summary_markdown, summarize_build
-from pipelines.collapse import CollapseConfig
 from pipelines.store_writer import (
     BuildConfig,
     BuildPlan,
@@ -88,7 +88,7 @@ def _sdk_flow(dataset: str, csd_dir: str, store: str, sets: list[str] | None, mo
               dask_address: str | None, n_workers: int | None, batch_videos: int, units_per_shard: int) -> dict[str, Any]:
     from pipelines.recipes.sdk import plan_sdk
 
-    config = BuildConfig(collapse=CollapseConfig(mode=mode), keep_frames=keep_frames, units_per_shard=units_per_shard)
+    config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
     plan = plan_sdk(csd_dir, dataset=dataset, sets=sets, config=config, batch_videos=batch_videos)
     return run_build_plan(plan, store, dask_address, n_workers)
 
@@ -139,8 +139,8 @@ def extract_video_features(
     units_per_shard: int = 4,
 ) -> dict[str, Any]:
     """Raw videos (MMSA-FET folder, manifest CSV/JSONL, or one video) -> the same store as the SDK importer."""
-    from pipelines.recipes.videos import plan_videos, video_config
+    from pipelines.recipes.videos import plan_videos
 
-    config = BuildConfig(collapse=CollapseConfig(mode=mode), keep_frames=keep_frames, units_per_shard=units_per_shard)
+    config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
     plan = plan_videos(input, video_config(face=face, fps=fps), config, split=split)
     return run_build_plan(plan, store, dask_address, n_workers)

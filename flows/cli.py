@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.options import build_config, model_name, train_config, video_config
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3
 MODES = ("mean", "weighted", "max", "std")
 
@@ -26,11 +28,7 @@ class CliError(Exception):
 
 # -- build ------------------------------------------------------------------------------------------
 def _build_config(args: argparse.Namespace) -> Any:
-    from pipelines.collapse import CollapseConfig
-    from pipelines.store_writer import BuildConfig
-
-    return BuildConfig(collapse=CollapseConfig(mode=args.mode, fill=args.fill), keep_frames=args.keep_frames,
-                       units_per_shard=args.units_per_shard)
+    return build_config(args.mode, args.fill, args.keep_frames, args.units_per_shard)
 
 
 def _run_plan(plan: Any, args: argparse.Namespace) -> int:
@@ -73,11 +71,10 @@ def cmd_build_sdk(args: argparse.Namespace) -> int:
 
 
 def cmd_build_videos(args: argparse.Namespace) -> int:
-    from pipelines.recipes.videos import plan_videos, video_config
+    from pipelines.recipes.videos import plan_videos
 
-    face = None if args.face == "none" else args.face
-    plan = plan_videos(args.input, video_config(face=face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model),
-                       _build_config(args), split=args.split)
+    config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)
+    plan = plan_videos(args.input, config, _build_config(args), split=args.split)
     return _run_plan(plan, args)
 
 
@@ -145,16 +142,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- model ------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from mmolre.config import TrainConfig
     from mmolre.train import train
 
-    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "device": args.device}.items() if v is not None}
-    if overrides:
-        config = config.replace(**overrides)
-    results = train(args.store, args.out, model=args.model, config=config)
+    config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device)
+    results = train(args.store, args.out, model=model_name(args.model, args.task), config=config)
     print(json.dumps(results.get("test", results), indent=2, default=str) if args.json else _metrics_line(results))
-    print(f"run: {args.out}")
+    print(f"run: {args.out} (report: {Path(args.out) / 'report.md'})")
     return EXIT_OK
 
 
@@ -281,9 +274,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
-    p.add_argument("--model", default="mmolre", choices=("mmolre", "hard-sharing", "dense-moe", "single-task",
-                                                          "single-task-sentiment", "single-task-emotion"))
-    p.add_argument("--config", default=None, help="YAML or JSON TrainConfig")
+    p.add_argument("--model", default="mmolre", choices=("mmolre", "hard-sharing", "dense-moe", "single-task"))
+    p.add_argument("--task", choices=("sentiment", "emotion"), default=None, help="the task of a single-task model")
+    p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set lr=1e-3 --set arch.d_model=64 (repeatable)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the repository root: flows.serve runs from here
 
 
 def free_port() -> int:
@@ -36,11 +36,20 @@ def _wait(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
     raise TimeoutError(f"no answer from {url} after {timeout:.0f} s: {log.read_text()[-2000:]}")
 
 
+def healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 @contextmanager
-def prefect_server(home: Path) -> Iterator[dict[str, str]]:
-    """Start `prefect server start` on a free loopback port; yields the environment that points at it."""
+def prefect_server(home: Path, port: int | None = None) -> Iterator[dict[str, str]]:
+    """Start `prefect server start` on a loopback port (a free one by default); yields the environment that
+    points at it. If a server already answers on `port`, it is used and left running."""
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -50,6 +59,9 @@ def prefect_server(home: Path) -> Iterator[dict[str, str]]:
         "PREFECT_LOGGING_LEVEL": "INFO",
         "HF_HUB_OFFLINE": "1",
     }
+    if healthy(env["PREFECT_API_URL"]):
+        yield env
+        return
     log = home / "server.log"
     prefect = str(Path(sys.executable).with_name("prefect"))
     with open(log, "w") as out:

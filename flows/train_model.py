@@ -1,0 +1,49 @@
+"""Prefect flow `train-mmolre`: train MMoLRE or a baseline on a store, evaluate the best checkpoint, publish metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.options import model_name, train_config
+
+
+@task(cache_policy=NO_CACHE, task_run_name="train {model}")
+def train_task(store: str, out: str, model: str, config: Any) -> dict[str, Any]:
+    from mmolre.train import train
+
+    return train(store, out, model=model, config=config)
+
+
+def metrics_markdown(results: dict[str, Any], out: str) -> str:
+    lines = [f"# Run `{out}`", "", f"report: `{out}/report.md`", ""]
+    for split in ("valid", "test"):
+        for task_name, metrics in (results.get(split) or {}).items():
+            lines += [f"## {split} / {task_name}", "", "| metric | value |", "| --- | --- |"]
+            lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float))]
+            lines.append("")
+    return "\n".join(lines)
+
+
+@flow(name="train-mmolre", log_prints=True)
+def train_mmolre(
+    store: str,
+    out: str,
+    model: str = "mmolre",
+    task_name: str | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train on `store` into run folder `out`; CUDA with bf16 when present, CPU otherwise."""
+    config = train_config(config_file, overrides or [], epochs=epochs, seed=seed, device=device)
+    name = model_name(model, task_name)
+    results = train_task(store, out, name, config)
+    create_markdown_artifact(metrics_markdown(results, out), key="train-mmolre-metrics", description=f"{name} on {store}")
+    get_run_logger().info("run %s: best epoch %s, report %s/report.md", out, results.get("best_epoch"), out)
+    return {k: results.get(k) for k in ("valid", "test", "best_epoch", "epochs_run", "parameters", "device")} | {"run": out}

@@ -1,0 +1,91 @@
+"""Prefect flow `video-to-model`: raw videos -> feature store -> trained model -> evaluation -> report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from feature_schemas import Store
+from flows.build_features import Mode, extract_video_features
+from flows.timeline import explain_segment
+from flows.train_model import train_mmolre
+
+
+def pick_example(store: str | Path) -> str | None:
+    """A test (else valid) segment with the most words, for the report's timeline."""
+    s = Store(store)
+    for split in ("test", "valid", "train"):
+        if split in s.splits():
+            t = s.aligned(split, columns=["segment_id", "words"]).to_pylist()
+            if t:
+                return max(t, key=lambda r: (len(r["words"]), r["segment_id"]))["segment_id"]
+    return None
+
+
+def write_pipeline_report(out: Path, build: dict[str, Any], train: dict[str, Any], example: dict[str, Any] | None) -> Path:
+    lines = [
+        "# Video to model", "",
+        f"- feature store: `{build['store']}` (dataset card: `{build['store']}/README.md`)",
+        f"- model run: `{train['run']}` (training report: `{train['run']}/report.md`)", "",
+        "## Store", "", "| split | segments |", "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in build["counts"]["segments"].items()], "",
+        f"Failures: {build['counts']['failures']}" + "".join(
+            f"\n- {f['item_id']} [{f['stage']}]: {f['reason']}" for f in build["failures"][:20]), "",
+        "## Test metrics", "",
+    ]
+    for task_name, metrics in (train.get("test") or {}).items():
+        lines += [f"### {task_name}", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float))]
+        lines.append("")
+    if example:
+        s = example["sentiment"]
+        lines += [f"## One example: `{example['segment_id']}`", "", f"> {example.get('transcript') or ''}", "",
+                  f"Predicted sentiment {s if isinstance(s, str) else f'{s:+.2f}'}, truth {example['truth']['sentiment']}.", ""]
+        if example.get("plot"):
+            lines += [f"![word timeline]({Path(example['plot']).name})", ""]
+        lines += ["| word | start | end | " + " | ".join(f"weight ({t})" for t in example["modality_weights"]) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in example["modality_weights"]) + " |"]
+        for r in example["timeline"]:
+            t0 = "" if r["start"] is None else f"{r['start']:.2f}"
+            t1 = "" if r["end"] is None else f"{r['end']:.2f}"
+            lines.append(f"| {r['word']} | {t0} | {t1} | " + " | ".join(f"{r['weights'][t]:.3f}" for t in example["modality_weights"]) + " |")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@flow(name="video-to-model", log_prints=True)
+def video_to_model(
+    input: str,
+    out: str,
+    face: str | None = "dlib",
+    fps: float | None = None,
+    mode: Mode = "weighted",
+    model: str = "mmolre",
+    epochs: int | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    dask_address: str | None = None,
+    n_workers: int | None = None,
+) -> dict[str, Any]:
+    """Point it at videos with transcripts and labels; get a reusable store, a trained model and a report."""
+    logger = get_run_logger()
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    store, run = str(root / "store"), str(root / "run")
+    build = extract_video_features(input=input, store=store, face=face, fps=fps, mode=mode,
+                                   dask_address=dask_address, n_workers=n_workers)
+    trained = train_mmolre(store=store, out=run, model=model, config_file=config_file, overrides=overrides,
+                           epochs=epochs, seed=seed)
+    example_id = pick_example(store)
+    example = explain_segment(store, run, example_id, root / "timeline.png") if example_id else None
+    report = write_pipeline_report(root, build, trained, example)
+    (root / "summary.json").write_text(json.dumps({"build": build, "train": trained}, indent=2, default=str) + "\n")
+    create_markdown_artifact(report.read_text(), key="video-to-model-report", description=f"video-to-model {out}")
+    logger.info("store %s, model %s, report %s", store, run, report)
+    return {"store": store, "run": run, "report": str(report), "test": trained.get("test")}
