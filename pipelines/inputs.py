@@ -1,0 +1,430 @@
+"""Input discovery: every accepted input layout becomes one list of `SegmentSpec`s.
+
+Accepted inputs (`discover_inputs` picks by shape):
+  * MMSA-FET layout: a folder with `label.csv` (video_id, clip_id, text, label, label_T, label_A, label_V,
+    annotation, mode) and `Raw/<video_id>/<clip_id>.mp4`;
+  * a manifest (CSV or JSONL): video_path, segment_id, start, end, transcript, sentiment, emotions (a JSON
+    object, or the six columns happy..fear) or emotion (one MELD-style label), sentiment_class, split;
+  * one video (or audio) file;
+  * text-only label files: CMU-MOSI's `id,text,label,mode` label.csv and MELD's `*_sent_emo.csv`.
+
+Problems with one row (a bad id, a label out of range, a missing file) become `Failure`s so that the other
+rows still build; a problem with the input as a whole (missing file, unknown format, missing columns) raises
+`PipelineError` naming the file.
+
+Segment ids are keys that users join on, so they are never rewritten: an id that cannot be a file name
+(empty, containing `/`, `\\`, `..` or control characters, or surrounded by white space) is a failed row.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from feature_schemas import EMOTIONS, SPLITS
+
+from .records import Failure, PipelineError
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
+SPLIT_ALIASES = {"dev": "valid", "val": "valid", "validation": "valid"}
+SENTIMENT_CLASSES = ("negative", "neutral", "positive")
+EMOTION_CLASSES = ("neutral", "joy", "sadness", "anger", "surprise", "disgust", "fear")
+LABEL_KEYS = ("sentiment", *EMOTIONS, "sentiment_class", "emotion_class")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """One utterance to build: where its media is (None for text-only), its transcript and labels.
+
+    `start`/`end` are seconds inside the video; None means the whole file (or no media at all).
+    `labels` holds only columns of the segments table (sentiment, happy..fear, sentiment_class,
+    emotion_class); `extra` keeps other per-row values (MMSA's label_T/A/V) for callers that want them."""
+
+    segment_id: str
+    video_id: str
+    video_path: Path | None
+    start: float | None
+    end: float | None
+    transcript: str | None
+    labels: dict[str, Any]
+    split: str
+    source: str
+    source_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text_only(self) -> bool:
+        return self.video_path is None
+
+    def segment_row(self, start: float | None = None, end: float | None = None, transcript: str | None = None) -> dict[str, Any]:
+        """The segments-table row; media-derived times and a recognised transcript override the given ones."""
+        row: dict[str, Any] = {
+            "segment_id": self.segment_id,
+            "video_id": self.video_id,
+            "split": self.split,
+            "start": self.start if start is None else start,
+            "end": self.end if end is None else end,
+            "transcript": self.transcript if transcript is None else transcript,
+            "source": self.source,
+            "source_path": self.source_path,
+        }
+        for key in LABEL_KEYS:
+            row[key] = self.labels.get(key)
+        return row
+
+
+@dataclass
+class ParsedInputs:
+    """What a parser found: the usable segments and one failure per rejected row."""
+
+    specs: list[SegmentSpec] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    source: str = ""
+    path: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __add__(self, other: ParsedInputs) -> ParsedInputs:
+        merged = ParsedInputs(self.specs + other.specs, self.failures + other.failures, "+".join(
+            s for s in (self.source, other.source) if s), self.path or other.path)
+        return _drop_duplicates(merged)
+
+    def splits(self) -> dict[str, int]:
+        return dict(Counter(s.split for s in self.specs))
+
+
+class RowError(ValueError):
+    """A problem confined to one input row; becomes a `Failure`."""
+
+
+# --- field checks ---------------------------------------------------------------------------------------
+
+def check_id(value: Any, what: str = "segment id") -> str:
+    """Return the id as a string, or raise RowError when it cannot serve as a key and file name."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise RowError(f"{what} is missing")
+    text = str(value)
+    if not text:
+        raise RowError(f"{what} is empty")
+    if text != text.strip():
+        raise RowError(f"{what} {text!r} has leading or trailing white space")
+    if "/" in text or "\\" in text:
+        raise RowError(f"{what} {text!r} contains a path separator ('/' or '\\')")
+    if ".." in text or text == ".":
+        raise RowError(f"{what} {text!r} contains '..' or is '.'")
+    if _CONTROL.search(text):
+        raise RowError(f"{what} {text!r} contains control characters")
+    return text
+
+
+def check_split(value: Any) -> str:
+    text = "" if _missing(value) else str(value).strip().lower()
+    text = SPLIT_ALIASES.get(text, text)
+    if text not in SPLITS:
+        raise RowError(f"split {value!r} is not one of {', '.join(SPLITS)} (or dev/val/validation)")
+    return text
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def _number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float | None:
+    if _missing(value):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise RowError(f"{what} {value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise RowError(f"{what} {value!r} is not finite")
+    if (low is not None and x < low) or (high is not None and x > high):
+        raise RowError(f"{what} {x} is outside [{low}, {high}]")
+    return x
+
+
+def _category(value: Any, what: str, allowed: tuple[str, ...]) -> str | None:
+    if _missing(value):
+        return None
+    text = str(value).strip().lower()
+    if text not in allowed:
+        raise RowError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+    return text
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def check_labels(row: dict[str, Any]) -> dict[str, Any]:
+    """Labels of one row in the segments table's names and ranges: sentiment in [-3, 3], emotions in [0, 3]."""
+    labels: dict[str, Any] = {"sentiment": _number(row.get("sentiment"), "sentiment", -3.0, 3.0)}
+    emotions = row.get("emotions")
+    if not _missing(emotions):
+        if isinstance(emotions, str):
+            try:
+                emotions = json.loads(emotions)
+            except json.JSONDecodeError as e:
+                raise RowError(f"emotions {emotions!r} is not a JSON object: {e}") from None
+        if not isinstance(emotions, dict):
+            raise RowError(f"emotions must be a JSON object of {', '.join(EMOTIONS)}, not {emotions!r}")
+        unknown = set(emotions) - set(EMOTIONS)
+        if unknown:
+            raise RowError(f"emotions has unknown keys {sorted(unknown)}; known: {', '.join(EMOTIONS)}")
+    else:
+        emotions = {e: row.get(e) for e in EMOTIONS}
+    for e in EMOTIONS:
+        labels[e] = _number(emotions.get(e), e, 0.0, 3.0)
+    labels["sentiment_class"] = _category(row.get("sentiment_class"), "sentiment_class", SENTIMENT_CLASSES)
+    labels["emotion_class"] = _category(row.get("emotion") if _missing(row.get("emotion_class")) else row.get("emotion_class"),
+                                        "emotion", EMOTION_CLASSES)
+    return labels
+
+
+# --- table reading --------------------------------------------------------------------------------------
+
+def _require(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{what} {path} does not exist", stage="read", source_path=str(path))
+    if path.is_file() and path.stat().st_size == 0:
+        raise PipelineError(f"{what} {path} is empty (0 bytes)", stage="read", source_path=str(path))
+    return path
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV (header line) or JSONL file as dicts; an unreadable file raises PipelineError."""
+    path = _require(Path(path), "table")
+    try:
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            rows = []
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise PipelineError(f"{path}: line {n} is not JSON: {e}", stage="read", source_path=str(path)) from None
+                if not isinstance(obj, dict):
+                    raise PipelineError(f"{path}: line {n} is not a JSON object", stage="read", source_path=str(path))
+                rows.append(obj)
+            return rows
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return [dict(r) for r in csv.DictReader(f)]
+    except UnicodeDecodeError as e:
+        raise PipelineError(f"{path} is not UTF-8 text: {e}", stage="read", source_path=str(path)) from None
+    except csv.Error as e:
+        raise PipelineError(f"{path} is not a readable CSV: {e}", stage="read", source_path=str(path)) from None
+
+
+def _columns(rows: list[dict[str, Any]]) -> set[str]:
+    cols: set[str] = set()
+    for r in rows[:50]:
+        cols.update(k for k in r if k is not None)
+    return cols
+
+
+def _need_columns(path: Path, rows: list[dict[str, Any]], needed: tuple[str, ...]) -> None:
+    missing = [c for c in needed if c not in _columns(rows)]
+    if missing:
+        raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}", stage="read", source_path=str(path))
+
+
+def _row_failure(path: Path, row_no: int, item: str | None, error: Exception, source_path: str | None = None) -> Failure:
+    return Failure(item_id=item or f"{path.name}:row{row_no}", stage="read",
+                   reason=f"{path}: row {row_no}: {error}", source_path=source_path or str(path))
+
+
+def _drop_duplicates(parsed: ParsedInputs) -> ParsedInputs:
+    """Every copy of a repeated segment id fails: which one was meant cannot be known."""
+    counts = Counter(s.segment_id for s in parsed.specs)
+    dup = {k for k, n in counts.items() if n > 1}
+    if not dup:
+        return parsed
+    keep = [s for s in parsed.specs if s.segment_id not in dup]
+    failures = list(parsed.failures)
+    for s in parsed.specs:
+        if s.segment_id in dup:
+            failures.append(Failure(s.segment_id, "read", f"{s.source_path}: segment id {s.segment_id!r} appears "
+                                    f"{counts[s.segment_id]} times", s.source_path))
+    return ParsedInputs(keep, failures, parsed.source, parsed.path)
+
+
+# --- the formats ----------------------------------------------------------------------------------------
+
+def read_mmsa(root: str | Path, label_file: str = "label.csv", raw_dir: str = "Raw",
+              suffix: str = ".mp4", check_files: bool = True) -> ParsedInputs:
+    """MMSA-FET layout: `label.csv` + `Raw/<video_id>/<clip_id>.mp4`; segment id `<video_id>_<clip_id>`
+    (the CMU-MOSI label.csv convention). A row whose clip is missing fails."""
+    root = Path(root)
+    labels_path = _require(root / label_file, "MMSA label file")
+    rows = read_rows(labels_path)
+    _need_columns(labels_path, rows, ("video_id", "clip_id", "text", "label", "mode"))
+    out = ParsedInputs(source="mmsa", path=str(labels_path))
+    for n, r in enumerate(rows, start=2):
+        sid = None
+        try:
+            vid = check_id(r.get("video_id"), "video_id")
+            clip = check_id(r.get("clip_id"), "clip_id")
+            sid = check_id(f"{vid}_{clip}")
+            annotation = _text(r.get("annotation"))
+            labels = check_labels({"sentiment": r.get("label"),
+                                   "sentiment_class": annotation if annotation and annotation.strip().lower()
+                                   in SENTIMENT_CLASSES else None})
+            extra = {k: _number(r.get(k), k, -3.0, 3.0) for k in ("label_T", "label_A", "label_V") if k in r}
+            split = check_split(r.get("mode"))
+            video = root / raw_dir / vid / f"{clip}{suffix}"
+            if check_files and not video.is_file():
+                raise RowError(f"clip {video} does not exist")
+            out.specs.append(SegmentSpec(sid, vid, video, None, None, _text(r.get("text")), labels, split, "mmsa",
+                                         str(video), extra))
+        except RowError as e:
+            out.failures.append(_row_failure(labels_path, n, sid, e))
+    return _drop_duplicates(out)
+
+
+def read_manifest(path: str | Path, default_split: str = "test", check_files: bool = True) -> ParsedInputs:
+    """A CSV or JSONL manifest (module docstring lists the columns). Relative `video_path`s resolve against
+    the manifest's folder. Without `segment_id`, ids are `<video stem>_<n>` (n counts that video's rows from
+    1) or `<manifest stem>_<row>` for text-only rows; `video_id` defaults to the video's stem."""
+    path = _require(Path(path), "manifest")
+    rows = read_rows(path)
+    cols = _columns(rows)
+    if not ({"video_path", "transcript"} & cols):
+        raise PipelineError(f"{path}: a manifest needs a video_path or a transcript column (found: "
+                            f"{', '.join(sorted(cols)) or 'none'})", stage="read", source_path=str(path))
+    default = check_split(default_split)
+    per_video: Counter[str] = Counter()
+    out = ParsedInputs(source="manifest", path=str(path))
+    row_no = 1 if path.suffix.lower() in (".jsonl", ".ndjson") else 2
+    for n, r in enumerate(rows, start=row_no):
+        sid = None if _missing(r.get("segment_id")) else str(r.get("segment_id"))
+        src = None
+        try:
+            video = None
+            if not _missing(r.get("video_path")):
+                video = Path(str(r["video_path"]).strip()).expanduser()
+                if not video.is_absolute():
+                    video = path.parent / video
+                src = str(video)
+                if check_files and not video.is_file():
+                    raise RowError(f"video {video} does not exist")
+            transcript = None if _missing(r.get("transcript")) else _text(r.get("transcript"))
+            if video is None and transcript is None:
+                raise RowError("needs a video_path or a transcript")
+            if sid is None:
+                if video is not None:
+                    per_video[str(video)] += 1
+                    sid = f"{video.stem}_{per_video[str(video)]}"
+                else:
+                    sid = f"{path.stem}_{n}"
+            sid = check_id(sid)
+            vid = r.get("video_id")
+            vid = check_id(vid, "video_id") if not _missing(vid) else (video.stem if video is not None else sid)
+            start = _number(r.get("start"), "start", 0.0)
+            end = _number(r.get("end"), "end", 0.0)
+            if start is not None and end is not None and end <= start:
+                raise RowError(f"end {end} is not after start {start}")
+            if video is None and (start is not None or end is not None):
+                start = end = None  # times without media mean nothing to cut
+            split = default if _missing(r.get("split")) else check_split(r.get("split"))
+            out.specs.append(SegmentSpec(sid, vid, video, start, end, transcript, check_labels(r), split,
+                                         "manifest", src or str(path)))
+        except RowError as e:
+            out.failures.append(_row_failure(path, n, sid, e, src))
+    return _drop_duplicates(out)
+
+
+def read_video(path: str | Path, segment_id: str | None = None, split: str = "test",
+               transcript: str | None = None, labels: dict[str, Any] | None = None) -> ParsedInputs:
+    """One media file as one segment spanning the whole file; the id defaults to the file's stem."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"video {path} does not exist", stage="read", source_path=str(path))
+    try:
+        sid = check_id(segment_id or path.stem)
+        spec = SegmentSpec(sid, sid, path, None, None, transcript, check_labels(labels or {}),
+                           check_split(split), "video", str(path))
+    except RowError as e:
+        raise PipelineError(f"{path}: {e}", stage="read", item_id=segment_id, source_path=str(path)) from None
+    return ParsedInputs([spec], [], "video", str(path))
+
+
+def read_mosi_labels(path: str | Path) -> ParsedInputs:
+    """CMU-MOSI's `id,text,label,mode` label file as text-only segments (video id: the id before its last `_`)."""
+    path = _require(Path(path), "MOSI label file")
+    rows = read_rows(path)
+    _need_columns(path, rows, ("id", "text", "label", "mode"))
+    out = ParsedInputs(source="mosi-labels", path=str(path))
+    for n, r in enumerate(rows, start=2):
+        sid = None if _missing(r.get("id")) else str(r["id"])
+        try:
+            sid = check_id(r.get("id"))
+            vid = sid.rsplit("_", 1)[0] if "_" in sid else sid
+            out.specs.append(SegmentSpec(sid, vid, None, None, None, _text(r.get("text")),
+                                         check_labels({"sentiment": r.get("label")}), check_split(r.get("mode")),
+                                         "mosi-labels", str(path)))
+        except RowError as e:
+            out.failures.append(_row_failure(path, n, sid, e))
+    return _drop_duplicates(out)
+
+
+def read_meld(path: str | Path, split: str) -> ParsedInputs:
+    """MELD's `*_sent_emo.csv` as text-only segments of one split; ids `<split>_dia<D>_utt<U>` (MELD reuses
+    dialogue numbers across its splits), video id `<split>_dia<D>`."""
+    path = _require(Path(path), "MELD file")
+    split = check_split(split)
+    rows = read_rows(path)
+    _need_columns(path, rows, ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"))
+    out = ParsedInputs(source="meld", path=str(path))
+    for n, r in enumerate(rows, start=2):
+        sid = None
+        try:
+            dia = int(str(r.get("Dialogue_ID")).strip())
+            utt = int(str(r.get("Utterance_ID")).strip())
+            sid = f"{split}_dia{dia}_utt{utt}"
+            labels = check_labels({"sentiment_class": r.get("Sentiment"), "emotion": r.get("Emotion")})
+            out.specs.append(SegmentSpec(sid, f"{split}_dia{dia}", None, None, None, _text(r.get("Utterance")),
+                                         labels, split, "meld", str(path)))
+        except (RowError, ValueError) as e:
+            out.failures.append(_row_failure(path, n, sid, e))
+    return _drop_duplicates(out)
+
+
+def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -> ParsedInputs:
+    """Pick the parser from the input's shape: a folder with label.csv (MMSA), a media file, or a table
+    whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"input {path} does not exist", stage="read", source_path=str(path))
+    if path.is_dir():
+        if (path / "label.csv").is_file():
+            return read_mmsa(path, **kwargs)
+        raise PipelineError(f"{path}: a folder input must hold label.csv and Raw/ (MMSA-FET layout)",
+                            stage="read", source_path=str(path))
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
+        return read_video(path, split=split or "test", **kwargs)
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        raise PipelineError(f"{path}: unknown input type {suffix!r} (expected a folder, a video, .csv or .jsonl)",
+                            stage="read", source_path=str(path))
+    cols = _columns(read_rows(path))
+    if {"video_id", "clip_id", "mode"} <= cols:
+        return read_mmsa(path.parent, label_file=path.name, **kwargs)
+    if {"Utterance", "Emotion", "Sentiment"} <= cols:
+        if split is None:
+            raise PipelineError(f"{path}: a MELD file needs split= (train, valid or test)", stage="read",
+                                source_path=str(path))
+        return read_meld(path, split)
+    if {"id", "text", "label", "mode"} <= cols:
+        return read_mosi_labels(path)
+    return read_manifest(path, default_split=split or "test", **kwargs)

@@ -1,0 +1,192 @@
+"""Decoding media with PyAV: 16 kHz mono float32 audio and RGB frames sampled at a chosen rate.
+
+Every failure to read a file becomes a `PipelineError(stage="decode")` naming the file and what is wrong
+(empty, not a media file or truncated before its index, no decodable stream). A file without an audio
+stream is not an error: `read_audio` returns None and the caller records that the segment has no audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .records import PipelineError
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What the container says about a file (durations are the container's claims, not what decodes)."""
+
+    path: str
+    duration: float | None
+    has_audio: bool
+    has_video: bool
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    audio_rate: int | None = None
+
+
+def _error(path: Path, message: str) -> PipelineError:
+    return PipelineError(f"{path}: {message}", stage="decode", source_path=str(path))
+
+
+def open_media(path: str | Path) -> av.container.InputContainer:
+    """Open a file for reading, turning every way it can be unreadable into one clear PipelineError."""
+    path = Path(path)
+    if not path.is_file():
+        raise _error(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise _error(path, "file is empty (0 bytes)")
+    try:
+        return av.open(str(path), mode="r")
+    except av.error.FFmpegError as e:
+        raise _error(path, f"cannot open as media (corrupt, or truncated before its index): {e}") from None
+
+
+def probe(path: str | Path) -> MediaInfo:
+    with open_media(path) as c:
+        video = c.streams.video[0] if c.streams.video else None
+        audio = c.streams.audio[0] if c.streams.audio else None
+        duration = c.duration / av.time_base if c.duration else None
+        if duration is None:
+            for s in (video, audio):
+                if s is not None and s.duration and s.time_base:
+                    duration = max(duration or 0.0, float(s.duration * s.time_base))
+        return MediaInfo(
+            path=str(path),
+            duration=duration,
+            has_audio=audio is not None,
+            has_video=video is not None,
+            fps=float(video.average_rate) if video is not None and video.average_rate else None,
+            width=video.codec_context.width if video is not None else None,
+            height=video.codec_context.height if video is not None else None,
+            audio_rate=audio.codec_context.sample_rate if audio is not None else None,
+        )
+
+
+def read_audio(path: str | Path, start: float | None = None, end: float | None = None,
+               rate: int = SAMPLE_RATE) -> np.ndarray | None:
+    """Mono float32 samples at `rate`, sample 0 at time `start` (or 0) of the file; None when the file has no
+    audio stream. A stream that ends early (truncated file) yields what decodes; nothing at all is an error."""
+    path = Path(path)
+    start = max(0.0, start or 0.0)
+    with open_media(path) as c:
+        if not c.streams.audio:
+            return None
+        stream = c.streams.audio[0]
+        if start > 1.0:
+            c.seek(int(max(0.0, start - 0.5) * av.time_base), backward=True, any_frame=False)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks: list[np.ndarray] = []
+        t0: float | None = None
+        error: Exception | None = None
+        try:
+            for frame in c.decode(stream):
+                for out in resampler.resample(frame):
+                    if t0 is None:
+                        t0 = out.time if out.time is not None else 0.0
+                    chunks.append(out.to_ndarray().reshape(-1))
+                if end is not None and frame.time is not None and frame.time > end:
+                    break
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as e:  # damaged packets: keep what decoded so far
+            error = e
+    if not chunks:
+        why = f" ({error})" if error else ""
+        raise _error(path, f"audio stream has no decodable samples{why}")
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    # place sample 0 at `start`: pad when the stream begins later, drop what lies before
+    offset = int(round(((t0 or 0.0) - start) * rate))
+    if offset > 0:
+        samples = np.concatenate([np.zeros(offset, np.float32), samples])
+    elif offset < 0:
+        samples = samples[-offset:]
+    if end is not None:
+        samples = samples[: max(0, int(round((end - start) * rate)))]
+    return np.ascontiguousarray(samples)
+
+
+def iter_frames(path: str | Path, fps: float = 5.0, start: float | None = None, end: float | None = None,
+                max_side: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """(t, rgb uint8 HxWx3) at t = start + k / fps, each the decoded frame on screen at time t.
+
+    `max_side` scales frames down (keeping the aspect) when their longer side exceeds it, which is much cheaper
+    here than in the consumer. Raises PipelineError when there is no video stream or nothing decodes."""
+    path = Path(path)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, not {fps}")
+    start = max(0.0, start or 0.0)
+    step = 1.0 / fps
+    with open_media(path) as c:
+        if not c.streams.video:
+            raise _error(path, "has no video stream")
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        width, height = stream.codec_context.width, stream.codec_context.height
+        size = None
+        if max_side and width and height and max(width, height) > max_side:
+            scale = max_side / max(width, height)
+            size = (max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2))
+        frame_dur = 1.0 / float(stream.average_rate) if stream.average_rate else step
+        if start > 1.0:
+            c.seek(int(max(0.0, start - 0.5) * av.time_base), backward=True, any_frame=False)
+        k = 0
+        t_next = start
+        prev: av.VideoFrame | None = None
+        prev_t = 0.0
+        n_decoded = 0
+
+        def rgb(frame: av.VideoFrame) -> np.ndarray:
+            if size is not None:
+                return frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+            return frame.to_ndarray(format="rgb24")
+
+        try:
+            for frame in c.decode(stream):
+                n_decoded += 1
+                t = frame.time if frame.time is not None else prev_t + frame_dur
+                if prev is not None:
+                    # `prev` is on screen over [prev_t, t): emit every sample time in it
+                    image = None
+                    while t_next < t and (end is None or t_next < end):
+                        if t_next >= prev_t - 1e-6:
+                            image = rgb(prev) if image is None else image
+                            yield round(t_next, 9), image
+                        k += 1
+                        t_next = start + k * step
+                if end is not None and t_next >= end:
+                    return
+                prev, prev_t = frame, t
+        except av.error.FFmpegError as e:
+            if n_decoded == 0:
+                raise _error(path, f"video stream does not decode: {e}") from None
+        if prev is None:
+            raise _error(path, "video stream has no decodable frames")
+        last_end = prev_t + frame_dur
+        image = None
+        while t_next < last_end and (end is None or t_next < end):
+            if t_next >= prev_t - 1e-6:
+                image = rgb(prev) if image is None else image
+                yield round(t_next, 9), image
+            k += 1
+            t_next = start + k * step
+
+
+def cut(samples: np.ndarray, start: float, end: float | None, rate: int = SAMPLE_RATE, offset: float = 0.0) -> np.ndarray:
+    """Samples of [start, end) from an array whose sample 0 lies at time `offset`."""
+    a = max(0, int(round((start - offset) * rate)))
+    b = len(samples) if end is None else max(a, int(round((end - offset) * rate)))
+    return samples[a:b]
+
+
+def to_pcm16(samples: np.ndarray) -> bytes:
+    """float32 in [-1, 1] to little-endian 16-bit PCM, as pocketsphinx reads it."""
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
