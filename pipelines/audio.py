@@ -1,0 +1,95 @@
+"""Acoustic features with openSMILE: eGeMAPSv02 (25 LLDs, the default) or ComParE_2016 (65), LLDs or functionals.
+
+Frame intervals come from openSMILE's own index (each frame's start and end), shifted by the segment's start
+in the video, so the collapse onto words uses the window each value was computed over. Dimension names are
+openSMILE's column names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from feature_schemas import FeatureSet
+
+from .media import SAMPLE_RATE
+from .records import FrameFeatures, PipelineError
+
+_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
+_LEVELS = {"lld": "LowLevelDescriptors", "functionals": "Functionals"}
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """`feature_set` egemaps | compare; `level` lld (frames every 10 ms) | functionals (one vector per segment)."""
+
+    feature_set: str = "egemaps"
+    level: str = "lld"
+
+    def __post_init__(self) -> None:
+        if self.feature_set not in _SETS:
+            raise ValueError(f"audio feature_set {self.feature_set!r}: choose one of {', '.join(_SETS)}")
+        if self.level not in _LEVELS:
+            raise ValueError(f"audio level {self.level!r}: choose one of {', '.join(_LEVELS)}")
+
+    @property
+    def name(self) -> str:
+        """The feature set's name in the store: egemaps, compare, egemaps_functionals, compare_functionals."""
+        return self.feature_set if self.level == "lld" else f"{self.feature_set}_{self.level}"
+
+
+@lru_cache(maxsize=4)
+def smile(feature_set: str = "egemaps", level: str = "lld") -> Any:
+    """One openSMILE extractor per process and configuration (building it parses the config, ~0.2 s)."""
+    import opensmile
+
+    return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, _SETS[feature_set]),
+                           feature_level=getattr(opensmile.FeatureLevel, _LEVELS[level]))
+
+
+def audio_feature_set(config: AudioConfig = AudioConfig()) -> FeatureSet:
+    import opensmile
+
+    s = smile(config.feature_set, config.level)
+    return FeatureSet(
+        name=config.name,
+        dims=tuple(s.feature_names),
+        modality="audio",
+        extractor="opensmile",
+        extractor_version=opensmile.__version__,
+        config={**asdict(config), "opensmile_feature_set": _SETS[config.feature_set],
+                "opensmile_level": _LEVELS[config.level], "sample_rate": SAMPLE_RATE},
+        frame_rate=100.0 if config.level == "lld" else None,
+        description=f"openSMILE {_SETS[config.feature_set]} {_LEVELS[config.level]} of 16 kHz mono audio",
+    )
+
+
+def empty_frames(dim: int) -> FrameFeatures:
+    """No frames at all: a segment without audio (or without video for the face sets)."""
+    return FrameFeatures(np.zeros(0), np.zeros(0), np.zeros((0, dim), np.float32))
+
+
+def extract_audio(samples: np.ndarray | None, offset: float = 0.0, config: AudioConfig = AudioConfig(),
+                  rate: int = SAMPLE_RATE, item_id: str | None = None) -> FrameFeatures:
+    """Frames of `samples` (sample 0 at `offset` seconds of the video). No samples: zero frames.
+    Frames with a non-finite value are marked invalid (too-short input gives openSMILE's NaN row)."""
+    s = smile(config.feature_set, config.level)
+    dim = len(s.feature_names)
+    if samples is None or len(samples) == 0:
+        return empty_frames(dim)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Segment too short, filling with NaN": masked below
+            df = s.process_signal(np.asarray(samples, np.float32), rate)
+    except Exception as e:  # openSMILE raises its own error types from C
+        raise PipelineError(f"openSMILE failed on {len(samples) / rate:.2f} s of audio: {e}", stage="audio",
+                            item_id=item_id) from e
+    starts = df.index.get_level_values("start").total_seconds().to_numpy(np.float64) + offset
+    ends = df.index.get_level_values("end").total_seconds().to_numpy(np.float64) + offset
+    values = df.to_numpy(np.float32)
+    return FrameFeatures(starts, ends, values, valid=np.isfinite(values).all(axis=1))

