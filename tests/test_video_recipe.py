@@ -1,0 +1,169 @@
+"""The video recipe end to end on real clips, with broken inputs in the same build."""
+
+from __future__ import annotations
+
+import functools
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from feature_schemas import Store, coverage_column, validate
+from pipelines.inputs import read_mosi_labels
+from pipelines.recipes.videos import VideoConfig, build_videos, process_video_unit, video_units
+from tests import media_fixtures as mf
+
+OOV = "zorbleflax quintaplume vexillocrat snarfblat grumbotic wibblywob"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A manifest mixing good clips, broken files, missing transcripts and a text-only row."""
+    mf.need(mf.MOSI_CLIP, mf.MOSI_LABELS, mf.FACE_CLIP)
+    d = tmp_path_factory.mktemp("video_inputs")
+    rows: list[dict[str, Any]] = [
+        {"video_path": str(mf.MOSI_CLIP), "segment_id": "mosi", "transcript": mf.mosi_transcript(),
+         "sentiment": -0.8, "split": "train"},
+        {"video_path": str(mf.MOSI_CLIP), "segment_id": "mosi_asr", "transcript": "", "split": "train"},
+        {"video_path": str(mf.MOSI_CLIP), "segment_id": "mosi_oov", "transcript": OOV, "split": "valid",
+         "start": 1.0, "end": 6.0},
+        {"video_path": mf.without_audio(d).name, "segment_id": "noaudio", "transcript": "hello there how are you",
+         "split": "test", "emotions": {"happy": 2.0}},
+        {"video_path": mf.without_audio(d).name, "segment_id": "noaudio_notext", "split": "test", "start": 0.5},
+        {"video_path": mf.truncated(d).name, "segment_id": "trunc", "transcript": "some words", "split": "train"},
+        {"video_path": mf.zero_byte(d).name, "segment_id": "zero", "transcript": "some words", "split": "train"},
+        {"video_path": mf.faststart_truncated(d).name, "segment_id": "half", "transcript": mf.mosi_transcript(),
+         "split": "valid"},
+        {"segment_id": "txt", "transcript": "I really loved this movie", "sentiment": 2.5, "split": "valid"},
+        {"video_path": "absent.mp4", "segment_id": "gone", "transcript": "x", "split": "train"},
+    ]
+    path = d / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Any]:
+    store = tmp_path_factory.mktemp("video_store") / "store"
+    result = build_videos(inputs, store, VideoConfig(), progress=False)
+    return Store(store), result
+
+
+def aligned_rows(store: Store) -> dict[str, dict[str, Any]]:
+    out = {}
+    for split in store.splits():
+        for row in store.aligned(split).to_pylist():
+            out[row["segment_id"]] = row
+    return out
+
+
+def test_build_completes_around_broken_inputs(built: tuple[Store, Any]) -> None:
+    store, result = built
+    report = validate(store.path)
+    assert report.ok, str(report)
+    assert set(store.feature_sets) == {"text_minilm", "egemaps", "face_dlib"}
+    rows = aligned_rows(store)
+    failures = {r["item_id"]: r for r in store.failures().to_pylist()}
+    # a file that decodes only in part either builds (its late words masked) or fails saying so
+    assert ("half" in rows) != ("half" in failures)
+    if "half" in failures:
+        assert "truncated" in failures["half"]["reason"] and failures["half"]["source_path"].endswith(".mp4")
+    rows.pop("half", None)
+    failures.pop("half", None)
+    assert set(rows) == {"mosi", "mosi_asr", "mosi_oov", "noaudio", "txt"}
+    assert set(failures) == {"trunc", "zero", "gone", "noaudio_notext"}
+    assert failures["trunc"]["stage"] == "decode" and "cannot open as media" in failures["trunc"]["reason"]
+    assert failures["zero"]["stage"] == "decode" and "0 bytes" in failures["zero"]["reason"]
+    assert failures["gone"]["stage"] == "read" and "absent.mp4 does not exist" in failures["gone"]["reason"]
+    assert failures["noaudio_notext"]["stage"] == "align" and "no usable audio" in failures["noaudio_notext"]["reason"]
+    assert all(r["source_path"] for r in failures.values())
+    assert result.n_segments + result.n_failures == 10 and result.n_segments >= 5
+
+
+def test_real_clip_has_aligned_words_and_finite_features(built: tuple[Store, Any]) -> None:
+    store, _ = built
+    seg = store.segment("mosi")
+    assert seg["split"] == "train" and seg["sentiment"] == pytest.approx(-0.8) and seg["source"] == "manifest"
+    assert seg["start"] == 0.0 and seg["end"] == pytest.approx(7.5, abs=0.1)
+    row = aligned_rows(store)["mosi"]
+    assert row["align_method"] == "forced" and row["words"][:3] == ["and", "sucker", "punch"]
+    start, end = np.array(row["word_start"]), np.array(row["word_end"])
+    assert (start >= 0).all() and (end <= 7.5).all() and (np.diff(start) > 0).all()
+    assert np.isfinite(seg["egemaps"]).all() and (seg[coverage_column("egemaps")] > 0.9).all()
+    assert seg["egemaps"].shape == (16, 25) and seg["text_minilm"].shape == (16, 384)
+    assert (seg[coverage_column("text_minilm")] == 1).all()
+    face_cov = seg[coverage_column("face_dlib")]
+    assert face_cov.mean() > 0.5  # the speaker's face is found in most frames
+
+
+def test_missing_transcript_is_recognised(built: tuple[Store, Any]) -> None:
+    store, _ = built
+    seg = store.segment("mosi_asr")
+    assert "sucker punch" in seg["transcript"].lower()
+    assert aligned_rows(store)["mosi_asr"]["align_method"] == "asr"
+    assert (seg[coverage_column("egemaps")] > 0).all()
+
+
+def test_unknown_words_and_cut_segments(built: tuple[Store, Any]) -> None:
+    store, _ = built
+    row = aligned_rows(store)["mosi_oov"]
+    assert row["words"] == OOV.split() and row["align_method"] in ("forced", "asr", "uniform")
+    assert min(row["word_start"]) >= 1.0 and max(row["word_end"]) <= 6.0 + 1e-6
+    seg = store.segment("mosi_oov")
+    assert (seg["start"], seg["end"]) == (1.0, 6.0) and np.isfinite(seg["egemaps"]).all()
+
+
+def test_masks_are_honest_for_missing_modalities(built: tuple[Store, Any]) -> None:
+    store, _ = built
+    noaudio = store.segment("noaudio")
+    assert aligned_rows(store)["noaudio"]["align_method"] == "uniform"
+    assert (noaudio[coverage_column("egemaps")] == 0).all() and (noaudio["egemaps"] == 0).all()
+    assert noaudio[coverage_column("face_dlib")].mean() > 0.5 and noaudio["happy"] == 2.0
+    txt = store.segment("txt")
+    assert aligned_rows(store)["txt"]["align_method"] == "none" and np.isnan(txt["word_start"]).all()
+    assert (txt[coverage_column("egemaps")] == 0).all() and (txt[coverage_column("face_dlib")] == 0).all()
+    assert (txt[coverage_column("text_minilm")] == 1).all() and txt["start"] is None
+    if "half" in aligned_rows(store):  # a file that decodes only in part: its audio covers the first words
+        half = store.segment("half")
+        assert half[coverage_column("egemaps")].max() > 0 and np.isfinite(half["egemaps"]).all()
+
+
+def test_report_and_rerun(built: tuple[Store, Any], inputs: Path) -> None:
+    store, _ = built
+    counters = store.manifest.report["counters"]
+    assert counters["videos_without_audio"] == 1 and counters["videos_unreadable"] == 2
+    assert counters["segments_transcribed"] == 1 and counters["rows_rejected"] == 1
+    assert counters["align.rules"] >= 5
+    again = build_videos(inputs, store.path, VideoConfig(), progress=False)
+    assert again.shards_written == 0 and again.shards_skipped > 0
+
+
+def test_units_are_per_video_and_picklable(inputs: Path) -> None:
+    config = VideoConfig(face=None)
+    units, sets, report = video_units(inputs, config)
+    assert [fs.name for fs in sets] == ["text_minilm", "egemaps"]
+    kinds = [u.payload["kind"] for u in units]
+    assert kinds.count("video") == 5 and kinds.count("text") == 1 and kinds.count("failures") == 1
+    mosi_unit = next(u for u in units if u.payload.get("path") == str(mf.MOSI_CLIP))
+    assert [s.segment_id for s in mosi_unit.payload["specs"]] == ["mosi", "mosi_asr", "mosi_oov"]
+    process = pickle.loads(pickle.dumps(functools.partial(process_video_unit, config=config)))
+    unit = pickle.loads(pickle.dumps(next(u for u in units if u.payload["kind"] == "text")))
+    result = process(unit)
+    assert [r.segment_id for r in result.records] == ["txt"] and set(result.records[0].frames) == {"egemaps"}
+    assert report["segments_planned"] == 9 and report["rows_rejected"] == 1
+
+
+def test_text_only_label_file_without_face(tmp_path: Path) -> None:
+    mf.need(mf.MOSI_LABELS)
+    parsed = read_mosi_labels(mf.MOSI_LABELS)
+    parsed.specs = [s for s in parsed.specs if s.video_id in {"03bSnISJMiM", "Oz06ZWiO20M", "c5xsKMxpXnc"}]
+    result = build_videos(parsed, tmp_path / "s", VideoConfig(face=None, text_segments_per_unit=8), progress=False)
+    store = Store(tmp_path / "s")
+    assert validate(store.path).ok and result.n_failures == 0
+    assert set(store.feature_sets) == {"text_minilm", "egemaps"}
+    segs = store.segments().to_pylist()
+    assert len(segs) == len(parsed.specs) and {s["source"] for s in segs} == {"mosi-labels"}
+    assert {s["split"] for s in segs} <= {"train", "valid", "test"}
