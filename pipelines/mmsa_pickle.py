@@ -36,8 +36,10 @@ from feature_schemas import (
     coverage_column,
 )
 
+from .collapse import CollapseConfig
 from .folds import video_id_of
 from .records import FrameFeatures, PipelineError, SegmentRecord, UnitResult, WordFeatures, Words, WorkUnit
+from .store_writer import BuildConfig, BuildResult, build_store
 
 MODALITIES = ("text", "audio", "vision")
 _STORE_MODALITY = {"text": "text", "audio": "audio", "vision": "visual"}
@@ -346,11 +348,8 @@ def import_mmsa(
     mode: str = "weighted",
     executor: Any = None,
     progress: bool = True,
-):
+) -> BuildResult:
     """Import an MMSA pickle into a store; returns the store writer's `BuildResult`."""
-    from .collapse import CollapseConfig
-    from .store_writer import BuildConfig, build_store
-
     units, feature_sets, report = mmsa_units(path, names, aligned)
     return build_store(store, name or Path(path).stem, units, process_mmsa_unit, feature_sets,
                        BuildConfig(collapse=CollapseConfig(mode=mode)), executor=executor,

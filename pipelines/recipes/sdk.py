@@ -27,6 +27,7 @@ import numpy as np
 
 from feature_schemas import EMOTIONS, FeatureSet
 
+from ..collapse import CollapseConfig
 from ..csd import FEATURE_ROLES, ROLES, CsdFile, CsdInfo, discover, words_of
 from ..folds import DATASETS, resolve_folds, split_of, video_id_of
 from ..records import (
@@ -39,6 +40,7 @@ from ..records import (
     Words,
     WorkUnit,
 )
+from ..store_writer import BuildConfig, BuildPlan, BuildResult, run_plan
 
 RECIPE_VERSION = "sdk/1"
 GLOVE_MATCH_TOLERANCE = 1e-3  # seconds: a GloVe row belongs to a word when both ends agree this closely
@@ -352,13 +354,11 @@ def plan_sdk(
     csd_dir: str | os.PathLike,
     dataset: str = "mosei",
     sets: Sequence[str] | None = None,
-    config: Any = None,
+    config: BuildConfig | None = None,
     folds: Mapping[str, Sequence[str]] | str | os.PathLike | None = None,
     batch_videos: int = 4,
-):
+) -> BuildPlan:
     """Everything decided before work runs: units, feature sets, drop report; for `run_plan` or a Prefect flow."""
-    from ..store_writer import BuildConfig, BuildPlan
-
     units, feature_sets, report = sdk_units(csd_dir, dataset, sets, batch_videos=batch_videos, folds=folds)
     build_info = {
         "recipe": RECIPE_VERSION,
@@ -383,11 +383,8 @@ def build_sdk(
     batch_videos: int = 4,
     units_per_shard: int = 16,
     progress: bool = True,
-):
+) -> BuildResult:
     """Build a store from a folder of CMU-MOSEI/MOSI .csd files; returns the store writer's `BuildResult`."""
-    from ..collapse import CollapseConfig
-    from ..store_writer import BuildConfig, run_plan
-
     config = BuildConfig(collapse=CollapseConfig(mode=mode), keep_frames=keep_frames, units_per_shard=units_per_shard)
     plan = plan_sdk(csd_dir, dataset, sets, config, folds=folds, batch_videos=batch_videos)
     return run_plan(plan, store, executor=executor, progress=progress)
