@@ -209,15 +209,23 @@ class CsdFile:
             raise self._error(f"cannot list its entries ({e})") from None
 
     def __contains__(self, video_id: object) -> bool:
-        return isinstance(video_id, str) and video_id in self._data
+        try:
+            return isinstance(video_id, str) and video_id in self._data
+        except (KeyError, OSError, RuntimeError, ValueError):
+            return False
 
     def _entry(self, video_id: str) -> tuple[h5py.Dataset, h5py.Dataset]:
-        if video_id not in self._data:
-            raise self._error("no such entry", video_id)
-        g = self._data[video_id]
-        if not isinstance(g, h5py.Group) or "features" not in g or "intervals" not in g:
-            raise self._error("entry lacks 'features' or 'intervals'", video_id)
-        feats, ivs = g["features"], g["intervals"]
+        try:
+            if video_id not in self._data:
+                raise self._error("no such entry", video_id)
+            g = self._data[video_id]
+            if not isinstance(g, h5py.Group) or "features" not in g or "intervals" not in g:
+                raise self._error("entry lacks 'features' or 'intervals'", video_id)
+            feats, ivs = g["features"], g["intervals"]
+        except (KeyError, OSError, RuntimeError, ValueError) as e:  # a damaged object header or B-tree
+            raise self._error(f"damaged entry ({e})", video_id) from None
+        if not isinstance(feats, h5py.Dataset) or not isinstance(ivs, h5py.Dataset):
+            raise self._error("'features' and 'intervals' must be datasets", video_id)
         if ivs.ndim != 2 or ivs.shape[1] != 2:
             raise self._error(f"intervals have shape {ivs.shape}, expected (N, 2)", video_id)
         if feats.ndim != 2 or feats.shape[0] != ivs.shape[0]:
