@@ -1,0 +1,124 @@
+"""Training configuration: one typed dataclass with working defaults, loadable from YAML or JSON.
+
+    arch:                # model hyperparameters (mmolre.model.MMoLREConfig); modalities and tasks come from the store
+      d_model: 128
+      expert_ranks: [8, 16, 32, 64]
+    epochs: 30
+    select_metric: sentiment/mae
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .model import MMoLREConfig
+
+
+@dataclass
+class TrainConfig:
+    # data
+    feature_sets: list[str] | None = None  # None: every word-aligned set in the store
+    tasks: list[str] | None = None  # None: every task the store's labels support
+    sentiment_target: str = "auto"  # auto | regression | classes
+    emotion_target: str = "auto"  # auto | presence | classes
+    max_len: int | None = 50  # words per segment (MMSA's aligned length)
+    truncate: str = "right"  # right: drop words from the end; left: from the start
+    batch_size: int = 32
+    num_workers: int = 0
+    shuffle_buffer: int = 2048
+    # optimisation
+    epochs: int = 30
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1  # fraction of all steps spent warming up linearly
+    min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
+    grad_clip: float | None = 1.0
+    sentiment_loss: str = "l1"  # l1 (MMSA's choice) | mse | smooth_l1, for regression
+    task_weighting: str = "fixed"  # fixed | uncertainty (Kendall et al. 2018)
+    task_weights: dict[str, float] = field(default_factory=dict)  # fixed weights; missing tasks weigh 1
+    balance_weight: float = 3e-4  # load-balancing loss weight (MLoRE's value)
+    pos_weight: bool = False  # weigh positive emotion labels by their rarity (multi-label BCE)
+    class_weights: bool = False  # weigh classes by inverse frequency (multi-class CE)
+    # model selection
+    select_metric: str = "auto"  # auto (= loss) | loss | task/metric, e.g. sentiment/mae; comma list = their mean
+    patience: int = 8  # epochs without improvement before stopping (0: never stop early)
+    # runtime
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    resume: bool = True  # continue from OUT/last.pt when it exists
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, benchmarks)
+    stop_after_epochs: int | None = None  # leave after this many epochs in this invocation (time-sliced jobs)
+    progress: bool = True
+    arch: MMoLREConfig = field(default_factory=MMoLREConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.arch, dict):
+            self.arch = MMoLREConfig.from_dict(self.arch)
+        checks = {
+            "sentiment_target": ("auto", "regression", "classes"),
+            "emotion_target": ("auto", "presence", "classes"),
+            "truncate": ("left", "right"),
+            "sentiment_loss": ("l1", "mse", "smooth_l1"),
+            "task_weighting": ("fixed", "uncertainty"),
+            "amp": ("auto", "bf16", "off"),
+        }
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("batch_size and epochs must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["arch"] = self.arch.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}")
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """From a .yaml/.yml or .json file."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings")
+        return cls.from_dict(data, source=str(path))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def with_overrides(self, pairs: list[str]) -> TrainConfig:
+        """Apply `key=value` strings (value parsed as YAML; `arch.key=value` for the model)."""
+        import yaml
+
+        d = self.to_dict()
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise ValueError(f"override {pair!r}: expected key=value")
+            target = d
+            *parents, leaf = key.split(".")
+            for p in parents:
+                target = target[p]
+            target[leaf] = yaml.safe_load(value)
+        return TrainConfig.from_dict(d, source="overrides")

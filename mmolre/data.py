@@ -1,0 +1,282 @@
+"""A torch Dataset streamed from a feature store: memory is bounded by a row group, never by the store.
+
+The aligned table is read one (file, row group) unit at a time; units are shuffled per epoch and dealt to
+(rank, worker) slots so that every slot gets about the same number of rows, and rows pass a bounded shuffle
+buffer. Labels come from the segments table (one small row per segment, read once) joined by segment_id.
+Each modality's mask is "the word exists AND its coverage > 0", so words without usable frames are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from feature_schemas import EMOTIONS, Store, StoreError, column_lists, column_vectors, coverage_column
+
+from .tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A slice of one row group of one aligned file: the smallest piece one worker reads."""
+
+    path: str
+    row_group: int
+    part: int  # which slice of the row group (row groups are split when there are too few to share out)
+    parts: int
+    rows: int
+
+
+def _split_rows(n: int, parts: int) -> list[int]:
+    base, extra = divmod(n, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+class SegmentLabels:
+    """Every segment's labels for the tasks, as arrays indexed by segment id."""
+
+    def __init__(self, store: Store, split: str, tasks: Sequence[TaskSpec]) -> None:
+        cols = ["segment_id", "sentiment", *EMOTIONS, "sentiment_class", "emotion_class"]
+        table = store.segments(split, columns=cols)
+        ids = table.column("segment_id").to_pylist()
+        self.index = {s: i for i, s in enumerate(ids)}
+        self.values: dict[str, np.ndarray] = {}
+        for t in tasks:
+            if t.kind == "regression":
+                self.values[t.name] = table.column(t.name).to_numpy(zero_copy_only=False).astype(np.float32)  # null -> NaN
+            elif t.kind == "multilabel":
+                inten = np.stack([table.column(e).to_numpy(zero_copy_only=False).astype(np.float32) for e in t.classes], axis=1)
+                self.values[t.name] = np.where(np.isnan(inten), np.nan, (inten > 0).astype(np.float32))
+            else:
+                col = f"{t.name}_class"
+                lookup = {c: i for i, c in enumerate(t.classes)}
+                self.values[t.name] = np.array([lookup.get(v, -1) if v is not None else -1 for v in table.column(col).to_pylist()], np.int64)
+
+    def get(self, segment_id: str) -> dict[str, np.ndarray]:
+        i = self.index.get(segment_id)
+        if i is None:
+            raise KeyError(segment_id)
+        return {k: v[i] for k, v in self.values.items()}
+
+
+class StoreDataset(IterableDataset):
+    """Streams (features, masks, labels) per segment of one split.
+
+    `rank`/`world_size` shard across distributed processes and DataLoader workers shard further; with
+    `shuffle` the unit order and a `shuffle_buffer` of rows change with `set_epoch`. `max_len` caps the words,
+    dropping them from the end (`truncate="right"`, keep the beginning) or from the start (`"left"`)."""
+
+    def __init__(
+        self,
+        store: str | Path,
+        split: str,
+        feature_sets: Sequence[str],
+        tasks: Sequence[TaskSpec],
+        max_len: int | None = 50,
+        truncate: str = "right",
+        shuffle: bool = False,
+        shuffle_buffer: int = 1024,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        read_rows: int = 256,
+    ) -> None:
+        if truncate not in ("left", "right"):
+            raise ValueError(f"truncate must be left or right, not {truncate!r}")
+        self.store_path = Path(store)
+        store_obj = Store(self.store_path)
+        if split not in store_obj.splits():
+            raise StoreError(f"{self.store_path}: no {split!r} split (has: {', '.join(store_obj.splits()) or 'none'})")
+        for name in feature_sets:
+            if name not in store_obj.aligned_sets():
+                raise StoreError(f"{self.store_path}: no word-aligned feature set {name!r} (has: {', '.join(store_obj.aligned_sets())})")
+        self.split, self.feature_sets, self.tasks = split, list(feature_sets), list(tasks)
+        self.max_len, self.truncate = max_len, truncate
+        self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
+        self.rank, self.world_size, self.read_rows = rank, world_size, read_rows
+        self.epoch = 0
+        self.labels = SegmentLabels(store_obj, split, tasks)
+        self.row_groups = [
+            (str(p), rg, pq.ParquetFile(p).metadata.row_group(rg).num_rows)
+            for p in store_obj.files("aligned", split)
+            for rg in range(pq.ParquetFile(p).metadata.num_row_groups)
+        ]
+        self.num_rows = sum(n for _, _, n in self.row_groups)
+        self.columns = ["segment_id", "words"] + [c for m in self.feature_sets for c in (m, coverage_column(m))]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    # -- sharding ------------------------------------------------------------------------------
+    def units(self, slots: int) -> list[Unit]:
+        """Row groups, split into slices when there are fewer than 4 per slot (small stores, many workers)."""
+        parts = max(1, math.ceil(4 * slots / max(1, len(self.row_groups))))
+        out = []
+        for path, rg, n in self.row_groups:
+            k = min(parts, n)
+            out += [Unit(path, rg, i, k, r) for i, r in enumerate(_split_rows(n, k))]
+        return out
+
+    def assignment(self, num_workers: int) -> list[list[Unit]]:
+        """Units per (rank, worker) slot for this epoch: shuffled (same order on every rank), then each unit to the
+        slot with the fewest rows so far, so slots differ by at most one unit's rows."""
+        slots = self.world_size * max(1, num_workers)
+        units = self.units(slots)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(units))
+            units = [units[i] for i in order]
+        load = [0] * slots
+        out: list[list[Unit]] = [[] for _ in range(slots)]
+        for u in units:
+            s = min(range(slots), key=lambda i: (load[i], i))
+            out[s].append(u)
+            load[s] += u.rows
+        return out
+
+    def batches_per_epoch(self, batch_size: int, num_workers: int, rank: int | None = None) -> int:
+        """Batches a DataLoader over this dataset yields on `rank` (each worker ends with its own partial batch)."""
+        rank = self.rank if rank is None else rank
+        slots = self.assignment(num_workers)
+        w = max(1, num_workers)
+        return sum(math.ceil(sum(u.rows for u in slots[rank * w + i]) / batch_size) for i in range(w))
+
+    def min_batches_per_epoch(self, batch_size: int, num_workers: int) -> int:
+        """The fewest batches any rank gets: every rank stops there so distributed steps stay in lock-step."""
+        return min(self.batches_per_epoch(batch_size, num_workers, r) for r in range(self.world_size))
+
+    def rows_for_rank(self, num_workers: int, rank: int | None = None) -> int:
+        rank = self.rank if rank is None else rank
+        w = max(1, num_workers)
+        slots = self.assignment(num_workers)
+        return sum(u.rows for i in range(w) for u in slots[rank * w + i])
+
+    # -- reading -------------------------------------------------------------------------------
+    def _read_unit(self, u: Unit) -> Iterator[dict[str, Any]]:
+        pf = pq.ParquetFile(u.path)
+        sizes = _split_rows(pf.metadata.row_group(u.row_group).num_rows, u.parts)
+        skip, take = sum(sizes[: u.part]), sizes[u.part]
+        seen = 0
+        for batch in pf.iter_batches(batch_size=self.read_rows, row_groups=[u.row_group], columns=self.columns):
+            lo, hi = max(skip - seen, 0), min(skip + take - seen, batch.num_rows)
+            seen += batch.num_rows
+            if hi <= lo:
+                if seen >= skip + take:
+                    break
+                continue
+            yield from self._rows(batch.slice(lo, hi - lo))
+            if seen >= skip + take:
+                break
+
+    def _rows(self, batch: Any) -> Iterator[dict[str, Any]]:
+        ids = batch.column("segment_id").to_pylist()
+        vecs = {m: column_vectors(batch.column(m)) for m in self.feature_sets}
+        covs = {m: column_lists(batch.column(coverage_column(m))) for m in self.feature_sets}
+        for i, sid in enumerate(ids):
+            try:
+                labels = self.labels.get(sid)
+            except KeyError:
+                raise StoreError(f"{self.store_path}: aligned row {sid!r} has no row in the segments table ({self.split})") from None
+            x, mask = {}, {}
+            for m in self.feature_sets:
+                v, c = vecs[m][i], covs[m][i]
+                if self.max_len is not None and len(v) > self.max_len:
+                    sl = slice(0, self.max_len) if self.truncate == "right" else slice(len(v) - self.max_len, len(v))
+                    v, c = v[sl], c[sl]
+                x[m] = np.ascontiguousarray(v, dtype=np.float32)
+                mask[m] = c > 0
+            yield {"segment_id": sid, "x": x, "mask": mask, "labels": labels}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        slot = self.rank * nw + wid
+        units = self.assignment(nw)[slot]
+        if not self.shuffle:
+            for u in units:
+                yield from self._read_unit(u)
+            return
+        rng = np.random.default_rng([self.seed, self.epoch, slot, 1])
+        buf: list[dict[str, Any]] = []
+        for u in units:
+            for row in self._read_unit(u):
+                if len(buf) < self.shuffle_buffer:
+                    buf.append(row)
+                    continue
+                j = int(rng.integers(len(buf)))
+                buf[j], row = row, buf[j]
+                yield row
+        rng.shuffle(buf)  # type: ignore[arg-type]
+        yield from buf
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pad every modality to the longest segment in the batch (at least one step) and stack labels."""
+    mods = list(samples[0]["x"])
+    B = len(samples)
+    x, mask = {}, {}
+    for m in mods:
+        T = max(1, max(len(s["x"][m]) for s in samples))
+        D = samples[0]["x"][m].shape[1]
+        xm = np.zeros((B, T, D), np.float32)
+        mm = np.zeros((B, T), bool)
+        for i, s in enumerate(samples):
+            n = len(s["x"][m])
+            xm[i, :n] = s["x"][m]
+            mm[i, :n] = s["mask"][m]
+        x[m], mask[m] = torch.from_numpy(xm), torch.from_numpy(mm)
+    labels = {k: torch.from_numpy(np.stack([np.asarray(s["labels"][k]) for s in samples])) for k in samples[0]["labels"]}
+    return {"segment_id": [s["segment_id"] for s in samples], "x": x, "mask": mask, "labels": labels}
+
+
+def make_loader(dataset: StoreDataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
+    )
+
+
+def feature_stats(store: str | Path, split: str, feature_sets: Sequence[str], batch_size: int = 512) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Mean and standard deviation per dimension over the covered words of a split, streamed in batches.
+
+    Dimensions that never vary get std 1 so standardising leaves them at 0."""
+    s = Store(store)
+    acc = {m: [0.0, None, None] for m in feature_sets}  # count, sum, sum of squares (float64)
+    for batch in s.iter_batches("aligned", split, columns=["segment_id"], feature_sets=feature_sets, batch_size=batch_size):
+        for m in feature_sets:
+            col = batch.column(m)
+            flat = col.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, col.type.value_type.list_size)
+            off = col.offsets.to_numpy()
+            flat = flat[off[0] : off[-1]].astype(np.float64)
+            cov = batch.column(coverage_column(m)).values.to_numpy(zero_copy_only=False)
+            coff = batch.column(coverage_column(m)).offsets.to_numpy()
+            keep = cov[coff[0] : coff[-1]] > 0
+            v = flat[keep]
+            a = acc[m]
+            a[0] += len(v)
+            a[1] = v.sum(0) if a[1] is None else a[1] + v.sum(0)
+            a[2] = (v * v).sum(0) if a[2] is None else a[2] + (v * v).sum(0)
+    out = {}
+    for m, (n, s1, s2) in acc.items():
+        dim = s.feature_sets[m].dim
+        if not n:
+            out[m] = (np.zeros(dim, np.float32), np.ones(dim, np.float32))
+            continue
+        mean = s1 / n
+        var = np.maximum(s2 / n - mean * mean, 0.0)
+        std = np.sqrt(var)
+        std = np.where(std < 1e-6 * np.maximum(1.0, np.abs(mean)), 1.0, std)
+        out[m] = (mean.astype(np.float32), std.astype(np.float32))
+    return out

@@ -1,0 +1,127 @@
+"""Using a finished run: load it, evaluate it on a split of any compatible store, explain one segment's prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from feature_schemas import Store, StoreError, coverage_column
+
+from .baselines import build_model
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+from .data import StoreDataset
+from .errors import RunError
+from .evaluation import predict_split, score, task_predictions
+from .model import MMoLREConfig
+
+Run = tuple[nn.Module, TrainConfig, dict[str, Any]]
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
+    """(model in eval mode with the best weights, its TrainConfig, meta: model_name, arch, tasks, feature_sets, store, epoch)."""
+    run = Path(run)
+    path = run / "best.pt"
+    if not path.is_file():
+        raise RunError(f"{run}: no best.pt; is this a finished training run directory?")
+    ck = load_checkpoint(path, map_location="cpu")
+    try:
+        arch = MMoLREConfig.from_dict(ck["arch"])
+        model = build_model(ck["model_name"], arch)
+        model.load_state_dict(ck["model"])
+        config = TrainConfig.from_dict(ck["config"], source=str(path))
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise RunError(f"{path}: incompatible checkpoint ({e})") from None
+    model.to(device).eval()
+    meta = {
+        "model_name": ck["model_name"], "arch": ck["arch"], "tasks": [t.to_dict() for t in arch.tasks],
+        "feature_sets": list(ck["feature_sets"]), "store": ck["store"], "epoch": ck["epoch"],
+        "max_len": ck["max_len"], "truncate": ck["truncate"], "run": str(run),
+    }
+    return model, config, meta
+
+
+def evaluate(run: str | Path, split: str = "test", store: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
+    """Metrics of a run's best checkpoint on one split of `store` (default: the store it was trained on)."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    model, config, meta = load_run(run, dev)
+    store = Path(store or meta["store"])
+    s = Store(store)
+    missing = [m for m in meta["feature_sets"] if m not in s.aligned_sets()]
+    if missing:
+        raise StoreError(f"{store}: lacks the feature set(s) {', '.join(missing)} the run {run} was trained on")
+    for m in meta["feature_sets"]:
+        if s.feature_sets[m].dim != meta["arch"]["input_dims"][m]:
+            raise StoreError(f"{store}: feature set {m!r} has {s.feature_sets[m].dim} dims, the run expects {meta['arch']['input_dims'][m]}")
+    ds = StoreDataset(store, split, meta["feature_sets"], model.tasks, meta["max_len"], meta["truncate"])
+    preds = predict_split(model, ds, dev, max(64, config.batch_size), 0, config.amp, config.sentiment_loss)
+    return {"run": str(run), "store": str(store), "split": split, "n": len(preds["segment_id"]), "metrics": score(preds)}
+
+
+def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Predict one segment from its word-aligned features and say which words drove each task.
+
+    `words_features[set]` is (W, D) per feature set the run uses, optionally with `set + "__coverage"` (W,).
+    A missing set counts as a modality with no usable word. Returns sentiment and emotions, and per task the
+    modality weights, each modality's attention over words, and `word_contribution` (their product summed over
+    modalities: how much each of the W words fed the pooled representation; 0 for words cut by max_len)."""
+    model, _config, meta = load_run(run) if isinstance(run, (str, Path)) else run
+    sets = meta["feature_sets"]
+    dims = meta["arch"]["input_dims"]
+    lengths = {len(np.asarray(words_features[m])) for m in sets if m in words_features}
+    if not lengths:
+        raise ValueError(f"predict_segment: none of the run's feature sets ({', '.join(sets)}) given")
+    if len(lengths) > 1:
+        raise ValueError(f"predict_segment: feature sets disagree on the number of words ({sorted(lengths)}); they must be word-aligned")
+    W = lengths.pop()
+    keep = np.arange(W)
+    max_len = meta["max_len"]
+    if max_len is not None and W > max_len:
+        keep = keep[:max_len] if meta["truncate"] == "right" else keep[W - max_len :]
+    T = max(1, len(keep))
+    device = next(model.parameters()).device
+    x, mask = {}, {}
+    for m in sets:
+        v = np.zeros((T, dims[m]), np.float32)
+        c = np.zeros(T, bool)
+        if m in words_features:
+            arr = np.asarray(words_features[m], np.float32)
+            if arr.ndim != 2 or arr.shape[1] != dims[m]:
+                raise ValueError(f"predict_segment: {m!r} must be (words, {dims[m]}), got {arr.shape}")
+            cov = np.asarray(words_features.get(coverage_column(m), np.ones(W)), np.float32)
+            v[: len(keep)] = np.nan_to_num(arr[keep])
+            c[: len(keep)] = (cov[keep] > 0) & np.isfinite(arr[keep]).all(axis=1)
+        x[m] = torch.from_numpy(v)[None].to(device)
+        mask[m] = torch.from_numpy(c)[None].to(device)
+    with torch.no_grad():
+        out = model(x, mask)
+    result: dict[str, Any] = {"words": W, "used_words": keep.tolist(), "tasks": {}}
+    for t in model.tasks:
+        p = task_predictions(t, out["outputs"][t.name])[0]
+        if t.name == "sentiment":
+            if t.kind == "regression":
+                result["sentiment"] = float(p)
+            else:
+                result["sentiment"] = t.classes[int(np.argmax(p))]
+                result["sentiment_probs"] = {c: float(v) for c, v in zip(t.classes, p, strict=True)}
+        else:
+            result["emotions"] = {c: float(v) for c, v in zip(t.classes, p, strict=True)}
+            if t.kind == "multiclass":
+                result["emotion"] = t.classes[int(np.argmax(p))]
+        mw = out["modality_weights"][t.name][0].float().cpu().numpy()
+        per_word, contrib = {}, np.zeros(W)
+        for j, m in enumerate(sets):
+            w = np.zeros(W)
+            w[keep] = out["word_weights"][t.name][m][0, : len(keep)].float().cpu().numpy()
+            per_word[m] = w.tolist()
+            contrib += mw[j] * w
+        result["tasks"][t.name] = {
+            "modality_weights": {m: float(mw[j]) for j, m in enumerate(sets)},
+            "word_weights": per_word,
+            "word_contribution": contrib.tolist(),
+        }
+    return result

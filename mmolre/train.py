@@ -1,0 +1,345 @@
+"""Training: `train(store, out, model, config) -> results`, the same code on one CPU, one GPU or many (torchrun).
+
+AdamW with linear warm-up and cosine decay, gradient clipping, task-loss weighting, early stopping on a
+validation metric, bf16 autocast on CUDA, atomic checkpoints (`last.pt` every epoch, `best.pt` on improvement)
+that resume exactly, then the best checkpoint on the test split, `results.json`, plots and `report.md`.
+
+    python -m mmolre.train STORE OUT [--model mmolre] [--config cfg.yaml] [--set lr=1e-3 arch.d_model=64]
+    torchrun --nproc_per_node 4 -m mmolre.train STORE OUT ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import replace
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from feature_schemas import Store, atomic_write_text
+
+from .baselines import build_model, count_parameters, model_tasks
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .data import StoreDataset, feature_stats, make_loader
+from .distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    broadcast_flag,
+    gather_objects,
+    init_from_env,
+    shutdown,
+)
+from .errors import RunError
+from .evaluation import autocast, flatten, predict_split, predictions_frame, score, selection_value, to_device
+from .losses import TaskWeighting, TrainStep
+from .metrics import lower_is_better
+from .report import write_plots, write_report
+from .tasks import infer_tasks
+
+log = logging.getLogger("mmolre.train")
+
+CHECKPOINT_VERSION = 1
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def warmup_cosine(total_steps: int, warmup_ratio: float, min_ratio: float):
+    """lr multiplier: linear from 0 to 1 over the warm-up, then cosine down to min_ratio at total_steps."""
+    warmup = max(1, int(round(total_steps * warmup_ratio))) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _optimizer(module: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; biases, norms, gates and scalar parameters are not decayed."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "norm" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+
+
+def _label_weights(ds: StoreDataset, cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    pos, cls = {}, {}
+    for t in ds.tasks:
+        y = ds.labels.values[t.name]
+        if t.kind == "multilabel" and cfg.pos_weight:
+            prevalence = np.nanmean(y, axis=0)
+            pos[t.name] = torch.tensor(np.clip((1 - prevalence) / np.maximum(prevalence, 1e-3), 1.0, 10.0), dtype=torch.float32)
+        if t.kind == "multiclass" and cfg.class_weights:
+            counts = np.bincount(y[y >= 0], minlength=len(t.classes)).astype(np.float64)
+            w = counts.sum() / np.maximum(counts, 1) / len(t.classes)
+            cls[t.name] = torch.tensor(w, dtype=torch.float32)
+    return pos, cls
+
+
+def _param_checksum(module: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().sum().item() for p in module.parameters()))
+
+
+def train(store: str | Path, out: str | Path, model: str = "mmolre", config: TrainConfig | None = None) -> dict[str, Any]:
+    """Train `model` on `store`, writing checkpoints, results.json, plots and report.md into `out`.
+
+    Returns the results dict (also on non-main distributed ranks, where it lacks evaluation)."""
+    cfg = config or TrainConfig()
+    store, out = Path(store).resolve(), Path(out)
+    ctx = init_from_env(cfg.device)
+    try:
+        return _train(store, out, model, cfg, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
+    device = ctx.device
+    seed_everything(cfg.seed, cfg.deterministic)
+    store_obj = Store(store)
+    feature_sets = list(cfg.feature_sets or store_obj.aligned_sets())
+    tasks = infer_tasks(store_obj, cfg.tasks, cfg.sentiment_target, cfg.emotion_target)
+    arch = replace(cfg.arch, input_dims={m: store_obj.feature_sets[m].dim for m in feature_sets}, tasks=tasks)
+    arch = model_tasks(model_name, arch)
+    net = build_model(model_name, arch)
+    net.set_input_stats(feature_stats(store, "train", feature_sets))
+    net.to(device)
+
+    train_ds = StoreDataset(
+        store, "train", feature_sets, arch.tasks, cfg.max_len, cfg.truncate, shuffle=True,
+        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+    )
+    splits = store_obj.splits()
+    valid_ds = StoreDataset(store, "valid", feature_sets, arch.tasks, cfg.max_len, cfg.truncate) if "valid" in splits else None
+    pos_w, cls_w = _label_weights(train_ds, cfg)
+    weighting = TaskWeighting(arch.tasks, cfg.task_weighting, cfg.task_weights)
+    step_module = TrainStep(net, weighting, cfg.sentiment_loss, cfg.balance_weight, pos_w, cls_w).to(device)
+    optimizer = _optimizer(step_module, cfg)
+    steps_per_epoch = max(1, train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers))
+    total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio))
+    trainer = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None) if ctx.distributed else step_module
+
+    select = cfg.select_metric
+    minimize = lower_is_better(select if select != "auto" else "loss")
+    state = {"epoch": 0, "step": 0, "best_value": math.inf if minimize else -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if cfg.resume and last_path.is_file():
+        ck = load_checkpoint(last_path, map_location=device)
+        if ck.get("model_name") != model_name:
+            raise RunError(f"{last_path}: a checkpoint of {ck.get('model_name')!r}, not {model_name!r}; use another output directory")
+        step_module.load_state_dict(ck["train_step"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        state = dict(ck["state"])
+        rngs = ck["rng"]
+        set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0])
+        log.info("resumed %s at epoch %d", last_path, state["epoch"])
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+
+    show = cfg.progress and ctx.is_main
+    amp = cfg.amp
+    timing = {"samples": 0.0, "seconds": 0.0, "steps": 0.0}
+    epochs_this_run = 0
+    status = "completed"
+    meta = {
+        "model_name": model_name, "arch": arch.to_dict(), "feature_sets": feature_sets, "store": str(store),
+        "max_len": cfg.max_len, "truncate": cfg.truncate, "checkpoint_version": CHECKPOINT_VERSION,
+    }
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    while state["epoch"] < cfg.epochs and not state.get("stopped"):
+        if cfg.stop_after_epochs is not None and epochs_this_run >= cfg.stop_after_epochs:
+            status = "paused"
+            break
+        if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
+            break
+        epoch = state["epoch"]
+        train_ds.set_epoch(epoch)
+        n_batches = train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers)
+        if cfg.max_steps is not None:
+            n_batches = min(n_batches, cfg.max_steps - state["step"])
+        loader = make_loader(train_ds, cfg.batch_size, cfg.num_workers, pin_memory=device.type == "cuda")
+        step_module.train()
+        sums = torch.zeros(len(arch.tasks) + 2, dtype=torch.float64, device=device)  # total, tasks..., aux
+        samples = 0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        bar = tqdm(islice(loader, n_batches), total=n_batches, disable=not show, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for batch in bar:
+            x, mask, labels = to_device(batch, device)
+            with autocast(device, amp):
+                total, parts = trainer(x, mask, labels)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(step_module.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            samples += len(batch["segment_id"])
+            sums += torch.stack([total.detach().double()] + [parts[t.name].double() for t in arch.tasks] + [parts["aux"].double()])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        [global_samples] = all_reduce_sum(ctx, [float(samples)])
+        means = (sums / max(1, n_batches)).tolist()
+        timing["samples"] += global_samples
+        timing["seconds"] += seconds
+        timing["steps"] += n_batches
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "step": state["step"], "lr": scheduler.get_last_lr()[0], "train_loss": means[0],
+            **{f"train_loss/{t.name}": means[i + 1] for i, t in enumerate(arch.tasks)}, "train_balance": means[-1],
+            "train_samples": global_samples, "train_seconds": seconds, "samples_per_s": global_samples / max(seconds, 1e-9),
+        }
+        improved, stop = False, False
+        if ctx.is_main:
+            if valid_ds is not None:
+                metrics = score(predict_split(net, valid_ds, device, max(64, cfg.batch_size), cfg.num_workers, amp, cfg.sentiment_loss))
+                row.update({f"valid/{k}": v for k, v in flatten(metrics).items()})
+                name, value = selection_value(metrics, select)
+            else:  # no validation split: the last epoch is the one kept
+                name, value = "train_loss", means[0]
+            row["select"] = value
+            better = value < state["best_value"] if minimize else value > state["best_value"]
+            if valid_ds is None or better or state["best_epoch"] < 0:
+                improved = True
+                state.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+            stop = cfg.patience > 0 and valid_ds is not None and state["bad_epochs"] >= cfg.patience
+            state["select_name"] = name
+            _log_epoch(row, cfg, show, improved)
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        epochs_this_run += 1
+        stop = broadcast_flag(ctx, stop)
+        state["stopped"] = stop
+        rngs = gather_objects(ctx, rng_state())
+        if ctx.is_main:
+            payload = {
+                **meta, "train_step": step_module.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "state": state, "rng": rngs, "config": cfg.to_dict(),
+            }
+            if improved:
+                save_checkpoint(best_path, {**meta, "model": net.state_dict(), "epoch": epoch + 1, "config": cfg.to_dict(), "metrics": row})
+            save_checkpoint(last_path, payload)
+        if stop:
+            break
+
+    if state.get("stopped"):
+        status = "early_stopped"
+    results: dict[str, Any] = {"model": model_name, "status": status, "world_size": ctx.world_size, "rank": ctx.rank}
+    throughput = {
+        "train_samples_per_s": timing["samples"] / max(timing["seconds"], 1e-9),
+        "step_time_s": timing["seconds"] / max(timing["steps"], 1),
+        "steps": int(timing["steps"]),
+        "batch_size_per_rank": cfg.batch_size,
+    }
+    if device.type == "cuda":
+        throughput["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    results["param_checksums"] = gather_objects(ctx, _param_checksum(net))
+    if ctx.is_main:
+        results.update(_finish(store, store_obj, out, model_name, cfg, net, state, feature_sets, arch, device, throughput, status, ctx))
+    barrier(ctx)
+    return results
+
+
+def _log_epoch(row: dict[str, Any], cfg: TrainConfig, show: bool, improved: bool) -> None:
+    keys = [k for k in row if k.startswith("valid/") and k.split("/")[-1] in ("loss", "mae", "corr", "non0_acc2", "wf1_mean", "wacc_mean", "wf1", "acc")]
+    text = f"epoch {row['epoch']}: train {row['train_loss']:.4f} " + " ".join(f"{k[6:]}={row[k]:.4f}" for k in keys) + (" *" if improved else "")
+    if show:
+        tqdm.write(text)
+    else:
+        log.info(text)
+
+
+def _finish(
+    store: Path, store_obj: Store, out: Path, model_name: str, cfg: TrainConfig, net: torch.nn.Module, state: dict[str, Any],
+    feature_sets: list[str], arch: Any, device: torch.device, throughput: dict[str, Any], status: str, ctx: DistContext,
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint on valid and test, write predictions, results.json, plots and report.md."""
+    results: dict[str, Any] = {
+        "store": str(store), "store_name": store_obj.manifest.name, "feature_sets": feature_sets,
+        "tasks": [t.to_dict() for t in arch.tasks], "config": cfg.to_dict(), "parameters": count_parameters(net),
+        "epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_value": state["best_value"],
+        "select_metric": state.get("select_name", cfg.select_metric), "history": state["history"],
+        "device": str(device), "amp": "bf16" if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda") else "off",
+        "throughput": throughput,
+    }
+    if status == "paused":
+        atomic_write_text(out / "results.json", json.dumps({**results, "status": status}, indent=2, default=float) + "\n")
+        return results
+    best = load_checkpoint(out / "best.pt", map_location=device)
+    net.load_state_dict(best["model"])
+    frames = {}
+    for split in ("valid", "test"):
+        if split not in store_obj.splits():
+            continue
+        ds = StoreDataset(store, split, feature_sets, arch.tasks, cfg.max_len, cfg.truncate)
+        preds = predict_split(net, ds, device, max(64, cfg.batch_size), cfg.num_workers, cfg.amp, cfg.sentiment_loss)
+        results[split] = score(preds)
+        frames[split] = predictions_frame(preds)
+        frames[split].to_csv(out / f"predictions_{split}.csv", index=False)
+    report_split = "test" if "test" in frames else "valid"
+    plots = write_plots(results, frames.get(report_split), out, report_split)
+    results["plots"] = [p.name for p in plots]
+    atomic_write_text(out / "results.json", json.dumps({**results, "status": status}, indent=2, default=float) + "\n")
+    write_report({**results, "model": model_name, "status": status, "world_size": ctx.world_size}, out, plots)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mmolre.train", description="Train MMoLRE or a baseline on a feature store.")
+    ap.add_argument("store")
+    ap.add_argument("out")
+    ap.add_argument("--model", default="mmolre")
+    ap.add_argument("--config", help="YAML or JSON TrainConfig")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override settings, e.g. epochs=5 arch.d_model=64")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
+    if args.set:
+        cfg = cfg.with_overrides(args.set)
+    results = train(args.store, args.out, args.model, cfg)
+    if results.get("rank", 0) == 0:
+        summary = {k: results.get(k) for k in ("model", "status", "best_epoch", "world_size")}
+        summary["test"] = results.get("test")
+        print(json.dumps(summary, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

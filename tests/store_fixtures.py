@@ -1,0 +1,28 @@
+"""Small feature stores for the model tests: synthetic ones written straight with pyarrow by the contract
+(mmolre.synthetic), and one written by the real store writer (pipelines.store_writer) from the store tests'
+recipe, so the loader is also tested on what the pipelines actually produce (empty segments, uncovered words)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmolre.synthetic import SyntheticSpec, write_synthetic_store
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TINY_ARCH = {"d_model": 16, "n_heads": 2, "expert_ranks": [2, 4, 8], "task_rank": 4, "dropout": 0.0}
+
+
+def synthetic_store(root: Path, labels: str = "mosei", **spec: object) -> Path:
+    """A valid store with a learnable signal; `spec` overrides SyntheticSpec fields (sizes, dims, words...)."""
+    return write_synthetic_store(root, SyntheticSpec(labels=labels, **spec))  # type: ignore[arg-type]
+
+
+def writer_store(root: Path, n_videos: int = 9) -> Path:
+    """A store built by pipelines.store_writer.build_store (frames collapsed to words, failures table, manifest)."""
+    from pipelines.store_writer import BuildConfig, build_store
+    from tests import synthetic_recipe as recipe
+
+    build_store(root, "writer-fixture", recipe.make_units(n_videos), recipe.process, recipe.FEATURE_SETS,
+                BuildConfig(units_per_shard=2), progress=False)
+    return root
