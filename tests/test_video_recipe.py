@@ -167,3 +167,28 @@ def test_text_only_label_file_without_face(tmp_path: Path) -> None:
     segs = store.segments().to_pylist()
     assert len(segs) == len(parsed.specs) and {s["source"] for s in segs} == {"mosi-labels"}
     assert {s["split"] for s in segs} <= {"train", "valid", "test"}
+
+
+def test_audio_file_with_utterance_times(tmp_path: Path) -> None:
+    """Thirteen utterances of one real two-speaker recording: one unit, cut per segment, words inside their times."""
+    mf.need(mf.TWO_SPEAKERS, mf.TWO_SPEAKERS_STM)
+    utterances = mf.stm_utterances()
+    manifest = tmp_path / "speech.csv"
+    lines = ["video_path,segment_id,start,end,transcript,split"]
+    lines += [f'{mf.TWO_SPEAKERS},utt{i:02d},{s},{e},"{text}",test' for i, (s, e, text) in enumerate(utterances)]
+    manifest.write_text("\n".join(lines) + "\n")
+    config = VideoConfig(face="dlib")
+    units, _, _ = video_units(manifest, config)
+    assert len(units) == 1 and len(units[0].payload["specs"]) == len(utterances)
+    build_videos(manifest, tmp_path / "s", config, progress=False)
+    store = Store(tmp_path / "s")
+    assert validate(store.path).ok and store.failures().num_rows == 0
+    rows = aligned_rows(store)
+    for i, (s, e, _) in enumerate(utterances):
+        seg = store.segment(f"utt{i:02d}")
+        assert (seg["start"], seg["end"]) == (s, e)
+        assert (seg["word_start"] >= s - 0.3).all() and (seg["word_end"] <= e + 0.3).all()
+        assert (seg[coverage_column("egemaps")] > 0).all() and (seg[coverage_column("face_dlib")] == 0).all()
+        assert rows[f"utt{i:02d}"]["align_method"] in ("forced", "asr")
+    frames = store.manifest.report["counters"]
+    assert frames["files_without_video"] == 1 and frames["segments.forced"] >= len(utterances) - 2

@@ -1,0 +1,188 @@
+"""Benchmark: real-time factor of the raw-video pipeline, per stage and end to end on a 2-worker Dask cluster.
+
+    python bench/video_throughput.py                   # defaults: VideoConfig(), clips x4, 2 workers
+    python bench/video_throughput.py --repeats 8 --fps 3 --face none
+
+Clips: /work/shared/data/mosi/raw/*.mp4 (transcripts from mosi/label.csv: forced alignment) and
+/work/shared/data/faces/*.mp4 (no transcripts: Whisper runs; the silent ones end as failure rows after ASR,
+as they would in a real build). Real-time factor = seconds of video / seconds of wall time (higher is faster).
+
+1. Stages, one process, models warm, every stage on every clip (face and audio also on clips whose words
+   fail): decode (probe + 16 kHz audio), words (forced alignment, or Whisper without a transcript), audio
+   (openSMILE), face (the chosen backend, which decodes its own frames), text (word vectors). `serial_estimate`
+   is 1 / sum(1 / stage factors): one core running every stage.
+2. End to end: `build_videos` over `repeats` links to each clip (distinct files, so distinct units) on a
+   distributed LocalCluster with 2 worker processes, 1 thread each, three builds on the same workers:
+   `all_stages_cold` gives the silent clips a placeholder transcript so that every stage (alignment with its
+   fallbacks, audio, face, text) runs on every clip, on fresh workers (each imports torch and loads every
+   model); `all_stages_warm` repeats it into a new store; `as_is_warm` leaves the silent clips without a
+   transcript (they fail after ASR, so that figure flatters). Cluster start-up is reported apart.
+The last line printed is one JSON object; `realtime_factor` is the `all_stages_cold` figure (the most
+conservative of the three).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.audio import extract_audio  # noqa: E402
+from pipelines.media import probe, read_audio  # noqa: E402
+from pipelines.recipes.videos import VideoConfig, build_videos  # noqa: E402
+from pipelines.text import encode_words  # noqa: E402
+from pipelines.words import align_transcript, transcribe, transcript_words  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+
+
+def clips() -> list[tuple[Path, str | None]]:
+    """(video, transcript or None) for every benchmark clip."""
+    labels: dict[str, str] = {}
+    label_file = DATA / "mosi" / "label.csv"
+    if label_file.is_file():
+        with label_file.open(newline="") as f:
+            labels = {r["id"]: r["text"] for r in csv.DictReader(f)}
+    out = [(p, labels.get(p.stem)) for p in sorted((DATA / "mosi" / "raw").glob("*.mp4"))]
+    out += [(p, None) for p in sorted((DATA / "faces").glob("*.mp4"))]
+    if not out:
+        sys.exit(f"no clips under {DATA}")
+    return out
+
+
+def stage_times(items: list[tuple[Path, str | None]], config: VideoConfig) -> dict[str, Any]:
+    """Seconds per stage over all clips, after one untimed pass that loads every model."""
+    face = config.face_backend()
+    acfg, tcfg = config.audio_config(), config.text_config()
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+
+    def one_pass(timed: dict[str, float]) -> float:
+        seconds = 0.0
+        for path, transcript in items:
+            t = time.perf_counter()
+            info = probe(path)
+            audio = read_audio(path)
+            t_decode = time.perf_counter()
+            timed["decode"] += t_decode - t
+            duration = info.duration or (len(audio) / 16000 if audio is not None else 0.0)
+            seconds += duration
+            words = transcript_words(transcript)
+            if audio is not None:
+                if words:
+                    w = align_transcript(audio, words, 0.0, config.align_config(), config.asr_config()).words
+                else:
+                    w = transcribe(audio, 0.0, config.asr_config()).words
+                words = w.words
+            t_words = time.perf_counter()
+            timed["words"] += t_words - t_decode
+            extract_audio(audio, 0.0, acfg)
+            t_audio = time.perf_counter()
+            timed["audio"] += t_audio - t_words
+            if face is not None and info.has_video:
+                face.extract(path, 0.0, duration, config.fps)
+            t_face = time.perf_counter()
+            timed["face"] += t_face - t_audio
+            encode_words([words or ["silence"]], tcfg)
+            timed["text"] += time.perf_counter() - t_face
+        return seconds
+
+    one_pass({k: 0.0 for k in ("decode", "words", "audio", "face", "text")})  # load models
+    timed = {k: 0.0 for k in ("decode", "words", "audio", "face", "text")}
+    seconds = one_pass(timed)
+    if face is None:
+        timed.pop("face")
+    rtf = {k: round(seconds / v, 2) if v > 0 else None for k, v in timed.items()}
+    serial = seconds / sum(timed.values())
+    return {"video_seconds": round(seconds, 2), "stage_seconds": {k: round(v, 3) for k, v in timed.items()},
+            "stage_realtime_factor": rtf, "serial_estimate": round(serial, 2)}
+
+
+PLACEHOLDER = "nothing is said in this clip"
+
+
+def make_manifest(folder: Path, items: list[tuple[Path, str | None]], repeats: int, name: str,
+                  placeholder: str | None) -> tuple[Path, float]:
+    """Links to each clip `repeats` times; clips without a transcript get `placeholder` (None: left without)."""
+    rows, seconds = [], 0.0
+    sub = folder / name
+    sub.mkdir()
+    for path, transcript in items:
+        duration = probe(path).duration or 0.0
+        for k in range(repeats):
+            link = sub / f"{path.stem}__{k}{path.suffix}"
+            link.symlink_to(path)
+            rows.append({"video_path": link.name, "segment_id": f"{path.stem}__{k}",
+                         "transcript": transcript or placeholder, "split": "train"})
+            seconds += duration
+    manifest = sub / "manifest.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return manifest, seconds
+
+
+def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeats: int, workers: int) -> dict[str, Any]:
+    """Three builds on one cluster: every stage on every clip (cold, then warm), then the clips as they are."""
+    from distributed import Client, LocalCluster
+
+    tmp = Path(tempfile.mkdtemp(prefix="video_bench_"))
+    try:
+        t = time.perf_counter()
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+        out: dict[str, Any] = {"files": len(items) * repeats, "workers": workers,
+                               "cluster_startup_s": round(time.perf_counter() - t, 2)}
+        try:
+            for run, placeholder in (("all_stages_cold", PLACEHOLDER), ("all_stages_warm", PLACEHOLDER),
+                                     ("as_is_warm", None)):
+                manifest, seconds = make_manifest(tmp, items, repeats, run, placeholder)
+                t = time.perf_counter()
+                result = build_videos(manifest, tmp / f"store_{run}", config, executor=client, progress=False)
+                wall = time.perf_counter() - t
+                counters = json.loads((tmp / f"store_{run}" / "manifest.json").read_text())["report"]["counters"]
+                out[run] = {"video_seconds": round(seconds, 2), "wall_s": round(wall, 2),
+                            "realtime_factor": round(seconds / wall, 2), "segments": result.n_segments,
+                            "failures": result.n_failures,
+                            "segments_by_method": {k: v for k, v in counters.items() if k.startswith("segments.")}}
+        finally:
+            client.close()
+            cluster.close()
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=4, help="links per clip in the end-to-end build")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--fps", type=float, default=VideoConfig.fps)
+    ap.add_argument("--face", default=VideoConfig.face, help="dlib | pyfeat | openface | none")
+    ap.add_argument("--no-align", action="store_true", help="spread words instead of forced alignment")
+    ap.add_argument("--skip-stages", action="store_true")
+    args = ap.parse_args()
+    config = VideoConfig(fps=args.fps, face=None if args.face == "none" else args.face, align=not args.no_align)
+    items = clips()
+    out: dict[str, Any] = {"config": {"fps": config.fps, "face": config.face, "align": config.align,
+                                      "audio": config.audio_set, "threads": config.threads},
+                           "clips": [p.name for p, _ in items]}
+    if not args.skip_stages:
+        out["stages"] = stage_times(items, config)
+        print(json.dumps(out["stages"]), flush=True)
+    out["end_to_end"] = end_to_end(items, config, args.repeats, args.workers)
+    out["realtime_factor"] = out["end_to_end"]["all_stages_cold"]["realtime_factor"]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
