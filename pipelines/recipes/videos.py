@@ -335,19 +335,27 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
 
 # --- the whole build --------------------------------------------------------------------------------------
 
+def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_config: Any = None,
+                split: str | None = None, name: str | None = None) -> Any:
+    """Everything decided before work runs (units, feature sets, report) as the writer's BuildPlan, for
+    `run_plan` or a Prefect flow. `build_config` None: the writer's BuildConfig with 2 videos per shard, so a
+    few videos still spread over the workers. `split`: a MELD file's split, a manifest's default split or a
+    single video's."""
+    from ..store_writer import BuildConfig, BuildPlan
+
+    units, sets, report = video_units(input, config, split)
+    info = {"recipe": RECIPE_VERSION, "config": config.to_dict(), "input": report.get("input_path")}
+    name = name or Path(str(report.get("input_path") or "videos")).stem
+    return BuildPlan(name, units, functools.partial(process_video_unit, config=config), sets,
+                     build_config if build_config is not None else BuildConfig(units_per_shard=2), info, report)
+
+
 def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig = VideoConfig(),
                  executor: Any = None, build_config: Any = None, name: str | None = None, split: str | None = None,
                  progress: bool = True) -> Any:
     """Build (or complete) a store from raw videos / label files; returns the writer's BuildResult.
+    `executor`: None (inline), a concurrent.futures executor or a Dask Client."""
+    from ..store_writer import run_plan
 
-    `build_config` is the writer's BuildConfig (default: 2 videos per shard, so a few videos still spread over
-    the workers). `executor`: None (inline), a concurrent.futures executor or a Dask Client."""
-    from ..store_writer import BuildConfig, build_store
-
-    units, sets, report = video_units(input, config, split)
-    if build_config is None:
-        build_config = BuildConfig(units_per_shard=2)
-    info = {"recipe": RECIPE_VERSION, "config": config.to_dict(), "input": report.get("input_path")}
-    return build_store(store, name or Path(str(report.get("input_path") or "videos")).stem, units,
-                       functools.partial(process_video_unit, config=config), sets, build_config,
-                       executor=executor, build_info=info, report=report, progress=progress)
+    plan = plan_videos(input, config, build_config, split, name)
+    return run_plan(plan, store, executor=executor, progress=progress)
