@@ -270,9 +270,10 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     }
     if device.type == "cuda":
         throughput["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    results["param_checksums"] = gather_objects(ctx, _param_checksum(net))
+    results["param_checksums"] = gather_objects(ctx, _param_checksum(net))  # equal on every rank when DDP kept them in sync
     if ctx.is_main:
-        results.update(_finish(store, store_obj, out, model_name, cfg, net, state, feature_sets, arch, device, throughput, status, ctx))
+        extra = {"world_size": ctx.world_size, "param_checksums": results["param_checksums"]}
+        results.update(_finish(store, store_obj, out, model_name, cfg, net, state, feature_sets, arch, device, throughput, status, extra))
     barrier(ctx)
     return results
 
@@ -288,16 +289,16 @@ def _log_epoch(row: dict[str, Any], cfg: TrainConfig, show: bool, improved: bool
 
 def _finish(
     store: Path, store_obj: Store, out: Path, model_name: str, cfg: TrainConfig, net: torch.nn.Module, state: dict[str, Any],
-    feature_sets: list[str], arch: Any, device: torch.device, throughput: dict[str, Any], status: str, ctx: DistContext,
+    feature_sets: list[str], arch: Any, device: torch.device, throughput: dict[str, Any], status: str, extra: dict[str, Any],
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on valid and test, write predictions, results.json, plots and report.md."""
     results: dict[str, Any] = {
-        "store": str(store), "store_name": store_obj.manifest.name, "feature_sets": feature_sets,
+        "model": model_name, "store": str(store), "store_name": store_obj.manifest.name, "feature_sets": feature_sets,
         "tasks": [t.to_dict() for t in arch.tasks], "config": cfg.to_dict(), "parameters": count_parameters(net),
         "epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_value": state["best_value"],
         "select_metric": state.get("select_name", cfg.select_metric), "history": state["history"],
         "device": str(device), "amp": "bf16" if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda") else "off",
-        "throughput": throughput,
+        "throughput": throughput, **extra,
     }
     if status == "paused":
         atomic_write_text(out / "results.json", json.dumps({**results, "status": status}, indent=2, default=float) + "\n")
@@ -317,7 +318,7 @@ def _finish(
     plots = write_plots(results, frames.get(report_split), out, report_split)
     results["plots"] = [p.name for p in plots]
     atomic_write_text(out / "results.json", json.dumps({**results, "status": status}, indent=2, default=float) + "\n")
-    write_report({**results, "model": model_name, "status": status, "world_size": ctx.world_size}, out, plots)
+    write_report({**results, "status": status}, out, plots)
     return results
 
 

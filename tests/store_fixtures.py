@@ -4,7 +4,11 @@ recipe, so the loader is also tested on what the pipelines actually produce (emp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+import torch
 
 from mmolre.synthetic import SyntheticSpec, write_synthetic_store
 
@@ -26,3 +30,13 @@ def writer_store(root: Path, n_videos: int = 9) -> Path:
     build_store(root, "writer-fixture", recipe.make_units(n_videos), recipe.process, recipe.FEATURE_SETS,
                 BuildConfig(units_per_shard=2), progress=False)
     return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run the module's torch work on one thread. On a small shared machine, torch's second thread often waits a
+    whole scheduler slice for a busy core, making tiny ops 10x slower; one thread is also deterministic."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,7 +12,7 @@ import pytest
 from feature_schemas import EMOTIONS, Store, StoreError, column_lists, column_vectors
 from mmolre.data import StoreDataset, collate, feature_stats, make_loader
 from mmolre.tasks import EMOTION_CLASSES, SENTIMENT_CLASSES, TaskSpec, infer_tasks
-from tests.store_fixtures import synthetic_store, writer_store
+from tests.store_fixtures import one_torch_thread, synthetic_store, writer_store  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")

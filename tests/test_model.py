@@ -21,6 +21,7 @@ from mmolre.model import (
     stack_experts,
 )
 from mmolre.tasks import EMOTION_CLASSES, SENTIMENT_CLASSES, TaskSpec
+from tests.store_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
 MOSEI_TASKS = (TaskSpec("sentiment", "regression"), TaskSpec("emotion", "multilabel", EMOTIONS))
 MELD_TASKS = (TaskSpec("sentiment", "multiclass", SENTIMENT_CLASSES), TaskSpec("emotion", "multiclass", EMOTION_CLASSES))
