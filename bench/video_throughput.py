@@ -17,6 +17,9 @@ as they would in a real build). Real-time factor = seconds of video / seconds of
    fallbacks, audio, face, text) runs on every clip, on fresh workers (each imports torch and loads every
    model); `all_stages_warm` repeats it into a new store; `as_is_warm` leaves the silent clips without a
    transcript (they fail after ASR, so that figure flatters). Cluster start-up is reported apart.
+   Other work on the machine slows wall time; `worker_cpu_s` (CPU seconds the workers used) and
+   `realtime_factor_per_worker_cpu_s` show the pipeline's own cost regardless, and the 1-minute load average
+   after each build says how busy the machine was.
 The last line printed is one JSON object; `realtime_factor` is the `all_stages_cold` figure (the most
 conservative of the three).
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -131,6 +135,14 @@ def make_manifest(folder: Path, items: list[tuple[Path, str | None]], repeats: i
     return manifest, seconds
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by the calling process: run on every worker."""
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
 def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeats: int, workers: int) -> dict[str, Any]:
     """Three builds on one cluster: every stage on every clip (cold, then warm), then the clips as they are."""
     from distributed import Client, LocalCluster
@@ -146,12 +158,16 @@ def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeat
             for run, placeholder in (("all_stages_cold", PLACEHOLDER), ("all_stages_warm", PLACEHOLDER),
                                      ("as_is_warm", None)):
                 manifest, seconds = make_manifest(tmp, items, repeats, run, placeholder)
+                cpu0 = sum(client.run(_cpu_seconds).values())
                 t = time.perf_counter()
                 result = build_videos(manifest, tmp / f"store_{run}", config, executor=client, progress=False)
                 wall = time.perf_counter() - t
+                cpu = sum(client.run(_cpu_seconds).values()) - cpu0
                 counters = json.loads((tmp / f"store_{run}" / "manifest.json").read_text())["report"]["counters"]
                 out[run] = {"video_seconds": round(seconds, 2), "wall_s": round(wall, 2),
-                            "realtime_factor": round(seconds / wall, 2), "segments": result.n_segments,
+                            "realtime_factor": round(seconds / wall, 2), "worker_cpu_s": round(cpu, 2),
+                            "realtime_factor_per_worker_cpu_s": round(seconds / cpu, 2),
+                            "load_avg_1min_after": round(os.getloadavg()[0], 2), "segments": result.n_segments,
                             "failures": result.n_failures,
                             "segments_by_method": {k: v for k, v in counters.items() if k.startswith("segments.")}}
         finally:
