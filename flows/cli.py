@@ -27,8 +27,8 @@ class CliError(Exception):
 
 
 # -- build ------------------------------------------------------------------------------------------
-def _build_config(args: argparse.Namespace) -> Any:
-    return build_config(args.mode, args.fill, args.keep_frames, args.units_per_shard)
+def _build_config(args: argparse.Namespace, units_per_shard: int) -> Any:
+    return build_config(args.mode, args.fill, args.keep_frames, args.units_per_shard or units_per_shard)
 
 
 def _run_plan(plan: Any, args: argparse.Namespace) -> int:
@@ -66,7 +66,7 @@ def _print_build(summary: dict[str, Any], as_json: bool) -> None:
 def cmd_build_sdk(args: argparse.Namespace) -> int:
     from pipelines.recipes.sdk import plan_sdk
 
-    plan = plan_sdk(args.csd_dir, dataset=args.dataset, sets=args.sets, config=_build_config(args), batch_videos=args.batch_videos)
+    plan = plan_sdk(args.csd_dir, dataset=args.dataset, sets=args.sets, config=_build_config(args, 16), batch_videos=args.batch_videos)
     return _run_plan(plan, args)
 
 
@@ -74,7 +74,7 @@ def cmd_build_videos(args: argparse.Namespace) -> int:
     from pipelines.recipes.videos import plan_videos
 
     config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)
-    plan = plan_videos(args.input, config, _build_config(args), split=args.split)
+    plan = plan_videos(args.input, config, _build_config(args, 2), split=args.split)
     return _run_plan(plan, args)
 
 
@@ -220,7 +220,8 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default="weighted", help="how frames collapse onto words (mean = the SDK's)")
     p.add_argument("--fill", choices=("zeros", "nearest"), default="zeros", help="vector for words with no usable frame")
     p.add_argument("--keep-frames", action="store_true", help="also write the frame-level (unaligned) sets")
-    p.add_argument("--units-per-shard", type=int, default=16, help="work units per Parquet shard")
+    p.add_argument("--units-per-shard", type=int, default=None,
+                   help="work units per Parquet shard (default: 16 for SDK imports, 2 videos for video builds)")
     p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (0: run inline)")
     p.add_argument("--dask-address", default=None, help="an existing Dask scheduler (or set MMOLRE_DASK_ADDRESS)")
     p.add_argument("--strict", action="store_true", help="exit 3 when any item failed")

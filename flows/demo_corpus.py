@@ -33,6 +33,14 @@ SENTENCES = [
     ("the effects were cheap and the story made no sense", -1.8, {"disgust": 1.0}),
     ("a solid film with a few great moments", 1.4, {"happy": 0.6}),
     ("I fell asleep it was so dull", -2.0, {"sad": 0.6}),
+    ("the cast was charming and the story was moving", 2.2, {"happy": 1.3}),
+    ("I was scared by the ending and left upset", -1.4, {"fear": 1.0, "sad": 0.6}),
+    ("it was a waste of money and time", -2.6, {"anger": 1.6}),
+    ("the jokes were clever and I enjoyed it", 1.8, {"happy": 1.3}),
+    ("the pacing was uneven but the lead was good", 0.6, {"happy": 0.3}),
+    ("a disgusting and pointless film", -2.8, {"disgust": 2.0, "anger": 1.0}),
+    ("wow I did not expect such a great twist", 2.0, {"surprise": 1.6, "happy": 1.0}),
+    ("it was neither good nor bad just average", 0.0, {}),
 ]
 
 
@@ -47,9 +55,14 @@ VIDEOS = [
     DemoVideo("reviewer_a", "WolfgangLanger_Pexels.mp4", (0, 7, 2, 9, 4)),
     DemoVideo("reviewer_b", "single_face.mp4", (1, 8, 12, 5)),
     DemoVideo("reviewer_c", "face_noface.mov", (3, 6, 10, 13)),
-    DemoVideo("reviewer_d", "no_face.mp4", (11, 14, 15)),
+    DemoVideo("reviewer_d", "noface_face.mov", (16, 17, 18, 19)),
+    DemoVideo("reviewer_e", "WolfgangLanger_Pexels.mp4", (20, 21, 11, 14)),
+    DemoVideo("reviewer_f", "no_face.mp4", (15, 22, 23)),
+    DemoVideo("reviewer_g", "single_face.mp4", (2, 9, 16, 21)),
+    DemoVideo("reviewer_h", "face_noface.mov", (0, 8, 20, 23)),
 ]
-SPLITS = {"reviewer_a": "train", "reviewer_b": "train", "reviewer_c": "valid", "reviewer_d": "test"}
+SPLITS = {"reviewer_a": "train", "reviewer_b": "train", "reviewer_c": "train", "reviewer_d": "train",
+          "reviewer_e": "train", "reviewer_f": "valid", "reviewer_g": "test", "reviewer_h": "test"}
 
 
 def pyfeat_media_dir() -> Path:

@@ -7,6 +7,7 @@ from typing import Any
 
 
 def build_config(mode: str = "weighted", fill: str = "zeros", keep_frames: bool = False, units_per_shard: int = 16) -> Any:
+    """The store writer's settings; a shard groups `units_per_shard` units (SDK: 4 videos each; videos: 1 each)."""
     from pipelines.collapse import CollapseConfig
     from pipelines.store_writer import BuildConfig
 

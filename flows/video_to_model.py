@@ -9,20 +9,24 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from feature_schemas import Store
+from feature_schemas import Store, coverage_column
 from flows.build_features import Mode, extract_video_features
 from flows.timeline import explain_segment
 from flows.train_model import train_mmolre
 
 
 def pick_example(store: str | Path) -> str | None:
-    """A test (else valid) segment with the most words, for the report's timeline."""
+    """A test (else valid) segment for the report's timeline: most modalities covered, then most words."""
     s = Store(store)
+    cov = [coverage_column(m) for m in s.aligned_sets()]
     for split in ("test", "valid", "train"):
         if split in s.splits():
-            t = s.aligned(split, columns=["segment_id", "words"]).to_pylist()
-            if t:
-                return max(t, key=lambda r: (len(r["words"]), r["segment_id"]))["segment_id"]
+            rows = s.aligned(split, columns=["segment_id", "words", *cov]).to_pylist()
+            if rows:
+                def richness(r: dict[str, Any]) -> tuple[int, int, str]:
+                    return (sum(any(c > 0 for c in r[k]) for k in cov), len(r["words"]), r["segment_id"])
+
+                return max(rows, key=richness)["segment_id"]
     return None
 
 
