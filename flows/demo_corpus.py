@@ -91,7 +91,7 @@ def _speech_track(sentences: tuple[int, ...], gap: float = 0.6) -> tuple[np.ndar
     return np.concatenate(pieces), spans
 
 
-def _source_frames(path: Path, fps: int, height: int) -> list[np.ndarray]:
+def source_frames(path: Path, fps: int, height: int) -> list[np.ndarray]:
     import av
 
     frames, step, next_t = [], 1.0 / fps, 0.0
@@ -108,7 +108,7 @@ def _source_frames(path: Path, fps: int, height: int) -> list[np.ndarray]:
     return frames
 
 
-def _write_video(path: Path, frames: list[np.ndarray], audio: np.ndarray, fps: int) -> None:
+def write_video(path: Path, frames: list[np.ndarray], audio: np.ndarray, fps: int) -> None:
     import av
 
     duration = len(audio) / SAMPLE_RATE
@@ -144,7 +144,7 @@ def make_demo_corpus(out_dir: str | Path, fps: int = 15, height: int = 360) -> P
     for video in VIDEOS:
         audio, spans = _speech_track(video.sentences)
         path = out / f"{video.name}.mp4"
-        _write_video(path, _source_frames(media / video.source, fps, height), audio, fps)
+        write_video(path, source_frames(media / video.source, fps, height), audio, fps)
         for k, (i, start, end) in enumerate(spans):
             text, sentiment, emotions = SENTENCES[i]
             rows.append({
