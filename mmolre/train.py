@@ -45,10 +45,13 @@ from .distributed import (
 )
 from .errors import RunError
 from .evaluation import autocast, flatten, predict_split, predictions_frame, score, selection_value, to_device
+from .inference import evaluate, load_run, predict_segment
 from .losses import TaskWeighting, TrainStep
 from .metrics import lower_is_better
 from .report import write_plots, write_report
 from .tasks import infer_tasks
+
+__all__ = ["evaluate", "load_run", "main", "predict_segment", "seed_everything", "train", "warmup_cosine"]
 
 log = logging.getLogger("mmolre.train")
 
