@@ -45,3 +45,14 @@ def build_summary_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "## Failures", "", "| item | stage | reason |", "| --- | --- | --- |"]
         lines += [f"| {f['item_id']} | {f['stage']} | {f['reason'].replace('|', '/')[:200]} |" for f in summary["failures"]]
     return "\n".join(lines)
+
+
+def metrics_tables(results: dict[str, Any], splits: tuple[str, ...] = ("valid", "test"), level: str = "##") -> list[str]:
+    """Markdown tables of a run's metrics, one per split and task."""
+    lines: list[str] = []
+    for split in splits:
+        for task_name, metrics in (results.get(split) or {}).items():
+            lines += [f"{level} {split} / {task_name}", "", "| metric | value |", "| --- | --- |"]
+            lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float)) and v == v]
+            lines.append("")
+    return lines

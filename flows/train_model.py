@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.options import model_name, train_config
+from flows.summary import metrics_tables
 
 
 @task(cache_policy=NO_CACHE, task_run_name="train {model}")
@@ -19,13 +20,7 @@ def train_task(store: str, out: str, model: str, config: Any) -> dict[str, Any]:
 
 
 def metrics_markdown(results: dict[str, Any], out: str) -> str:
-    lines = [f"# Run `{out}`", "", f"report: `{out}/report.md`", ""]
-    for split in ("valid", "test"):
-        for task_name, metrics in (results.get(split) or {}).items():
-            lines += [f"## {split} / {task_name}", "", "| metric | value |", "| --- | --- |"]
-            lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float))]
-            lines.append("")
-    return "\n".join(lines)
+    return "\n".join([f"# Run `{out}`", "", f"report: `{out}/report.md`", "", *metrics_tables(results)])
 
 
 @flow(name="train-mmolre", log_prints=True)

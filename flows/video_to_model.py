@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from feature_schemas import Store, coverage_column
 from flows.build_features import Mode, extract_video_features
+from flows.summary import metrics_tables
 from flows.timeline import explain_segment
 from flows.train_model import train_mmolre
 
@@ -40,11 +41,8 @@ def write_pipeline_report(out: Path, build: dict[str, Any], train: dict[str, Any
         f"Failures: {build['counts']['failures']}" + "".join(
             f"\n- {f['item_id']} [{f['stage']}]: {f['reason']}" for f in build["failures"][:20]), "",
         "## Test metrics", "",
+        *metrics_tables(train, ("test",), "###"),
     ]
-    for task_name, metrics in (train.get("test") or {}).items():
-        lines += [f"### {task_name}", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float))]
-        lines.append("")
     if example:
         s = example["sentiment"]
         lines += [f"## One example: `{example['segment_id']}`", "", f"> {example.get('transcript') or ''}", "",
