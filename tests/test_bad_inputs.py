@@ -6,7 +6,6 @@ with a reason, and the good rows complete."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
