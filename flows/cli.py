@@ -311,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("distributed", "httpx", "numexpr", "matplotlib", "faster_whisper"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from feature_schemas import StoreError
     from pipelines.records import PipelineError
 
