@@ -50,11 +50,19 @@ def task_runner(address: str | None = None, n_workers: int | None = None):
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
+def quiet_dask_logs(level: int = logging.WARNING) -> None:
+    """Dask configures a level per logger (scheduler, nanny, ...); lift every one of them to `level`."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(level)
+
+
 @contextmanager
 def dask_client(address: str | None = None, n_workers: int | None = None) -> Iterator[Any]:
     """A distributed Client (an Executor) for plain-function builds from the command line."""
     from distributed import Client, LocalCluster
 
+    quiet_dask_logs()
     address = resolve_address(address)
     if address:
         with Client(address) as client:
@@ -62,5 +70,6 @@ def dask_client(address: str | None = None, n_workers: int | None = None) -> Ite
             yield client
         return
     with LocalCluster(**local_cluster_kwargs(n_workers)) as cluster, Client(cluster) as client:
+        quiet_dask_logs()
         log.info("Dask: local cluster with %d workers, dashboard %s", len(cluster.workers), client.dashboard_link)
         yield client
