@@ -36,13 +36,7 @@ def write_shard_task(shard: Shard, store: str, process: Any, feature_sets: list,
 @flow(name="write-shards", validate_parameters=False)
 def write_shards(shards: list[Shard], store: str, process: Any, feature_sets: list, config: BuildConfig) -> list[ShardRecord]:
     """Fan the shards out over the Dask cluster; a shard that fails past its retries is left for the next run."""
-    logger = get_run_logger()
-    try:
-        from distributed import default_client
-
-        logger.info("Dask dashboard: %s", default_client().dashboard_link)
-    except (ImportError, ValueError):
-        pass
+    logger = get_run_logger()  # prefect-dask logs the Dask dashboard's address when the cluster starts
     futures = write_shard_task.map(shards, unmapped(store), unmapped(process), unmapped(feature_sets), unmapped(config))
     records = []
     for fut in futures:
