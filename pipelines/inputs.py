@@ -312,7 +312,11 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
         try:
             video = None
             if not _missing(r.get("video_path")):
-                video = Path(str(r["video_path"]).strip()).expanduser()
+                video = Path(str(r["video_path"]).strip())
+                try:
+                    video = video.expanduser()
+                except RuntimeError:  # "~someone" with no such user: no home to expand to
+                    raise RowError(f"video path {str(video)!r} names a home directory that does not exist") from None
                 if not video.is_absolute():
                     video = path.parent / video
                 src = str(video)

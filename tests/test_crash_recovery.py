@@ -4,6 +4,7 @@ where an uninterrupted run with the same seed ends. (Store builds killed mid-wri
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,9 @@ SETTINGS = ["epochs=4", "batch_size=16", "deterministic=true", "progress=false",
             "arch.d_model=32", "arch.expert_ranks=[4,8]"]
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # a second torch thread only stalls on a busy 2-core machine
+
+
 def train_cmd(store: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "mmolre.train", str(store), str(out), "--set", *SETTINGS]
 
@@ -30,12 +34,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_training_killed_mid_epoch_resumes_to_the_same_result(store: Path, tmp_path: Path) -> None:
-    straight = subprocess.run(train_cmd(store, tmp_path / "straight"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    straight = subprocess.run(train_cmd(store, tmp_path / "straight"), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert straight.returncode == 0, straight.stderr[-3000:]
     expected = json.loads((tmp_path / "straight" / "results.json").read_text())
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(store, out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(train_cmd(store, out), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not (out / "last.pt").exists() and time.monotonic() < deadline:  # wait for the first epoch's checkpoint
         time.sleep(0.02)
@@ -45,7 +49,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(store: Path, tmp_p
     assert (out / "last.pt").exists() and not (out / "results.json").exists(), "the kill did not land mid-run"
     assert not list(out.glob("*.tmp*")) or all(p.name.startswith(".") for p in out.glob("*.tmp*"))
 
-    resumed = subprocess.run(train_cmd(store, out), cwd=REPO, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(train_cmd(store, out), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     got = json.loads((out / "results.json").read_text())
     assert got["epochs_run"] == expected["epochs_run"] == 4

@@ -124,3 +124,12 @@ def test_collapse_on_arbitrary_intervals(n, w, d, seed, mode, fill, poison) -> N
         return
     assert out.values.shape == (w, d) and np.isfinite(out.values).all()
     assert ((out.coverage >= 0) & (out.coverage <= 1)).all()
+
+
+def test_manifest_home_of_unknown_user_is_a_row_failure(tmp_path: Path) -> None:
+    """Found by the fuzzer above: `~0` made pathlib raise RuntimeError from expanduser()."""
+    path = tmp_path / "m.csv"
+    path.write_text("video_path,segment_id,transcript\n~nosuchuser0/a.mp4,x,hi\n,y,hello\n")
+    parsed = read_manifest(path)
+    assert [s.segment_id for s in parsed.specs] == ["y"]
+    assert parsed.failures[0].item_id == "x" and "home directory" in parsed.failures[0].reason
