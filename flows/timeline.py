@@ -18,13 +18,6 @@ SHOWN_DIMS = {
 }
 
 
-def segment_features(store: str | Path, segment_id: str) -> dict[str, Any]:
-    """One segment's words, times and every word-aligned feature set, from the store."""
-    s = Store(store)
-    seg = s.segment(segment_id)
-    return seg
-
-
 def timeline(seg: dict[str, Any], prediction: dict[str, Any], feature_sets: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows per word: word, start, end, per-task contribution, and the shown feature values."""
     rows = []
@@ -88,7 +81,7 @@ def explain_segment(store: str | Path, run: str | Path, segment_id: str, png: st
     from mmolre.inference import load_run, predict_segment
 
     loaded = load_run(run)
-    seg = segment_features(store, segment_id)
+    seg = Store(store).segment(segment_id)
     feats = {m: seg[m] for m in loaded[2]["feature_sets"] if m in seg}
     feats |= {coverage_column(m): seg[coverage_column(m)] for m in loaded[2]["feature_sets"] if m in seg}
     prediction = predict_segment(loaded, feats)
