@@ -24,24 +24,33 @@ def free_port() -> int:
 
 def _wait(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not answers(url):
         if proc.poll() is not None:
             raise RuntimeError(f"Prefect server exited ({proc.returncode}): {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"no answer from {url} after {timeout:.0f} s: {log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer from {url} after {timeout:.0f} s: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
 
 
-def healthy(api_url: str) -> bool:
+def _stop(proc: subprocess.Popen, grace: float) -> None:
+    proc.terminate()
     try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def answers(url: str) -> bool:
+    """The URL answers 200 (a server's health check, a deployment that exists)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
             return r.status == 200
     except OSError:
         return False
+
+
+def healthy(api_url: str) -> bool:
+    return answers(f"{api_url}/health")
 
 
 @contextmanager
@@ -71,11 +80,7 @@ def prefect_server(home: Path, port: int | None = None) -> Iterator[dict[str, st
         _wait(f"http://127.0.0.1:{port}/api/health", 120, proc, log)
         yield env
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc, 20)
 
 
 @contextmanager
@@ -87,30 +92,15 @@ def served_deployments(env: dict[str, str], log: Path, names: list[str]) -> Iter
     try:
         deadline = time.monotonic() + 120
         api = env["PREFECT_API_URL"]
-        while True:
+        while missing := [n for n in names if not answers(f"{api}/deployments/name/{n}")]:
             if proc.poll() is not None:
                 raise RuntimeError(f"flows.serve exited ({proc.returncode}): {log.read_text()[-3000:]}")
-            found = set()
-            for name in names:
-                flow, dep = name.split("/")
-                try:
-                    with urllib.request.urlopen(f"{api}/deployments/name/{flow}/{dep}", timeout=2) as r:
-                        if r.status == 200:
-                            found.add(name)
-                except OSError:
-                    pass
-            if found == set(names):
-                break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"deployments {sorted(set(names) - found)} not served: {log.read_text()[-3000:]}")
+                raise TimeoutError(f"deployments {missing} not served: {log.read_text()[-3000:]}")
             time.sleep(1)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc, 30)
 
 
 def run_deployment(env: dict[str, str], name: str, params: dict, timeout: float = 600) -> subprocess.CompletedProcess:
