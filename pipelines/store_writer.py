@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -250,24 +251,24 @@ def _write_parquet(table: pa.Table, path: Path, config: BuildConfig) -> str:
 
 
 def _drop_invalid(
-    recs: list[SegmentRecord], cols: list[dict[str, Any]], feature_sets: Sequence[FeatureSet], failures: list[Failure]
-) -> tuple[list[SegmentRecord], list[dict[str, Any]]]:
-    """Segments the contract rejects (labels out of range, unknown split, duplicate ids) become failure rows."""
-    problems = validate_segments(_segments_table([r.segment for r in recs]))
-    if not problems:
-        problems = validate_aligned(_aligned_table(recs, cols, feature_sets), {fs.name: fs for fs in feature_sets})
+    recs: list[SegmentRecord], segments: pa.Table, aligned: pa.Table, feature_sets: Sequence[FeatureSet],
+    failures: list[Failure],
+) -> tuple[list[SegmentRecord], pa.Table, pa.Table]:
+    """Segments the contract rejects (labels out of range, unknown split, duplicate ids) become failure rows and
+    leave the already-built tables."""
+    problems = validate_segments(segments) + validate_aligned(aligned, {fs.name: fs for fs in feature_sets})
     bad: dict[str, list[str]] = {}
     for p in problems:
         if p.row_id is None:
             raise PipelineError(f"shard tables do not match the contract: {p}", stage="validate")
         bad.setdefault(p.row_id, []).append(f"{p.column}: {p.message}")
     if not bad:
-        return recs, cols
+        return recs, segments, aligned
     for sid, msgs in bad.items():
         src = next((r.segment.get("source_path") for r in recs if r.segment_id == sid), None)
-        failures.append(Failure(sid, "validate", "; ".join(msgs), src))
-    keep = [i for i, r in enumerate(recs) if r.segment_id not in bad]
-    return [recs[i] for i in keep], [cols[i] for i in keep]
+        failures.append(Failure(sid, "validate", "; ".join(dict.fromkeys(msgs)), src))
+    keep = pc.invert(pc.is_in(segments.column("segment_id"), value_set=pa.array(list(bad), pa.string())))
+    return [r for r in recs if r.segment_id not in bad], segments.filter(keep), aligned.filter(keep)
 
 
 def write_shard(
@@ -296,7 +297,11 @@ def write_shard(
                 failures.append(Failure(e.item_id or rec.segment_id, e.stage, str(e), rec.segment.get("source_path")))
             except Exception as e:  # noqa: BLE001
                 failures.append(Failure(rec.segment_id, "collapse", f"{type(e).__name__}: {e}", rec.segment.get("source_path")))
-    recs, cols = _drop_invalid(recs, cols, feature_sets, failures)
+    order = sorted(range(len(recs)), key=lambda i: recs[i].segment_id)
+    recs, cols = [recs[i] for i in order], [cols[i] for i in order]
+    segments = _segments_table([r.segment for r in recs])
+    aligned = _aligned_table(recs, cols, feature_sets)
+    recs, segments, aligned = _drop_invalid(recs, segments, aligned, feature_sets, failures)
 
     files: dict[str, dict[str, Any]] = {}
 
@@ -304,15 +309,12 @@ def write_shard(
         files[rel] = {"table": name, "split": split, "shard": shard.shard_id, "rows": table.num_rows,
                       "sha256": _write_parquet(table, root / rel, config)}
 
-    order = sorted(range(len(recs)), key=lambda i: recs[i].segment_id)
-    by_split: dict[str, list[int]] = {}
-    for i in order:
-        by_split.setdefault(recs[i].segment["split"], []).append(i)
-    for split, idx in sorted(by_split.items()):
-        srecs = [recs[i] for i in idx]
-        put(_segments_table([r.segment for r in srecs]), "segments", table_path("segments", split, shard.shard_id), split)
-        put(_aligned_table(srecs, [cols[i] for i in idx], feature_sets), "aligned", table_path("aligned", split, shard.shard_id), split)
+    for split in sorted({r.segment["split"] for r in recs}):
+        in_split = pc.equal(segments.column("split"), split)
+        put(segments.filter(in_split), "segments", table_path("segments", split, shard.shard_id), split)
+        put(aligned.filter(in_split), "aligned", table_path("aligned", split, shard.shard_id), split)
         if config.keep_frames:
+            srecs = [r for r in recs if r.segment["split"] == split]
             for fs in feature_sets:
                 if all(fs.name in r.frames for r in srecs):
                     rel = table_path("frames", split, shard.shard_id, fs.name)
