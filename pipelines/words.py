@@ -42,21 +42,39 @@ def _strip_punct(token: str) -> str:
     return token[i:j]
 
 
-def transcript_words(text: str | None) -> list[str]:
-    """The words of a transcript as stored: white-space tokens without surrounding punctuation, case kept.
-    Tokens of punctuation only ("-", "...") are not words."""
+def _tokens(text: str | None) -> list[tuple[str, str]]:
+    """(word, white-space token) pairs of a transcript; word "" for a token of punctuation only."""
     if not text:
         return []
     text = unicodedata.normalize("NFC", text).translate(_QUOTES)
-    words = []
-    for tok in text.split():
-        if tok == "&":
-            words.append("and")
-            continue
-        w = _strip_punct(tok)
-        if w:
-            words.append(w)
-    return words
+    return [("and" if tok == "&" else _strip_punct(tok), tok) for tok in text.split()]
+
+
+def transcript_words(text: str | None) -> list[str]:
+    """The words of a transcript as stored: white-space tokens without surrounding punctuation, case kept.
+    Tokens of punctuation only ("-", "...") are not words."""
+    return [w for w, _ in _tokens(text) if w]
+
+
+def written_words(text: str | None, words: list[str] | None = None) -> list[str]:
+    """Each word of `transcript_words(text)` as written, for the text encoder: its token with its punctuation,
+    followed by the punctuation-only tokens after it ("really ?!"); punctuation before the first word joins it.
+
+    Punctuation carries sentiment ("What?!" vs "What.") that the stored words drop. When `words` is given and
+    is not this transcript's words (an ASR result, say), the words themselves are returned."""
+    written: list[str] = []
+    lead: list[str] = []
+    for word, tok in _tokens(text):
+        if word:
+            written.append(" ".join([*lead, tok]))
+            lead = []
+        elif written:
+            written[-1] += " " + tok
+        else:
+            lead.append(tok)
+    if words is not None and [w for w, _ in _tokens(text) if w] != list(words):
+        return list(words)
+    return written
 
 
 def alignment_key(word: str) -> str:

@@ -63,6 +63,34 @@ def test_batching_and_order_do_not_change_vectors(tiny: TextConfig) -> None:
     assert together[2].features.values.shape == (0, 32) and len(together[2].token_ids) == 0
 
 
+def test_written_forms_pool_punctuation_into_their_word(tiny: TextConfig) -> None:
+    """Reading the words as written equals one forward pass over the transcript, each word pooling the
+    sub-words of its own text, punctuation included."""
+    from pipelines.words import transcript_words, written_words
+
+    text = "What?! You can't be serious... No."
+    words, written = transcript_words(text), written_words(text)
+    enc = encode_words([words], tiny, [written])[0]
+    tokenizer, model = load_text_model(tiny)
+    whole = tokenizer(text, return_offsets_mapping=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(input_ids=whole["input_ids"], attention_mask=whole["attention_mask"]).last_hidden_state[0].numpy()
+    assert enc.token_ids.tolist() == whole["input_ids"][0].tolist()
+    spans, pos = [], 0
+    for w in written:  # character span of each written form in the text
+        start = text.index(w.split()[0], pos)
+        pos = start + len(w)
+        spans.append((start, pos))
+    for k, (a, b) in enumerate(spans):
+        rows = [t for t, (x, y) in enumerate(whole["offset_mapping"][0].tolist()) if y > x and a <= x < b]
+        assert np.allclose(enc.features.values[k], hidden[rows].mean(axis=0), atol=1e-5)
+    assert len([t for t in enc.token_word.tolist() if t == 0]) == 3  # "what", "?", "!"
+    plain = encode_words([words], tiny)[0]
+    assert not np.allclose(plain.features.values[0], enc.features.values[0], atol=1e-3)
+    with pytest.raises(ValueError, match="segment 0 has 6 words but 5 written forms"):
+        encode_words([words], tiny, [written[:5]])
+
+
 def test_words_past_max_length_are_not_covered(tiny: TextConfig) -> None:
     words = ["word"] * 40
     enc = encode_words([words], tiny)[0]

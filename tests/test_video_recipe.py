@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from feature_schemas import Store, coverage_column, validate
-from pipelines.inputs import read_mosi_labels
+from pipelines.inputs import read_meld, read_mosi_labels
 from pipelines.recipes.videos import VideoConfig, build_videos, process_video_unit, video_units
 from tests import media_fixtures as mf
 
@@ -167,6 +167,23 @@ def test_text_only_label_file_without_face(tmp_path: Path) -> None:
     segs = store.segments().to_pylist()
     assert len(segs) == len(parsed.specs) and {s["source"] for s in segs} == {"mosi-labels"}
     assert {s["split"] for s in segs} <= {"train", "valid", "test"}
+
+
+def test_word_vectors_read_each_word_with_its_punctuation(tmp_path: Path) -> None:
+    """MELD's "What?" is stored as the word "What", and its vector is MiniLM's reading of "What?"."""
+    from pipelines.text import encode_words
+
+    mf.need(mf.MELD_DIR / "dev_sent_emo.csv")
+    parsed = read_meld(mf.MELD_DIR / "dev_sent_emo.csv", "valid")
+    parsed.specs = parsed.specs[:2]  # "Oh my God, he's lost it. He's totally lost it." and "What?"
+    build_videos(parsed, tmp_path / "s", VideoConfig(face=None), progress=False)
+    store = Store(tmp_path / "s")
+    what = store.segment("valid_dia0_utt1")
+    assert list(what["words"]) == ["What"] and store.segment("valid_dia0_utt0")["transcript"].startswith("Oh my God,")
+    as_written = encode_words([["What"]], written=[["What?"]])[0].features.values
+    bare = encode_words([["What"]])[0].features.values
+    np.testing.assert_allclose(what["text_minilm"], as_written, atol=1e-5)
+    assert np.abs(what["text_minilm"] - bare).max() > 1e-2
 
 
 def test_audio_file_with_utterance_times(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pipelines.words import (
     spread,
     transcribe,
     transcript_words,
+    written_words,
 )
 from tests import media_fixtures as mf
 
@@ -46,6 +47,17 @@ def test_transcript_words() -> None:
     assert transcript_words("KL-5 to GR-6, \"quoted\" (aside)") == ["KL-5", "to", "GR-6", "quoted", "aside"]
     assert transcript_words("") == [] and transcript_words(None) == [] and transcript_words(" ... - ") == []
     assert alignment_key("Caf\u00e9's") == "cafe's" and alignment_key("\u2018Cause") == "cause"
+
+
+def test_written_words_keep_each_words_punctuation() -> None:
+    text = "... Oh, really ?! You must\u2019ve had -- your hands full\u2026 & more."
+    assert written_words(text) == ["... Oh,", "really ?!", "You", "must've", "had --", "your", "hands", "full\u2026",
+                                   "&", "more."]
+    assert len(written_words(text)) == len(transcript_words(text))
+    assert written_words("") == [] and written_words(None) == [] and written_words(" ... - ") == []
+    # words that are not this transcript's (Whisper's, say) are encoded as they are
+    assert written_words("Hello there!", ["hello", "there"]) == ["hello", "there"]
+    assert written_words("Hello there!", ["Hello", "there"]) == ["Hello", "there!"]
 
 
 def test_numbers_and_letter_to_sound() -> None:

@@ -29,7 +29,7 @@ from ..inputs import ParsedInputs, SegmentSpec, discover_inputs
 from ..media import SAMPLE_RATE, cut, probe, read_audio
 from ..records import Failure, FrameFeatures, PipelineError, SegmentRecord, UnitResult, Words, WorkUnit
 from ..text import TextConfig, encode_words, text_feature_set
-from ..words import AlignConfig, AsrConfig, align_transcript, transcribe, transcript_words
+from ..words import AlignConfig, AsrConfig, align_transcript, transcribe, transcript_words, written_words
 
 RECIPE_VERSION = "videos/1"
 FACE_BACKENDS = ("dlib", "pyfeat", "openface")
@@ -211,6 +211,7 @@ class _Pending:
     row: dict[str, Any]
     words: Words
     frames: dict[str, FrameFeatures]
+    written: list[str]  # what the text encoder reads per word: the word with its punctuation
 
 
 def _empty_sets(sets: list[FeatureSet], config: VideoConfig) -> dict[str, FrameFeatures]:
@@ -222,7 +223,8 @@ def _finish(pending: list[_Pending], failures: list[Failure], report: Counter[st
     records: list[SegmentRecord] = []
     if pending:
         try:
-            encoded = encode_words([p.words.words for p in pending], config.text_config())
+            encoded = encode_words([p.words.words for p in pending], config.text_config(),
+                                   [p.written for p in pending])
         except PipelineError as e:
             failures += [Failure(p.spec.segment_id, "text", str(e), e.source_path) for p in pending]
             return UnitResult([], failures, dict(report))
@@ -245,7 +247,8 @@ def _process_text(specs: list[SegmentSpec], config: VideoConfig, sets: list[Feat
             failures.append(Failure(s.segment_id, "read", f"{s.source_path}: segment {s.segment_id} has no media and "
                                     "an empty transcript: no words to build", s.source_path))
             continue
-        pending.append(_Pending(s, s.segment_row(), Words.untimed(words), _empty_sets(sets, config)))
+        pending.append(_Pending(s, s.segment_row(), Words.untimed(words), _empty_sets(sets, config),
+                                    written_words(s.transcript)))
     report["text_only_segments"] += len(pending)
     return _finish(pending, failures, report, config)
 
@@ -323,7 +326,8 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
                     frames[face_set.name] = face.extract(path, start, end, config.fps)
                 else:
                     frames[face_set.name] = empty_frames(face_set.dim)
-            pending.append(_Pending(s, s.segment_row(start, end, transcript), w, frames))
+            pending.append(_Pending(s, s.segment_row(start, end, transcript), w, frames,
+                                    written_words(transcript, w.words)))
         except PipelineError as e:
             failures.append(Failure(s.segment_id, e.stage or stage, str(e), e.source_path or str(path)))
         except Exception as e:  # noqa: BLE001 - a library's own error on one segment must not stop the others
