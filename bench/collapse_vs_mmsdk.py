@@ -10,7 +10,9 @@ alone. The SDK side is `align("words", [mean])` with a mean that tolerates the t
 is compared: where the SDK emits a vector, ours must agree within 1e-5; where it emits none (words shorter
 than its epsilon, words no frame overlaps), ours must flag it (a zero-length word, or coverage 0).
 With --sdk-videos N the SDK (and, for a like-for-like speedup, ours) runs on the first N videos only; ours
-then also runs on all videos for its full-scale time. Ours is timed as the median of 5 passes, the SDK once.
+then also runs on all videos for its full-scale time. Ours is timed as the median of 5 passes, the SDK once;
+our first pass, which also loads the compiled kernels (and compiles them on a machine that has never run
+them, a few seconds), is reported on its own as `ours_first_pass_s`.
 The last line printed is one JSON object (times in seconds, memory in MB, speedup = SDK time / our median
 time on the same videos).
 """
@@ -207,7 +209,8 @@ def main() -> None:
         "scale": args.scale, "videos": videos, "sdk_videos": subset, "seconds_per_video": seconds, "words": words,
         "speedup": round(speedup, 2), "max_abs_diff": agreement["max_abs_diff"], "agreement_ok": ok,
         "ours_s": round(ours_stats["seconds"], 4), "ours_s_min": round(min(ours_stats["all_seconds"]), 4),
-        "ours_s_max": round(max(ours_stats["all_seconds"]), 4), "sdk_s": round(sdk_stats["seconds"], 3),
+        "ours_s_max": round(max(ours_stats["all_seconds"]), 4),
+        "ours_first_pass_s": round(ours_stats["all_seconds"][0], 4), "sdk_s": round(sdk_stats["seconds"], 3),
         "ours_peak_mb": round(ours_stats["peak_mb"], 1), "sdk_peak_mb": round(sdk_stats["peak_mb"], 1),
         "ours_input_mb": round(ours_stats["input_peak_mb"], 1), "sdk_input_mb": round(sdk_stats["input_peak_mb"], 1),
         "ours_words_per_s": round(words / ours_stats["seconds"]), "sdk_words_per_s": round(words / sdk_stats["seconds"]),

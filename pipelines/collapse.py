@@ -1,13 +1,14 @@
-"""Collapse frame-level features to one vector per word, vectorised: O(frames + words + overlaps) per segment.
+"""Collapse frame-level features to one vector per word in linear time: O(frames + words + overlaps) per segment.
 
 CMU-MultimodalSDK's `mmdataset.align` compares every word with every frame of its video (O(words x frames),
 days and tens of GB on MOSEI) and lets NaN/-inf through. Here frames are sorted once, each word finds a
-contiguous run of candidate frames by `searchsorted` (on starts, and on the running maximum of ends), the
-(word, frame) pairs are built with `np.repeat` and tested at once, and the pairs become a sparse (W x N)
-weight matrix: `mean` and `weighted` are one sparse product with the frames (float64 sums), `max` and `std`
-segment reductions (`np.maximum.reduceat`, `np.add.reduceat`). No Python loop over words or frames. The
-candidate runs hold only the overlapping frames plus the frames inside a longer earlier frame's span, so
-the cost is O(N log N + W log N + overlaps) for ordinary frame streams.
+contiguous run of candidate frames by `searchsorted` (on starts, and on the running maximum of ends), and
+a compiled loop (`pipelines.collapse_kernels`, numba) walks each word's run once: the SDK's overlap test,
+then float64 sums (or max, or the two passes of std) straight from the stored float32 values, each frame's
+finiteness checked the first time it is read. No Python loop over words or frames, no (word, frame) pair
+arrays, no float64 copy of the features: the frames are read about once, which is what bounds the time.
+The candidate runs hold only the overlapping frames plus the frames inside a longer earlier frame's span,
+so the cost is O(N log N + W log N + overlaps) for ordinary frame streams (O(N + W log N) when sorted).
 
 Which frames count for a word (every mode uses the same frame set)
 ------------------------------------------------------------------
@@ -48,8 +49,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import sparse
 
+from . import collapse_kernels as kernels
 from .records import FrameFeatures, PipelineError, Words
 
 EPSILON = 10e-4  # the SDK's module constant, in seconds
@@ -113,44 +114,6 @@ def _check_inputs(values, frame_start, frame_end, word_start, word_end, valid):
     return values, fs, fe, ws, we, ok
 
 
-def _finite_rows(values: np.ndarray) -> np.ndarray:
-    """Rows without NaN/inf. A row sum (one fast pass, no BLAS threads) carries any NaN/inf; rows whose sum is
-    not finite are rechecked value by value, since a sum of huge finite values can overflow."""
-    if values.dtype.kind != "f" or values.shape[1] == 0:
-        return np.isfinite(values).all(axis=1)
-    finite = np.isfinite(np.einsum("ij->i", values))
-    suspect = np.flatnonzero(~finite)
-    if suspect.size:
-        finite[suspect] = np.isfinite(values[suspect]).all(axis=1)
-    return finite
-
-
-def _group_starts(n_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Words with at least one pair, and where their runs start in the word-sorted pair list."""
-    has = np.flatnonzero(n_frames > 0)
-    offsets = np.concatenate([[0], np.cumsum(n_frames)[:-1]]) if n_frames.size else n_frames
-    return has, offsets[has]
-
-
-def _union_length(s0: np.ndarray, cummax_end: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Length of [a, b] covered by the union of frames (s0 sorted, cummax_end its running max of ends)."""
-    if s0.size == 0:
-        return np.zeros_like(a)
-    new_block = np.concatenate([[True], s0[1:] > cummax_end[:-1]])
-    first = np.flatnonzero(new_block)
-    last = np.concatenate([first[1:] - 1, [s0.size - 1]])
-    m0, m1 = s0[first], cummax_end[last]  # disjoint, sorted blocks
-    before = np.concatenate([[0.0], np.cumsum(m1 - m0)])
-
-    def covered_up_to(t: np.ndarray) -> np.ndarray:
-        k = np.searchsorted(m0, t, side="right") - 1
-        kc = np.maximum(k, 0)
-        inside = np.clip(t - m0[kc], 0.0, m1[kc] - m0[kc])
-        return np.where(k >= 0, before[kc] + inside, 0.0)
-
-    return covered_up_to(b) - covered_up_to(a)
-
-
 def _nearest_frame(s0: np.ndarray, s1: np.ndarray, cummax_end: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Index (into the sorted usable frames) of the frame nearest to each instant t; frames must exist."""
     n = s0.size
@@ -186,19 +149,21 @@ def collapse(
     if config.fill not in ("zeros", "nearest"):
         raise _error(f"collapse: unknown fill {config.fill!r}")
     values, fs, fe, ws, we, ok = _check_inputs(values, frame_start, frame_end, word_start, word_end, valid)
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)  # integers, float16: the kernels take float32/float64
+    values = np.ascontiguousarray(values)
     n_words, dims = ws.shape[0], values.shape[1]
 
-    usable = ok & _finite_rows(values)
-    nonfinite = int(np.count_nonzero(ok) - np.count_nonzero(usable))
-    rows = np.arange(values.shape[0]) if usable.all() else np.flatnonzero(usable)
+    # Valid frames sorted by start (the SDK sorts by start, stably, too); finiteness is learnt as they are read.
+    rows = np.arange(values.shape[0]) if ok.all() else np.flatnonzero(ok)
     s0 = fs[rows]
     if s0.size > 1 and not (s0[1:] >= s0[:-1]).all():
-        order = np.argsort(s0, kind="stable")  # the SDK sorts by start, stably, too
+        order = np.argsort(s0, kind="stable")
         rows, s0 = rows[order], s0[order]
     s1 = fe[rows]
     cm = np.maximum.accumulate(s1) if s1.size else s1
 
-    # Candidate frames per word: a contiguous run [lo, hi) of the start-sorted frames (a superset).
+    # Candidate frames per word: a contiguous run [lo, hi) of the sorted frames (a superset).
     timed = np.isfinite(ws) & np.isfinite(we)
     short = timed & (np.abs(ws - we) < EPSILON)
     mid = np.where(timed, 0.5 * (ws + we), 0.0)
@@ -208,51 +173,29 @@ def collapse(
     if short.any():
         lo[short] = np.searchsorted(cm, mid[short], side="left")
         hi[short] = np.searchsorted(s0, mid[short], side="right")
-    counts = np.where(timed, np.maximum(hi - lo, 0), 0)
+    lo = np.where(timed, lo, 0)
+    hi = np.where(timed, hi, 0)
 
-    # All (word, candidate frame) pairs, grouped by word, frames in start order; then the SDK's test.
-    pair_w = np.repeat(np.arange(n_words), counts)
-    pair_f = np.arange(pair_w.size) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
-    a, b = s0[pair_f], s1[pair_f]
-    r0, r1 = ws[pair_w], we[pair_w]
-    overlap = np.minimum(b, r1) - np.maximum(a, r0)
-    keep = (r1 - a > -EPSILON) & (b - r0 > -EPSILON) & (np.abs(overlap) > EPSILON)
-    if short.any():
-        t, is_short = mid[pair_w], short[pair_w]
-        keep = np.where(is_short, (a <= t) & (b >= t), keep)
-        overlap = np.where(is_short, 1.0, overlap)  # midpoint words: unweighted
-    if not keep.all():
-        pair_w, pair_f, overlap = pair_w[keep], pair_f[keep], overlap[keep]
-    weight = overlap
-    pair_row = rows[pair_f]
-
-    n_frames = np.bincount(pair_w, minlength=n_words).astype(np.int32)
-    has, starts = _group_starts(n_frames)
+    # Each word walks its candidate run once, applies the SDK's test and accumulates (compiled, float64).
     out = np.zeros((n_words, dims), np.float64)
-    if has.size and dims:
-        if config.mode in ("mean", "weighted"):
-            # A (W x N) sparse matrix of per-pair weights times the frames: one pass over the pairs, no gather.
-            if config.mode == "mean":
-                weight = (1.0 / np.maximum(n_frames, 1))[pair_w]
-            else:
-                weight = weight / np.bincount(pair_w, weights=weight, minlength=n_words)[pair_w]
-            indptr = np.concatenate([[0], np.cumsum(n_frames, dtype=np.int64)])
-            matrix = sparse.csr_array((weight, pair_row, indptr), shape=(n_words, values.shape[0]))
-            out = np.asarray(matrix @ values.astype(np.float64, copy=False))
-        else:
-            x = values[pair_row].astype(np.float64, copy=False)  # (pairs, D)
-            if config.mode == "max":
-                out[has] = np.maximum.reduceat(x, starts, axis=0)
-            else:
-                count = n_frames[has, None].astype(np.float64)
-                mean = np.add.reduceat(x, starts, axis=0) / count
-                group = np.repeat(np.arange(has.size), n_frames[has])
-                out[has] = np.sqrt(np.add.reduceat((x - mean[group]) ** 2, starts, axis=0) / count)
+    n_frames = np.zeros(n_words, np.int32)
+    x = values if dims else np.zeros((values.shape[0], 1), values.dtype)  # no dims: every frame is finite
+    state = np.zeros(rows.size, np.int8)
+    if n_words and rows.size:
+        kernels.collapse_words(x, rows, s0, s1, lo, hi, ws, we, short, mid, kernels.MODES[config.mode],
+                               EPSILON, out if dims else np.zeros((n_words, 1)), n_frames, state)
+    kernels.check_rows(x, rows, state)  # frames no word reached: only counted
+    usable = state == kernels.FINITE
+    nonfinite = int(rows.size - np.count_nonzero(usable))
+    if nonfinite:
+        rows, s0, s1 = rows[usable], s0[usable], s1[usable]
+        cm = np.maximum.accumulate(s1) if s1.size else s1
+    has = np.flatnonzero(n_frames > 0)
 
     coverage = np.zeros(n_words, np.float64)
     long_has = has[~short[has]]
     if long_has.size:
-        covered = _union_length(s0, cm, ws[long_has], we[long_has])
+        covered = kernels.covered_lengths(s0, cm, ws[long_has], we[long_has])
         coverage[long_has] = covered / (we[long_has] - ws[long_has])
     coverage[has[short[has]]] = 1.0
     coverage = np.clip(coverage, 0.0, 1.0)
