@@ -50,7 +50,6 @@ from typing import Literal
 
 import numpy as np
 
-from . import collapse_kernels as kernels
 from .records import FrameFeatures, PipelineError, Words
 
 EPSILON = 10e-4  # the SDK's module constant, in seconds
@@ -148,6 +147,8 @@ def collapse(
         raise _error(f"collapse: unknown mode {config.mode!r}")
     if config.fill not in ("zeros", "nearest"):
         raise _error(f"collapse: unknown fill {config.fill!r}")
+    from . import collapse_kernels as kernels  # numba and LLVM load on first use, not with every `import pipelines`
+
     values, fs, fe, ws, we, ok = _check_inputs(values, frame_start, frame_end, word_start, word_end, valid)
     if values.dtype not in (np.float32, np.float64):
         values = values.astype(np.float64)  # integers, float16: the kernels take float32/float64
