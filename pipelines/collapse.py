@@ -147,7 +147,8 @@ def collapse(
         raise _error(f"collapse: unknown mode {config.mode!r}")
     if config.fill not in ("zeros", "nearest"):
         raise _error(f"collapse: unknown fill {config.fill!r}")
-    from . import collapse_kernels as kernels  # numba and LLVM load on first use, not with every `import pipelines`
+    # numba and LLVM load on first use, not with every `import pipelines`
+    from . import collapse_kernels as kernels
 
     values, fs, fe, ws, we, ok = _check_inputs(values, frame_start, frame_end, word_start, word_end, valid)
     if values.dtype not in (np.float32, np.float64):
