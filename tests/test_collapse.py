@@ -129,6 +129,29 @@ def test_matches_naive_reference(seg, mode):
 
 
 @FAST
+@given(segments(), st.sampled_from(MODES))
+def test_every_numeric_layout_gives_the_same_words(seg, mode):
+    """The compiled kernels see float32/float64 C arrays; other dtypes and layouts must not change a result."""
+    values, fs, fe, ws, we, valid = seg
+    cfg = CollapseConfig(mode=mode)
+    base = collapse(values, fs, fe, ws, we, cfg, valid=valid)
+    for other in (values.astype(np.float64), np.asfortranarray(values), np.repeat(values, 2, axis=1)[:, ::2]):
+        got = collapse(other, fs, fe, ws, we, cfg, valid=valid)
+        np.testing.assert_array_equal(got.n_frames, base.n_frames)
+        np.testing.assert_array_equal(got.coverage, base.coverage)
+        np.testing.assert_allclose(got.values, base.values, rtol=1e-6, atol=1e-6)
+        assert got.nonfinite_frames == base.nonfinite_frames
+    finite = np.isfinite(values).all(axis=1)
+    ints = np.where(np.isfinite(values), np.round(values), 0).astype(np.int16)
+    as_ints = collapse(ints, fs, fe, ws, we, cfg, valid=valid & finite)
+    as_floats = collapse(ints.astype(np.float32), fs, fe, ws, we, cfg, valid=valid & finite)
+    np.testing.assert_allclose(as_ints.values, as_floats.values, rtol=1e-6, atol=1e-6)
+    no_dims = collapse(values[:, :0], fs, fe, ws, we, cfg, valid=valid & finite)
+    np.testing.assert_array_equal(no_dims.n_frames, base.n_frames)
+    assert no_dims.values.shape == (len(ws), 0) and no_dims.nonfinite_frames == 0
+
+
+@FAST
 @given(segments())
 def test_input_order_does_not_matter(seg):
     values, fs, fe, ws, we, valid = seg
