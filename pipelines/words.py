@@ -62,9 +62,12 @@ def written_words(text: str | None, words: list[str] | None = None) -> list[str]
 
     Punctuation carries sentiment ("What?!" vs "What.") that the stored words drop. When `words` is given and
     is not this transcript's words (an ASR result, say), the words themselves are returned."""
+    tokens = _tokens(text)
+    if words is not None and [w for w, _ in tokens if w] != list(words):
+        return list(words)
     written: list[str] = []
     lead: list[str] = []
-    for word, tok in _tokens(text):
+    for word, tok in tokens:
         if word:
             written.append(" ".join([*lead, tok]))
             lead = []
@@ -72,8 +75,6 @@ def written_words(text: str | None, words: list[str] | None = None) -> list[str]
             written[-1] += " " + tok
         else:
             lead.append(tok)
-    if words is not None and [w for w, _ in _tokens(text) if w] != list(words):
-        return list(words)
     return written
 
 
@@ -191,7 +192,7 @@ def letter_to_sound(word: str) -> str:
 
 _SUFFIXES = (("'s", "Z"), ("s", "Z"), ("es", "IH Z"), ("ed", "D"), ("d", "D"), ("ing", "IH NG"), ("er", "ER"),
              ("ers", "ER Z"), ("ly", "L IY"), ("ness", "N AH S"), ("y", "IY"), ("ish", "IH SH"), ("est", "AH S T"),
-             ("ful", "F AH L"), ("less", "L AH S"), ("ment", "M AH N T"), ("able", "AH B AH L"), ("ers", "ER Z"))
+             ("ful", "F AH L"), ("less", "L AH S"), ("ment", "M AH N T"), ("able", "AH B AH L"))
 _CONTRACTIONS = ("n't", "'s", "'m", "'re", "'ve", "'ll", "'d")
 
 
@@ -208,8 +209,8 @@ class Pronouncer:
     @classmethod
     def for_decoder(cls, config: AlignConfig, how: dict[str, int]) -> Pronouncer:
         """The pronouncer of the process's cached decoder for `config`."""
-        key = (config.acoustic_model, config.dictionary)
-        return cls(_decoder(*key), how, _LEARNED.setdefault(key, {}))
+        decoder, learned = _decoder(config.acoustic_model, config.dictionary)
+        return cls(decoder, how, learned)
 
     def lookup(self, key: str) -> str | None:
         return self.decoder.lookup_word(key) if key else None
@@ -272,11 +273,11 @@ class Pronouncer:
 
 
 _lock = threading.Lock()
-_LEARNED: dict[tuple[str | None, str | None], dict[str, str]] = {}  # per cached decoder: added word -> source
 
 
 @lru_cache(maxsize=4)
-def _decoder(hmm: str | None, dictionary: str | None) -> Any:
+def _decoder(hmm: str | None, dictionary: str | None) -> tuple[Any, dict[str, str]]:
+    """The decoder, and the words added to its dictionary (word -> how it was pronounced), which live with it."""
     from pocketsphinx import Decoder
 
     kwargs: dict[str, Any] = {"samprate": SAMPLE_RATE, "loglevel": "FATAL"}
@@ -284,7 +285,7 @@ def _decoder(hmm: str | None, dictionary: str | None) -> Any:
         kwargs["hmm"] = hmm
     if dictionary:
         kwargs["dict"] = dictionary
-    return Decoder(**kwargs)
+    return Decoder(**kwargs), {}
 
 
 # --- alignment ------------------------------------------------------------------------------------------

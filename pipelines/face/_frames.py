@@ -28,7 +28,6 @@ class SampledFrames:
     start: np.ndarray  # (N,) float64 seconds from the start of the video stream
     end: np.ndarray  # (N,) float64
     images: list[np.ndarray | None]  # (H, W) uint8 grey or (H, W, 3) uint8 RGB
-    source_size: tuple[int, int]  # (height, width) of the decoded video
 
 
 def frame_grid(start: float, end: float, fps: float) -> np.ndarray:
@@ -89,9 +88,8 @@ def sample_frames(
         starts = frame_grid(start, float(end), fps)
         mids = starts + 0.5 / fps
         images: list[np.ndarray | None] = [None] * len(starts)
-        size = (stream.codec_context.height, stream.codec_context.width)
         if len(starts) == 0:
-            return SampledFrames(starts, starts + 1.0 / fps, images, size)
+            return SampledFrames(starts, starts + 1.0 / fps, images)
 
         rate = float(stream.average_rate) if stream.average_rate else 25.0
         fmt = "rgb24" if colour else "gray"
@@ -117,7 +115,6 @@ def sample_frames(
             for frame in container.decode(stream):
                 n_decoded += 1
                 t = (frame.time - offset) if frame.time is not None else n_decoded / rate
-                size = (frame.height, frame.width)
                 # every interval whose midpoint falls before this frame shows the previous frame
                 while k < len(mids) and mids[k] < t:
                     images[k] = convert(prev) if prev is not None else None
@@ -139,4 +136,4 @@ def sample_frames(
         if first is not None:
             for i in range(first):
                 images[i] = images[first]
-    return SampledFrames(starts, starts + 1.0 / fps, images, size)
+    return SampledFrames(starts, starts + 1.0 / fps, images)

@@ -23,7 +23,7 @@ import feature_schemas
 from ..records import FrameFeatures, PipelineError
 from . import geometry
 from ._frames import sample_frames
-from .base import STAGE, FaceBackend, register_backend
+from .base import STAGE, FaceBackend, invalid_frames, register_backend
 
 DIMS: tuple[str, ...] = (
     geometry.LANDMARK_DIMS + geometry.POSE_DIMS + geometry.EXPRESSION_DIMS + ("face_found", "face_score")
@@ -164,10 +164,7 @@ class DlibBackend(FaceBackend):
     ) -> FrameFeatures:
         fps = self.fps if fps is None else float(fps)
         frames = sample_frames(video_path, start, end, fps, max_height=self.config.detect_height)
-        n = len(frames.images)
-        values = np.zeros((n, len(DIMS)), np.float32)
-        valid = np.zeros(n, bool)
-        confidence = np.zeros(n, np.float32)
+        out = invalid_frames(frames.start, frames.end, len(DIMS))
         last_id, last_obs = None, None
         for i, image in enumerate(frames.images):
             if image is None:
@@ -175,5 +172,5 @@ class DlibBackend(FaceBackend):
             if id(image) != last_id:  # intervals showing the same decoded frame share one analysis
                 last_id, last_obs = id(image), self.observe(image)
             if last_obs is not None:
-                values[i], valid[i], confidence[i] = last_obs.values, True, last_obs.confidence
-        return FrameFeatures(frames.start, frames.end, values, valid, confidence)
+                out.values[i], out.valid[i], out.confidence[i] = last_obs.values, True, last_obs.confidence
+        return out

@@ -20,7 +20,7 @@ import feature_schemas
 
 from ..records import FrameFeatures, PipelineError
 from ._frames import frame_grid
-from .base import STAGE, FaceBackend, register_backend
+from .base import STAGE, FaceBackend, invalid_frames, register_backend
 
 AU_INTENSITY_COLUMNS: tuple[str, ...] = tuple(
     f"AU{n:02d}_r" for n in (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
@@ -45,22 +45,24 @@ def dim_name(column: str) -> str:
     return column.strip().lower()
 
 
-@functools.lru_cache(maxsize=8)
-def _read_csv(path: str, mtime: float) -> pd.DataFrame:
+def read_openface_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The CSV as a DataFrame with stripped column names."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: OpenFace CSV not found", stage=STAGE, source_path=str(path))
     try:
         df = pd.read_csv(path, skipinitialspace=True)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise PipelineError(f"{path}: cannot read OpenFace CSV ({exc})", stage=STAGE, source_path=path) from exc
+        raise PipelineError(f"{path}: cannot read OpenFace CSV ({exc})", stage=STAGE, source_path=str(path)) from exc
     df.columns = [str(c).strip() for c in df.columns]
     return df
 
 
-def read_openface_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The CSV as a DataFrame with stripped column names (cached per file and modification time)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: OpenFace CSV not found", stage=STAGE, source_path=str(path))
-    return _read_csv(str(path), path.stat().st_mtime)
+@functools.lru_cache(maxsize=8)
+def _main_face_track(path: str, mtime: float, columns: tuple[str, ...], min_confidence: float) -> FrameFeatures:
+    """A video's main-face frames at OpenFace's own rate, read and mapped once per file (and modification time
+    and settings): each of the video's segments then only resamples its slice."""
+    return map_openface_rows(main_face_rows(read_openface_csv(path)), columns, min_confidence, path)
 
 
 def main_face_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -101,14 +103,14 @@ def resample(native: FrameFeatures, start: float, end: float, fps: float) -> Fra
     interpolation, so values stay OpenFace's own."""
     starts = frame_grid(start, end, fps)
     mids = starts + 0.5 / fps
-    n, dim = len(starts), native.values.shape[1]
-    values, valid, confidence = np.zeros((n, dim), np.float32), np.zeros(n, bool), np.zeros(n, np.float32)
+    out = invalid_frames(starts, starts + 1.0 / fps, native.values.shape[1])
     if len(native.start):
         idx = np.clip(np.searchsorted(native.start, mids, side="right") - 1, 0, len(native.start) - 1)
         inside = (starts + 1.0 / fps > native.start[0]) & (starts < native.end[-1])
         src = idx[inside]
-        values[inside], valid[inside], confidence[inside] = native.values[src], native.valid[src], native.confidence[src]
-    return FrameFeatures(starts, starts + 1.0 / fps, values, valid, confidence)
+        out.values[inside], out.valid[inside], out.confidence[inside] = (native.values[src], native.valid[src],
+                                                                         native.confidence[src])
+    return out
 
 
 @register_backend
@@ -154,8 +156,8 @@ class OpenFaceCsvBackend(FaceBackend):
         if not csv.is_file():
             raise PipelineError(f"{video_path}: no OpenFace CSV at {csv} (run OpenFace's FeatureExtraction on the "
                                 "video, or set csv_dir / csv_path)", stage=STAGE, source_path=str(csv))
-        native = map_openface_rows(main_face_rows(read_openface_csv(csv)), self.config.columns,
-                                   self.config.min_confidence, str(csv))
+        native = _main_face_track(str(csv), csv.stat().st_mtime, tuple(self.config.columns),
+                                  float(self.config.min_confidence))
         start = 0.0 if start is None else float(start)
         if end is None:
             end = float(native.end[-1]) if len(native.end) else start

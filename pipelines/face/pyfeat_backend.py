@@ -25,7 +25,7 @@ import feature_schemas
 from ..records import FrameFeatures, PipelineError
 from . import geometry
 from ._frames import sample_frames
-from .base import STAGE, FaceBackend, register_backend
+from .base import STAGE, FaceBackend, invalid_frames, register_backend
 
 WEIGHTS_ENV = "MMOLRE_PYFEAT_WEIGHTS"
 
@@ -235,9 +235,7 @@ def map_pyfeat_frame(
     frame_ids = df["frame"].to_numpy(dtype=np.int64) if "frame" in df.columns else np.arange(len(df))
     n = int(frame_ids.max()) + 1 if n_frames is None and len(df) else (n_frames or 0)
     starts = start + np.arange(n, dtype=np.float64) / fps
-    values = np.zeros((n, len(DIMS)), np.float32)
-    valid = np.zeros(n, bool)
-    confidence = np.zeros(n, np.float32)
+    out = invalid_frames(starts, starts + 1.0 / fps, len(DIMS))
     score = df["FaceScore"].to_numpy(dtype=np.float64)
     area = (df["FaceRectWidth"] * df["FaceRectHeight"]).to_numpy(dtype=np.float64)
     order = np.lexsort((score, area) if main_face == "largest" else (area, score))  # best face last per frame
@@ -256,8 +254,8 @@ def map_pyfeat_frame(
             [1.0, score[row]],
         ])
         if np.all(np.isfinite(vec)):
-            values[i], valid[i], confidence[i] = vec, True, float(np.clip(score[row], 0.0, 1.0))
-    return FrameFeatures(starts, starts + 1.0 / fps, values, valid, confidence)
+            out.values[i], out.valid[i], out.confidence[i] = vec, True, float(np.clip(score[row], 0.0, 1.0))
+    return out
 
 
 @register_backend
