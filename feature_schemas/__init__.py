@@ -3,11 +3,11 @@
 Depends on nothing of ours; readers need only pyarrow.
 """
 
-from .arrays import column_lists, column_vectors, list_of_vectors, row_vectors, vectors_to_arrow
+from .arrays import column_lists, column_vectors, list_of_values, list_of_vectors, vectors_to_arrow
 from .errors import ChecksumError, SchemaVersionError, StoreError
 from .feature_set import FeatureSet
 from .manifest import FileEntry, Manifest, atomic_write_text, sha256_file
-from .reader import Store, open_store
+from .reader import Store
 from .spec import (
     COVERAGE_SUFFIX,
     EMOTIONS,
@@ -37,7 +37,7 @@ __all__ = [
     "COVERAGE_SUFFIX", "EMOTIONS", "LAYOUT", "SCHEMA_VERSION", "SPLITS",
     "ChecksumError", "FeatureSet", "FileEntry", "Manifest", "Problem", "SchemaVersionError", "Store", "StoreError",
     "ValidationReport", "aligned_schema", "atomic_write_text", "contract", "column_lists", "column_vectors", "coverage_column",
-    "failures_schema", "frames_schema", "list_of_vectors", "open_store", "row_vectors", "segments_schema", "sha256_file",
+    "failures_schema", "frames_schema", "list_of_values", "list_of_vectors", "segments_schema", "sha256_file",
     "table_dir", "table_path", "validate", "validate_aligned", "validate_failures", "validate_frames", "validate_segments",
     "vectors_to_arrow",
 ]

@@ -23,14 +23,13 @@ def list_of_vectors(rows: list[np.ndarray], dim: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), vectors_to_arrow(flat))
 
 
-def row_vectors(cell: pa.Scalar | pa.Array, dim: int | None = None) -> np.ndarray:
-    """One row's list<fixed_size_list<float32, D>> -> (N, D) float32 (zero-copy where Arrow allows)."""
-    arr = cell.values if isinstance(cell, pa.Scalar) else cell
-    if arr is None:
-        return np.zeros((0, dim or 0), np.float32)
-    d = arr.type.list_size
-    flat = arr.flatten().to_numpy(zero_copy_only=False)
-    return flat.reshape(-1, d).astype(np.float32, copy=False)
+def list_of_values(rows: list[np.ndarray], type: pa.DataType) -> pa.ListArray:
+    """One 1-D array per row -> list<type>, NaN stored as null; built from offsets and one buffer."""
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([len(r) for r in rows], out=offsets[1:])
+    dtype = type.to_pandas_dtype()
+    flat = np.concatenate([np.asarray(r, dtype=dtype).reshape(-1) for r in rows]) if rows else np.zeros(0, dtype)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=type, from_pandas=True))
 
 
 def column_vectors(column: pa.ChunkedArray | pa.ListArray) -> list[np.ndarray]:

@@ -154,7 +154,3 @@ class Store:
             elif sha256_file(p) != entry.sha256:
                 problems.append(f"{rel}: sha256 differs from the manifest (file changed or corrupt)")
         return problems
-
-
-def open_store(path: str | os.PathLike, verify: bool = False) -> Store:
-    return Store(path, verify=verify)

@@ -46,12 +46,14 @@ class ValidationReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def __str__(self) -> str:
-        return "valid" if self.ok else "\n".join(str(p) for p in self.problems)
+    shown = 50  # problems printed; the list holds them all
 
-    def raise_if_invalid(self, what: str = "store") -> None:
-        if self.problems:
-            raise StoreError(f"{what} is invalid:\n" + str(self))
+    def __str__(self) -> str:
+        if self.ok:
+            return "valid"
+        lines = [str(p) for p in self.problems[: self.shown]]
+        more = len(self.problems) - self.shown
+        return "\n".join(lines + ([f"... and {more} more problems"] if more > 0 else []))
 
 
 _RANGES = {"sentiment": (-3.0, 3.0), **{e: (0.0, 3.0) for e in EMOTIONS}}
@@ -76,7 +78,7 @@ def _check_schema(name: str, table: pa.Table, expected: pa.Schema) -> list[Probl
                 out.append(Problem(name, f.name, None, f"type {got}, expected {f.type}"))
         elif not f.nullable and table.column(f.name).null_count:
             mask = pc.is_null(table.column(f.name))
-            out += [Problem(name, f.name, i, "null where not allowed") for i in _ids(table, mask)[:20]]
+            out += [Problem(name, f.name, i, "null where not allowed") for i in _ids(table, mask)]
     return out
 
 
@@ -127,9 +129,13 @@ def validate_aligned(table: pa.Table, feature_sets: dict[str, FeatureSet]) -> li
             bad_rows = np.unique(parents.to_numpy()[~np.isfinite(values).all(axis=1)])
             ids = table.column("segment_id").take(pa.array(bad_rows)).to_pylist()
             out += [Problem("aligned", n, i, "NaN or inf in word vectors (collapse must fill and mask)") for i in ids]
-        cov = pc.list_flatten(table.column(coverage_column(n))).to_numpy(zero_copy_only=False)
-        if len(cov) and ((cov < 0) | (cov > 1) | ~np.isfinite(cov)).any():
-            out.append(Problem("aligned", coverage_column(n), None, "coverage outside [0, 1]"))
+        column = table.column(coverage_column(n))
+        cov = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+        outside = (cov < 0) | (cov > 1) | ~np.isfinite(cov)
+        if outside.any():
+            bad_rows = np.unique(pc.list_parent_indices(column).to_numpy()[outside])
+            ids = table.column("segment_id").take(pa.array(bad_rows)).to_pylist()
+            out += [Problem("aligned", coverage_column(n), i, "coverage outside [0, 1]") for i in ids]
     return out
 
 

@@ -394,7 +394,7 @@ def write_csd(
     word with the word's interval and its collapsed vector (words no frame covered keep the store's fill).
     level="frame": one entry per segment with its frames as extracted (needs a store built with frames).
     Rows are streamed from the store, one record batch at a time."""
-    from feature_schemas import Store, StoreError, coverage_column, row_vectors
+    from feature_schemas import Store, StoreError, column_lists, column_vectors
 
     st = Store(store)
     if feature_set not in st.feature_sets:
@@ -404,7 +404,7 @@ def write_csd(
         if feature_set not in st.aligned_sets():
             raise StoreError(f"{st.path}: {feature_set!r} has no word-aligned columns")
         table = "aligned"
-        cols = ["segment_id", "word_start", "word_end", feature_set, coverage_column(feature_set)]
+        cols = ["segment_id", "word_start", "word_end", feature_set]
         start_col, end_col, value_col = "word_start", "word_end", feature_set
     elif level == "frame":
         if feature_set not in st.frame_sets():
@@ -417,14 +417,10 @@ def write_csd(
 
     def entries() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         for batch in st.iter_batches(table, split=split, columns=cols, batch_size=64):
-            ids = batch.column("segment_id").to_pylist()
-            starts = batch.column(start_col).to_pylist()
-            ends = batch.column(end_col).to_pylist()
-            values = batch.column(value_col)
-            for i, sid in enumerate(ids):
-                s = np.array([np.nan if x is None else x for x in starts[i]], np.float64)
-                e = np.array([np.nan if x is None else x for x in ends[i]], np.float64)
-                v = row_vectors(values[i], fs.dim).reshape(-1, fs.dim)
+            starts = column_lists(batch.column(start_col), np.float64)  # nulls (untimed words) -> NaN
+            ends = column_lists(batch.column(end_col), np.float64)
+            values = column_vectors(batch.column(value_col))
+            for sid, s, e, v in zip(batch.column("segment_id").to_pylist(), starts, ends, values, strict=True):
                 yield sid, v.astype(np.float32, copy=False), np.stack([s, e], axis=1).reshape(-1, 2)
 
     m = st.manifest

@@ -36,6 +36,7 @@ from feature_schemas import (
     coverage_column,
     failures_schema,
     frames_schema,
+    list_of_values,
     list_of_vectors,
     segments_schema,
     sha256_file,
@@ -178,10 +179,11 @@ def _aligned_columns(
         values = np.asarray(values, np.float32).reshape(-1, fs.dim) if n_words else np.zeros((0, fs.dim), np.float32)
         if len(values) != n_words:
             raise PipelineError(f"{fs.name}: {len(values)} word vectors for {n_words} words", "collapse", rec.segment_id)
-        if not np.isfinite(values).all():
-            bad = ~np.isfinite(values).all(axis=1)
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad = ~finite.all(axis=1)
             counters[f"nonfinite_words.{fs.name}"] = counters.get(f"nonfinite_words.{fs.name}", 0) + int(bad.sum())
-            values = np.where(np.isfinite(values), values, 0.0).astype(np.float32)
+            values = np.where(finite, values, 0.0).astype(np.float32)
             coverage = np.where(bad, 0.0, coverage)
         cols[fs.name] = values
         cols[coverage_column(fs.name)] = np.asarray(coverage, np.float32)
@@ -193,28 +195,25 @@ def _segments_table(rows: list[dict[str, Any]]) -> pa.Table:
     data = {f.name: [r.get(f.name) for r in rows] for f in schema}
     for f in schema:  # NaN labels mean "missing": store null so validation sees what the contract allows
         if pa.types.is_floating(f.type):
-            data[f.name] = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else float(v) for v in data[f.name]]
+            data[f.name] = [None if v is None or np.isnan(float(v)) else float(v) for v in data[f.name]]
     return pa.Table.from_pydict(data, schema=schema)
 
 
 def _aligned_table(recs: list[SegmentRecord], cols: list[dict[str, Any]], feature_sets: Sequence[FeatureSet]) -> pa.Table:
     schema = aligned_schema({fs.name: fs.dim for fs in feature_sets})
 
-    def floats(values: list[np.ndarray], typ: pa.DataType) -> pa.Array:
-        return pa.array([v.tolist() for v in values], type=pa.list_(typ), from_pandas=True)
-
     data: dict[str, Any] = {
         "segment_id": pa.array([r.segment_id for r in recs], pa.string()),
         "split": pa.array([r.segment["split"] for r in recs], pa.string()),
         "words": pa.array([list(r.words.words) for r in recs], pa.list_(pa.string())),
-        "word_start": floats([r.words.start for r in recs], pa.float64()),  # NaN -> null (untimed words)
-        "word_end": floats([r.words.end for r in recs], pa.float64()),
-        "word_confidence": floats([r.words.confidence for r in recs], pa.float32()),
+        "word_start": list_of_values([r.words.start for r in recs], pa.float64()),  # NaN -> null (untimed words)
+        "word_end": list_of_values([r.words.end for r in recs], pa.float64()),
+        "word_confidence": list_of_values([r.words.confidence for r in recs], pa.float32()),
         "align_method": pa.array([r.words.method for r in recs], pa.string()),
     }
     for fs in feature_sets:
         data[fs.name] = list_of_vectors([c[fs.name] for c in cols], fs.dim)
-        data[coverage_column(fs.name)] = floats([c[coverage_column(fs.name)] for c in cols], pa.float32())
+        data[coverage_column(fs.name)] = list_of_values([c[coverage_column(fs.name)] for c in cols], pa.float32())
     return pa.Table.from_pydict(data, schema=schema)
 
 
@@ -224,11 +223,11 @@ def _frames_table(recs: list[SegmentRecord], fs: FeatureSet) -> pa.Table:
         {
             "segment_id": [r.segment_id for r in recs],
             "split": [r.segment["split"] for r in recs],
-            "frame_start": [f.start.tolist() for f in frames],
-            "frame_end": [f.end.tolist() for f in frames],
+            "frame_start": list_of_values([f.start for f in frames], pa.float64()),
+            "frame_end": list_of_values([f.end for f in frames], pa.float64()),
             "values": list_of_vectors([f.values for f in frames], fs.dim),
-            "valid": [(f.valid & np.isfinite(f.values).all(axis=1)).tolist() for f in frames],
-            "confidence": [f.confidence.tolist() for f in frames],
+            "valid": list_of_values([f.valid & np.isfinite(f.values).all(axis=1) for f in frames], pa.bool_()),
+            "confidence": list_of_values([f.confidence for f in frames], pa.float32()),
         },
         schema=frames_schema(fs.dim),
     )
