@@ -16,6 +16,7 @@ import pytest
 
 from feature_schemas import Manifest, Store, StoreError, coverage_column, validate
 from pipelines.collapse import CollapseConfig
+from pipelines.records import WordFeatures, Words
 from pipelines.store_writer import BuildConfig, build_store
 from tests import synthetic_recipe as syn
 
@@ -90,6 +91,33 @@ def test_invalid_labels_become_failure_rows(tmp_path: Path) -> None:
     reasons = {f["item_id"]: f["reason"] for f in Store(res.store).failures().to_pylist()}
     assert "vid000[0]" in reasons and "outside [-3.0, 3.0]" in reasons["vid000[0]"]
     assert Store(res.store).segments().num_rows == 5 and validate(res.store).ok
+
+
+def test_bad_coverage_fails_its_segment_and_nan_labels_become_null(tmp_path: Path) -> None:
+    """Contract problems are per segment: a coverage outside [0, 1] fails that segment only (the shard and the
+    build go on), and a NaN label of any float type is stored as a missing label."""
+    res = build_store(tmp_path / "s", "bad-rows", syn.make_units(2), _process_with_bad_rows, syn.FEATURE_SETS,
+                      progress=False)
+    store = Store(res.store)
+    reasons = {f["item_id"]: f["reason"] for f in store.failures().to_pylist()}
+    assert list(reasons) == [BAD_COVERAGE] and "coverage outside [0, 1]" in reasons[BAD_COVERAGE]
+    segments = store.segments().to_pandas().set_index("segment_id")
+    assert len(segments) == 5 and validate(res.store).ok
+    assert np.isnan(segments.loc[NAN_LABEL, "happy"]) and store.segments().column("happy").null_count == 1
+
+
+BAD_COVERAGE, NAN_LABEL = "vid001[0]", "vid001[1]"
+
+
+def _process_with_bad_rows(unit):  # top-level: must pickle
+    result = syn.process(unit)
+    for rec in result.records:
+        if rec.segment_id == BAD_COVERAGE:
+            rec.words = Words(["a", "b"], np.array([0.5, 1.0]), np.array([0.9, 1.5]), np.ones(2), "given")
+            rec.word_features["text_vec"] = WordFeatures(np.ones((2, 4)), np.array([0.5, 1.5]))
+        if rec.segment_id == NAN_LABEL:
+            rec.segment["happy"] = np.float32("nan")
+    return result
 
 
 def _process_with_bad_label(unit):  # top-level: must pickle
