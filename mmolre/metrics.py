@@ -129,4 +129,11 @@ LOWER_IS_BETTER = ("loss", "mae")
 
 
 def lower_is_better(metric: str) -> bool:
-    return metric.split("/")[-1].endswith(LOWER_IS_BETTER)
+    """Whether a metric (or every metric of a comma list, whose mean selection compares) improves downwards."""
+    names = [m.strip() for m in metric.split(",") if m.strip()]
+    lower = {m: m.split("/")[-1].endswith(LOWER_IS_BETTER) for m in names}
+    if len(set(lower.values())) > 1:
+        raise ValueError(f"select_metric {metric!r} mixes metrics that improve downwards "
+                         f"({', '.join(m for m in names if lower[m])}) and upwards "
+                         f"({', '.join(m for m in names if not lower[m])}): their mean cannot be selected on")
+    return bool(lower) and next(iter(lower.values()))

@@ -109,3 +109,6 @@ def test_classification_by_hand() -> None:
 def test_direction_of_selection_metrics() -> None:
     assert lower_is_better("loss") and lower_is_better("sentiment/mae")
     assert not lower_is_better("emotion/wf1") and not lower_is_better("sentiment/corr")
+    assert not lower_is_better("sentiment/wf1, emotion/wf1") and lower_is_better("sentiment/mae,emotion/loss")
+    with pytest.raises(ValueError, match="mixes metrics"):
+        lower_is_better("sentiment/mae,sentiment/corr")
