@@ -89,7 +89,7 @@ class Store:
         feature_sets: Sequence[str] | None = None,
         columns: Sequence[str] | None = None,
     ) -> pa.Table:
-        return self.dataset("aligned", split).to_table(columns=self._aligned_selection(feature_sets, columns))
+        return self.dataset("aligned", split).to_table(columns=self.aligned_columns(feature_sets, columns))
 
     def frames(self, feature_set: str, split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         if feature_set not in self.frame_sets():
@@ -109,14 +109,16 @@ class Store:
         batch_size: int = 256,
     ) -> Iterator[pa.RecordBatch]:
         """Record batches one after another; memory is bounded by `batch_size`, not by the store."""
-        cols = self._aligned_selection(feature_sets, columns) if table == "aligned" else (list(columns) if columns else None)
+        cols = self.aligned_columns(feature_sets, columns) if table == "aligned" else (list(columns) if columns else None)
         for path in self.files(table, split):
             yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols)
 
-    def _aligned_selection(self, feature_sets: Sequence[str] | None, columns: Sequence[str] | None) -> list[str] | None:
+    def aligned_columns(self, feature_sets: Sequence[str] | None, columns: Sequence[str] | None = None) -> list[str] | None:
+        """The aligned table's columns to read: `columns` (default: every word column) plus each named feature set
+        with its coverage; None (all) when neither is given. Raises StoreError for a set the store lacks."""
         if feature_sets is None and columns is None:
             return None
-        cols = list(columns) if columns else ["segment_id", "split", "words", "word_start", "word_end", "word_confidence", "align_method"]
+        cols = list(columns) if columns else aligned_schema({}).names
         for name in feature_sets or []:
             if name not in self.aligned_sets():
                 raise StoreError(f"{self.path}: no word-aligned feature set {name!r} (has: {', '.join(self.aligned_sets()) or 'none'})")
@@ -131,7 +133,7 @@ class Store:
             raise StoreError(f"{self.path}: no segment {segment_id!r}")
         split = seg.column("split")[0].as_py()
         row = self.dataset("aligned", split).to_table(
-            filter=ds.field("segment_id") == segment_id, columns=self._aligned_selection(feature_sets or self.aligned_sets(), None)
+            filter=ds.field("segment_id") == segment_id, columns=self.aligned_columns(feature_sets or self.aligned_sets(), None)
         )
         out: dict[str, Any] = {k: v[0] for k, v in seg.to_pydict().items()}
         if row.num_rows:

@@ -95,9 +95,7 @@ class StoreDataset(IterableDataset):
         store_obj = Store(self.store_path)
         if split not in store_obj.splits():
             raise StoreError(f"{self.store_path}: no {split!r} split (has: {', '.join(store_obj.splits()) or 'none'})")
-        for name in feature_sets:
-            if name not in store_obj.aligned_sets():
-                raise StoreError(f"{self.store_path}: no word-aligned feature set {name!r} (has: {', '.join(store_obj.aligned_sets())})")
+        self.columns = store_obj.aligned_columns(feature_sets, ["segment_id"])  # raises for a missing set
         self.split, self.feature_sets, self.tasks = split, list(feature_sets), list(tasks)
         self.max_len, self.truncate = max_len, truncate
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
@@ -105,12 +103,12 @@ class StoreDataset(IterableDataset):
         self.epoch = 0
         self.labels = SegmentLabels(store_obj, split, tasks)
         self.row_groups = [
-            (str(p), rg, pq.ParquetFile(p).metadata.row_group(rg).num_rows)
+            (str(p), rg, md.row_group(rg).num_rows)
             for p in store_obj.files("aligned", split)
-            for rg in range(pq.ParquetFile(p).metadata.num_row_groups)
+            for md in [pq.read_metadata(p)]
+            for rg in range(md.num_row_groups)
         ]
         self.num_rows = sum(n for _, _, n in self.row_groups)
-        self.columns = ["segment_id", "words"] + [c for m in self.feature_sets for c in (m, coverage_column(m))]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
