@@ -219,7 +219,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                 rows.append(obj)
             return rows
         with path.open(newline="", encoding="utf-8-sig") as f:
-            return [dict(r) for r in csv.DictReader(f)]
+            return [dict(r) for r in csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")]
     except UnicodeDecodeError as e:
         raise PipelineError(f"{path} is not UTF-8 text: {e}", stage="read", source_path=str(path)) from None
     except csv.Error as e:
@@ -234,7 +234,8 @@ def _columns(rows: list[dict[str, Any]]) -> set[str]:
 
 
 def _need_columns(path: Path, rows: list[dict[str, Any]], needed: tuple[str, ...]) -> None:
-    missing = [c for c in needed if c not in _columns(rows)]
+    cols = _columns(rows)
+    missing = [c for c in needed if c not in cols]
     if missing:
         raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}", stage="read", source_path=str(path))
 

@@ -98,6 +98,16 @@ def test_manifest_csv_rows(tmp_path: Path) -> None:
     assert row["segment_id"] == "a_1" and row["source"] == "manifest" and row["fear"] is None
 
 
+def test_manifest_tsv_is_split_on_tabs(tmp_path: Path) -> None:
+    m = tmp_path / "m.tsv"
+    m.write_text("segment_id\ttranscript\tsentiment\tsplit\nt1\tgreat, really great\t2.5\ttrain\n"
+                 "t2\tnot good\t-1\ttest\n")
+    parsed = discover_inputs(m)
+    assert [(s.segment_id, s.transcript, s.split) for s in parsed.specs] == \
+        [("t1", "great, really great", "train"), ("t2", "not good", "test")]
+    assert [s.labels["sentiment"] for s in parsed.specs] == [2.5, -1.0] and not parsed.failures
+
+
 def test_manifest_jsonl_and_video(tmp_path: Path) -> None:
     need(MOSI_CLIP)
     m = tmp_path / "m.jsonl"
