@@ -108,19 +108,22 @@ floats = st.floats(-1e6, 1e6, allow_nan=True, allow_infinity=True)
 
 
 @FUZZ
-@given(n=st.integers(0, 30), w=st.integers(0, 10), d=st.integers(0, 4), seed=st.integers(0, 2**32 - 1),
+@given(n=st.integers(0, 30), w=st.integers(0, 10), d=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
        mode=st.sampled_from(["mean", "weighted", "max", "std"]), fill=st.sampled_from(["zeros", "nearest"]),
-       poison=st.sampled_from([None, np.nan, np.inf, -np.inf]))
-def test_collapse_on_arbitrary_intervals(n, w, d, seed, mode, fill, poison) -> None:
+       poison=st.sampled_from([None, None, None, np.nan, np.inf, -np.inf]), swap=st.sampled_from([False, False, False, True]))
+def test_collapse_on_arbitrary_intervals(n, w, d, seed, mode, fill, poison, swap) -> None:
     rng = np.random.default_rng(seed)
     values = rng.normal(size=(n, d))
     fs, fe = np.sort(rng.uniform(-5, 5, (2, n)), axis=0)
-    ws, we = rng.uniform(-5, 5, (2, w))  # may have end < start: must be refused, not crash
-    if poison is not None and n:
+    ws, we = np.sort(rng.uniform(-5, 5, (2, w)), axis=0)
+    if swap and w:  # a word ending before it starts: must be refused, not crash
+        ws[0], we[0] = we[0] + 0.5, ws[0]
+    if poison is not None and n:  # a non-finite frame time: refused too
         fs[rng.integers(n)] = poison
     try:
         out = collapse(values, fs, fe, ws, we, CollapseConfig(mode=mode, fill=fill))
     except PipelineError:
+        assert (swap and w) or (poison is not None and n), "refused a well-formed input"
         return
     assert out.values.shape == (w, d) and np.isfinite(out.values).all()
     assert ((out.coverage >= 0) & (out.coverage <= 1)).all()

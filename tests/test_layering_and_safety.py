@@ -86,9 +86,11 @@ def test_no_shell_strings() -> None:
 
 
 def test_servers_we_start_bind_to_loopback() -> None:
-    texts = {p: p.read_text() for p in [*sources("flows"), REPO / "Makefile", *sorted((REPO / "tests").glob("*.py"))]}
+    here = Path(__file__).resolve()
+    texts = {p: p.read_text() for p in [*sources("flows"), REPO / "Makefile", *sorted((REPO / "tests").glob("*.py"))]
+             if p.resolve() != here}  # this file names both strings itself
     starts = {p: t for p, t in texts.items() if "server start" in t or "server\", \"start" in t}
-    assert starts, "no script starts a Prefect server?"
+    assert {REPO / "flows" / "local_prefect.py", REPO / "Makefile"} <= set(starts), sorted(map(str, starts))
     for p, t in starts.items():
         assert "--host 127.0.0.1" in t or '"--host", "127.0.0.1"' in t, f"{p} starts a Prefect server not bound to 127.0.0.1"
     cluster = (REPO / "flows" / "dask_cluster.py").read_text()
