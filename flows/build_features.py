@@ -6,7 +6,7 @@ retries), write the manifest, publish a summary. All the work is in `pipelines`;
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
@@ -15,6 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.dask_cluster import task_runner
 from flows.options import build_config, video_config
 from flows.summary import build_summary_markdown, summarize_build
+from pipelines.collapse import Mode
+from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD
 from pipelines.store_writer import (
     BuildConfig,
     BuildPlan,
@@ -24,8 +26,6 @@ from pipelines.store_writer import (
     open_build,
     write_shard,
 )
-
-Mode = Literal["mean", "weighted", "max", "std"]
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, task_run_name="write shard {shard.shard_id}")
@@ -130,7 +130,7 @@ def extract_video_features(
     split: str | None = None,
     dask_address: str | None = None,
     n_workers: int | None = None,
-    units_per_shard: int = 4,
+    units_per_shard: int = VIDEO_UNITS_PER_SHARD,
 ) -> dict[str, Any]:
     """Raw videos (MMSA-FET folder, manifest CSV/JSONL, or one video) -> the same store as the SDK importer."""
     from pipelines.recipes.videos import plan_videos

@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from flows.options import build_config, model_name, train_config, video_config
+from pipelines.collapse import MODES
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3
-MODES = ("mean", "weighted", "max", "std")
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 1."""
+EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
 
 
 # -- build ------------------------------------------------------------------------------------------
@@ -71,10 +67,10 @@ def cmd_build_sdk(args: argparse.Namespace) -> int:
 
 
 def cmd_build_videos(args: argparse.Namespace) -> int:
-    from pipelines.recipes.videos import plan_videos
+    from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD, plan_videos
 
     config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)
-    plan = plan_videos(args.input, config, _build_config(args, 2), split=args.split)
+    plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split)
     return _run_plan(plan, args)
 
 
@@ -146,40 +142,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device)
     results = train(args.store, args.out, model=model_name(args.model, args.task), config=config)
-    print(json.dumps(results.get("test", results), indent=2, default=str) if args.json else _metrics_line(results))
+    print(json.dumps(results.get("test", results), indent=2, default=str) if args.json
+          else _metrics_line("test", results.get("test", {})))
     print(f"run: {args.out} (report: {Path(args.out) / 'report.md'})")
     return EXIT_OK
 
 
-def _metrics_line(results: dict[str, Any]) -> str:
-    test = results.get("test", {})
-    flat = {k: v for k, v in _flatten(test).items() if isinstance(v, (int, float))}
-    keys = [k for k in flat if any(t in k for t in ("mae", "corr", "acc2", "acc_2", "f1", "wf1"))][:8]
-    return "test: " + ", ".join(f"{k}={flat[k]:.4f}" for k in keys)
+def _metrics_line(split: str, scores: dict[str, Any]) -> str:
+    """The report's headline metrics of one split, on one line."""
+    from mmolre.evaluation import flatten
+    from mmolre.report import HEADLINE
 
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    shown = {m for names in HEADLINE.values() for m in names}
+    flat = flatten(scores)
+    return f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()
+                                    if k.split("/")[-1] in shown and isinstance(v, (int, float)))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mmolre.train import evaluate
+    from mmolre.inference import evaluate
 
     metrics = evaluate(args.run, split=args.split, store=args.store)
-    print(json.dumps(metrics, indent=2, default=str) if args.json else _metrics_line({"test": metrics}))
+    print(json.dumps(metrics, indent=2, default=str) if args.json else _metrics_line(metrics["split"], metrics["metrics"]))
     return EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from flows.predict import predict_video
 
-    out = predict_video(args.video, args.run, transcript=args.transcript, face=None if args.face == "none" else args.face)
+    out = predict_video(args.video, args.run, transcript=args.transcript, face=args.face)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
@@ -297,7 +288,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--run", required=True)
     p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
-    p.add_argument("--face", choices=("dlib", "pyfeat", "openface", "none"), default="dlib")
+    p.add_argument("--face", choices=("dlib", "pyfeat", "openface", "none"), default=None,
+                   help="face backend (default: the one the run's training store was built with)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
@@ -318,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CliError, StoreError, PipelineError, FileNotFoundError, NotADirectoryError, ValueError) as e:
+    except (StoreError, PipelineError, FileNotFoundError, NotADirectoryError, ValueError) as e:
         if args.debug:
             raise
         print(f"mmolre: error: {e}", file=sys.stderr)

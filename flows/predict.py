@@ -1,36 +1,52 @@
-"""`mmolre predict VIDEO`: extract one video's features exactly as training stores were built, then explain the
-run's prediction word by word."""
+"""`mmolre predict VIDEO`: extract one video's features exactly as the run's training store was built, then
+explain the run's prediction word by word."""
 
 from __future__ import annotations
 
-import csv
+import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from feature_schemas import Store, StoreError
-from flows.options import build_config, video_config
 from flows.timeline import explain_segment
 
+log = logging.getLogger(__name__)
 
-def predict_video(video: str | Path, run: str | Path, transcript: str | None = None, face: str | None = "dlib",
-                  fps: float | None = None, workdir: str | Path | None = None) -> dict[str, Any]:
+
+def extraction_config(run: str | Path, face: str | None = None) -> Any:
+    """The VideoConfig the run's training store recorded in its manifest, so a new video gets the features the
+    model learnt from (same face backend, text model, rates). Defaults where that store is gone or was not
+    built from videos. `face` ("none" for no face) overrides the recorded backend."""
+    from mmolre.inference import load_run
+    from pipelines.recipes.videos import VideoConfig
+
+    store = load_run(run)[2]["store"]
+    try:
+        recorded = Store(store).manifest.build.get("config")
+        config = VideoConfig(**recorded) if isinstance(recorded, dict) else None
+    except (StoreError, OSError, TypeError, ValueError):
+        config = None
+    if config is None:
+        log.warning("%s: no video extraction settings recorded in the training store %s; using the defaults", run, store)
+        config = VideoConfig()
+    return config if face is None else replace(config, face=None if face == "none" else face)
+
+
+def predict_video(video: str | Path, run: str | Path, transcript: str | None = None,
+                  face: str | None = None) -> dict[str, Any]:
     """Sentiment, emotions and a per-word timeline for one video file."""
-    from pipelines.recipes.videos import plan_videos
-    from pipelines.store_writer import run_plan
+    from pipelines.inputs import read_video
+    from pipelines.recipes.videos import build_videos
 
     video = Path(video)
     if not video.is_file():
         raise FileNotFoundError(f"{video}: no such video file")
-    with tempfile.TemporaryDirectory(prefix="mmolre-predict-", dir=workdir) as tmp:
-        manifest = Path(tmp) / "manifest.csv"
-        with open(manifest, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["video_path", "segment_id", "transcript", "split"])
-            w.writeheader()
-            w.writerow({"video_path": str(video.resolve()), "segment_id": "input", "transcript": transcript or "", "split": "test"})
+    with tempfile.TemporaryDirectory(prefix="mmolre-predict-") as tmp:
         store = Path(tmp) / "store"
-        plan = plan_videos(manifest, video_config(face=face, fps=fps), build_config(), split="test")
-        run_plan(plan, store, executor=None, progress=False)
+        build_videos(read_video(video.resolve(), "input", "test", transcript or None), store,
+                     extraction_config(run, face), split="test", progress=False)
         s = Store(store)
         if not s.segments().num_rows:
             reasons = "; ".join(f"[{r['stage']}] {r['reason']}" for r in s.failures().to_pylist()) or "no segment extracted"

@@ -10,10 +10,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from feature_schemas import Store, coverage_column
-from flows.build_features import Mode, extract_video_features
+from flows.build_features import extract_video_features
 from flows.summary import metrics_tables
 from flows.timeline import explain_segment
 from flows.train_model import train_mmolre
+from pipelines.collapse import Mode
 
 
 def pick_example(store: str | Path) -> str | None:

@@ -46,7 +46,7 @@ after at equal distance, the earlier one).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -54,13 +54,24 @@ from .records import FrameFeatures, PipelineError, Words
 
 EPSILON = 10e-4  # the SDK's module constant, in seconds
 
-__all__ = ["EPSILON", "CollapseConfig", "Collapsed", "collapse", "collapse_segment"]
+Mode = Literal["mean", "weighted", "max", "std"]
+Fill = Literal["zeros", "nearest"]
+MODES: tuple[str, ...] = get_args(Mode)
+FILLS: tuple[str, ...] = get_args(Fill)
+
+__all__ = ["EPSILON", "FILLS", "MODES", "CollapseConfig", "Collapsed", "Fill", "Mode", "collapse", "collapse_segment"]
 
 
 @dataclass(frozen=True)
 class CollapseConfig:
-    mode: Literal["mean", "weighted", "max", "std"] = "weighted"
-    fill: Literal["zeros", "nearest"] = "zeros"
+    mode: Mode = "weighted"
+    fill: Fill = "zeros"
+
+    def __post_init__(self) -> None:  # a bad setting fails the build at once, not every segment one by one
+        if self.mode not in MODES:
+            raise _error(f"collapse: unknown mode {self.mode!r} (one of {', '.join(MODES)})")
+        if self.fill not in FILLS:
+            raise _error(f"collapse: unknown fill {self.fill!r} (one of {', '.join(FILLS)})")
 
 
 @dataclass
@@ -143,10 +154,6 @@ def collapse(
     valid: np.ndarray | None = None,
 ) -> Collapsed:
     """Collapse (N, D) frames to (W, D) word vectors; see the module docstring for which frames count."""
-    if config.mode not in ("mean", "weighted", "max", "std"):
-        raise _error(f"collapse: unknown mode {config.mode!r}")
-    if config.fill not in ("zeros", "nearest"):
-        raise _error(f"collapse: unknown fill {config.fill!r}")
     # numba and LLVM load on first use, not with every `import pipelines`
     from . import collapse_kernels as kernels
 

@@ -424,7 +424,7 @@ class StoreBuild:
                 name=self.name,
                 feature_sets={fs.name: fs for fs in self.feature_sets},
                 files={rel: FileEntry(**e) for r in records for rel, e in r.files.items()},
-                build={**self.build_info, "config": self.config.to_dict()},
+                build={**self.build_info, "writer": self.config.to_dict()},  # "config" stays the recipe's
                 report=_merge_report(report, records),
             )
             manifest.save(self.root)

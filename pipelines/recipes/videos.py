@@ -94,6 +94,11 @@ class VideoConfig:
         return asdict(self)
 
 
+# A few videos per shard, so that a handful of videos still spreads over the workers. Every entry point
+# (CLI, flow, plan_videos) uses it: a shard's key covers its size, so mixing sizes would rebuild every shard.
+VIDEO_UNITS_PER_SHARD = 2
+
+
 # --- planning ---------------------------------------------------------------------------------------------
 
 InputLike = str | os.PathLike | ParsedInputs | Sequence[SegmentSpec] | Sequence[str | os.PathLike]
@@ -351,7 +356,7 @@ def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_con
     info = {"recipe": RECIPE_VERSION, "config": config.to_dict(), "input": report.get("input_path")}
     name = name or Path(str(report.get("input_path") or "videos")).stem
     return BuildPlan(name, units, functools.partial(process_video_unit, config=config), sets,
-                     build_config if build_config is not None else BuildConfig(units_per_shard=2), info, report)
+                     build_config if build_config is not None else BuildConfig(units_per_shard=VIDEO_UNITS_PER_SHARD), info, report)
 
 
 def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig = VideoConfig(),
