@@ -277,6 +277,13 @@ def test_nonfinite_and_invalid_frames_are_excluded_and_counted():
     assert only_bad.n_frames.tolist() == [0] and (only_bad.values == 0).all() and only_bad.nonfinite_frames == 4
 
 
+def test_unknown_mode_or_fill_is_refused_when_the_config_is_made():
+    with pytest.raises(PipelineError, match="unknown mode 'median'"):
+        CollapseConfig(mode="median")
+    with pytest.raises(PipelineError, match="unknown fill 'last'"):
+        CollapseConfig(fill="last")
+
+
 def test_huge_finite_values_are_not_taken_for_overflow():
     values = np.full((4, 3), 3e38, np.float32)  # each row sums past float32's range; every value is finite
     values[1, 2] = np.nan

@@ -110,3 +110,12 @@ def test_mmolre_predict_on_the_real_mosi_clip(video_to_model_run: Path) -> None:
     bad = subprocess.run([cli, "predict", "/nonexistent.mp4", "--run", str(video_to_model_run / "run")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "/nonexistent.mp4: no such video file" in bad.stderr
+
+
+def test_predict_extracts_with_the_training_stores_settings(video_to_model_run: Path) -> None:
+    from flows.predict import extraction_config
+
+    build = Store(video_to_model_run / "store").manifest.build
+    assert build["config"]["face"] == "dlib" and build["writer"]["units_per_shard"] == 2  # recipe and writer kept apart
+    assert extraction_config(video_to_model_run / "run").to_dict() == build["config"]
+    assert extraction_config(video_to_model_run / "run", face="none").face is None
