@@ -16,9 +16,13 @@ from .metrics import classification_metrics, emotion_presence_metrics, sentiment
 from .tasks import TaskSpec
 
 
+def amp_enabled(device: torch.device, amp: str) -> bool:
+    """bf16 on CUDA (amp auto or bf16), on CPU only when asked for explicitly."""
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (amp auto or bf16), on CPU only when asked for explicitly."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    if not amp_enabled(device, amp):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 

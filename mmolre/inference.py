@@ -15,6 +15,7 @@ from .baselines import build_model
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data import StoreDataset
+from .distributed import resolve_device
 from .errors import RunError
 from .evaluation import predict_split, score, task_predictions
 from .model import MMoLREConfig
@@ -47,7 +48,7 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
 
 def evaluate(run: str | Path, split: str = "test", store: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
     """Metrics of a run's best checkpoint on one split of `store` (default: the store it was trained on)."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     model, config, meta = load_run(run, dev)
     store = Path(store or meta["store"])
     s = Store(store)

@@ -65,10 +65,6 @@ class TaskWeighting(nn.Module):
             return (self.fixed * stacked).sum()
         return (torch.exp(-self.log_vars) * stacked + self.log_vars).sum()
 
-    def weights(self) -> dict[str, float]:
-        w = self.fixed if self.log_vars is None else torch.exp(-self.log_vars.detach())
-        return {n: float(v) for n, v in zip(self.names, w, strict=True)}
-
 
 class TrainStep(nn.Module):
     """The model plus its losses, so one (possibly DistributedDataParallel-wrapped) module returns the loss."""

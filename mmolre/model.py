@@ -250,10 +250,10 @@ class UniTSEBlock(nn.Module):
         self.norms = nn.ModuleDict({t: nn.LayerNorm(d) for t in names})
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, xs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        # xs (K, B, T, d), mask (B, T) -> (K, B, T, d), balance loss (), gates (K, B, T, N)
+    def forward(self, xs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        # xs (K, B, T, d), mask (B, T) -> (K, B, T, d), balance loss ()
         m = mask[..., None].to(xs.dtype)
-        outs, balances, all_gates = [], [], []
+        outs, balances = [], []
         stacked = stack_experts(self.shared)  # shared by every task copy
         for k, t in enumerate(self.tasks):
             z = self.norms[t](xs[k]) * m  # (B, T, d); padded words stay zero so no neighbour leaks in
@@ -261,8 +261,7 @@ class UniTSEBlock(nn.Module):
             y = mix_experts(stacked, z, gates, self.channel_expert) + self.task_gates[t] * self.task_experts[t](z)
             outs.append((xs[k] + self.drop(F.gelu(y))) * m)
             balances.append(balance)
-            all_gates.append(gates)
-        return torch.stack(outs), torch.stack(balances).mean(), torch.stack(all_gates)
+        return torch.stack(outs), torch.stack(balances).mean()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -336,7 +335,7 @@ class MMoLRE(nn.Module):
         for m, hm in h.items():
             xs = hm.unsqueeze(0).expand(K, *hm.shape)  # (K, B, T, d): one copy per task
             for block in self.blocks[m]:
-                xs, balance, _ = block(xs, mask[m])
+                xs, balance = block(xs, mask[m])
                 aux.append(balance)
             feats[m] = xs
         fused, word_w, mod_w = self.fusion(feats, mask)  # (K, B, d)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from feature_schemas import Store, atomic_write_text
 
-from .baselines import build_model, count_parameters, model_tasks
+from .baselines import build_model, count_parameters
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import StoreDataset, feature_stats, make_loader
@@ -44,14 +44,22 @@ from .distributed import (
     shutdown,
 )
 from .errors import RunError
-from .evaluation import autocast, flatten, predict_split, predictions_frame, score, selection_value, to_device
-from .inference import evaluate, load_run, predict_segment
+from .evaluation import (
+    amp_enabled,
+    autocast,
+    flatten,
+    predict_split,
+    predictions_frame,
+    score,
+    selection_value,
+    to_device,
+)
 from .losses import TaskWeighting, TrainStep
 from .metrics import lower_is_better
 from .report import write_plots, write_report
 from .tasks import infer_tasks
 
-__all__ = ["evaluate", "load_run", "main", "predict_segment", "seed_everything", "train", "warmup_cosine"]
+__all__ = ["main", "seed_everything", "train", "warmup_cosine"]
 
 log = logging.getLogger("mmolre.train")
 
@@ -131,8 +139,8 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     feature_sets = list(cfg.feature_sets or store_obj.aligned_sets())
     tasks = infer_tasks(store_obj, cfg.tasks, cfg.sentiment_target, cfg.emotion_target)
     arch = replace(cfg.arch, input_dims={m: store_obj.feature_sets[m].dim for m in feature_sets}, tasks=tasks)
-    arch = model_tasks(model_name, arch)
-    net = build_model(model_name, arch)
+    net = build_model(model_name, arch)  # fits the tasks to the model (single-task models keep one)
+    arch = net.config
     net.set_input_stats(feature_stats(store, "train", feature_sets))
     net.to(device)
 
@@ -244,7 +252,7 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
                 state["bad_epochs"] += 1
             stop = cfg.patience > 0 and valid_ds is not None and state["bad_epochs"] >= cfg.patience
             state["select_name"] = name
-            _log_epoch(row, cfg, show, improved)
+            _log_epoch(row, show, improved)
         state["history"].append(row)
         state["epoch"] = epoch + 1
         epochs_this_run += 1
@@ -281,7 +289,7 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     return results
 
 
-def _log_epoch(row: dict[str, Any], cfg: TrainConfig, show: bool, improved: bool) -> None:
+def _log_epoch(row: dict[str, Any], show: bool, improved: bool) -> None:
     keys = [k for k in row if k.startswith("valid/") and k.split("/")[-1] in ("loss", "mae", "corr", "non0_acc2", "wf1_mean", "wacc_mean", "wf1", "acc")]
     text = f"epoch {row['epoch']}: train {row['train_loss']:.4f} " + " ".join(f"{k[6:]}={row[k]:.4f}" for k in keys) + (" *" if improved else "")
     if show:
@@ -300,7 +308,7 @@ def _finish(
         "tasks": [t.to_dict() for t in arch.tasks], "config": cfg.to_dict(), "parameters": count_parameters(net),
         "epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_value": state["best_value"],
         "select_metric": state.get("select_name", cfg.select_metric), "history": state["history"],
-        "device": str(device), "amp": "bf16" if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda") else "off",
+        "device": str(device), "amp": "bf16" if amp_enabled(device, cfg.amp) else "off",
         "throughput": throughput, **extra,
     }
     if status == "paused":
