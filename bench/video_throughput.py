@@ -41,10 +41,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipelines.audio import extract_audio  # noqa: E402
+from pipelines.collapse import collapse_segment  # noqa: E402
 from pipelines.media import probe, read_audio  # noqa: E402
 from pipelines.recipes.videos import VideoConfig, build_videos  # noqa: E402
 from pipelines.text import encode_words  # noqa: E402
-from pipelines.words import align_transcript, transcribe, transcript_words  # noqa: E402
+from pipelines.words import align_transcript, transcribe, transcript_words, written_words  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 
@@ -83,27 +84,35 @@ def stage_times(items: list[tuple[Path, str | None]], config: VideoConfig) -> di
             duration = info.duration or (len(audio) / 16000 if audio is not None else 0.0)
             seconds += duration
             words = transcript_words(transcript)
+            w = None
             if audio is not None:
                 if words:
                     w = align_transcript(audio, words, 0.0, config.align_config(), config.asr_config()).words
                 else:
-                    w = transcribe(audio, 0.0, config.asr_config()).words
+                    tr = transcribe(audio, 0.0, config.asr_config())
+                    w, transcript = tr.words, tr.text
                 words = w.words
             t_words = time.perf_counter()
             timed["words"] += t_words - t_decode
-            extract_audio(audio, 0.0, acfg)
+            frames = [extract_audio(audio, 0.0, acfg)]
             t_audio = time.perf_counter()
             timed["audio"] += t_audio - t_words
             if face is not None and info.has_video:
-                face.extract(path, 0.0, duration, config.fps)
+                frames.append(face.extract(path, 0.0, duration, config.fps))
             t_face = time.perf_counter()
             timed["face"] += t_face - t_audio
-            encode_words([words or ["silence"]], tcfg)
-            timed["text"] += time.perf_counter() - t_face
+            encode_words([words or ["silence"]], tcfg, [written_words(transcript, words) if words else ["silence"]])
+            t_text = time.perf_counter()
+            timed["text"] += t_text - t_face
+            if w is not None:  # as the store writer does, per frame-level set
+                for fr in frames:
+                    collapse_segment(fr, w)
+            timed["collapse"] += time.perf_counter() - t_text
         return seconds
 
-    one_pass({k: 0.0 for k in ("decode", "words", "audio", "face", "text")})  # load models
-    timed = {k: 0.0 for k in ("decode", "words", "audio", "face", "text")}
+    stages = ("decode", "words", "audio", "face", "text", "collapse")
+    one_pass({k: 0.0 for k in stages})  # load models
+    timed = {k: 0.0 for k in stages}
     seconds = one_pass(timed)
     if face is None:
         timed.pop("face")
