@@ -23,6 +23,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from feature_schemas import atomic_path
+
 from .records import PipelineError
 
 # Keys the SDK's `deploy()` asks for on stdin when absent; we always write all of them.
@@ -356,28 +358,22 @@ def write_sequence(
     Metadata values are stored as JSON text in one-element string datasets, as the release does; every key
     the SDK's `deploy()` needs is filled so nothing prompts."""
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     meta = {k: "" for k in SDK_METADATA_KEYS}
     meta.update(metadata)
     meta["root name"] = root_name
     meta.setdefault("uuid", str(uuid.uuid4()))
     meta.setdefault("md5", None)
-    try:
-        with h5py.File(tmp, "w") as f:
-            root = f.create_group(root_name)
-            data = root.create_group("data")
-            for key, feats, ivs in entries:
-                g = data.create_group(key)
-                g.create_dataset("features", data=feats)
-                g.create_dataset("intervals", data=np.asarray(ivs, np.float64).reshape(-1, 2))
-            mg = root.create_group("metadata")
-            for key, value in meta.items():
-                ds = mg.create_dataset(key, (1,), dtype=h5py.string_dtype())
-                ds[0] = _meta_text(value)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        root = f.create_group(root_name)
+        data = root.create_group("data")
+        for key, feats, ivs in entries:
+            g = data.create_group(key)
+            g.create_dataset("features", data=feats)
+            g.create_dataset("intervals", data=np.asarray(ivs, np.float64).reshape(-1, 2))
+        mg = root.create_group("metadata")
+        for key, value in meta.items():
+            ds = mg.create_dataset(key, (1,), dtype=h5py.string_dtype())
+            ds[0] = _meta_text(value)
     return out
 
 

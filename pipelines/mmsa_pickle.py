@@ -31,6 +31,7 @@ from feature_schemas import (
     FeatureSet,
     Store,
     StoreError,
+    atomic_path,
     column_lists,
     column_vectors,
     coverage_column,
@@ -195,17 +196,11 @@ def export_mmsa(
                 rows = [by_id.get(i, np.zeros((0, dim), np.float32)) for i in ids]
                 rows = [np.where(np.isfinite(r), r, 0.0) for r in rows]
                 d[mod], lengths = _pad(rows, frame_len, dim)
-            if mod in ("audio", "vision"):
-                d[f"{mod}_lengths"] = lengths
-            else:
-                d["text_lengths"] = lengths
+            d[f"{mod}_lengths"] = lengths
         out[split] = d
     dest = Path(out_path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
         pickle.dump(out, f, protocol=4)
-    os.replace(tmp, dest)
     return dest
 
 

@@ -27,11 +27,13 @@ from tqdm.auto import tqdm
 
 from feature_schemas import (
     SCHEMA_VERSION,
+    TEMPORARY_GLOB,
     FeatureSet,
     FileEntry,
     Manifest,
     StoreError,
     aligned_schema,
+    atomic_path,
     atomic_write_text,
     coverage_column,
     failures_schema,
@@ -239,13 +241,9 @@ def _failures_table(failures: list[Failure]) -> pa.Table:
 
 def _write_parquet(table: pa.Table, path: Path, config: BuildConfig) -> str:
     """Atomic Parquet write; returns the file's sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression=config.compression, row_group_size=config.row_group_rows)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    digest = sha256_file(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=config.compression, row_group_size=config.row_group_rows)
+        digest = sha256_file(tmp)
     return digest
 
 
@@ -346,7 +344,7 @@ def _remove_record(root: Path, record: ShardRecord) -> None:
 
 
 def _clean_temporaries(root: Path) -> None:
-    for tmp in root.rglob(".*.tmp-*"):
+    for tmp in root.rglob(TEMPORARY_GLOB):
         tmp.unlink(missing_ok=True)
 
 
@@ -431,7 +429,7 @@ class StoreBuild:
             write_card(self.root, manifest)
         finally:
             self.close()
-        n_written = len(self.shards) - self.skipped
+        n_written = len({r.shard_id for r in written} - set(self.done))  # what this run wrote, not what it planned
         return BuildResult(self.root, manifest, n_written, self.skipped, manifest.report["segments"], manifest.report["failures"])
 
     def close(self) -> None:

@@ -86,6 +86,15 @@ def test_rerun_skips_written_shards_and_redoes_changed_config(tmp_path: Path) ->
     assert fixed.shards_written == 1 and not Store(tmp_path / "s").verify()
 
 
+def test_a_build_whose_shards_all_failed_reports_none_written(tmp_path: Path) -> None:
+    from pipelines.store_writer import open_build
+
+    build = open_build(tmp_path / "s", "nothing-written", syn.make_units(4), syn.FEATURE_SETS, BuildConfig(units_per_shard=2))
+    result = build.finish([])  # every worker died past its retries
+    assert (result.shards_written, result.shards_skipped) == (0, 0)
+    assert result.manifest.report["incomplete_shards"] == [s.shard_id for s in build.shards] and len(build.shards) == 2
+
+
 def test_invalid_labels_become_failure_rows(tmp_path: Path) -> None:
     res = build_store(tmp_path / "s", "bad-labels", syn.make_units(2), _process_with_bad_label, syn.FEATURE_SETS, progress=False)
     reasons = {f["item_id"]: f["reason"] for f in Store(res.store).failures().to_pylist()}
