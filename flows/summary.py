@@ -8,19 +8,18 @@ from feature_schemas import SPLITS, Store
 
 
 def summarize_build(result: Any) -> dict[str, Any]:
-    store = Store(result.store)
-    m = store.manifest
-    failures = store.failures().to_pylist() if store.files("failures") else []
+    m = result.manifest  # as the build just wrote it; only the first failures are read back
+    failures = Store(result.store).dataset("failures").head(50).to_pylist() if result.n_failures else []
     return {
         "store": str(result.store),
         "counts": {
             "segments": {s: m.rows("segments", s) for s in SPLITS},
             "shards_written": result.shards_written,
             "shards_skipped": result.shards_skipped,
-            "failures": len(failures),
+            "failures": result.n_failures,
         },
         "feature_sets": {n: fs.dim for n, fs in m.feature_sets.items()},
-        "failures": failures[:50],
+        "failures": failures,
         "report": m.report,
         "incomplete_shards": m.report.get("incomplete_shards", []),
     }

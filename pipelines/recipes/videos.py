@@ -301,13 +301,9 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
             transcript = s.transcript
             words = transcript_words(transcript)
             stage = "align"
-            if words:
-                if config.align:
-                    al = align_transcript(seg_audio, words, start, config.align_config(), config.asr_config(),
-                                          duration=end - start)
-                else:
-                    al = align_transcript(seg_audio, words, start, AlignConfig(forced=False, asr_fallback=False),
-                                          duration=end - start)
+            if words:  # align off: align_config() has neither forced alignment nor the ASR fallback
+                al = align_transcript(seg_audio, words, start, config.align_config(), config.asr_config(),
+                                      duration=end - start)
                 for k, v in al.report.items():
                     report[f"align.{k}"] += v
                 w = al.words
