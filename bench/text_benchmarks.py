@@ -9,12 +9,14 @@ mean ± std. Linear probes on mean-pooled word vectors are the floor a working m
 
     .venv/bin/python bench/text_benchmarks.py                         # both datasets, 3 seeds, 2 jobs
     .venv/bin/python bench/text_benchmarks.py --datasets mosi --seeds 0 --models mmolre
-Finished runs are reused (delete --work/runs to retrain). Prints a markdown table, then one JSON line.
+Finished runs are reused while their store is unchanged; a store built by another text encoder version is
+rebuilt (delete --work/runs to retrain anyway). Prints a markdown table, then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -51,13 +53,20 @@ ARCH = {"d_model": 128, "dropout": 0.3}
 
 def build_store(name: str, work: Path) -> Path:
     """The text-only store of a dataset, built once with the pipelines (MiniLM on CPU: minutes for MELD)."""
-    store = work / f"{name}_text"
-    if (store / "manifest.json").is_file():
-        return store
+    import shutil
+
+    from feature_schemas import Store
     from pipelines.inputs import read_meld, read_mosi_labels
     from pipelines.recipes.videos import VideoConfig, build_videos
+    from pipelines.text import text_feature_set
 
+    store = work / f"{name}_text"
     cfg = VideoConfig(face=None, align=False, transcribe=False, asr_fallback=False, threads=2, text_batch_size=64)
+    if (store / "manifest.json").is_file():
+        if Store(store).feature_sets[TEXT_SET].config == text_feature_set(cfg.text_config()).config:
+            return store
+        print(f"{store}: built by another text encoder version; rebuilding", file=sys.stderr)
+        shutil.rmtree(store)
     if name == "mosi":
         parsed = read_mosi_labels(DATA / "mosi" / "label.csv")
     else:
@@ -129,14 +138,16 @@ def run_one(dataset: str, store: str, model: str, seed: int, runs: str) -> dict[
         task = model.removeprefix("single_")
         cfg["select_metric"] = ",".join(m for m in cfg["select_metric"].split(",") if m.startswith(task + "/")) or cfg["select_metric"]
     out = Path(runs) / dataset / f"{model}_seed{seed}"
-    done = out / "results.json"
-    if done.is_file():
+    done, stamp = out / "results.json", out / "store.sha256"
+    digest = hashlib.sha256((Path(store) / "manifest.json").read_bytes()).hexdigest()  # which store it learnt from
+    if done.is_file() and stamp.is_file() and stamp.read_text() == digest:
         saved = json.loads(done.read_text())
         if saved.get("status") in ("completed", "early_stopped"):
             return {"dataset": dataset, "model": model, "seed": seed, "results": saved, "reused": True}
     t = time.perf_counter()
     results = train(store, out, model, TrainConfig.from_dict(cfg))
     results["wall_s"] = time.perf_counter() - t
+    stamp.write_text(digest)
     return {"dataset": dataset, "model": model, "seed": seed, "results": results, "reused": False}
 
 
