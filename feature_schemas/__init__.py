@@ -6,7 +6,15 @@ Depends on nothing of ours; readers need only pyarrow.
 from .arrays import column_lists, column_vectors, list_of_values, list_of_vectors, vectors_to_arrow
 from .errors import ChecksumError, SchemaVersionError, StoreError
 from .feature_set import FeatureSet
-from .manifest import TEMPORARY_GLOB, FileEntry, Manifest, atomic_path, atomic_write_text, sha256_file
+from .manifest import (
+    TEMPORARY_GLOB,
+    FileEntry,
+    Manifest,
+    atomic_path,
+    atomic_write_text,
+    file_problem,
+    sha256_file,
+)
 from .reader import Store
 from .spec import (
     COVERAGE_SUFFIX,
@@ -36,7 +44,7 @@ from .validate import (
 __all__ = [
     "COVERAGE_SUFFIX", "EMOTIONS", "LAYOUT", "SCHEMA_VERSION", "SPLITS",
     "ChecksumError", "FeatureSet", "FileEntry", "Manifest", "Problem", "SchemaVersionError", "Store", "StoreError",
-    "ValidationReport", "aligned_schema", "TEMPORARY_GLOB", "atomic_path", "atomic_write_text", "contract", "column_lists", "column_vectors", "coverage_column",
+    "ValidationReport", "aligned_schema", "TEMPORARY_GLOB", "atomic_path", "atomic_write_text", "file_problem", "contract", "column_lists", "column_vectors", "coverage_column",
     "failures_schema", "frames_schema", "list_of_values", "list_of_vectors", "segments_schema", "sha256_file",
     "table_dir", "table_path", "validate", "validate_aligned", "validate_failures", "validate_frames", "validate_segments",
     "vectors_to_arrow",

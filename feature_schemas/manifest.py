@@ -110,6 +110,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def file_problem(path: Path, sha256: str, check_sha256: bool = True) -> str | None:
+    """What is wrong with a file the manifest lists (missing, or not the bytes it recorded), or None."""
+    if not path.is_file():
+        return "file listed in the manifest is missing"
+    if check_sha256 and sha256_file(path) != sha256:
+        return "sha256 differs from the manifest (file changed or corrupt)"
+    return None
+
+
 TEMPORARY_GLOB = ".*.tmp-*"  # what atomic_path leaves behind when its process is killed
 
 

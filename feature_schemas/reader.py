@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from .arrays import column_lists, column_vectors
 from .errors import ChecksumError, StoreError
 from .feature_set import FeatureSet
-from .manifest import Manifest, sha256_file
+from .manifest import Manifest, file_problem
 from .spec import SPLITS, aligned_schema, coverage_column, failures_schema, frames_schema, segments_schema
 
 
@@ -148,11 +148,5 @@ class Store:
     # -- integrity -------------------------------------------------------------------------------
     def verify(self) -> list[str]:
         """Files missing or whose sha256 differs from the manifest."""
-        problems = []
-        for rel, entry in sorted(self.manifest.files.items()):
-            p = self.path / rel
-            if not p.is_file():
-                problems.append(f"{rel}: missing")
-            elif sha256_file(p) != entry.sha256:
-                problems.append(f"{rel}: sha256 differs from the manifest (file changed or corrupt)")
-        return problems
+        found = ((rel, file_problem(self.path / rel, entry.sha256)) for rel, entry in sorted(self.manifest.files.items()))
+        return [f"{rel}: {problem}" for rel, problem in found if problem]

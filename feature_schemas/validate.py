@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from .errors import StoreError
 from .feature_set import FeatureSet
-from .manifest import Manifest, sha256_file
+from .manifest import Manifest, file_problem
 from .spec import (
     EMOTIONS,
     SPLITS,
@@ -160,11 +160,9 @@ def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationRe
     tables: dict[str, list[pa.Table]] = {}
     for rel, entry in sorted(manifest.files.items()):
         path = root / rel
-        if not path.is_file():
-            problems.append(Problem(entry.table, None, None, f"{rel}: file listed in the manifest is missing"))
-            continue
-        if check_files and sha256_file(path) != entry.sha256:
-            problems.append(Problem(entry.table, None, None, f"{rel}: sha256 differs from the manifest"))
+        problem = file_problem(path, entry.sha256, check_sha256=check_files)
+        if problem:
+            problems.append(Problem(entry.table, None, None, f"{rel}: {problem}"))
             continue
         try:
             t = pq.read_table(path)

@@ -37,6 +37,7 @@ from feature_schemas import (
     atomic_write_text,
     coverage_column,
     failures_schema,
+    file_problem,
     frames_schema,
     list_of_values,
     list_of_vectors,
@@ -334,7 +335,7 @@ def _load_record(root: Path, shard_id: str) -> ShardRecord | None:
 
 
 def _record_intact(root: Path, record: ShardRecord) -> bool:
-    return all((root / rel).is_file() and sha256_file(root / rel) == e["sha256"] for rel, e in record.files.items())
+    return not any(file_problem(root / rel, e["sha256"]) for rel, e in record.files.items())
 
 
 def _remove_record(root: Path, record: ShardRecord) -> None:
