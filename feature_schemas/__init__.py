@@ -15,6 +15,7 @@ from .manifest import (
     file_problem,
     sha256_file,
 )
+from .paths import BUILD_DIR, OutsideStoreError, contained
 from .reader import Store
 from .spec import (
     COVERAGE_SUFFIX,
@@ -42,7 +43,7 @@ from .validate import (
 )
 
 __all__ = [
-    "COVERAGE_SUFFIX", "EMOTIONS", "LAYOUT", "SCHEMA_VERSION", "SPLITS",
+    "BUILD_DIR", "COVERAGE_SUFFIX", "EMOTIONS", "OutsideStoreError", "contained", "LAYOUT", "SCHEMA_VERSION", "SPLITS",
     "ChecksumError", "FeatureSet", "FileEntry", "Manifest", "Problem", "SchemaVersionError", "Store", "StoreError",
     "ValidationReport", "aligned_schema", "TEMPORARY_GLOB", "atomic_path", "atomic_write_text", "file_problem", "contract", "column_lists", "column_vectors", "coverage_column",
     "failures_schema", "frames_schema", "list_of_values", "list_of_vectors", "segments_schema", "sha256_file",

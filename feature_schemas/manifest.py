@@ -27,6 +27,15 @@ class FileEntry:
     shard: str
     rows: int
     sha256: str
+    bytes: int | None = None  # file size; checked on every read (manifests written before it: sha256 only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None or k == "split"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FileEntry:
+        known = {"table", "split", "shard", "rows", "sha256", "bytes"}
+        return cls(**{k: v for k, v in d.items() if k in known})  # keys a later minor version adds are ignored
 
 
 @dataclass
@@ -43,7 +52,7 @@ class Manifest:
             "name": self.name,
             "schema_version": self.schema_version,
             "feature_sets": {k: v.to_dict() for k, v in sorted(self.feature_sets.items())},
-            "files": {k: vars(v) for k, v in sorted(self.files.items())},
+            "files": {k: v.to_dict() for k, v in sorted(self.files.items())},
             "build": self.build,
             "report": self.report,
         }
@@ -66,11 +75,11 @@ class Manifest:
                 name=d["name"],
                 schema_version=version,
                 feature_sets={k: FeatureSet.from_dict(v) for k, v in d.get("feature_sets", {}).items()},
-                files={k: FileEntry(**v) for k, v in d.get("files", {}).items()},
+                files={k: FileEntry.from_dict(v) for k, v in d.get("files", {}).items()},
                 build=d.get("build", {}),
                 report=d.get("report", {}),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise StoreError(f"{source}: malformed manifest ({e})") from None
 
     @classmethod
@@ -110,10 +119,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def file_problem(path: Path, sha256: str, check_sha256: bool = True) -> str | None:
+def file_problem(path: Path, sha256: str, check_sha256: bool = True, size: int | None = None) -> str | None:
     """What is wrong with a file the manifest lists (missing, or not the bytes it recorded), or None."""
     if not path.is_file():
         return "file listed in the manifest is missing"
+    if size is not None and (actual := path.stat().st_size) != size:
+        return f"{actual} bytes, the manifest says {size} (file changed or truncated)"
     if check_sha256 and sha256_file(path) != sha256:
         return "sha256 differs from the manifest (file changed or corrupt)"
     return None

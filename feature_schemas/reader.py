@@ -19,16 +19,45 @@ import pyarrow.parquet as pq
 from .arrays import column_lists, column_vectors
 from .errors import ChecksumError, StoreError
 from .feature_set import FeatureSet
-from .manifest import Manifest, file_problem
+from .manifest import FileEntry, Manifest, file_problem, sha256_file
+from .paths import contained
 from .spec import SPLITS, aligned_schema, coverage_column, failures_schema, frames_schema, segments_schema
+
+# Files whose sha256 matched their manifest in this process, by (resolved path, mtime_ns, size): each shard is
+# hashed once, and again only when it changes on disk.
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def checked_file(root: Path, rel: str, entry: FileEntry) -> Path:
+    """The path of a manifest file a reader may use: inside the store, of the recorded size (always) and sha256
+    (once per file version). Raises ChecksumError naming the file otherwise."""
+    path = contained(root, rel, "manifest")
+    try:
+        st = path.stat()
+    except OSError:
+        raise ChecksumError(f"{path}: file listed in the manifest is missing; rerun the build that made the store") from None
+    if entry.bytes is not None and st.st_size != entry.bytes:
+        raise ChecksumError(f"{path}: {st.st_size} bytes, the manifest says {entry.bytes} (file changed or truncated); "
+                            "rerun the build that made the store to rewrite it")
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if _VERIFIED.get(key) != entry.sha256:
+        if sha256_file(path) != entry.sha256:
+            raise ChecksumError(f"{path}: sha256 differs from the manifest (file changed or corrupt); "
+                                "rerun the build that made the store to rewrite it")
+        _VERIFIED[key] = entry.sha256
+    return path
 
 
 class Store:
-    """A feature store on disk. `Store(path).aligned(split="train", feature_sets=["covarep"])`."""
+    """A feature store on disk. `Store(path).aligned(split="train", feature_sets=["covarep"])`.
+
+    Every file is checked against the manifest before it is read (see `checked_file`)."""
 
     def __init__(self, path: str | os.PathLike, verify: bool = False) -> None:
         self.path = Path(path)
         self.manifest = Manifest.load(self.path)
+        for rel in self.manifest.files:  # refuse a manifest naming files outside the store before anything reads
+            contained(self.path, rel, "manifest")
         if verify:
             problems = self.verify()
             if problems:
@@ -50,10 +79,11 @@ class Store:
         return self.manifest.splits()
 
     def files(self, table: str, split: str | None = None) -> list[Path]:
+        """One table's files (of one split), each checked against the manifest before a reader gets it."""
         if split is not None and split not in SPLITS:
             raise StoreError(f"unknown split {split!r}; a store has {', '.join(SPLITS)}")
         return [
-            self.path / rel
+            checked_file(self.path, rel, e)
             for rel, e in sorted(self.manifest.files.items())
             if e.table == table and (split is None or e.split == split) and e.rows > 0
         ]
@@ -147,6 +177,7 @@ class Store:
 
     # -- integrity -------------------------------------------------------------------------------
     def verify(self) -> list[str]:
-        """Files missing or whose sha256 differs from the manifest."""
-        found = ((rel, file_problem(self.path / rel, entry.sha256)) for rel, entry in sorted(self.manifest.files.items()))
+        """Files missing or whose size or sha256 differs from the manifest."""
+        found = ((rel, file_problem(contained(self.path, rel, "manifest"), entry.sha256, size=entry.bytes))
+                 for rel, entry in sorted(self.manifest.files.items()))
         return [f"{rel}: {problem}" for rel, problem in found if problem]

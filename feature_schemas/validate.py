@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from .errors import StoreError
 from .feature_set import FeatureSet
 from .manifest import Manifest, file_problem
+from .paths import BUILD_DIR, OutsideStoreError, contained, normalise, stored_files
 from .spec import (
     EMOTIONS,
     SPLITS,
@@ -150,17 +151,21 @@ def validate_failures(table: pa.Table) -> list[Problem]:
 
 
 def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationReport:
-    """Validate a whole store: manifest, checksums, each table, and keys across tables."""
+    """Validate a whole store: manifest, paths, checksums, files it does not list, each table, keys across tables."""
     root = Path(store)
     try:
         manifest = Manifest.load(root)
     except StoreError as e:
         return ValidationReport([Problem("manifest", None, None, str(e))])
-    problems: list[Problem] = []
+    problems = _layout_problems(root, manifest)
     tables: dict[str, list[pa.Table]] = {}
     for rel, entry in sorted(manifest.files.items()):
-        path = root / rel
-        problem = file_problem(path, entry.sha256, check_sha256=check_files)
+        try:
+            path = contained(root, rel, "manifest")
+        except OutsideStoreError:
+            problems.append(Problem("manifest", None, None, f"{rel!r}: path leads outside the store (refused, not read)"))
+            continue
+        problem = file_problem(path, entry.sha256, check_sha256=check_files, size=entry.bytes)
         if problem:
             problems.append(Problem(entry.table, None, None, f"{rel}: {problem}"))
             continue
@@ -197,3 +202,15 @@ def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationRe
     if failures is not None:
         problems += validate_failures(failures)
     return ValidationReport(problems)
+
+
+def _layout_problems(root: Path, manifest: Manifest) -> list[Problem]:
+    """Files in the table folders that the manifest does not list (a reader that globs a folder, as the card's
+    pyarrow/pandas/DuckDB recipes do, would read their rows too), and build state left in a finished store."""
+    listed = {normalise(rel) for rel in manifest.files}
+    out = [Problem("store", None, None, f"{rel!r}: file not in the manifest (globbing readers would read it too); remove it")
+           for rel in stored_files(root) if rel not in listed]
+    if (root / BUILD_DIR).exists():
+        out.append(Problem("store", None, None, f"{BUILD_DIR}/: build state in the store (a build is running, or was "
+                                                "killed: rerun it to finish)"))
+    return out

@@ -8,6 +8,7 @@ record carries the same key (unit keys + configuration + schema) and whose files
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -26,15 +27,19 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from feature_schemas import (
+    BUILD_DIR,
+    LAYOUT,
     SCHEMA_VERSION,
     TEMPORARY_GLOB,
     FeatureSet,
     FileEntry,
     Manifest,
+    OutsideStoreError,
     StoreError,
     aligned_schema,
     atomic_path,
     atomic_write_text,
+    contained,
     coverage_column,
     failures_schema,
     file_problem,
@@ -55,9 +60,11 @@ from .records import Failure, PipelineError, SegmentRecord, UnitResult, WorkUnit
 
 log = logging.getLogger(__name__)
 
-BUILD_DIR = "_build"
 SHARD_RECORDS = f"{BUILD_DIR}/shards"
 LOCK_FILE = f"{BUILD_DIR}/lock"
+PLAN_FILE = f"{BUILD_DIR}/plan.json"  # the recipe and configuration of the build in progress
+INPUT_KEYS = ("input", "csd_dir", "file")  # build keys naming the inputs: new inputs resume/extend the same store
+RESUME_KEYS = ("writer", "shards", "shard_counters")  # build keys the writer adds for resuming
 
 
 @dataclass(frozen=True)
@@ -327,26 +334,159 @@ def write_shard(
 
 # -- the whole build --------------------------------------------------------------------------------
 def _load_record(root: Path, shard_id: str) -> ShardRecord | None:
+    """A build-in-progress record; None when unreadable or not a record of that shard (its shard is rewritten).
+    Raises OutsideStoreError when it names a file outside the store: a crafted record never gets a file deleted."""
     path = root / SHARD_RECORDS / f"part-{shard_id}.json"
     try:
-        return ShardRecord(**json.loads(path.read_text()))
+        record = ShardRecord(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
+    if record.shard_id != shard_id or not isinstance(record.key, str) or not isinstance(record.files, dict):
+        return None
+    for rel, entry in record.files.items():
+        try:
+            contained(root, rel, "shard record")
+        except OutsideStoreError as e:
+            raise OutsideStoreError(f"{e} (in {path}; remove that record, or {root / BUILD_DIR}, and rerun)") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            return None
+    return record
+
+
+def _build_records(root: Path) -> dict[str, ShardRecord]:
+    """Every readable shard record of a build in progress, by shard id."""
+    out = {}
+    for path in sorted((root / SHARD_RECORDS).glob("part-*.json")):
+        sid = path.stem.removeprefix("part-")
+        if (record := _load_record(root, sid)) is not None:
+            out[sid] = record
+    return out
+
+
+def _manifest_records(root: Path, manifest: Manifest | None) -> dict[str, ShardRecord]:
+    """A finished store's shards as records (files, input key, counters), so a rerun resumes from the manifest
+    alone. Raises OutsideStoreError when the manifest names a file outside the store."""
+    if manifest is None:
+        return {}
+    keys = manifest.build.get("shards")
+    keys = keys if isinstance(keys, dict) else {}
+    counters = manifest.build.get("shard_counters")
+    counters = counters if isinstance(counters, dict) else {}
+    files: dict[str, dict[str, dict[str, Any]]] = {}
+    for rel, entry in manifest.files.items():
+        contained(root, rel, "manifest")
+        files.setdefault(entry.shard, {})[rel] = entry.to_dict()
+    out = {}
+    for sid in sorted(set(files) | set(keys)):
+        f = files.get(sid, {})
+        out[sid] = ShardRecord(
+            sid, str(keys.get(sid, "")), f, dict(counters.get(sid) or {}),
+            sum(e["rows"] for e in f.values() if e["table"] == "segments"),
+            sum(e["rows"] for e in f.values() if e["table"] == "failures"),
+        )
+    return out
 
 
 def _record_intact(root: Path, record: ShardRecord) -> bool:
-    return not any(file_problem(root / rel, e["sha256"]) for rel, e in record.files.items())
+    return not any(file_problem(contained(root, rel, "shard record"), e["sha256"], size=e.get("bytes"))
+                   for rel, e in record.files.items())
 
 
-def _remove_record(root: Path, record: ShardRecord) -> None:
-    for rel in record.files:
-        (root / rel).unlink(missing_ok=True)
-    (root / SHARD_RECORDS / f"part-{record.shard_id}.json").unlink(missing_ok=True)
+def _remove_record(root: Path, record: ShardRecord, keep: frozenset[str] = frozenset(), record_file: bool = True) -> None:
+    """Delete a shard's files (but those in `keep`) and its build record. Every path is checked before any is
+    deleted, so a record naming `/abs` or `../x` deletes nothing."""
+    paths = [contained(root, rel, "shard record") for rel in record.files if rel not in keep]
+    for path in paths:
+        path.unlink(missing_ok=True)
+    if record_file:
+        contained(root, f"{SHARD_RECORDS}/part-{record.shard_id}.json", "shard record").unlink(missing_ok=True)
 
 
 def _clean_temporaries(root: Path) -> None:
     for tmp in root.rglob(TEMPORARY_GLOB):
         tmp.unlink(missing_ok=True)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o))
+
+
+def recipe_identity(build: dict[str, Any]) -> dict[str, Any]:
+    """What makes two builds "the same store": the recipe and its configuration, not the inputs (new inputs
+    extend a store) nor the writer's settings (a new collapse mode rewrites the shards in place)."""
+    return {k: v for k, v in build.items() if k not in INPUT_KEYS + RESUME_KEYS}
+
+
+def _read_plan(root: Path) -> dict[str, Any] | None:
+    try:
+        plan = json.loads((root / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return plan.get("identity") if isinstance(plan, dict) and isinstance(plan.get("identity"), dict) else None
+
+
+@dataclass
+class _Target:
+    """What an existing output folder holds, and what opening a build there must remove first."""
+
+    manifest: Manifest | None = None  # the old store's manifest, when it resumes or is replaced
+    remove_store: bool = False  # an --overwrite: the old manifest's files, its card and manifest
+    remove_build_state: bool = False  # the other build's records, their files and its plan
+
+
+def _inspect_target(root: Path, identity: dict[str, Any], overwrite: bool) -> _Target:
+    """Decide, changing nothing, whether a build may write into `root`: an empty folder, a store (or unfinished
+    build) of the same recipe and configuration, or anything with `overwrite`. Raises StoreError otherwise, and
+    for any path the old manifest or records name outside the store."""
+    if not root.exists():
+        return _Target()
+    if not root.is_dir():
+        raise StoreError(f"{root}: exists and is not a folder; choose another --out")
+    plan = _read_plan(root)
+    manifest, unreadable = None, ""
+    if (root / LAYOUT["manifest"]).exists():
+        try:
+            manifest = Manifest.load(root)
+        except StoreError as e:
+            unreadable = f"; its {LAYOUT['manifest']} is unreadable: {e}"
+    contents = sorted(p.name for p in root.iterdir() if p.name != BUILD_DIR)
+    records = _build_records(root)  # raises for a record naming a file outside the store
+    _manifest_records(root, manifest)  # and for such a manifest entry
+    if not contents and plan is None:  # empty, or a build killed before it planned anything
+        return _Target(manifest=None, remove_build_state=bool(records))
+    found = plan if plan is not None else (recipe_identity(manifest.build) if manifest is not None else None)
+    if found is not None and _canonical(found) == _canonical(identity):
+        stale = manifest is not None and _canonical(recipe_identity(manifest.build)) != _canonical(identity)
+        return _Target(manifest=manifest, remove_store=stale)  # stale: an --overwrite killed before it finished
+    if not overwrite:
+        hint = "use --overwrite (overwrite=True) to replace it, or choose another --out"
+        if found is None:
+            shown = ", ".join(repr(n) for n in contents[:5]) + (", ..." if len(contents) > 5 else "")
+            raise StoreError(f"{root}: is not empty and not a store (found {shown}){unreadable}; {hint}")
+        what = "a store" if plan is None else "an unfinished build"
+        differs = sorted(k for k in set(found) | set(identity) if _canonical(found.get(k)) != _canonical(identity.get(k)))
+        raise StoreError(f"{root}: holds {what} built by recipe {found.get('recipe')!r} with another configuration "
+                         f"(this build: recipe {identity.get('recipe')!r}; differs in {', '.join(differs)}); {hint}")
+    return _Target(manifest=manifest, remove_store=manifest is not None, remove_build_state=True)
+
+
+def _remove_old(root: Path, target: _Target) -> None:
+    """Carry out `_inspect_target`'s removals: only what the old manifest lists, its card and manifest, and the
+    old build state; then folders left empty in the table tree."""
+    if target.remove_build_state:
+        for record in _build_records(root).values():
+            _remove_record(root, record)
+        (root / PLAN_FILE).unlink(missing_ok=True)
+    if target.remove_store and target.manifest is not None:
+        for record in _manifest_records(root, target.manifest).values():
+            _remove_record(root, record, record_file=False)
+        (root / LAYOUT["card"]).unlink(missing_ok=True)
+        (root / LAYOUT["manifest"]).unlink(missing_ok=True)
+        target.manifest = None
+    for top in {v.split("/", 1)[0] for v in LAYOUT.values() if "/" in v}:
+        for folder, _, _ in sorted(os.walk(root / top), reverse=True):  # deepest first
+            with contextlib.suppress(OSError):
+                Path(folder).rmdir()  # only succeeds when empty
 
 
 class StoreLock:
@@ -371,10 +511,22 @@ class StoreLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        self.release()
+
+    def release(self, remove: bool = False) -> None:
+        """Unlock; with `remove` (a finished build) also delete the lock file and `_build/` when nothing else is
+        left in it, so a finished store carries no build state."""
+        if self.fd is None:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+        if remove:
+            for folder in (self.path.parent / "shards", self.path.parent):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def _merge_report(recipe_report: dict[str, Any] | None, records: list[ShardRecord]) -> dict[str, Any]:
@@ -404,6 +556,7 @@ class StoreBuild:
     config: BuildConfig
     build_info: dict[str, Any]
     lock: StoreLock
+    finished: bool = False  # the manifest records every shard: release the lock with the rest of _build/
 
     @property
     def skipped(self) -> int:
@@ -422,19 +575,33 @@ class StoreBuild:
             manifest = Manifest(
                 name=self.name,
                 feature_sets={fs.name: fs for fs in self.feature_sets},
-                files={rel: FileEntry(**e) for r in records for rel, e in r.files.items()},
-                build={**self.build_info, "writer": self.config.to_dict()},  # "config" stays the recipe's
+                files={rel: self._file_entry(rel, e) for r in records for rel, e in r.files.items()},
+                build={**self.build_info, "writer": self.config.to_dict(),  # "config" stays the recipe's
+                       "shards": {r.shard_id: r.key for r in records},  # what a rerun compares: no _build/ needed
+                       "shard_counters": {r.shard_id: r.counters for r in records if r.counters}},
                 report=_merge_report(report, records),
             )
             manifest.save(self.root)
             write_card(self.root, manifest)
+            self._drop_build_state()
         finally:
             self.close()
         n_written = len({r.shard_id for r in written} - set(self.done))  # what this run wrote, not what it planned
         return BuildResult(self.root, manifest, n_written, self.skipped, manifest.report["segments"], manifest.report["failures"])
 
+    def _file_entry(self, rel: str, entry: dict[str, Any]) -> FileEntry:
+        size = entry.get("bytes")
+        return FileEntry.from_dict({**entry, "bytes": size if size is not None else (self.root / rel).stat().st_size})
+
+    def _drop_build_state(self) -> None:
+        """The manifest now records every shard: remove the records, the plan and (on release) the lock."""
+        for path in (self.root / SHARD_RECORDS).glob("part-*.json"):
+            path.unlink(missing_ok=True)
+        (self.root / PLAN_FILE).unlink(missing_ok=True)
+        self.finished = True
+
     def close(self) -> None:
-        self.lock.__exit__()
+        self.lock.release(remove=self.finished)
 
 
 def open_build(
@@ -444,33 +611,48 @@ def open_build(
     feature_sets: Sequence[FeatureSet],
     config: BuildConfig | None = None,
     build_info: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> StoreBuild:
-    """Lock the store, remove what a killed build left, and work out which shards still need writing."""
+    """Check the output folder (refusing, with nothing changed, a non-empty folder that is not a store of this
+    recipe and configuration unless `overwrite`), lock it, remove what a killed build left, and work out which
+    shards still need writing: a shard whose key matches its record or the manifest and whose files are intact
+    is kept."""
     config = config or BuildConfig()
     root = Path(store)
-    root.mkdir(parents=True, exist_ok=True)
     build_info = dict(build_info or {})
     shards = plan_shards(units, feature_sets, config, build_info)
+    identity = recipe_identity(build_info)
+    target = _inspect_target(root, identity, overwrite)
+    root.mkdir(parents=True, exist_ok=True)
     lock = StoreLock(root).__enter__()
     try:
+        _remove_old(root, target)
+        atomic_write_text(root / PLAN_FILE, json.dumps({"name": name, "identity": identity}, indent=1, sort_keys=True, default=str))
         _clean_temporaries(root)
+        from_build = _build_records(root)
+        from_manifest = _manifest_records(root, target.manifest)
         planned = {s.shard_id for s in shards}
-        for path in sorted((root / SHARD_RECORDS).glob("part-*.json")):  # shards from a different, larger plan
-            sid = path.stem.removeprefix("part-")
-            if sid not in planned and (old := _load_record(root, sid)) is not None:
-                _remove_record(root, old)
+        for sid in sorted((set(from_build) | set(from_manifest)) - planned):  # shards from a different, larger plan
+            if sid in from_build:
+                _remove_record(root, from_build[sid])
+            if sid in from_manifest:
+                _remove_record(root, from_manifest[sid], record_file=False)
         done: dict[str, ShardRecord] = {}
         todo: list[Shard] = []
         for s in shards:
-            old = _load_record(root, s.shard_id)
-            if old is not None and old.key == s.key and _record_intact(root, old):
-                done[s.shard_id] = old
+            in_build, in_manifest = from_build.get(s.shard_id), from_manifest.get(s.shard_id)
+            keep = next((r for r in (in_build, in_manifest) if r is not None and r.key == s.key and _record_intact(root, r)), None)
+            kept = frozenset(keep.files) if keep is not None else frozenset()
+            if in_build is not None and in_build is not keep:
+                _remove_record(root, in_build, kept)
+            if in_manifest is not None and in_manifest is not keep:
+                _remove_record(root, in_manifest, kept, record_file=False)
+            if keep is not None:
+                done[s.shard_id] = keep
             else:
-                if old is not None:
-                    _remove_record(root, old)
                 todo.append(s)
     except BaseException:
-        lock.__exit__()
+        lock.release()
         raise
     log.info("%s: %d shards to write, %d already written", name, len(todo), len(done))
     return StoreBuild(root, name, shards, todo, done, list(feature_sets), config, build_info, lock)

@@ -1,0 +1,53 @@
+"""Paths read from a store (its manifest, a build's shard records) are data, not trusted: each is resolved and
+must stay inside the store, so a crafted `/etc/passwd` or `../outside` entry is refused instead of read or deleted."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import StoreError
+from .spec import LAYOUT
+
+BUILD_DIR = "_build"  # a build's lock, plan and shard records; exists only while a build runs
+
+
+class OutsideStoreError(StoreError):
+    """A path named by a store's manifest or a build record leads outside the store."""
+
+
+def contained(root: str | os.PathLike, rel: object, what: str = "file") -> Path:
+    """`root / rel` when `rel` is a relative path that, resolved (symlinks included), stays inside `root`.
+
+    Raises OutsideStoreError naming the store and the path otherwise; the returned path is not resolved, so it
+    reads the same as the store path the caller gave."""
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        raise OutsideStoreError(f"{root}: {what} path {rel!r} is not a relative path inside the store; refused")
+    base = Path(root).resolve()
+    target = (base / rel).resolve()
+    if Path(rel).is_absolute() or target == base or base not in target.parents:
+        raise OutsideStoreError(f"{root}: {what} path {rel!r} leads outside the store; refused")
+    return Path(root) / rel
+
+
+def table_roots() -> list[str]:
+    """Top-level folders that hold table files (segments, aligned, frames, failures)."""
+    return sorted({v.split("/", 1)[0] for v in LAYOUT.values() if "/" in v})
+
+
+def stored_files(root: str | os.PathLike) -> list[str]:
+    """Every regular file under the store's table folders, as store-relative POSIX paths (symlinks not followed),
+    so `validate` can name the ones its manifest does not list."""
+    base = Path(root)
+    found = []
+    for top in table_roots():
+        for folder, dirs, files in os.walk(base / top):
+            dirs.sort()
+            for name in sorted(files):
+                found.append((Path(folder) / name).relative_to(base).as_posix())
+    return found
+
+
+def normalise(rel: str) -> str:
+    """A manifest path in the form `stored_files` gives (no `./`, no doubled slashes)."""
+    return Path(os.path.normpath(rel)).as_posix()
