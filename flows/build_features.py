@@ -50,10 +50,11 @@ def write_shards(shards: list[Shard], store: str, process: Any, feature_sets: li
     return records
 
 
-def run_build_plan(plan: BuildPlan, store: str, dask_address: str | None, n_workers: int | None) -> dict[str, Any]:
+def run_build_plan(plan: BuildPlan, store: str, dask_address: str | None, n_workers: int | None,
+                   overwrite: bool = False) -> dict[str, Any]:
     """Open the build, write the missing shards on Dask, finish the manifest, publish a summary artifact."""
     logger = get_run_logger()
-    build = open_build(store, plan.name, plan.units, plan.feature_sets, plan.config, plan.build_info)
+    build = open_build(store, plan.name, plan.units, plan.feature_sets, plan.config, plan.build_info, overwrite=overwrite)
     logger.info("%s: %d units in %d shards, %d already written", plan.name, len(plan.units), len(build.shards), build.skipped)
     try:
         records: list[ShardRecord] = []
@@ -79,12 +80,13 @@ def _artifact_key(name: str) -> str:
 
 
 def _sdk_flow(dataset: str, csd_dir: str, store: str, sets: list[str] | None, mode: Mode, keep_frames: bool,
-              dask_address: str | None, n_workers: int | None, batch_videos: int, units_per_shard: int) -> dict[str, Any]:
+              dask_address: str | None, n_workers: int | None, batch_videos: int, units_per_shard: int,
+              overwrite: bool = False) -> dict[str, Any]:
     from pipelines.recipes.sdk import plan_sdk
 
     config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
     plan = plan_sdk(csd_dir, dataset=dataset, sets=sets, config=config, batch_videos=batch_videos)
-    return run_build_plan(plan, store, dask_address, n_workers)
+    return run_build_plan(plan, store, dask_address, n_workers, overwrite)
 
 
 @flow(name="build-mosei-features", log_prints=True)
@@ -98,9 +100,12 @@ def build_mosei_features(
     n_workers: int | None = None,
     batch_videos: int = 4,
     units_per_shard: int = 16,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """CMU-MOSEI `.csd` computational sequences -> word-aligned Parquet store."""
-    return _sdk_flow("mosei", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard)
+    """CMU-MOSEI `.csd` computational sequences -> word-aligned Parquet store (`overwrite`: replace a store of
+    another recipe or configuration at `store`)."""
+    return _sdk_flow("mosei", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard,
+                     overwrite)
 
 
 @flow(name="build-mosi-features", log_prints=True)
@@ -114,9 +119,11 @@ def build_mosi_features(
     n_workers: int | None = None,
     batch_videos: int = 4,
     units_per_shard: int = 16,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """CMU-MOSI `.csd` computational sequences -> word-aligned Parquet store."""
-    return _sdk_flow("mosi", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard)
+    """CMU-MOSI `.csd` computational sequences -> word-aligned Parquet store (`overwrite`: as for MOSEI)."""
+    return _sdk_flow("mosi", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard,
+                     overwrite)
 
 
 @flow(name="extract-video-features", log_prints=True)
@@ -131,10 +138,11 @@ def extract_video_features(
     dask_address: str | None = None,
     n_workers: int | None = None,
     units_per_shard: int = VIDEO_UNITS_PER_SHARD,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Raw videos (MMSA-FET folder, manifest CSV/JSONL, or one video) -> the same store as the SDK importer."""
     from pipelines.recipes.videos import plan_videos
 
     config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
     plan = plan_videos(input, video_config(face=face, fps=fps), config, split=split)
-    return run_build_plan(plan, store, dask_address, n_workers)
+    return run_build_plan(plan, store, dask_address, n_workers, overwrite)

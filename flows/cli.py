@@ -33,10 +33,10 @@ def _run_plan(plan: Any, args: argparse.Namespace) -> int:
     from pipelines.store_writer import run_plan
 
     if args.workers == 0:
-        result = run_plan(plan, args.out, executor=None, progress=not args.quiet)
+        result = run_plan(plan, args.out, executor=None, progress=not args.quiet, overwrite=args.overwrite)
     else:
         with dask_client(args.dask_address, args.workers) as client:
-            result = run_plan(plan, args.out, executor=client, progress=not args.quiet)
+            result = run_plan(plan, args.out, executor=client, progress=not args.quiet, overwrite=args.overwrite)
     summary = summarize_build(result)
     _print_build(summary, args.json)
     if summary["incomplete_shards"]:
@@ -208,6 +208,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------------------
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="store folder to create or complete")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a store of another recipe or configuration in --out (only the files its manifest "
+                        "lists, its card and build state), or write into a non-empty folder that is not a store")
     p.add_argument("--mode", choices=MODES, default="weighted", help="how frames collapse onto words (mean = the SDK's)")
     p.add_argument("--fill", choices=("zeros", "nearest"), default="zeros", help="vector for words with no usable frame")
     p.add_argument("--keep-frames", action="store_true", help="also write the frame-level (unaligned) sets")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from feature_schemas import LAYOUT, SPLITS, Manifest, atomic_write_text, contract, table_dir
 
@@ -26,6 +27,20 @@ def _configs(manifest: Manifest) -> list[str]:
     return lines
 
 
+CARD_IDS = 20  # ids shown per list; the manifest keeps them all
+
+
+def shorten_lists(value: Any, n: int = CARD_IDS) -> Any:
+    """The report with every list longer than `n` cut to its count and first `n` items, so the card of a large
+    release stays readable (MOSEI's missing-id lists run to thousands); `manifest.json` keeps the full lists."""
+    if isinstance(value, dict):
+        return {k: shorten_lists(v, n) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [shorten_lists(v, n) for v in value[:n]]
+        return items if len(value) <= n else {"count": len(value), f"first_{n}": items}
+    return value
+
+
 def render_card(manifest: Manifest) -> str:
     rows = {s: manifest.rows("segments", s) for s in SPLITS}
     fs_lines = [
@@ -36,7 +51,7 @@ def render_card(manifest: Manifest) -> str:
     columns = [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["segments"]["columns"]]
     aligned = [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["aligned"]["columns"]]
     aligned += [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["aligned"]["per_feature_set"]]
-    report = json.dumps(manifest.report, indent=2, sort_keys=True)
+    report = json.dumps(shorten_lists(manifest.report), indent=2, sort_keys=True, default=str)
     return "\n".join(
         ["---", *_configs(manifest), "---", "",
          f"# {manifest.name}", "",
@@ -53,7 +68,9 @@ def render_card(manifest: Manifest) -> str:
          "aligned = ds.dataset('aligned/train', format='parquet').to_table()",
          "# or: datasets.load_dataset('parquet', data_files={'train': 'aligned/train/*.parquet'})",
          "```", "",
-         "## Build report (drops, imputations, cleaning)", "", "```json", report, "```", ""]
+         "## Build report (drops, imputations, cleaning)", "",
+         f"Lists longer than {CARD_IDS} show their count and first {CARD_IDS} ids; `manifest.json` has them in full.", "",
+         "```json", report, "```", ""]
     )
 
 

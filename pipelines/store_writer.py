@@ -462,10 +462,12 @@ def _inspect_target(root: Path, identity: dict[str, Any], overwrite: bool) -> _T
         hint = "use --overwrite (overwrite=True) to replace it, or choose another --out"
         if found is None:
             shown = ", ".join(repr(n) for n in contents[:5]) + (", ..." if len(contents) > 5 else "")
-            raise StoreError(f"{root}: is not empty and not a store (found {shown}){unreadable}; {hint}")
-        what = "a store" if plan is None else "an unfinished build"
+            raise StoreError(f"{root}: is not empty and not a store (found {shown}){unreadable}; use --overwrite "
+                             "(overwrite=True) to write into it anyway (its README.md and manifest.json are replaced), "
+                             "or choose another --out")
+        what = "a store built" if plan is None else "an unfinished build"
         differs = sorted(k for k in set(found) | set(identity) if _canonical(found.get(k)) != _canonical(identity.get(k)))
-        raise StoreError(f"{root}: holds {what} built by recipe {found.get('recipe')!r} with another configuration "
+        raise StoreError(f"{root}: holds {what} by recipe {found.get('recipe')!r} with another configuration "
                          f"(this build: recipe {identity.get('recipe')!r}; differs in {', '.join(differs)}); {hint}")
     return _Target(manifest=manifest, remove_store=manifest is not None, remove_build_state=True)
 
@@ -669,9 +671,10 @@ def build_store(
     build_info: dict[str, Any] | None = None,
     report: dict[str, Any] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> BuildResult:
     """Build (or complete) a store from work units; see the module docstring for the guarantees."""
-    build = open_build(store, name, units, feature_sets, config, build_info)
+    build = open_build(store, name, units, feature_sets, config, build_info, overwrite=overwrite)
     written: list[ShardRecord] = []
     try:
         bar = tqdm(total=len(build.shards), initial=build.skipped, desc=f"{name}: shards", unit="shard", disable=not progress)
@@ -687,6 +690,8 @@ def build_store(
     return build.finish(written, report)
 
 
-def run_plan(plan: BuildPlan, store: str | os.PathLike, executor: Any = None, progress: bool = True) -> BuildResult:
+def run_plan(plan: BuildPlan, store: str | os.PathLike, executor: Any = None, progress: bool = True,
+             overwrite: bool = False) -> BuildResult:
     return build_store(store, plan.name, plan.units, plan.process, plan.feature_sets, plan.config,
-                       executor=executor, build_info=plan.build_info, report=plan.report, progress=progress)
+                       executor=executor, build_info=plan.build_info, report=plan.report, progress=progress,
+                       overwrite=overwrite)
