@@ -3,13 +3,14 @@ sharding over ranks and workers, and stores written by the real store writer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from feature_schemas import EMOTIONS, Store, StoreError, column_lists, column_vectors
+from feature_schemas import EMOTIONS, Manifest, Store, StoreError, column_lists, column_vectors, sha256_file
 from mmolre.data import StoreDataset, collate, feature_stats, make_loader
 from mmolre.tasks import EMOTION_CLASSES, SENTIMENT_CLASSES, TaskSpec, infer_tasks
 from tests.store_fixtures import one_torch_thread, synthetic_store, writer_store  # noqa: F401 (autouse fixture)
@@ -148,5 +149,9 @@ def test_errors_name_the_store_and_the_problem(mosei: Path, tmp_path: Path) -> N
     table = pq.read_table(part)
     dropped = table.column("segment_id")[0].as_py()
     pq.write_table(table.slice(1), part)
+    manifest = Manifest.load(root)  # a store made that way (readers refuse a file changed after its manifest)
+    rel = part.relative_to(root).as_posix()
+    manifest.files[rel] = replace(manifest.files[rel], sha256=sha256_file(part), bytes=part.stat().st_size)
+    manifest.save(root)
     with pytest.raises(StoreError, match=rf"{dropped}.*no row in the segments table"):
         list(StoreDataset(root, "train", ["text"], tasks))

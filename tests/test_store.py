@@ -184,7 +184,7 @@ def test_sigkill_then_rerun_equals_clean_build(tmp_path: Path) -> None:
             pq.read_metadata(path)
         subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(store)], cwd=REPO, check=True)
         assert file_hashes(store) == expected, f"trial {trial}"
-        assert not list(store.rglob(".*.tmp-*"))
+        assert not list(store.rglob(".*.tmp-*")) and not (store / "_build").exists()
 
 
 def test_readable_by_pandas_duckdb_and_hf_datasets(tmp_path: Path) -> None:
