@@ -20,14 +20,26 @@ def contained(root: str | os.PathLike, rel: object, what: str = "file") -> Path:
     """`root / rel` when `rel` is a relative path that, resolved (symlinks included), stays inside `root`.
 
     Raises OutsideStoreError naming the store and the path otherwise; the returned path is not resolved, so it
-    reads the same as the store path the caller gave."""
+    reads the same as the store path the caller gave. Cheap for plain paths (one lstat per component); a path
+    with `..` or a symlink in it is resolved in full."""
     if not isinstance(rel, str) or not rel or "\0" in rel:
         raise OutsideStoreError(f"{root}: {what} path {rel!r} is not a relative path inside the store; refused")
-    base = Path(root).resolve()
-    target = (base / rel).resolve()
-    if Path(rel).is_absolute() or target == base or base not in target.parents:
+    path = Path(root) / rel
+    parts = Path(rel).parts
+    if os.path.isabs(rel):
         raise OutsideStoreError(f"{root}: {what} path {rel!r} leads outside the store; refused")
-    return Path(root) / rel
+    needs_resolve = ".." in parts
+    here = Path(root)
+    for part in parts if not needs_resolve else ():
+        here = here / part
+        if here.is_symlink():
+            needs_resolve = True
+            break
+    if needs_resolve or not parts:
+        base, target = Path(root).resolve(), path.resolve()
+        if target == base or base not in target.parents:
+            raise OutsideStoreError(f"{root}: {what} path {rel!r} leads outside the store; refused")
+    return path
 
 
 def table_roots() -> list[str]:

@@ -23,7 +23,7 @@ from .manifest import FileEntry, Manifest, file_problem, sha256_file
 from .paths import contained
 from .spec import SPLITS, aligned_schema, coverage_column, failures_schema, frames_schema, segments_schema
 
-# Files whose sha256 matched their manifest in this process, by (resolved path, mtime_ns, size): each shard is
+# Files whose sha256 matched their manifest in this process, by (absolute path, mtime_ns, size): each shard is
 # hashed once, and again only when it changes on disk.
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
@@ -39,7 +39,7 @@ def checked_file(root: Path, rel: str, entry: FileEntry) -> Path:
     if entry.bytes is not None and st.st_size != entry.bytes:
         raise ChecksumError(f"{path}: sha256 differs from the manifest (size {st.st_size} bytes, the manifest says "
                             f"{entry.bytes}: file changed or truncated); rerun the build that made the store to rewrite it")
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
     if _VERIFIED.get(key) != entry.sha256:
         if sha256_file(path) != entry.sha256:
             raise ChecksumError(f"{path}: sha256 differs from the manifest (file changed or corrupt); "
