@@ -3,6 +3,7 @@ column and row id instead of failing at the first."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,4 +214,15 @@ def _layout_problems(root: Path, manifest: Manifest) -> list[Problem]:
     if (root / BUILD_DIR).exists():
         out.append(Problem("store", None, None, f"{BUILD_DIR}/: build state in the store (a build is running, or was "
                                                 "killed: rerun it to finish)"))
+    for record in sorted((root / BUILD_DIR / "shards").glob("*.json")):
+        try:
+            files = json.loads(record.read_text()).get("files", {})
+        except (OSError, ValueError, AttributeError):
+            continue  # an unreadable record is rewritten by the next build
+        for rel in files if isinstance(files, dict) else ():
+            try:
+                contained(root, rel, "shard record")
+            except OutsideStoreError:
+                out.append(Problem("store", None, None, f"{record.relative_to(root).as_posix()}: names {rel!r}, outside "
+                                                        "the store (a rebuild refuses it; remove the record)"))
     return out
