@@ -629,7 +629,8 @@ def open_build(
     lock = StoreLock(root).__enter__()
     try:
         _remove_old(root, target)
-        atomic_write_text(root / PLAN_FILE, json.dumps({"name": name, "identity": identity}, indent=1, sort_keys=True, default=str))
+        plan = {"name": name, "identity": json.loads(_canonical(identity))}  # read back as _inspect_target compares it
+        atomic_write_text(root / PLAN_FILE, json.dumps(plan, indent=1, sort_keys=True))
         _clean_temporaries(root)
         from_build = _build_records(root)
         from_manifest = _manifest_records(root, target.manifest)
