@@ -243,3 +243,21 @@ def test_an_unfinished_build_of_another_configuration_is_refused(tmp_path: Path)
     resumed = open_build(store, "a", syn.make_units(2), syn.FEATURE_SETS, BuildConfig(), {"recipe": "a"})
     resumed.finish([])
     assert not (store / "_build").exists()
+
+
+def test_an_overwrite_killed_midway_resumes_with_the_same_command(tmp_path: Path) -> None:
+    from pipelines.store_writer import open_build
+
+    store = tmp_path / "s"
+    build_store(store, "a", syn.make_units(4), syn.process, syn.FEATURE_SETS, BuildConfig(units_per_shard=2),
+                build_info={"recipe": "a"}, progress=False)
+    (store / "notes.txt").write_text("mine")
+    killed = open_build(store, "b", syn.make_units(2), syn.FEATURE_SETS, BuildConfig(), {"recipe": "b"}, overwrite=True)
+    killed.close()  # killed after the old store was removed, before any shard was written
+    assert not (store / "manifest.json").exists() and not list(store.rglob("*.parquet"))
+    with pytest.raises(StoreError, match="holds an unfinished build by recipe 'b'"):
+        build_store(store, "a", syn.make_units(4), syn.process, syn.FEATURE_SETS, BuildConfig(units_per_shard=2),
+                    build_info={"recipe": "a"}, progress=False)
+    done = build_store(store, "b", syn.make_units(2), syn.process, syn.FEATURE_SETS, BuildConfig(),
+                       build_info={"recipe": "b"}, progress=False)  # the same command, without --overwrite
+    assert done.n_segments == 6 and validate(store).ok and (store / "notes.txt").read_text() == "mine"
