@@ -127,11 +127,12 @@ def sentiment_regression_metrics(
     nz = truth != 0
     h_t, h_p = truth >= 0, pred >= 0
     z_t, z_p = truth > 0, pred > 0
-    out["has0_n_pos"], out["has0_n_neg"] = int(h_t.sum()), int((~h_t).sum())
-    out["non0_n"], out["non0_n_pos"], out["non0_n_neg"] = int(nz.sum()), int((z_t & nz).sum()), int((~z_t & nz).sum())
+    support = {"has0_n_pos": int(h_t.sum()), "has0_n_neg": int((~h_t).sum()),
+               "non0_n": int(nz.sum()), "non0_n_pos": int((z_t & nz).sum()), "non0_n_neg": int((~z_t & nz).sum())}
     if n == 0:
         out |= {k: None for k in ("has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc3", "acc5", "acc7", "acc7_sdk", "mae", "corr")}
         out["n"] = 0
+        out |= support
         if resamples:
             out |= {f"{k}_ci": None for k in HEADLINE["regression"]}
         return out
@@ -140,12 +141,12 @@ def sentiment_regression_metrics(
     p3, t3 = np.clip(pred, -1.0, 1.0), np.clip(truth, -1.0, 1.0)
     if nz.any():
         out["non0_acc2"] = float(accuracy_score(z_t[nz], z_p[nz]))
-        one_class = out["non0_n_pos"] == 0 or out["non0_n_neg"] == 0
+        one_class = support["non0_n_pos"] == 0 or support["non0_n_neg"] == 0
         out["non0_f1"] = None if one_class else float(f1_score(z_t[nz], z_p[nz], average="weighted", zero_division=0))
     else:
         out["non0_acc2"] = out["non0_f1"] = None
     out["has0_acc2"] = float(accuracy_score(h_t, h_p))
-    one_class = out["has0_n_pos"] == 0 or out["has0_n_neg"] == 0
+    one_class = support["has0_n_pos"] == 0 or support["has0_n_neg"] == 0
     out["has0_f1"] = None if one_class else float(f1_score(h_t, h_p, average="weighted", zero_division=0))
     out["acc3"] = multiclass_acc(p3, t3)
     out["acc5"] = multiclass_acc(p5, t5)
@@ -154,6 +155,7 @@ def sentiment_regression_metrics(
     out["mae"] = float(np.mean(np.abs(pred - truth)))
     out["corr"] = float(np.corrcoef(pred, truth)[0, 1]) if n > 1 and pred.std() > 0 and truth.std() > 0 else None
     out["n"] = int(n)
+    out |= support
     if resamples:
         cols = {
             "ae": np.abs(pred - truth),
@@ -205,11 +207,12 @@ def emotion_presence_metrics(
     has one class only. `n` counts segments with every emotion labelled."""
     prob, truth = np.asarray(prob, np.float64).reshape(-1, len(emotions)), np.asarray(truth, np.float64).reshape(-1, len(emotions))
     out: dict[str, Any] = {}
+    support: dict[str, int] = {}
     for j, name in enumerate(emotions):
         keep = np.isfinite(truth[:, j])
         t, p = truth[keep, j] > 0, prob[keep, j] >= threshold
         n_pos, n_neg = int(t.sum()), int((~t).sum())
-        out[f"{name}_n_pos"], out[f"{name}_n_neg"] = n_pos, n_neg
+        support[f"{name}_n_pos"], support[f"{name}_n_neg"] = n_pos, n_neg
         if not keep.any():
             out.update({f"{name}_acc": None, f"{name}_wacc": None, f"{name}_f1": None, f"{name}_wf1": None})
             continue
@@ -221,6 +224,7 @@ def emotion_presence_metrics(
     for m in ("acc", "wacc", "f1", "wf1"):
         out[f"{m}_mean"] = _mean_defined([out[f"{e}_{m}"] for e in emotions])
     out["n"] = int(np.isfinite(truth).all(axis=1).sum())
+    out |= support
     if resamples:
         n = len(truth)
         if n == 0:
@@ -254,9 +258,10 @@ def classification_metrics(
     pred, truth = pred[keep], truth[keep]
     k = len(classes)
     support = np.bincount(truth, minlength=k)[:k] if len(truth) else np.zeros(k, np.int64)
-    out: dict[str, Any] = {f"{c}_n": int(s) for c, s in zip(classes, support, strict=True)}
+    counts = {f"{c}_n": int(s) for c, s in zip(classes, support, strict=True)}
+    out: dict[str, Any] = {}
     if len(truth) == 0:
-        out |= {"acc": None, "wf1": None, "macro_f1": None, "n": 0} | {f"{c}_f1": None for c in classes}
+        out |= {"acc": None, "wf1": None, "macro_f1": None} | {f"{c}_f1": None for c in classes} | {"n": 0} | counts
         if resamples:
             out |= {f"{m}_ci": None for m in HEADLINE["multiclass"]}
         return out
@@ -268,6 +273,7 @@ def classification_metrics(
     per = f1_score(truth, pred, labels=labels, average=None, zero_division=0)
     out.update({f"{c}_f1": float(v) if s > 0 else None for c, v, s in zip(classes, per, support, strict=True)})
     out["n"] = int(len(truth))
+    out |= counts
     if resamples:
         n = len(truth)
         onehot_t = np.eye(k)[truth]
