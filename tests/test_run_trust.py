@@ -184,3 +184,15 @@ def test_class_f1_plot_draws_every_class_task_with_na(tmp_path: Path) -> None:
                "emotion": {"n": 5, "happy_f1": 0.8, "fear_f1": None, "happy_n_pos": 2, "happy_n_neg": 3, "fear_n_pos": 0, "fear_n_neg": 5}}
     path = plot_class_f1(tasks, metrics, tmp_path / "f1.png")
     assert path.stat().st_size > 5000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_artifact_lists_plots_and_shows_na(run: Path) -> None:
+    from flows.train_model import metrics_markdown
+
+    results = strict_json(run / "results.json")
+    results["test"]["sentiment"]["corr"], results["test"]["sentiment"]["corr_ci"] = None, None
+    md = metrics_markdown(results, str(run))
+    assert "![" not in md  # a relative image link renders broken in the Prefect UI: plots are listed as paths
+    assert f"`{run}/emotion_f1.png`" in md and "## test / sentiment (n = 40)" in md
+    assert "| corr | n/a |  |" in md and re.search(r"\| mae \| \d\.\d{3} \| \[\d\.\d{3}, \d\.\d{3}\] \|", md)
+    assert "_n_pos" not in md  # counts are in the headings and the report, not mixed into the metric rows
