@@ -173,13 +173,13 @@ def _metrics_line(split: str, scores: dict[str, Any]) -> str:
     `n/a` for a metric the split cannot define."""
     from mmolre.report import HEADLINE, fmt, fmt_ci
 
-    shown = {m for names in HEADLINE.values() for m in names}
+    shown = list(dict.fromkeys(k for names in HEADLINE.values() for k in names))  # in the report's order
     parts = []
     for task, m in scores.items():
         if task == "overall" or not isinstance(m, dict):
             continue
-        cells = [f"{k}={fmt(v)}" + (f" {fmt_ci(m.get(k + '_ci'))}" if m.get(k + "_ci") else "")
-                 for k, v in m.items() if k in shown]
+        cells = [f"{k}={fmt(m[k])}" + (f" {fmt_ci(m.get(k + '_ci'))}" if m.get(k + "_ci") else "")
+                 for k in shown if k in m]
         parts.append(f"{task} ({_task_support(m)}): " + ", ".join(cells))
     return f"{split}: " + ("; ".join(parts) if parts else "nothing scored")
 

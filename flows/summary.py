@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from feature_schemas import SPLITS, Store
@@ -76,3 +77,15 @@ def plots_list(run: str, plots: list[str] | None) -> list[str]:
     if not plots:
         return []
     return ["Plots (PNG, in the run folder):", "", *[f"- `{run}/{p}`" for p in plots], ""]
+
+
+def artifact_markdown(markdown: str, folder: str) -> str:
+    """A report's markdown made fit for a Prefect artifact: image links relative to the report's folder cannot be
+    shown there (they render as broken images), so each becomes the plot's path as text."""
+    def as_text(m: re.Match[str]) -> str:
+        alt, target = m.group(1) or "plot", m.group(2)
+        if re.match(r"(https?|data):", target):  # a web or inline image shows fine
+            return m.group(0)
+        return f"{alt}: `{target if target.startswith('/') else folder + '/' + target}`"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", as_text, markdown)

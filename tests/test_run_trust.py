@@ -196,3 +196,12 @@ def test_training_artifact_lists_plots_and_shows_na(run: Path) -> None:
     assert f"`{run}/emotion_f1.png`" in md and "## test / sentiment (n = 40)" in md
     assert "| corr | n/a |  |" in md and re.search(r"\| mae \| \d\.\d{3} \| \[\d\.\d{3}, \d\.\d{3}\] \|", md)
     assert "_n_pos" not in md  # counts are in the headings and the report, not mixed into the metric rows
+
+
+def test_report_images_become_paths_in_artifacts() -> None:
+    from flows.summary import artifact_markdown
+
+    md = "# r\n![word timeline](timeline.png)\n![](sub/x.png) ![web](https://example.org/a.png)"
+    out = artifact_markdown(md, "/runs/r1")
+    assert "word timeline: `/runs/r1/timeline.png`" in out and "plot: `/runs/r1/sub/x.png`" in out
+    assert "![web](https://example.org/a.png)" in out and "![word" not in out
