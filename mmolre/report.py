@@ -103,6 +103,7 @@ def plot_class_f1(tasks: list[dict[str, Any]], metrics: dict[str, Any], path: Pa
         ax.set_xticklabels([f"{c}\n{_class_support(m, t['kind'], c)}" for c in classes], fontsize=8)
         ax.set_ylim(0, 1.12)  # room for the value labels below the panel title
         ax.set_ylabel("F1")
+        ax.set_xlabel("+segments present / -absent" if t["kind"] == "multilabel" else "n = segments of the class", fontsize=8)
         what = "presence F1" if t["kind"] == "multilabel" else "class F1"
         ax.set_title(f"{t['name']} {what} (n={fmt(m.get('n'))})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
