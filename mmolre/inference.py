@@ -75,6 +75,12 @@ def run_summary(run: str | Path) -> dict[str, Any]:
             "store": str(path), "store_sha256": sha, "test_n": max(ns) if ns else 0}
 
 
+def _shown(path: Any) -> str:
+    """A path as a terminal may show it: control characters escaped (repr-style), as docs/contracts.md asks."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def describe_run(info: dict[str, Any], store: str | Path | None = None) -> str:
     """One line naming the run, the store used (the run's own unless `store`) and the run's test n."""
     used = Path(store) if store is not None else Path(info["store"])
@@ -83,10 +89,10 @@ def describe_run(info: dict[str, Any], store: str | Path | None = None) -> str:
     if own and sha and (used / "manifest.json").is_file() and sha256_file(used / "manifest.json") != sha:
         own_text = f"the run's training store, CHANGED since training (manifest sha256 was {sha[:12]})"
     else:
-        own_text = "the run's training store" if own else f"not the run's training store {info['store']}"
+        own_text = "the run's training store" if own else f"not the run's training store {_shown(info['store'])}"
     tested = f"tested on {info['test_n']} segments" if info["test_n"] else "not tested (no test split)"
-    return (f"run {info['run']} ({info['model']}, best epoch {info['best_epoch']}); "
-            f"store {used} ({own_text}); {tested}")
+    return (f"run {_shown(info['run'])} ({info['model']}, best epoch {info['best_epoch']}); "
+            f"store {_shown(used)} ({own_text}); {tested}")
 
 
 def evaluate(run: str | Path, split: str = "test", store: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
