@@ -172,7 +172,7 @@ def write_report(results: dict[str, Any], out: Path, plots: list[Path]) -> Path:
         f"- tasks: {', '.join(t['name'] + ' (' + t['kind'] + ')' for t in results['tasks'])}",
         f"- parameters: {fmt(params.get('total', results['parameters']['total']))} total, "
         f"{fmt(params.get('trainable', results['parameters']['total']))} trainable, {fmt(results['parameters']['experts'])} in experts",
-        f"- epochs run: {results['epochs_run']}, best epoch {results['best_epoch']} by {results['select_metric']} = {fmt(results['best_value'], 4)}",
+        f"- epochs run: {results['epochs_run']}, best epoch {results['best_epoch']} by {results['select_metric']} = {fmt(results['best_value'])}",
         f"- device: {results['device']} x {results['world_size']}, amp {results['amp']}; status: {results['status']}",
         "",
     ]
