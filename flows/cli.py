@@ -138,43 +138,89 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- model ------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from mmolre.evaluation import results_json
     from mmolre.train import train
 
     config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device)
     results = train(args.store, args.out, model=model_name(args.model, args.task), config=config)
-    print(json.dumps(results.get("test", results), indent=2, default=str) if args.json
-          else _metrics_line("test", results.get("test", {})))
+    if args.json:
+        print(results_json(results.get("test", results)))
+    else:
+        for w in results.get("warnings") or []:
+            print(f"mmolre: warning: {w}", file=sys.stderr)
+        print(f"selected: epoch {results.get('best_epoch')} by {results.get('select_metric')}")
+        if results.get("test"):
+            print(_metrics_line("test", results["test"]))
+        else:
+            print(f"test: none (the store {args.store} has no test split; the run is not tested)")
+            if results.get("valid"):
+                print(_metrics_line("valid", results["valid"]))
     print(f"run: {args.out} (report: {Path(args.out) / 'report.md'})")
     return EXIT_OK
 
 
-def _metrics_line(split: str, scores: dict[str, Any]) -> str:
-    """The report's headline metrics of one split, on one line."""
-    from mmolre.evaluation import flatten
-    from mmolre.report import HEADLINE
+def _task_support(m: dict[str, Any]) -> str:
+    """A task's n, with present/absent counts per emotion for presence labels."""
+    text = f"n={m.get('n')}"
+    emotions = [k[: -len("_n_pos")] for k in m if k.endswith("_n_pos") and not k.startswith(("has0", "non0"))]
+    if emotions:
+        text += "; present/absent " + ", ".join(f"{e} {m[e + '_n_pos']}/{m[e + '_n_neg']}" for e in emotions)
+    return text
 
-    shown = {m for names in HEADLINE.values() for m in names}
-    flat = flatten(scores)
-    return f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in flat.items()
-                                    if k.split("/")[-1] in shown and isinstance(v, (int, float)))
+
+def _metrics_line(split: str, scores: dict[str, Any]) -> str:
+    """The report's headline metrics of one split on one line, per task with its n and 95% intervals;
+    `n/a` for a metric the split cannot define."""
+    from mmolre.report import HEADLINE, fmt, fmt_ci
+
+    shown = list(dict.fromkeys(k for names in HEADLINE.values() for k in names))  # in the report's order
+    parts = []
+    for task, m in scores.items():
+        if task == "overall" or not isinstance(m, dict):
+            continue
+        cells = [f"{k}={fmt(m[k])}" + (f" {fmt_ci(m.get(k + '_ci'))}" if m.get(k + "_ci") else "")
+                 for k in shown if k in m]
+        parts.append(f"{task} ({_task_support(m)}): " + ", ".join(cells))
+    return f"{split}: " + ("; ".join(parts) if parts else "nothing scored")
+
+
+def _announce_run(run: str, store: str | None) -> dict[str, Any]:
+    """Say on stderr which run and store are used and how well tested the run is (stdout stays pure for --json)."""
+    from mmolre.inference import describe_run, run_summary
+
+    info = run_summary(run)
+    print(f"mmolre: {describe_run(info, store)}", file=sys.stderr)
+    return info
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mmolre.evaluation import results_json
     from mmolre.inference import evaluate
 
+    _announce_run(args.run, args.store)
     metrics = evaluate(args.run, split=args.split, store=args.store)
-    print(json.dumps(metrics, indent=2, default=str) if args.json else _metrics_line(metrics["split"], metrics["metrics"]))
+    print(results_json(metrics) if args.json else _metrics_line(metrics["split"], metrics["metrics"]))
     return EXIT_OK
+
+
+# A run tested on fewer segments than this gives predictions whose quality is barely known.
+PREDICT_MIN_TEST_N = 100
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from flows.predict import predict_video
+    from mmolre.evaluation import results_json
 
+    info = _announce_run(args.run, None)
+    if info["test_n"] < PREDICT_MIN_TEST_N:
+        print(f"mmolre: warning: the run {args.run} was tested on {info['test_n']} segments (fewer than "
+              f"{PREDICT_MIN_TEST_N}): how far to trust its predictions is barely known", file=sys.stderr)
     out = predict_video(args.video, args.run, transcript=args.transcript, face=args.face)
     if args.json:
-        print(json.dumps(out, indent=2, default=str))
+        print(results_json(out))
     else:
-        print(f"{args.video}: sentiment {out['sentiment']:+.2f}")
+        s = out["sentiment"]
+        print(f"{args.video}: sentiment {s if isinstance(s, str) else f'{s:+.2f}'}")
         if out.get("emotions"):
             print("emotions: " + ", ".join(f"{k} {v:.2f}" for k, v in out["emotions"].items()))
         for w in out.get("timeline", [])[:40]:

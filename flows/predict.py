@@ -36,7 +36,8 @@ def extraction_config(run: str | Path, face: str | None = None) -> Any:
 
 def predict_video(video: str | Path, run: str | Path, transcript: str | None = None,
                   face: str | None = None) -> dict[str, Any]:
-    """Sentiment, emotions and a per-word timeline for one video file."""
+    """Sentiment, emotions and a per-word timeline for one video file, with `run`: the run, the store it learnt
+    from and how many test segments it was scored on."""
     from pipelines.inputs import read_video
     from pipelines.recipes.videos import build_videos
 
@@ -53,4 +54,7 @@ def predict_video(video: str | Path, run: str | Path, transcript: str | None = N
             raise StoreError(f"{video}: could not extract features: {reasons}")
         out = explain_segment(store, run, "input")
     out["video"] = str(video)
+    from mmolre.inference import run_summary
+
+    out["run"] = run_summary(run)  # which run and store made this prediction, and the run's test n
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from feature_schemas import SPLITS, Store
@@ -46,12 +47,45 @@ def build_summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _is_support(key: str) -> bool:
+    return key == "n" or key.endswith(("_n", "_n_pos", "_n_neg", "_ci"))
+
+
 def metrics_tables(results: dict[str, Any], splits: tuple[str, ...] = ("valid", "test"), level: str = "##") -> list[str]:
-    """Markdown tables of a run's metrics, one per split and task."""
+    """Markdown tables of a run's metrics, one per split and task, headed by the task's n; a metric the split
+    cannot define shows `n/a`, headline metrics their 95% bootstrap interval."""
+    from mmolre.report import fmt, fmt_ci
+
     lines: list[str] = []
     for split in splits:
-        for task_name, metrics in (results.get(split) or {}).items():
-            lines += [f"{level} {split} / {task_name}", "", "| metric | value |", "| --- | --- |"]
-            lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float)) and v == v]
+        block = results.get(split)
+        if not block:
+            lines += [f"{level} {split}", "", f"No {split} split: nothing scored.", ""]
+            continue
+        for task_name, metrics in block.items():
+            n = f" (n = {fmt(metrics['n'])})" if "n" in metrics else ""
+            lines += [f"{level} {split} / {task_name}{n}", "", "| metric | value | 95% CI |", "| --- | --- | --- |"]
+            lines += [f"| {k} | {fmt(v)} | {fmt_ci(metrics.get(k + '_ci'))} |" for k, v in metrics.items()
+                      if not _is_support(k) and (v is None or isinstance(v, (int, float)))]
             lines.append("")
     return lines
+
+
+def plots_list(run: str, plots: list[str] | None) -> list[str]:
+    """The run's plots as file paths: a Prefect artifact cannot show images from the run folder, and a relative
+    image link there renders as a broken image."""
+    if not plots:
+        return []
+    return ["Plots (PNG, in the run folder):", "", *[f"- `{run}/{p}`" for p in plots], ""]
+
+
+def artifact_markdown(markdown: str, folder: str) -> str:
+    """A report's markdown made fit for a Prefect artifact: image links relative to the report's folder cannot be
+    shown there (they render as broken images), so each becomes the plot's path as text."""
+    def as_text(m: re.Match[str]) -> str:
+        alt, target = m.group(1) or "plot", m.group(2)
+        if re.match(r"(https?|data):", target):  # a web or inline image shows fine
+            return m.group(0)
+        return f"{alt}: `{target if target.startswith('/') else folder + '/' + target}`"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", as_text, markdown)

@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.options import model_name, train_config
-from flows.summary import metrics_tables
+from flows.summary import metrics_tables, plots_list
 
 
 @task(cache_policy=NO_CACHE, task_run_name="train {model}")
@@ -20,7 +20,12 @@ def train_task(store: str, out: str, model: str, config: Any) -> dict[str, Any]:
 
 
 def metrics_markdown(results: dict[str, Any], out: str) -> str:
-    return "\n".join([f"# Run `{out}`", "", f"report: `{out}/report.md`", "", *metrics_tables(results)])
+    """The training artifact: metrics with their n and intervals, warnings, and where the plots are."""
+    store = results.get("store")
+    store_path = store.get("path") if isinstance(store, dict) else store
+    head = [f"# Run `{out}`", "", f"report: `{out}/report.md`; store: `{store_path}`", ""]
+    head += [f"- warning: {w}" for w in results.get("warnings") or []]
+    return "\n".join([*head, "", *metrics_tables(results), *plots_list(out, results.get("plots"))])
 
 
 @flow(name="train-mmolre", log_prints=True)
@@ -41,4 +46,5 @@ def train_mmolre(
     results = train_task(store, out, name, config)
     create_markdown_artifact(metrics_markdown(results, out), key="train-mmolre-metrics", description=f"{name} on {store}")
     get_run_logger().info("run %s: best epoch %s, report %s/report.md", out, results.get("best_epoch"), out)
-    return {k: results.get(k) for k in ("valid", "test", "best_epoch", "epochs_run", "parameters", "device")} | {"run": out}
+    keys = ("valid", "test", "best_epoch", "epochs_run", "parameters", "params", "device", "warnings", "plots")
+    return {k: results.get(k) for k in keys} | {"run": out}

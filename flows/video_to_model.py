@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from feature_schemas import Store, coverage_column
 from flows.build_features import extract_video_features
-from flows.summary import metrics_tables
+from flows.summary import artifact_markdown, metrics_tables
 from flows.timeline import explain_segment
 from flows.train_model import train_mmolre
 from pipelines.collapse import Mode
@@ -46,8 +46,10 @@ def write_pipeline_report(out: Path, build: dict[str, Any], train: dict[str, Any
     ]
     if example:
         s = example["sentiment"]
+        truth = example["truth"]["sentiment"]
+        truth = "unknown" if truth is None else truth if isinstance(truth, str) else f"{truth:+.2f}"  # float32 labels: 1.8 not 1.7999999523
         lines += [f"## One example: `{example['segment_id']}`", "", f"> {example.get('transcript') or ''}", "",
-                  f"Predicted sentiment {s if isinstance(s, str) else f'{s:+.2f}'}, truth {example['truth']['sentiment']}.", ""]
+                  f"Predicted sentiment {s if isinstance(s, str) else f'{s:+.2f}'}, truth {truth}.", ""]
         if example.get("plot"):
             lines += [f"![word timeline]({Path(example['plot']).name})", ""]
         lines += ["| word | start | end | " + " | ".join(f"weight ({t})" for t in example["modality_weights"]) + " |",
@@ -89,6 +91,7 @@ def video_to_model(
     example = explain_segment(store, run, example_id, root / "timeline.png") if example_id else None
     report = write_pipeline_report(root, build, trained, example)
     (root / "summary.json").write_text(json.dumps({"build": build, "train": trained}, indent=2, default=str) + "\n")
-    create_markdown_artifact(report.read_text(), key="video-to-model-report", description=f"video-to-model {out}")
+    create_markdown_artifact(artifact_markdown(report.read_text(), str(root)), key="video-to-model-report",
+                             description=f"video-to-model {out}")
     logger.info("store %s, model %s, report %s", store, run, report)
     return {"store": store, "run": run, "report": str(report), "test": trained.get("test")}

@@ -5,6 +5,10 @@
       expert_ranks: [8, 16, 32, 64]
     epochs: 30
     select_metric: sentiment/mae
+
+A run's `config.json` is this configuration as trained: `feature_sets` and `tasks` resolved from the store
+(feature sets covering no training word left out) and `arch` with the input dims and tasks of the model built,
+so it describes the run and `--config RUN/config.json` trains the same model again.
 """
 
 from __future__ import annotations

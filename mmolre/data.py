@@ -250,6 +250,14 @@ def feature_stats(store: str | Path, split: str, feature_sets: Sequence[str], ba
     """Mean and standard deviation per dimension over the covered words of a split, streamed in batches.
 
     Dimensions that never vary get std 1 so standardising leaves them at 0."""
+    return feature_stats_and_coverage(store, split, feature_sets, batch_size)[0]
+
+
+def feature_stats_and_coverage(
+    store: str | Path, split: str, feature_sets: Sequence[str], batch_size: int = 512,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, int]]:
+    """`feature_stats` and, per feature set, how many words of the split it covers (one pass over the split):
+    training leaves out a set that covers no word, since the model could learn nothing from it."""
     s = Store(store)
     acc = {m: [0.0, None, None] for m in feature_sets}  # count, sum, sum of squares (float64)
     for batch in s.iter_batches("aligned", split, columns=["segment_id"], feature_sets=feature_sets, batch_size=batch_size):
@@ -267,6 +275,7 @@ def feature_stats(store: str | Path, split: str, feature_sets: Sequence[str], ba
             a[1] = v.sum(0) if a[1] is None else a[1] + v.sum(0)
             a[2] = (v * v).sum(0) if a[2] is None else a[2] + (v * v).sum(0)
     out = {}
+    covered = {m: int(a[0]) for m, a in acc.items()}
     for m, (n, s1, s2) in acc.items():
         dim = s.feature_sets[m].dim
         if not n:
@@ -277,4 +286,4 @@ def feature_stats(store: str | Path, split: str, feature_sets: Sequence[str], ba
         std = np.sqrt(var)
         std = np.where(std < 1e-6 * np.maximum(1.0, np.abs(mean)), 1.0, std)
         out[m] = (mean.astype(np.float32), std.astype(np.float32))
-    return out
+    return out, covered

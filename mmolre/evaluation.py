@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +15,13 @@ from torch import Tensor, nn
 
 from .data import StoreDataset, make_loader
 from .losses import task_loss
-from .metrics import classification_metrics, emotion_presence_metrics, sentiment_regression_metrics
+from .metrics import (
+    BOOTSTRAP_RESAMPLES,
+    classification_metrics,
+    defined,
+    emotion_presence_metrics,
+    sentiment_regression_metrics,
+)
 from .tasks import TaskSpec
 
 
@@ -86,26 +95,31 @@ def predict_split(
     return result
 
 
-def score(predictions: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Metrics per task, plus `loss` per task and overall (the unweighted sum of task losses)."""
-    out: dict[str, dict[str, float]] = {}
-    total = 0.0
+def score(predictions: dict[str, Any], resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, dict[str, Any]]:
+    """Metrics per task with their support (and, with `resamples`, bootstrap intervals of the headline metrics),
+    plus `loss` per task and overall (the unweighted sum of the task losses that are defined).
+
+    Training's per-epoch validation passes `resamples=0`: intervals are for the reported figures only."""
+    out: dict[str, dict[str, Any]] = {}
+    total, any_loss = 0.0, False
     for t in predictions["tasks"]:
         p = predictions[t.name]
         if t.kind == "regression":
-            m = sentiment_regression_metrics(p["pred"], p["truth"])
+            m = sentiment_regression_metrics(p["pred"], p["truth"], resamples=resamples)
         elif t.kind == "multilabel":
-            m = emotion_presence_metrics(p["pred"].reshape(-1, len(t.classes)), p["truth"].reshape(-1, len(t.classes)), t.classes)
+            k = len(t.classes)
+            m = emotion_presence_metrics(p["pred"].reshape(-1, k), p["truth"].reshape(-1, k), t.classes, resamples=resamples)
         else:
-            m = classification_metrics(p["pred"].reshape(-1, len(t.classes)).argmax(-1), p["truth"], t.classes)
-        m["loss"] = p["loss"]
-        total += p["loss"] if np.isfinite(p["loss"]) else 0.0
+            m = classification_metrics(p["pred"].reshape(-1, len(t.classes)).argmax(-1), p["truth"], t.classes, resamples=resamples)
+        m["loss"] = defined(p["loss"])
+        if m["loss"] is not None:
+            total, any_loss = total + m["loss"], True
         out[t.name] = m
-    out["overall"] = {"loss": total}
+    out["overall"] = {"loss": total if any_loss else None}
     return out
 
 
-def flatten(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+def flatten(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """{"sentiment": {"mae": ..}} -> {"sentiment/mae": ..}; overall loss becomes "loss"."""
     flat = {}
     for task, m in metrics.items():
@@ -114,14 +128,40 @@ def flatten(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     return flat
 
 
-def selection_value(metrics: dict[str, dict[str, float]], select: str) -> tuple[str, float]:
-    """The (name, value) model selection compares: one metric, or the mean of a comma-separated list."""
+def selection_value(metrics: dict[str, dict[str, Any]], select: str) -> tuple[str, float]:
+    """The (name, value) model selection compares: one metric, or the mean of a comma-separated list.
+    An undefined metric gives NaN, which never counts as an improvement."""
     flat = flatten(metrics)
     names = ["loss"] if select in ("auto", "loss") else [s.strip() for s in select.split(",") if s.strip()]
     missing = [n for n in names if n not in flat]
     if missing:
         raise ValueError(f"select_metric {select!r}: no metric {', '.join(missing)}; available: {', '.join(sorted(flat))}")
-    return ",".join(names), float(np.mean([flat[n] for n in names]))
+    values = [math.nan if flat[n] is None else float(flat[n]) for n in names]
+    return ",".join(names), float(np.mean(values))
+
+
+def json_ready(obj: Any) -> Any:
+    """A copy that `json.dumps(..., allow_nan=False)` accepts: NaN/inf -> None, numpy scalars -> Python, paths -> str."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return defined(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    return obj
+
+
+def results_json(obj: Any, indent: int | None = 2) -> str:
+    """JSON for results.json and `--json` output: undefined metrics are null, never NaN."""
+    return json.dumps(json_ready(obj), indent=indent, allow_nan=False, default=str)
 
 
 def predictions_frame(predictions: dict[str, Any]) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from feature_schemas import Store, StoreError, coverage_column
+from feature_schemas import Store, StoreError, coverage_column, sha256_file
 
 from .baselines import build_model
 from .checkpoint import load_checkpoint
@@ -46,6 +47,54 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
     return model, config, meta
 
 
+def run_summary(run: str | Path) -> dict[str, Any]:
+    """What a run is, for users to check before trusting its numbers: model, best epoch, the store it learnt from
+    (path and manifest sha256) and how many segments its test split scored (`test_n`, 0 when it was not tested).
+    Read from results.json, falling back to best.pt for runs that have none."""
+    run = Path(run)
+    results_path = run / "results.json"
+    results: dict[str, Any] = {}
+    if results_path.is_file():
+        try:
+            results = json.loads(results_path.read_text())
+        except (OSError, ValueError) as e:
+            raise RunError(f"{results_path}: unreadable ({e})") from None
+    store = results.get("store")
+    if isinstance(store, dict):
+        path, sha = store.get("path"), store.get("manifest_sha256")
+    else:
+        path, sha = store, None
+    if path is None or not results:
+        meta = load_run(run)[2]
+        path = path or meta["store"]
+        results.setdefault("model", meta["model_name"])
+        results.setdefault("best_epoch", meta["epoch"])
+    test = results.get("test") or {}
+    ns = [m.get("n") for name, m in test.items() if name != "overall" and isinstance(m, dict) and isinstance(m.get("n"), int)]
+    return {"run": str(run), "model": results.get("model"), "best_epoch": results.get("best_epoch"),
+            "store": str(path), "store_sha256": sha, "test_n": max(ns) if ns else 0}
+
+
+def _shown(path: Any) -> str:
+    """A path as a terminal may show it: control characters escaped (repr-style), as docs/contracts.md asks."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def describe_run(info: dict[str, Any], store: str | Path | None = None) -> str:
+    """One line naming the run, the store used (the run's own unless `store`) and the run's test n."""
+    used = Path(store) if store is not None else Path(info["store"])
+    own = store is None or used.resolve() == Path(info["store"]).resolve()
+    sha = info.get("store_sha256")
+    if own and sha and (used / "manifest.json").is_file() and sha256_file(used / "manifest.json") != sha:
+        own_text = f"the run's training store, CHANGED since training (manifest sha256 was {sha[:12]})"
+    else:
+        own_text = "the run's training store" if own else f"not the run's training store {_shown(info['store'])}"
+    tested = f"tested on {info['test_n']} segments" if info["test_n"] else "not tested (no test split)"
+    return (f"run {_shown(info['run'])} ({info['model']}, best epoch {info['best_epoch']}); "
+            f"store {_shown(used)} ({own_text}); {tested}")
+
+
 def evaluate(run: str | Path, split: str = "test", store: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
     """Metrics of a run's best checkpoint on one split of `store` (default: the store it was trained on)."""
     dev = resolve_device(device)
@@ -60,7 +109,8 @@ def evaluate(run: str | Path, split: str = "test", store: str | Path | None = No
             raise StoreError(f"{store}: feature set {m!r} has {s.feature_sets[m].dim} dims, the run expects {meta['arch']['input_dims'][m]}")
     ds = StoreDataset(store, split, meta["feature_sets"], model.tasks, meta["max_len"], meta["truncate"])
     preds = predict_split(model, ds, dev, max(64, config.batch_size), 0, config.amp, config.sentiment_loss)
-    return {"run": str(run), "store": str(store), "split": split, "n": len(preds["segment_id"]), "metrics": score(preds)}
+    return {"run": str(run), "store": str(store), "store_manifest_sha256": sha256_file(store / "manifest.json"),
+            "split": split, "n": len(preds["segment_id"]), "metrics": score(preds)}
 
 
 def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]) -> dict[str, Any]:

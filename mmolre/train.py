@@ -11,7 +11,6 @@ that resume exactly, then the best checkpoint on the test split, `results.json`,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -28,12 +27,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from feature_schemas import Store, atomic_write_text
+from feature_schemas import Store, StoreError, atomic_write_text, sha256_file
 
 from .baselines import build_model, count_parameters
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .data import StoreDataset, feature_stats, make_loader
+from .data import SegmentLabels, StoreDataset, feature_stats_and_coverage, make_loader
 from .distributed import (
     DistContext,
     all_reduce_sum,
@@ -50,6 +49,7 @@ from .evaluation import (
     flatten,
     predict_split,
     predictions_frame,
+    results_json,
     score,
     selection_value,
     to_device,
@@ -57,7 +57,7 @@ from .evaluation import (
 from .losses import TaskWeighting, TrainStep
 from .metrics import lower_is_better
 from .report import write_plots, write_report
-from .tasks import infer_tasks
+from .tasks import TaskSpec, infer_tasks
 
 __all__ = ["main", "seed_everything", "train", "warmup_cosine"]
 
@@ -115,6 +115,50 @@ def _label_weights(ds: StoreDataset, cfg: TrainConfig) -> tuple[dict[str, torch.
     return pos, cls
 
 
+def covered_feature_sets(store: Path, feature_sets: list[str]) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """The feature sets that cover at least one word of the train split, the ones left out (with why), and the
+    train split's input statistics of those kept. A modality with no usable word (a text-only store's audio, a
+    face set where no face was found) cannot be learnt from and would only add noise and parameters."""
+    stats, covered = feature_stats_and_coverage(store, "train", feature_sets)
+    dropped = {m: "covers no word of the train split" for m in feature_sets if covered[m] == 0}
+    kept = [m for m in feature_sets if m not in dropped]
+    if not kept:
+        raise StoreError(f"{store}: none of the feature sets {', '.join(feature_sets)} covers a word of the train split; "
+                         "nothing to learn from (check the build's failures with `mmolre inspect`)")
+    for m, why in dropped.items():
+        log.warning("%s: leaving out feature set %r: it %s", store, m, why)
+    return kept, dropped, {m: stats[m] for m in kept}
+
+
+def label_warnings(store_obj: Store, tasks: tuple[TaskSpec, ...]) -> list[str]:
+    """What the labels of each split make undefined or unlearnable: no labels, one constant value, one class."""
+    out: list[str] = []
+    for split in store_obj.splits():
+        labels = SegmentLabels(store_obj, split, tasks).values
+        for t in tasks:
+            y = labels[t.name]
+            where = f"{t.name} labels of the {split} split"
+            if t.kind == "regression":
+                y = y[np.isfinite(y)]
+                if not len(y):
+                    out.append(f"no {where}: its {t.name} metrics are undefined (n/a)")
+                elif np.all(y == y[0]):
+                    out.append(f"every one of the {len(y)} {where} is {float(y[0]):g}: correlation and F1 are undefined (n/a)")
+            elif t.kind == "multilabel":
+                one = [c for j, c in enumerate(t.classes)
+                       if len(col := y[np.isfinite(y[:, j]), j]) and (col.min() == col.max())]
+                if one:
+                    out.append(f"{', '.join(one)}: one class only in the {where} (all present or all absent): "
+                               "F1 and weighted accuracy are undefined (n/a)")
+            else:
+                present = sorted({t.classes[i] for i in y[y >= 0]})
+                if len(present) < 2:
+                    out.append(f"the {where} have {'only the class ' + present[0] if present else 'no class'}: F1 is undefined (n/a)")
+    for w in out:
+        log.warning("%s: %s", store_obj.path, w)
+    return out
+
+
 def _param_checksum(module: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum().item() for p in module.parameters()))
 
@@ -136,19 +180,26 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     device = ctx.device
     seed_everything(cfg.seed, cfg.deterministic)
     store_obj = Store(store)
+    splits = store_obj.splits()
+    if "train" not in splits:
+        raise StoreError(f"{store}: no train split (has: {', '.join(splits) or 'none'}); nothing to train on")
     feature_sets = list(cfg.feature_sets or store_obj.aligned_sets())
     tasks = infer_tasks(store_obj, cfg.tasks, cfg.sentiment_target, cfg.emotion_target)
+    feature_sets, dropped, stats = covered_feature_sets(store, feature_sets)
     arch = replace(cfg.arch, input_dims={m: store_obj.feature_sets[m].dim for m in feature_sets}, tasks=tasks)
     net = build_model(model_name, arch)  # fits the tasks to the model (single-task models keep one)
     arch = net.config
-    net.set_input_stats(feature_stats(store, "train", feature_sets))
+    # what config.json and the checkpoints record: the architecture actually trained, loadable with --config
+    cfg = replace(cfg, feature_sets=list(feature_sets), tasks=[t.name for t in arch.tasks], arch=arch)
+    net.set_input_stats(stats)
     net.to(device)
+    notes = label_warnings(store_obj, arch.tasks) if ctx.is_main else []
+    notes += [f"feature set {m!r} left out: it {why}" for m, why in dropped.items()]
 
     train_ds = StoreDataset(
         store, "train", feature_sets, arch.tasks, cfg.max_len, cfg.truncate, shuffle=True,
         shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
     )
-    splits = store_obj.splits()
     valid_ds = StoreDataset(store, "valid", feature_sets, arch.tasks, cfg.max_len, cfg.truncate) if "valid" in splits else None
     pos_w, cls_w = _label_weights(train_ds, cfg)
     weighting = TaskWeighting(arch.tasks, cfg.task_weighting, cfg.task_weights)
@@ -161,6 +212,14 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
 
     select = cfg.select_metric
     minimize = lower_is_better(select if select != "auto" else "loss")
+    if valid_ds is None:
+        notes.append("no valid split: model selection keeps the last epoch (selects on train_loss"
+                     + (f", not {select}" if select not in ("auto", "loss") else "") + ")")
+        log.warning("%s: %s", store, notes[-1])
+        minimize = True
+    if "test" not in splits:
+        notes.append("no test split: the run is not tested (no test metrics)")
+        log.warning("%s: %s", store, notes[-1])
     state = {"epoch": 0, "step": 0, "best_value": math.inf if minimize else -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
@@ -238,7 +297,7 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
         improved, stop = False, False
         if ctx.is_main:
             if valid_ds is not None:
-                metrics = score(predict_split(net, valid_ds, device, max(64, cfg.batch_size), cfg.num_workers, amp, cfg.sentiment_loss))
+                metrics = score(predict_split(net, valid_ds, device, max(64, cfg.batch_size), cfg.num_workers, amp, cfg.sentiment_loss), resamples=0)
                 row.update({f"valid/{k}": v for k, v in flatten(metrics).items()})
                 name, value = selection_value(metrics, select)
             else:  # no validation split: the last epoch is the one kept
@@ -283,7 +342,8 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
         throughput["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     results["param_checksums"] = gather_objects(ctx, _param_checksum(net))  # equal on every rank when DDP kept them in sync
     if ctx.is_main:
-        extra = {"world_size": ctx.world_size, "param_checksums": results["param_checksums"]}
+        extra = {"world_size": ctx.world_size, "param_checksums": results["param_checksums"], "warnings": notes,
+                 "dropped_feature_sets": dropped}
         results.update(_finish(store, store_obj, out, model_name, cfg, net, state, feature_sets, arch, device, throughput, status, extra))
     barrier(ctx)
     return results
@@ -291,11 +351,15 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
 
 def _log_epoch(row: dict[str, Any], show: bool, improved: bool) -> None:
     keys = [k for k in row if k.startswith("valid/") and k.split("/")[-1] in ("loss", "mae", "corr", "non0_acc2", "wf1_mean", "wacc_mean", "wf1", "acc")]
-    text = f"epoch {row['epoch']}: train {row['train_loss']:.4f} " + " ".join(f"{k[6:]}={row[k]:.4f}" for k in keys) + (" *" if improved else "")
+    text = f"epoch {row['epoch']}: train {row['train_loss']:.4f} " + " ".join(f"{k[6:]}={_num(row[k])}" for k in keys) + (" *" if improved else "")
     if show:
         tqdm.write(text)
     else:
         log.info(text)
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4f}"
 
 
 def _finish(
@@ -304,15 +368,20 @@ def _finish(
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on valid and test, write predictions, results.json, plots and report.md."""
     results: dict[str, Any] = {
-        "model": model_name, "store": str(store), "store_name": store_obj.manifest.name, "feature_sets": feature_sets,
+        "model": model_name, "run": str(out.resolve()),
+        "store": {"path": str(store), "manifest_sha256": sha256_file(store / "manifest.json")},
+        "store_name": store_obj.manifest.name, "feature_sets": feature_sets, "arch": arch.to_dict(),
+        "splits": {s: store_obj.manifest.rows("segments", s) for s in store_obj.splits()},
         "tasks": [t.to_dict() for t in arch.tasks], "config": cfg.to_dict(), "parameters": count_parameters(net),
+        "params": {"total": sum(p.numel() for p in net.parameters()),
+                   "trainable": sum(p.numel() for p in net.parameters() if p.requires_grad)},
         "epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_value": state["best_value"],
         "select_metric": state.get("select_name", cfg.select_metric), "history": state["history"],
         "device": str(device), "amp": "bf16" if amp_enabled(device, cfg.amp) else "off",
         "throughput": throughput, **extra,
     }
     if status == "paused":
-        atomic_write_text(out / "results.json", json.dumps({**results, "status": status}, indent=2, default=float) + "\n")
+        atomic_write_text(out / "results.json", results_json({**results, "status": status}) + "\n")
         return results
     best = load_checkpoint(out / "best.pt", map_location=device)
     net.load_state_dict(best["model"])
@@ -328,7 +397,7 @@ def _finish(
     report_split = "test" if "test" in frames else "valid"
     plots = write_plots(results, frames.get(report_split), out, report_split)
     results["plots"] = [p.name for p in plots]
-    atomic_write_text(out / "results.json", json.dumps({**results, "status": status}, indent=2, default=float) + "\n")
+    atomic_write_text(out / "results.json", results_json({**results, "status": status}) + "\n")
     write_report({**results, "status": status}, out, plots)
     return results
 
@@ -349,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("rank", 0) == 0:
         summary = {k: results.get(k) for k in ("model", "status", "best_epoch", "world_size")}
         summary["test"] = results.get("test")
-        print(json.dumps(summary, default=float))
+        print(results_json(summary, indent=None))
     return 0
 
 

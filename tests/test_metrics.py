@@ -3,13 +3,18 @@ on .5 rounding boundaries."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
+from mmolre.evaluation import results_json
 from mmolre.metrics import (
+    HEADLINE,
     classification_metrics,
     emotion_presence_metrics,
     lower_is_better,
@@ -18,6 +23,7 @@ from mmolre.metrics import (
     sentiment_regression_metrics,
     weighted_accuracy,
 )
+from tests.store_fixtures import DATA
 
 TRUTH = [0.0, 0.0, 1.4, -2.6, 3.0, -0.3]
 PRED = [0.5, -0.2, 1.5, -2.5, 3.6, 0.2]
@@ -52,8 +58,8 @@ def test_zero_prediction_and_zero_truth_conventions() -> None:
     assert m["non0_acc2"] == 1.0
     # all truths zero: Non0 has nothing to score
     m = sentiment_regression_metrics([0.3, -0.3], [0.0, 0.0])
-    assert math.isnan(m["non0_acc2"]) and math.isnan(m["non0_f1"])
-    assert math.isnan(m["corr"])  # constant truth
+    assert m["non0_acc2"] is None and m["non0_f1"] is None and m["non0_n"] == 0
+    assert m["corr"] is None  # constant truth
 
 
 def test_rounding_is_half_to_even_after_clipping() -> None:
@@ -92,9 +98,10 @@ def test_emotion_presence_by_hand() -> None:
     assert m["wacc_mean"] == pytest.approx((0.875 + 0.5) / 2)
 
 
-def test_weighted_accuracy_single_class() -> None:
-    assert weighted_accuracy(np.array([0, 0, 1]), np.array([0, 0, 0])) == pytest.approx(2 / 3)
-    assert weighted_accuracy(np.array([1, 0]), np.array([1, 1])) == pytest.approx(0.5)
+def test_weighted_accuracy_single_class_is_undefined() -> None:
+    # one recall would be 0/0: reporting the other alone would pass a half-defined figure off as the mean
+    assert weighted_accuracy(np.array([0, 0, 1]), np.array([0, 0, 0])) is None
+    assert weighted_accuracy(np.array([1, 0]), np.array([1, 1])) is None
 
 
 def test_classification_by_hand() -> None:
@@ -112,3 +119,114 @@ def test_direction_of_selection_metrics() -> None:
     assert not lower_is_better("sentiment/wf1, emotion/wf1") and lower_is_better("sentiment/mae,emotion/loss")
     with pytest.raises(ValueError, match="mixes metrics"):
         lower_is_better("sentiment/mae,sentiment/corr")
+
+
+# -- support, undefined metrics, bootstrap intervals ----------------------------------------------------------
+def test_constant_prediction_has_no_correlation_and_json_says_null() -> None:
+    m = sentiment_regression_metrics([0.5] * 4, [1.0, -1.0, 2.0, 0.0])
+    assert m["corr"] is None and m["mae"] == pytest.approx((0.5 + 1.5 + 1.5 + 0.5) / 4)
+    m = sentiment_regression_metrics([0.5] * 4, [1.0, -1.0, 2.0, 0.0], resamples=200)
+    assert m["corr_ci"] is None and m["mae_ci"] is not None
+    doc = json.loads(results_json({"test": {"sentiment": m}}))
+    assert doc["test"]["sentiment"]["corr"] is None
+    with pytest.raises(ValueError):  # NaN can never reach results.json
+        json.dumps({"corr": float("nan")}, allow_nan=False)
+    assert results_json({"corr": float("nan"), "inf": float("inf")}) == '{\n  "corr": null,\n  "inf": null\n}'
+
+
+def test_one_class_in_the_truth_leaves_f1_undefined_not_one() -> None:
+    # every truth positive and every prediction right: accuracy 1 is true, but F1 over "both classes" is not 1
+    m = sentiment_regression_metrics([1.0, 2.0, 0.5], [1.2, 2.2, 0.4], resamples=100)
+    assert m["has0_acc2"] == 1.0 and m["non0_acc2"] == 1.0
+    assert m["has0_f1"] is None and m["non0_f1"] is None and m["has0_f1_ci"] is None
+    assert (m["has0_n_pos"], m["has0_n_neg"], m["non0_n"], m["non0_n_pos"], m["non0_n_neg"]) == (3, 0, 3, 3, 0)
+    # an emotion never present in the split: no F1, no weighted accuracy; its counts say why
+    truth = np.array([[0, 1], [0, 0], [0, 1.0]])
+    e = emotion_presence_metrics(np.array([[0.1, 0.9], [0.2, 0.1], [0.7, 0.8]]), truth, ["fear", "sad"], resamples=100)
+    assert (e["fear_n_pos"], e["fear_n_neg"], e["sad_n_pos"], e["sad_n_neg"]) == (0, 3, 2, 1)
+    assert e["fear_f1"] is None and e["fear_wacc"] is None and e["fear_wf1"] is None and e["fear_acc"] == pytest.approx(2 / 3)
+    assert e["f1_mean"] == e["sad_f1"] == 1.0  # the mean is over the emotions where F1 is defined
+    assert e["n"] == 3
+    # single-label classes: one class in the truth, and a class absent from it
+    c = classification_metrics([0, 1, 0], [0, 0, 0], ["neg", "neu", "pos"], resamples=100)
+    assert c["wf1"] is None and c["macro_f1"] is None and c["wf1_ci"] is None and c["acc"] == pytest.approx(2 / 3)
+    assert (c["neg_n"], c["neu_n"], c["pos_n"]) == (3, 0, 0) and c["neu_f1"] is None and c["neg_f1"] == pytest.approx(0.8)
+
+
+def test_empty_split_is_all_undefined() -> None:
+    m = sentiment_regression_metrics([], [], resamples=50)
+    assert m["n"] == 0 and all(m[k] is None and m[f"{k}_ci"] is None for k in HEADLINE["regression"])
+    c = classification_metrics([], [], ["a", "b"], resamples=50)
+    assert c["n"] == 0 and c["acc"] is None and c["a_n"] == 0
+
+
+def test_bootstrap_intervals_are_the_resampled_metrics() -> None:
+    """The vectorised intervals equal the metric functions applied to each resample of default_rng(0)."""
+    rng = np.random.default_rng(3)
+    n, b = 50, 60
+    truth = np.round(rng.normal(size=n) * 4) / 3
+    pred = 0.5 * truth + rng.normal(size=n)
+    idx = np.random.default_rng(0).integers(0, n, size=(b, n))
+    m = sentiment_regression_metrics(pred, truth, resamples=b)
+    per = [sentiment_regression_metrics(pred[i], truth[i]) for i in idx]
+    for k in HEADLINE["regression"]:
+        vals = np.array([r[k] for r in per], dtype=float)
+        assert m[f"{k}_ci"] == pytest.approx(list(np.percentile(vals[np.isfinite(vals)], [2.5, 97.5])), abs=1e-9), k
+    labels = (rng.random((n, 3)) < [0.5, 0.2, 0.05]).astype(float)
+    labels[4, 1] = np.nan
+    prob = np.clip(0.4 * labels + rng.random((n, 3)) * 0.7, 0, 1)
+    e = emotion_presence_metrics(prob, labels, ["a", "b", "c"], resamples=b)
+    per_e = [emotion_presence_metrics(prob[i], labels[i], ["a", "b", "c"]) for i in idx]
+    for k in HEADLINE["multilabel"]:
+        vals = np.array([r[k] for r in per_e], dtype=float)
+        assert e[f"{k}_ci"] == pytest.approx(list(np.percentile(vals, [2.5, 97.5])), abs=1e-9), k
+    cls_t = rng.integers(0, 3, n)
+    cls_p = np.where(rng.random(n) < 0.6, cls_t, rng.integers(0, 3, n))
+    c = classification_metrics(cls_p, cls_t, ["x", "y", "z"], resamples=b)
+    per_c = [classification_metrics(cls_p[i], cls_t[i], ["x", "y", "z"]) for i in idx]
+    for k in HEADLINE["multiclass"]:
+        vals = np.array([r[k] for r in per_c], dtype=float)
+        assert c[f"{k}_ci"] == pytest.approx(list(np.percentile(vals, [2.5, 97.5])), abs=1e-9), k
+
+
+def _mosi_ridge_predictions() -> tuple[np.ndarray, np.ndarray]:
+    """Real predictions on real labels: ridge on the ACL 2017 release's MOSI text features, scored on that
+    release's own 752-segment test split (continuous labels from label.csv)."""
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+
+    root = Path(os.environ.get("MMOLRE_DATA", DATA)) / "mosi"  # MMOLRE_DATA: the shared data seen from a worktree
+    if not (root / "utterance" / "text_train.csv").is_file():
+        pytest.skip(f"{root}/utterance not found")
+    ids = pd.read_csv(root / "utterance" / "transcripts.csv", header=None)[0]
+    labels = pd.read_csv(root / "label.csv").set_index("id")["label"]
+
+    def split(name: str) -> tuple[np.ndarray, np.ndarray]:
+        t = pd.read_csv(root / "utterance" / f"text_{name}.csv", header=None).to_numpy()
+        y = labels.reindex(ids.iloc[t[:, 0].astype(int)]).to_numpy(dtype=float)
+        keep = np.isfinite(y)
+        return t[keep, 1:], y[keep]
+
+    xtr, ytr = split("train")
+    xte, yte = split("test")
+    return Ridge(alpha=10.0).fit(xtr, ytr).predict(xte), yte
+
+
+def test_intervals_contain_the_estimate_on_real_mosi_predictions() -> None:
+    pred, truth = _mosi_ridge_predictions()
+    m = sentiment_regression_metrics(pred, truth, resamples=1000)
+    assert m["n"] == len(truth) > 700
+    assert m["non0_n"] == m["non0_n_pos"] + m["non0_n_neg"] and m["has0_n_pos"] + m["has0_n_neg"] == m["n"]
+    for k in HEADLINE["regression"]:
+        low, high = m[f"{k}_ci"]
+        assert low <= m[k] <= high and high - low < 0.2, (k, m[k], low, high)
+    assert 0.4 < m["corr"] < 0.8 and 0.7 < m["non0_acc2"] < 0.85  # the README's measured floor: Corr ~0.6, Non0 ~77%
+    # the same seed gives the same interval
+    assert sentiment_regression_metrics(pred, truth, resamples=1000)["mae_ci"] == m["mae_ci"]
+
+
+def test_no_nan_reaches_results_json(tmp_path: Path) -> None:
+    doc = {"valid": {"sentiment": sentiment_regression_metrics([0.1, 0.1], [0.0, 0.0], resamples=20)}, "best_value": math.inf}
+    text = results_json(doc)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["best_value"] is None
