@@ -425,6 +425,7 @@ class StoreBuild:
                 files={rel: FileEntry(**e) for r in records for rel, e in r.files.items()},
                 build={**self.build_info, "writer": self.config.to_dict()},  # "config" stays the recipe's
                 report=_merge_report(report, records),
+                labels=dict(self.build_info.get("labels") or {}),  # the recipe's label vocabularies (feature_schemas.labels)
             )
             manifest.save(self.root)
             write_card(self.root, manifest)
