@@ -194,9 +194,11 @@ CREMAD_ROWS = [  # (emotion as written, transcript); the codes are CREMA-D's fil
 @pytest.fixture(scope="module")
 def cremad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("cremad")
-    rows = [f"s{i},{text},{emo},{('train', 'valid', 'test')[i % 3]}" for i, (emo, text) in enumerate(CREMAD_ROWS)]
-    rows.append("calm1,so very calm,calm,train")  # RAVDESS's class: not CREMA-D's
-    m = write_csv(folder / "cremad.csv", "segment_id,transcript,emotion,split", *rows)
+    tone = {"happy": "positive", "hap": "positive", "neutral": "neutral", "neu": "neutral"}
+    rows = [f"s{i},{text},{emo},{tone.get(emo.lower(), 'negative')},{('train', 'valid', 'test')[i % 3]}"
+            for i, (emo, text) in enumerate(CREMAD_ROWS)]
+    rows.append("calm1,so very calm,calm,neutral,train")  # RAVDESS's class: not CREMA-D's
+    m = write_csv(folder / "cremad.csv", "segment_id,transcript,emotion,sentiment,split", *rows)
     build_videos(m, folder / "store", TEXT_ONLY, emotion_classes="cremad", progress=False)
     return folder / "store"
 
@@ -208,6 +210,8 @@ def test_cremad_classes_recorded_and_outsider_refused(cremad: Path) -> None:
     seg = {r["segment_id"]: r["emotion_class"] for r in store.segments(columns=["segment_id", "emotion_class"]).to_pylist()}
     assert seg["s1"] == "anger" and seg["s5"] == "happy" and seg["s7"] == "neutral"  # codes under CREMA-D's names
     assert set(seg.values()) == set(CREMAD_EMOTION_CLASSES) and "calm1" not in seg
+    tones = {r["segment_id"]: r["sentiment_class"] for r in store.segments(columns=["segment_id", "sentiment_class"]).to_pylist()}
+    assert tones["s0"] == "negative" and tones["s4"] == "positive" and tones["s6"] == "neutral"
     failures = {r["item_id"]: r["reason"] for r in store.failures().to_pylist()}
     assert "'calm' is not one of the build's emotion classes (anger, disgust, fear, happy, neutral, sad)" in failures["calm1"]
     assert validate(cremad).ok
@@ -238,3 +242,15 @@ def test_model_on_cremad_classes_predicts_them(cremad: Path, tmp_path: Path) -> 
     out = predict_segment(run, {k: seg[k] for k in ("text_minilm", "text_minilm__coverage", "egemaps", "egemaps__coverage")})
     assert out["emotion"] in CREMAD_EMOTION_CLASSES and set(out["emotions"]) == set(CREMAD_EMOTION_CLASSES)
     assert set(results["test"]["emotion"]) >= {f"{c}_f1" for c in CREMAD_EMOTION_CLASSES}
+
+
+def test_mmsa_export_and_import_keep_classes_and_set(cremad: Path, tmp_path: Path) -> None:
+    from pipelines.mmsa_pickle import export_mmsa
+
+    pkl = export_mmsa(cremad, tmp_path / "cremad.pkl")
+    import_mmsa(pkl, tmp_path / "back", progress=False)
+    back, orig = Store(tmp_path / "back"), Store(cremad)
+    assert back.manifest.labels == orig.manifest.labels
+    cols = ["segment_id", "sentiment_class", "emotion_class", *EMOTIONS]
+    assert sorted(back.segments(columns=cols).to_pylist(), key=lambda r: r["segment_id"]) == \
+        sorted(orig.segments(columns=cols).to_pylist(), key=lambda r: r["segment_id"])
