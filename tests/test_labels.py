@@ -215,6 +215,7 @@ def test_cremad_classes_recorded_and_outsider_refused(cremad: Path) -> None:
     failures = {r["item_id"]: r["reason"] for r in store.failures().to_pylist()}
     assert "'calm' is not one of the build's emotion classes (anger, disgust, fear, happy, neutral, sad)" in failures["calm1"]
     assert validate(cremad).ok
+    assert "- `emotion_class`: anger, disgust, fear, happy, neutral, sad (cremad)" in (cremad / "README.md").read_text()
 
 
 def test_validator_checks_the_store_recorded_classes(cremad: Path, tmp_path: Path) -> None:
