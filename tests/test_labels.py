@@ -255,3 +255,20 @@ def test_mmsa_export_and_import_keep_classes_and_set(cremad: Path, tmp_path: Pat
     cols = ["segment_id", "sentiment_class", "emotion_class", *EMOTIONS]
     assert sorted(back.segments(columns=cols).to_pylist(), key=lambda r: r["segment_id"]) == \
         sorted(orig.segments(columns=cols).to_pylist(), key=lambda r: r["segment_id"])
+
+
+def test_mmsa_pickle_class_outside_its_recorded_set_fails_that_row(tmp_path: Path) -> None:
+    data = {"train": {
+        "id": ["x", "y", "z"], "raw_text": ["a b", "c d", "e f"], "text": np.ones((3, 2, 4), np.float32),
+        "regression_labels": np.zeros(3, np.float32), "emotion_class": ["HAP", "calm", None],
+        "labels": {"emotion_classes": list(CREMAD_EMOTION_CLASSES), "emotion_class_set": "cremad"},
+    }}
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps(data, protocol=4))
+    result = import_mmsa(path, tmp_path / "s", progress=False)
+    store = Store(tmp_path / "s")
+    assert result.n_failures == 1 and store.manifest.labels["emotion_class_set"] == "cremad"
+    rows = {r["segment_id"]: r["emotion_class"] for r in store.segments(columns=["segment_id", "emotion_class"]).to_pylist()}
+    assert rows == {"x": "happy", "z": None}
+    reason = store.failures().to_pylist()[0]["reason"]
+    assert "segment y: emotion 'calm' is not one of the store's emotion classes (anger, disgust" in reason
