@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from feature_schemas import (
     CREMAD_EMOTION_CLASSES,
@@ -71,8 +73,8 @@ def mmsa_pickle(folder: Path) -> Path:
     """MMSA's layout; emotions not given are NaN in `emotion_labels` (an all-NaN row gives none)."""
     n = len(CASES)
     emo = np.full((n + 1, len(EMOTIONS)), np.nan, np.float32)
-    for i, (_, _, _, given) in enumerate(CASES):
-        for e, v in given.items():
+    for i, (_, _, _, listed) in enumerate(CASES):
+        for e, v in listed.items():
             emo[i, EMOTIONS.index(e)] = v
     emo[2, :] = 0.0  # "c" gives emotions, none present: MMSA stores zeros
     data = {"train": {
@@ -94,9 +96,9 @@ def csd_folder(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
 
     labels, words = {}, {}
-    for sid, text, s, given in CASES:
+    for sid, text, s, listed in CASES:
         toks = text.split()
-        labels[f"vid_{sid}"] = {"features": np.array([[s, *(given.get(e, 0.0) for e in EMOTIONS)]], np.float32),
+        labels[f"vid_{sid}"] = {"features": np.array([[s, *(listed.get(e, 0.0) for e in EMOTIONS)]], np.float32),
                                 "intervals": np.array([[0.0, float(len(toks))]])}
         words[f"vid_{sid}"] = {"features": np.array([[t.encode()] for t in toks]),
                                "intervals": np.array([[k, k + 1.0] for k in range(len(toks))])}
@@ -143,6 +145,24 @@ def test_absent_emotions_are_zero_and_no_emotion_field_is_unknown(tmp_path: Path
     assert [labels["cols"][e] for e in EMOTIONS] == [0, 1.5, 0, 0, 0, 0]
     assert [labels["empty_obj"][e] for e in EMOTIONS] == [0] * 6
     assert [labels["none"][e] for e in EMOTIONS] == [None] * 6
+
+
+@settings(max_examples=100, deadline=None)
+@given(given_emotions=st.dictionaries(st.sampled_from(EMOTIONS), st.integers(0, 9).map(lambda k: k / 3), max_size=6))
+def test_one_rule_for_object_columns_and_mmsa_rows(given_emotions: dict[str, float]) -> None:
+    """Any set of given emotions: an `emotions` object, per-emotion columns (as CSV text) and an MMSA
+    `emotion_labels` row with NaN for the rest all store the same six values."""
+    from pipelines.inputs import check_labels
+    from pipelines.mmsa_pickle import _row_labels
+
+    expected = [given_emotions.get(e, 0.0) if given_emotions else None for e in EMOTIONS]
+    as_object = check_labels({"emotions": json.dumps(given_emotions)}) if given_emotions else check_labels({})
+    as_columns = check_labels({e: str(given_emotions.get(e, "")) for e in EMOTIONS})
+    row = np.array([given_emotions.get(e, np.nan) for e in EMOTIONS], np.float32)
+    as_mmsa = _row_labels({"id": ["s"], "emotion_labels": row[None]}, 0, emotion_class_set(), "p.pkl")
+    for got in (as_object, as_columns, as_mmsa):
+        values = [got[e] for e in EMOTIONS]
+        assert values == (pytest.approx(expected) if given_emotions else expected)
 
 
 def test_meld_sentiment_words_in_the_sentiment_column(tmp_path: Path) -> None:
