@@ -105,12 +105,13 @@ def probe_mosi(store: Path) -> dict[str, Any]:
 def probe_meld(store: Path) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
+    from feature_schemas import Manifest
     from mmolre.metrics import classification_metrics
-    from mmolre.tasks import EMOTION_CLASSES, SENTIMENT_CLASSES
 
+    manifest = Manifest.load(store)  # the store's own class sets (MELD's for stores built before `labels`)
     (Xtr, tr), (Xva, va) = (pooled(store, s) for s in ("train", "valid"))
     out: dict[str, Any] = {"valid": {}}
-    for task, classes in (("sentiment", SENTIMENT_CLASSES), ("emotion", EMOTION_CLASSES)):
+    for task, classes in (("sentiment", manifest.sentiment_classes), ("emotion", manifest.emotion_classes)):
         col = f"{task}_class"
         ytr = tr[col].map({c: i for i, c in enumerate(classes)}).to_numpy()
         yva = va[col].map({c: i for i, c in enumerate(classes)}).to_numpy()

@@ -6,6 +6,22 @@ Depends on nothing of ours; readers need only pyarrow.
 from .arrays import column_lists, column_vectors, list_of_values, list_of_vectors, vectors_to_arrow
 from .errors import ChecksumError, SchemaVersionError, StoreError
 from .feature_set import FeatureSet
+from .labels import (
+    CREMAD_EMOTION_CLASSES,
+    EMOTION_CLASS_SETS,
+    IEMOCAP_EMOTION_CLASSES,
+    LEGACY_EMOTION_CLASSES,
+    MELD_EMOTION_CLASSES,
+    MOSEI_EMOTIONS,
+    RAVDESS_EMOTION_CLASSES,
+    SENTIMENT_CLASSES,
+    ClassSet,
+    class_name,
+    emotion_class_set,
+    labels_record,
+    recorded_emotion_classes,
+    recorded_sentiment_classes,
+)
 from .manifest import (
     TEMPORARY_GLOB,
     FileEntry,
@@ -49,4 +65,8 @@ __all__ = [
     "failures_schema", "frames_schema", "list_of_values", "list_of_vectors", "segments_schema", "sha256_file",
     "table_dir", "table_path", "validate", "validate_aligned", "validate_failures", "validate_frames", "validate_segments",
     "vectors_to_arrow",
+    # label vocabularies (feature_schemas.labels)
+    "CREMAD_EMOTION_CLASSES", "EMOTION_CLASS_SETS", "IEMOCAP_EMOTION_CLASSES", "LEGACY_EMOTION_CLASSES",
+    "MELD_EMOTION_CLASSES", "MOSEI_EMOTIONS", "RAVDESS_EMOTION_CLASSES", "SENTIMENT_CLASSES", "ClassSet", "class_name",
+    "emotion_class_set", "labels_record", "recorded_emotion_classes", "recorded_sentiment_classes",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import SchemaVersionError, StoreError
 from .feature_set import FeatureSet
+from .labels import recorded_emotion_classes, recorded_sentiment_classes
 from .spec import LAYOUT, SCHEMA_VERSION
 
 
@@ -46,6 +47,16 @@ class Manifest:
     files: dict[str, FileEntry] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)  # recipe, configuration, input key
     report: dict[str, Any] = field(default_factory=dict)  # drops, imputations, non-finite counts
+    labels: dict[str, Any] = field(default_factory=dict)  # vocabularies (feature_schemas.labels); {} in older stores
+
+    @property
+    def emotion_classes(self) -> tuple[str, ...]:
+        """The single-label emotion classes this store allows (MELD's for stores written before `labels`)."""
+        return recorded_emotion_classes(self.labels)
+
+    @property
+    def sentiment_classes(self) -> tuple[str, ...]:
+        return recorded_sentiment_classes(self.labels)
 
     def to_json(self) -> str:
         d = {
@@ -56,6 +67,8 @@ class Manifest:
             "build": self.build,
             "report": self.report,
         }
+        if self.labels:  # optional key (a minor addition): stores without it read as before
+            d["labels"] = self.labels
         return json.dumps(d, indent=2, sort_keys=True, default=_jsonable) + "\n"
 
     @classmethod
@@ -78,6 +91,7 @@ class Manifest:
                 files={k: FileEntry.from_dict(v) for k, v in d.get("files", {}).items()},
                 build=d.get("build", {}),
                 report=d.get("report", {}),
+                labels=_labels(d.get("labels", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise StoreError(f"{source}: malformed manifest ({e})") from None
@@ -99,6 +113,15 @@ class Manifest:
 
     def splits(self) -> list[str]:
         return sorted({f.split for f in self.files.values() if f.table == "segments" and f.split and f.rows})
+
+
+def _labels(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"labels must be an object, not {type(value).__name__}")
+    for key in ("emotion_classes", "sentiment_classes", "emotions"):
+        if key in value and not (isinstance(value[key], list) and all(isinstance(c, str) for c in value[key])):
+            raise ValueError(f"labels.{key} must be a list of names")
+    return value
 
 
 def _jsonable(o: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,21 @@ def _check_split_and_ids(name: str, table: pa.Table, unique: bool) -> list[Probl
     return out
 
 
-def validate_segments(table: pa.Table) -> list[Problem]:
+def _check_classes(table: pa.Table, column: str, allowed: Sequence[str]) -> list[Problem]:
+    """Class labels outside the store's recorded set, each named with its row."""
+    if column not in table.column_names:
+        return []
+    v = table.column(column)
+    outside = pc.and_(pc.is_valid(v), pc.invert(pc.is_in(v, value_set=pa.array(list(allowed), pa.string()))))
+    shown = ", ".join(allowed) or "none recorded"
+    return [Problem("segments", column, i, f"{x!r} is not one of the store's classes ({shown})")
+            for i, x in zip(_ids(table, outside), pc.filter(v, outside).to_pylist(), strict=True)]
+
+
+def validate_segments(table: pa.Table, emotion_classes: Sequence[str] | None = None,
+                      sentiment_classes: Sequence[str] | None = None) -> list[Problem]:
+    """Schema, splits, ids and label ranges; class labels too when the store's class sets are given
+    (`validate` passes the manifest's; a shard being written was checked against them when its inputs were read)."""
     out = _check_schema("segments", table, segments_schema())
     out += _check_split_and_ids("segments", table, unique=True)
     for col, (lo, hi) in _RANGES.items():
@@ -110,6 +125,10 @@ def validate_segments(table: pa.Table) -> list[Problem]:
         outside = pc.fill_null(pc.or_(pc.less(v, lo), pc.greater(v, hi)), False)
         vals = pc.filter(v, outside).to_pylist()
         out += [Problem("segments", col, i, f"{x} outside [{lo}, {hi}]") for i, x in zip(_ids(table, outside), vals, strict=True)]
+    if emotion_classes is not None:
+        out += _check_classes(table, "emotion_class", emotion_classes)
+    if sentiment_classes is not None:
+        out += _check_classes(table, "sentiment_class", sentiment_classes)
     return out
 
 
@@ -185,7 +204,7 @@ def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationRe
 
     segments = whole("segments")
     if segments is not None:
-        problems += validate_segments(segments)
+        problems += validate_segments(segments, manifest.emotion_classes, manifest.sentiment_classes)
     aligned = whole("aligned")
     if aligned is not None:
         problems += validate_aligned(aligned, manifest.feature_sets)

@@ -139,10 +139,12 @@ def extract_video_features(
     n_workers: int | None = None,
     units_per_shard: int = VIDEO_UNITS_PER_SHARD,
     overwrite: bool = False,
+    emotion_classes: str | None = None,
 ) -> dict[str, Any]:
-    """Raw videos (MMSA-FET folder, manifest CSV/JSONL, or one video) -> the same store as the SDK importer."""
+    """Raw videos (MMSA-FET folder, manifest CSV/JSONL, or one video) -> the same store as the SDK importer.
+    `emotion_classes`: meld, cremad, ravdess, iemocap or comma-separated names (None: found from the labels)."""
     from pipelines.recipes.videos import plan_videos
 
     config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
-    plan = plan_videos(input, video_config(face=face, fps=fps), config, split=split)
+    plan = plan_videos(input, video_config(face=face, fps=fps), config, split=split, emotion_classes=emotion_classes)
     return run_build_plan(plan, store, dask_address, n_workers, overwrite)

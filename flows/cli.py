@@ -70,7 +70,8 @@ def cmd_build_videos(args: argparse.Namespace) -> int:
     from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD, plan_videos
 
     config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)
-    plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split)
+    plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split,
+                       emotion_classes=args.emotion_classes)
     return _run_plan(plan, args)
 
 
@@ -289,6 +290,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split for inputs that name none")
     p.add_argument("--asr-model", default=None, help="local faster-whisper model folder (default: the packaged tiny.en)")
     p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
+    p.add_argument("--emotion-classes", default=None, metavar="SET|A,B,...",
+                   help="the store's single-label emotion classes: meld, cremad, ravdess, iemocap or comma-separated "
+                        "names (default: found from the labels); rows outside the set fail")
     _add_build_options(p)
     p.set_defaults(func=cmd_build_videos)
 

@@ -77,14 +77,16 @@ def video_to_model(
     seed: int | None = None,
     dask_address: str | None = None,
     n_workers: int | None = None,
+    emotion_classes: str | None = None,
 ) -> dict[str, Any]:
-    """Point it at videos with transcripts and labels; get a reusable store, a trained model and a report."""
+    """Point it at videos with transcripts and labels; get a reusable store, a trained model and a report.
+    `emotion_classes`: meld, cremad, ravdess, iemocap or comma-separated names (None: found from the labels)."""
     logger = get_run_logger()
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     store, run = str(root / "store"), str(root / "run")
     build = extract_video_features(input=input, store=store, face=face, fps=fps, mode=mode,
-                                   dask_address=dask_address, n_workers=n_workers)
+                                   dask_address=dask_address, n_workers=n_workers, emotion_classes=emotion_classes)
     trained = train_mmolre(store=store, out=run, model=model, config_file=config_file, overrides=overrides,
                            epochs=epochs, seed=seed)
     example_id = pick_example(store)

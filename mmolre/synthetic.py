@@ -18,19 +18,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feature_schemas import (
+    EMOTION_CLASS_SETS,
     EMOTIONS,
+    MELD_EMOTION_CLASSES,
+    SENTIMENT_CLASSES,
     FeatureSet,
     FileEntry,
     Manifest,
     aligned_schema,
     coverage_column,
+    labels_record,
     list_of_vectors,
     segments_schema,
     sha256_file,
     table_path,
 )
-
-from .tasks import EMOTION_CLASSES, SENTIMENT_CLASSES
 
 MODALITY_OF = {"text": "text", "audio": "audio", "visual": "visual"}
 
@@ -64,7 +66,7 @@ def _labels(z: np.ndarray, kind: str, rng: np.random.Generator) -> dict[str, lis
     if kind == "meld":
         out["sentiment_class"] = [SENTIMENT_CLASSES[i] for i in np.digitize(s, [-0.5, 0.5])]
         emo = np.argmax(z[:, :4] @ np.array([[1, 0, -1, 0, 0.5, 0, 0], [0, 1, 0, -1, 0, 0.5, 0], [0, 0, 1, 0, -1, 0, 0.5], [1, -1, 0, 0, 0, 0, 0]], np.float64) + 0.3 * rng.standard_normal((n, 7)), axis=1)
-        out["emotion_class"] = [EMOTION_CLASSES[i] for i in emo]
+        out["emotion_class"] = [MELD_EMOTION_CLASSES[i] for i in emo]
     return out
 
 
@@ -143,5 +145,6 @@ def write_synthetic_store(path: str | Path, spec: SyntheticSpec | None = None, n
         for m, d in spec.dims.items()
     }
     build = {"recipe": "synthetic", "labels": spec.labels, "sizes": dict(spec.sizes), "seed": spec.seed}
-    Manifest(name=name, feature_sets=feature_sets, files=files, build=build).save(root)
+    emotion_set = EMOTION_CLASS_SETS["meld"] if spec.labels == "meld" else None
+    Manifest(name=name, feature_sets=feature_sets, files=files, build=build, labels=labels_record(emotion_set)).save(root)
     return root

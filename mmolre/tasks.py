@@ -1,7 +1,8 @@
 """What the model predicts: the tasks a store's labels support, and how each is posed.
 
 Sentiment is a regression in [-3, 3] (CMU-MOSI/MOSEI) or classes (MELD: negative, neutral, positive);
-emotion is multi-label presence over MOSEI's six emotions (intensity > 0) or one class per segment (MELD's 7).
+emotion is multi-label presence over MOSEI's six emotions (intensity > 0) or one class per segment, over the
+class set the store's manifest records (MELD's 7, CREMA-D's 6, RAVDESS's 8, ...; feature_schemas.labels).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from feature_schemas import EMOTIONS, Store, StoreError
+from feature_schemas import EMOTIONS, MELD_EMOTION_CLASSES, Store, StoreError
+from feature_schemas import SENTIMENT_CLASSES as SENTIMENT_CLASSES  # re-exported for importers
 
-SENTIMENT_CLASSES: tuple[str, ...] = ("negative", "neutral", "positive")
-EMOTION_CLASSES: tuple[str, ...] = ("neutral", "joy", "sadness", "anger", "surprise", "disgust", "fear")
+EMOTION_CLASSES: tuple[str, ...] = MELD_EMOTION_CLASSES  # MELD's; a store's own set is in its manifest
 TASK_NAMES: tuple[str, ...] = ("sentiment", "emotion")
 KINDS: tuple[str, ...] = ("regression", "multilabel", "multiclass")
 
@@ -71,23 +72,29 @@ def infer_tasks(
     def has(col: str) -> bool:
         return seg.num_rows > 0 and seg.column(col).null_count < seg.num_rows
 
-    def classes(col: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    def classes(col: str, recorded: tuple[str, ...]) -> tuple[str, ...]:
+        """The store's recorded classes, in their order; a label outside them means the store is inconsistent."""
         found = {str(v) for v in pc.unique(seg.column(col).drop_null()).to_pylist()}
-        return known if found <= set(known) else tuple(sorted(found))
+        if not found <= set(recorded):
+            raise StoreError(f"{store.path}: {col} values {sorted(found - set(recorded))} are not in the store's "
+                             f"recorded classes ({', '.join(recorded) or 'none'}); run `mmolre validate` and rebuild")
+        if len(recorded) < 2:
+            raise StoreError(f"{store.path}: {col} has {len(recorded)} class ({', '.join(recorded)}); a classifier needs two")
+        return recorded
 
     out: list[TaskSpec] = []
     if "sentiment" in wanted:
         if sentiment in ("auto", "regression") and has("sentiment"):
             out.append(TaskSpec("sentiment", "regression"))
         elif sentiment in ("auto", "classes") and has("sentiment_class"):
-            out.append(TaskSpec("sentiment", "multiclass", classes("sentiment_class", SENTIMENT_CLASSES)))
+            out.append(TaskSpec("sentiment", "multiclass", classes("sentiment_class", store.manifest.sentiment_classes)))
         elif tasks:
             raise StoreError(f"{store.path}: no sentiment labels ({sentiment}) in the training split")
     if "emotion" in wanted:
         if emotion in ("auto", "presence") and any(has(e) for e in EMOTIONS):
             out.append(TaskSpec("emotion", "multilabel", EMOTIONS))
         elif emotion in ("auto", "classes") and has("emotion_class"):
-            out.append(TaskSpec("emotion", "multiclass", classes("emotion_class", EMOTION_CLASSES)))
+            out.append(TaskSpec("emotion", "multiclass", classes("emotion_class", store.manifest.emotion_classes)))
         elif tasks:
             raise StoreError(f"{store.path}: no emotion labels ({emotion}) in the training split")
     if not out:

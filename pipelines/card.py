@@ -41,6 +41,19 @@ def shorten_lists(value: Any, n: int = CARD_IDS) -> Any:
     return value
 
 
+def _labels_section(manifest: Manifest) -> list[str]:
+    """The store's label vocabularies (manifest `labels`), so a reader knows the classes without our code."""
+    if not manifest.labels:
+        return []
+    emo = manifest.emotion_classes
+    known = manifest.labels.get("emotion_class_set")
+    return ["## Labels", "",
+            f"- `emotion_class`: {', '.join(emo) if emo else 'none'}" + (f" ({known})" if known else ""),
+            f"- `sentiment_class`: {', '.join(manifest.sentiment_classes)}",
+            f"- presence emotions ({', '.join(manifest.labels.get('emotions', []))}): intensity in [0, 3]; a row that "
+            "gives any emotion has 0 for the ones it does not list, null only when it gives none", ""]
+
+
 def render_card(manifest: Manifest) -> str:
     rows = {s: manifest.rows("segments", s) for s in SPLITS}
     fs_lines = [
@@ -60,6 +73,7 @@ def render_card(manifest: Manifest) -> str:
          "| split | segments |", "| --- | --- |", *[f"| {s} | {n} |" for s, n in rows.items()], "",
          "## Feature sets", "", "| name | modality | dims | extractor | frames/s | dimension names |", "| --- | --- | --- | --- | --- | --- |",
          *fs_lines, "",
+         *_labels_section(manifest),
          "## Layout", "", *[f"- {k}: `{v}`" for k, v in LAYOUT.items()], "",
          "## Tables", "", "### segments", *columns, "", "### aligned", *aligned, "",
          "## Reading it without mmolre", "", "```python",

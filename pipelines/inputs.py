@@ -3,10 +3,16 @@
 Accepted inputs (`discover_inputs` picks by shape):
   * MMSA-FET layout: a folder with `label.csv` (video_id, clip_id, text, label, label_T, label_A, label_V,
     annotation, mode) and `Raw/<video_id>/<clip_id>.mp4`;
-  * a manifest (CSV or JSONL): video_path, segment_id, start, end, transcript, sentiment, emotions (a JSON
-    object, or the six columns happy..fear) or emotion (one MELD-style label), sentiment_class, split;
+  * a manifest (CSV or JSONL): video_path, segment_id, start, end, transcript, sentiment (a number in
+    [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or the
+    six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one
+    class of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class,
+    split;
   * one video (or audio) file;
   * text-only label files: CMU-MOSI's `id,text,label,mode` label.csv and MELD's `*_sent_emo.csv`.
+
+Labels follow feature_schemas/labels.py on every route. A build's emotion class set is declared or found from
+its rows by `resolve_emotion_classes`; rows naming a class outside it fail.
 
 Problems with one row (a bad id, a label out of range, a missing file) become `Failure`s so that the other
 rows still build; a problem with the input as a whole (missing file, unknown format, missing columns) raises
@@ -23,19 +29,25 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from feature_schemas import EMOTIONS, SPLITS
+from feature_schemas import (
+    EMOTIONS,
+    SENTIMENT_CLASSES,
+    SPLITS,
+    ClassSet,
+    class_name,
+    emotion_class_set,
+)
 
 from .records import Failure, PipelineError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
 SPLIT_ALIASES = {"dev": "valid", "val": "valid", "validation": "valid"}
-SENTIMENT_CLASSES = ("negative", "neutral", "positive")
-EMOTION_CLASSES = ("neutral", "joy", "sadness", "anger", "surprise", "disgust", "fear")
 LABEL_KEYS = ("sentiment", *EMOTIONS, "sentiment_class", "emotion_class")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -165,9 +177,9 @@ def _text(value: Any) -> str | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def check_labels(row: dict[str, Any]) -> dict[str, Any]:
-    """Labels of one row in the segments table's names and ranges: sentiment in [-3, 3], emotions in [0, 3]."""
-    labels: dict[str, Any] = {"sentiment": _number(row.get("sentiment"), "sentiment", -3.0, 3.0)}
+def _emotions(row: dict[str, Any]) -> dict[str, float | None]:
+    """MOSEI's six presence emotions of one row: 0 for each one a row that gives emotions does not list;
+    null for all six only when the row gives none (no `emotions` object, every per-emotion column empty)."""
     emotions = row.get("emotions")
     if not _missing(emotions):
         if isinstance(emotions, str):
@@ -179,15 +191,69 @@ def check_labels(row: dict[str, Any]) -> dict[str, Any]:
             raise RowError(f"emotions must be a JSON object of {', '.join(EMOTIONS)}, not {emotions!r}")
         unknown = set(emotions) - set(EMOTIONS)
         if unknown:
-            raise RowError(f"emotions has unknown keys {sorted(unknown)}; known: {', '.join(EMOTIONS)}")
+            raise RowError(f"emotions has unknown keys {sorted(unknown)}; known: {', '.join(EMOTIONS)} "
+                           "(a single class such as CREMA-D's or RAVDESS's goes in the emotion column)")
+        given = emotions
     else:
-        emotions = {e: row.get(e) for e in EMOTIONS}
+        given = {e: row.get(e) for e in EMOTIONS if not _missing(row.get(e))}
+        if not given:
+            return {e: None for e in EMOTIONS}
+    out: dict[str, float | None] = {}
     for e in EMOTIONS:
-        labels[e] = _number(emotions.get(e), e, 0.0, 3.0)
-    labels["sentiment_class"] = _category(row.get("sentiment_class"), "sentiment_class", SENTIMENT_CLASSES)
-    labels["emotion_class"] = _category(row.get("emotion") if _missing(row.get("emotion_class")) else row.get("emotion_class"),
-                                        "emotion", EMOTION_CLASSES)
+        x = _number(given.get(e), e, 0.0, 3.0)
+        out[e] = 0.0 if x is None else x
+    return out
+
+
+def _class(value: Any, what: str) -> str | None:
+    if _missing(value):
+        return None
+    try:
+        return class_name(value)
+    except ValueError as e:
+        raise RowError(f"{what} {e}") from None
+
+
+def check_labels(row: dict[str, Any]) -> dict[str, Any]:
+    """Labels of one row in the segments table's names and ranges: sentiment in [-3, 3] (MELD's words in the
+    sentiment column become sentiment_class), emotions in [0, 3] with absent ones 0, emotion_class a
+    well-formed lower-case name (whether it is in the build's set is `resolve_emotion_classes`' question)."""
+    sentiment, sentiment_class = row.get("sentiment"), row.get("sentiment_class")
+    if isinstance(sentiment, str) and sentiment.strip().lower() in SENTIMENT_CLASSES:
+        word = sentiment.strip().lower()
+        if not _missing(sentiment_class) and str(sentiment_class).strip().lower() != word:
+            raise RowError(f"sentiment {sentiment!r} and sentiment_class {sentiment_class!r} disagree")
+        sentiment, sentiment_class = None, word
+    labels: dict[str, Any] = {"sentiment": _number(sentiment, "sentiment", -3.0, 3.0)}
+    labels.update(_emotions(row))
+    labels["sentiment_class"] = _category(sentiment_class, "sentiment_class", SENTIMENT_CLASSES)
+    labels["emotion_class"] = _class(row.get("emotion") if _missing(row.get("emotion_class")) else row.get("emotion_class"),
+                                     "emotion")
     return labels
+
+
+def resolve_emotion_classes(parsed: ParsedInputs, declared: str | Sequence[str] | None = None) -> tuple[ParsedInputs, ClassSet]:
+    """The build's emotion class set (`declared`: a known set's name or class names; None: found from the
+    rows, see `feature_schemas.emotion_class_set`) and the inputs with each emotion under its canonical name
+    (CREMA-D's `ang` -> `anger`); a row naming a class outside the set becomes a failure."""
+    found = {s.labels["emotion_class"] for s in parsed.specs if s.labels.get("emotion_class") is not None}
+    try:
+        classes = emotion_class_set(found, declared)
+    except ValueError as e:
+        raise PipelineError(f"{parsed.path or 'inputs'}: {e}", stage="read", source_path=parsed.path) from None
+    specs: list[SegmentSpec] = []
+    failures = list(parsed.failures)
+    allowed = ", ".join(classes.classes) or "none"
+    for s in parsed.specs:
+        value = s.labels.get("emotion_class")
+        name = None if value is None else classes.canonical(value)
+        if value is not None and name is None:
+            failures.append(Failure(s.segment_id, "read", f"{s.source_path}: segment {s.segment_id!r}: emotion {value!r} "
+                                    f"is not one of the build's emotion classes ({allowed}); declare the set with "
+                                    "--emotion-classes", s.source_path))
+            continue
+        specs.append(s if name == value else replace(s, labels={**s.labels, "emotion_class": name}))
+    return ParsedInputs(specs, failures, parsed.source, parsed.path), classes
 
 
 # --- table reading --------------------------------------------------------------------------------------

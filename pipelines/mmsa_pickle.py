@@ -10,7 +10,10 @@ numpy arrays and plain containers need, and refuses anything else with `MmsaPick
 the refused global.
 
 Export also writes a few keys MMSA ignores ("words", "word_start", "word_end", "emotion_labels",
-"feature_sets") so that importing our own export restores the store's values and names.
+"sentiment_class", "emotion_class", "labels", "feature_sets") so that importing our own export restores the
+store's values and names. Labels follow feature_schemas/labels.py: an `emotion_labels` row that gives any
+emotion has 0 for the ones it leaves NaN (all NaN: unknown); MMSA's `annotations` (Negative/Neutral/Positive)
+become sentiment_class; the emotion class set is the export's recorded one, else found from the values.
 """
 
 from __future__ import annotations
@@ -26,20 +29,35 @@ from typing import Any
 import numpy as np
 
 from feature_schemas import (
+    EMOTION_CLASS_SETS,
     EMOTIONS,
+    SENTIMENT_CLASSES,
     SPLITS,
+    ClassSet,
     FeatureSet,
     Store,
     StoreError,
     atomic_path,
+    class_name,
     column_lists,
     column_vectors,
     coverage_column,
+    emotion_class_set,
+    labels_record,
 )
 
 from .collapse import CollapseConfig
 from .folds import video_id_of
-from .records import FrameFeatures, PipelineError, SegmentRecord, UnitResult, WordFeatures, Words, WorkUnit
+from .records import (
+    Failure,
+    FrameFeatures,
+    PipelineError,
+    SegmentRecord,
+    UnitResult,
+    WordFeatures,
+    Words,
+    WorkUnit,
+)
 from .store_writer import BuildConfig, BuildResult, build_store
 
 MODALITIES = ("text", "audio", "vision")
@@ -171,6 +189,9 @@ def export_mmsa(
                                  dtype=object),
             "regression_labels": seg.loc[ids, "sentiment"].to_numpy(np.float32, na_value=np.nan),
             "emotion_labels": seg.loc[ids, list(EMOTIONS)].to_numpy(np.float32, na_value=np.nan).reshape(-1, len(EMOTIONS)),
+            "sentiment_class": np.array(seg.loc[ids, "sentiment_class"].tolist(), dtype=object),
+            "emotion_class": np.array(seg.loc[ids, "emotion_class"].tolist(), dtype=object),
+            "labels": dict(st.manifest.labels),
             "words": [w[:seq_len] for w in words],
             "word_start": [x[:seq_len] for x in column_lists(al.column("word_start"), np.float64)],
             "word_end": [x[:seq_len] for x in column_lists(al.column("word_end"), np.float64)],
@@ -241,7 +262,60 @@ def _n_real(rows: np.ndarray) -> int:
     return int(nz[-1]) + 1 if nz.size else 0
 
 
-def _record(d: Mapping[str, Any], i: int, split: str, sets: Mapping[str, FeatureSet], aligned: bool, source: str) -> SegmentRecord:
+def _text_label(d: Mapping[str, Any], key: str, i: int) -> str | None:
+    if key not in d:
+        return None
+    v = d[key][i]
+    return None if v is None or (isinstance(v, float) and not np.isfinite(v)) or not str(v).strip() else str(v)
+
+
+def _row_labels(d: Mapping[str, Any], i: int, classes: ClassSet, source: str) -> dict[str, Any]:
+    """Emotion presence, sentiment class and emotion class of row i, under the same rule as every route."""
+    out: dict[str, Any] = {}
+    if "emotion_labels" in d:
+        row = np.asarray(d["emotion_labels"][i], np.float64)
+        given = bool(np.isfinite(row).any())  # all NaN: the row gives no emotion; else absent ones are 0
+        for e, v in zip(EMOTIONS, row, strict=True):
+            out[e] = (float(v) if np.isfinite(v) else 0.0) if given else None
+    word = _text_label(d, "sentiment_class", i) or _text_label(d, "annotations", i)
+    if word is not None and word.strip().lower() in SENTIMENT_CLASSES:
+        out["sentiment_class"] = word.strip().lower()
+    value = _text_label(d, "emotion_class", i)
+    if value is not None:
+        try:
+            name = classes.canonical(class_name(value))
+        except ValueError as e:
+            name, why = None, str(e)
+        else:
+            why = f"is not one of the store's emotion classes ({', '.join(classes.classes) or 'none'})"
+        if name is None:
+            raise PipelineError(f"{source}: segment {d['id'][i]!s}: emotion {value!r} {why}", "read", str(d["id"][i]), source)
+        out["emotion_class"] = name
+    return out
+
+
+def mmsa_emotion_classes(data: Mapping[str, Any]) -> ClassSet:
+    """The pickle's emotion class set: the one our export recorded, else found from its emotion_class values."""
+    first = next(data[s] for s in SPLITS if s in data)
+    rec = first.get("labels")
+    if isinstance(rec, dict) and rec.get("emotion_classes"):
+        name = rec.get("emotion_class_set")
+        known = EMOTION_CLASS_SETS.get(name) if isinstance(name, str) else None
+        return known or ClassSet(None, tuple(str(c) for c in rec["emotion_classes"]))
+    found = set()
+    for split in SPLITS:
+        for j in range(len(data[split]["id"])) if split in data and "emotion_class" in data[split] else ():
+            value = _text_label(data[split], "emotion_class", j)
+            if value is not None:
+                try:
+                    found.add(class_name(value))
+                except ValueError:
+                    pass  # refused row by row when its record is made
+    return emotion_class_set(found)
+
+
+def _record(d: Mapping[str, Any], i: int, split: str, sets: Mapping[str, FeatureSet], aligned: bool, source: str,
+            classes: ClassSet) -> SegmentRecord:
     sid = str(d["id"][i])
     if "words" in d:
         words = [str(w) for w in d["words"][i]]
@@ -274,9 +348,7 @@ def _record(d: Mapping[str, Any], i: int, split: str, sets: Mapping[str, Feature
     for col, key in (("start", "segment_start"), ("end", "segment_end")):
         if key in d and np.isfinite(d[key][i]):
             seg[col] = float(d[key][i])
-    if "emotion_labels" in d:
-        for e, v in zip(EMOTIONS, np.asarray(d["emotion_labels"][i], np.float64), strict=True):
-            seg[e] = float(v) if np.isfinite(v) else None
+    seg.update(_row_labels(d, i, classes, source))
     rec = SegmentRecord(seg, w)
     for mod, fs in sets.items():
         rows = np.asarray(d[mod][i], np.float32)
@@ -295,8 +367,15 @@ def process_mmsa_unit(unit: WorkUnit) -> UnitResult:
     """Turn one slice of a pickle's split (carried in the payload) into segment records."""
     p = unit.payload
     sets = {m: FeatureSet.from_dict(fs) for m, fs in p["sets"].items()}
-    recs = [_record(p["data"], i, p["split"], sets, p["aligned"], p["source"]) for i in range(len(p["data"]["id"]))]
-    return UnitResult(records=recs, report={f"segments_imported.{p['split']}": len(recs)})
+    classes = ClassSet(p["emotion_class_set"], tuple(p["emotion_classes"]),
+                       EMOTION_CLASS_SETS[p["emotion_class_set"]].aliases if p["emotion_class_set"] in EMOTION_CLASS_SETS else {})
+    recs, failures = [], []
+    for i in range(len(p["data"]["id"])):
+        try:
+            recs.append(_record(p["data"], i, p["split"], sets, p["aligned"], p["source"], classes))
+        except PipelineError as e:
+            failures.append(Failure(e.item_id or str(p["data"]["id"][i]), e.stage, str(e), e.source_path))
+    return UnitResult(records=recs, failures=failures, report={f"segments_imported.{p['split']}": len(recs)})
 
 
 def mmsa_units(
@@ -314,7 +393,9 @@ def mmsa_units(
         aligned = bool(first.get("aligned", "unaligned" not in p.name))
     st = p.stat()
     base = f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{sorted((m, fs.name) for m, fs in sets.items())}\0{aligned}"
-    keys = ["id", "raw_text", "regression_labels", "emotion_labels", "words", "word_start", "word_end", "video_id",
+    classes = mmsa_emotion_classes(data)
+    keys = ["id", "raw_text", "regression_labels", "emotion_labels", "sentiment_class", "annotations", "emotion_class",
+            "words", "word_start", "word_end", "video_id",
             "segment_start", "segment_end", "audio_lengths", "vision_lengths", *sets, *(f"{m}_coverage" for m in sets)]
     units = []
     for split in SPLITS:
@@ -328,9 +409,10 @@ def mmsa_units(
             units.append(WorkUnit(f"{split}-{lo:07d}", key, {
                 "data": part, "split": split, "aligned": aligned, "source": str(p),
                 "sets": {m: fs.to_dict() for m, fs in sets.items()},
+                "emotion_classes": list(classes.classes), "emotion_class_set": classes.name,
             }))
     report = {"mmsa_file": p.name, "aligned": aligned, "segments": {s: len(data[s]["id"]) for s in SPLITS if s in data},
-              "modalities": {m: fs.name for m, fs in sets.items()}}
+              "modalities": {m: fs.name for m, fs in sets.items()}, "labels": labels_record(classes)}
     return units, list(sets.values()), report
 
 
@@ -348,6 +430,7 @@ def import_mmsa(
     units, feature_sets, report = mmsa_units(path, names, aligned)
     return build_store(store, name or Path(path).stem, units, process_mmsa_unit, feature_sets,
                        BuildConfig(collapse=CollapseConfig(mode=mode)), executor=executor,
-                       build_info={"recipe": "mmsa/1", "file": str(Path(path).resolve()), "aligned": report["aligned"]},
+                       build_info={"recipe": "mmsa/1", "file": str(Path(path).resolve()), "aligned": report["aligned"],
+                                   "labels": report.pop("labels")},
                        report=report, progress=progress)
 

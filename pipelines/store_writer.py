@@ -582,6 +582,7 @@ class StoreBuild:
                        "shards": {r.shard_id: r.key for r in records},  # what a rerun compares: no _build/ needed
                        "shard_counters": {r.shard_id: r.counters for r in records if r.counters}},
                 report=_merge_report(report, records),
+                labels=dict(self.build_info.get("labels") or {}),  # the recipe's label vocabularies (feature_schemas.labels)
             )
             manifest.save(self.root)
             write_card(self.root, manifest)

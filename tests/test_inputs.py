@@ -81,7 +81,7 @@ def test_manifest_csv_rows(tmp_path: Path) -> None:
     assert set(specs) == {"a_1", "a_2", "txt1"}
     a1, a2, t = specs["a_1"], specs["a_2"], specs["txt1"]
     assert a1.video_path == tmp_path / "clips" / "a.mp4" and (a1.start, a1.end) == (0.0, 3.5)
-    assert a1.labels["happy"] == 1.0 and a1.labels["sad"] == 0.0 and a1.labels["anger"] is None
+    assert a1.labels["happy"] == 1.0 and a1.labels["sad"] == 0.0 and a1.labels["anger"] == 0.0  # not listed: 0
     assert a1.labels["sentiment_class"] == "positive" and a1.split == "train" and a1.video_id == "a"
     assert a2.labels["emotion_class"] == "joy" and a2.split == "valid" and a2.labels["sentiment"] is None
     assert t.text_only and t.video_path is None and t.start is None and t.labels["sentiment"] == -2.0
@@ -95,7 +95,8 @@ def test_manifest_csv_rows(tmp_path: Path) -> None:
     assert "appears 2 times" in reasons["dup"]
     assert len(parsed.failures) == 8
     row = a1.segment_row()
-    assert row["segment_id"] == "a_1" and row["source"] == "manifest" and row["fear"] is None
+    assert row["segment_id"] == "a_1" and row["source"] == "manifest" and row["fear"] == 0.0
+    assert a2.labels["happy"] is None and t.labels["fear"] is None  # no emotion field at all: unknown
 
 
 def test_manifest_tsv_is_split_on_tabs(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from feature_schemas import EMOTIONS, FeatureSet
+from feature_schemas import EMOTIONS, FeatureSet, labels_record
 
 from ..collapse import CollapseConfig
 from ..csd import FEATURE_ROLES, ROLES, CsdFile, CsdInfo, discover, words_of
@@ -367,6 +367,7 @@ def plan_sdk(
         "sets": [fs.name for fs in feature_sets],
         "folds": "standard" if folds is None else (str(folds) if isinstance(folds, (str, os.PathLike)) else "given"),
         "batch_videos": batch_videos,
+        "labels": labels_record(),  # MOSEI's presence emotions as given (0 = absent); no single-label classes
     }
     return BuildPlan(f"cmu-{dataset}", units, process_sdk_unit, feature_sets, config or BuildConfig(), build_info, report)
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from feature_schemas import FeatureSet
+from feature_schemas import FeatureSet, labels_record
 
 from ..audio import AudioConfig, audio_feature_set, empty_frames, extract_audio
-from ..inputs import ParsedInputs, SegmentSpec, discover_inputs
+from ..inputs import ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
 from ..media import SAMPLE_RATE, cut, probe, read_audio
 from ..records import Failure, FrameFeatures, PipelineError, SegmentRecord, UnitResult, Words, WorkUnit
 from ..text import TextConfig, encode_words, text_feature_set
@@ -341,15 +341,19 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
 # --- the whole build --------------------------------------------------------------------------------------
 
 def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_config: Any = None,
-                split: str | None = None, name: str | None = None) -> Any:
+                split: str | None = None, name: str | None = None,
+                emotion_classes: str | Sequence[str] | None = None) -> Any:
     """Everything decided before work runs (units, feature sets, report) as the writer's BuildPlan, for
     `run_plan` or a Prefect flow. `build_config` None: the writer's BuildConfig with 2 videos per shard, so a
     few videos still spread over the workers. `split`: a MELD file's split, a manifest's default split or a
-    single video's."""
+    single video's. `emotion_classes`: the store's emotion class set (a known set's name or class names;
+    None: found from the rows); it is recorded in the manifest's `labels`."""
     from ..store_writer import BuildConfig, BuildPlan
 
-    units, sets, report = video_units(input, config, split)
-    info = {"recipe": RECIPE_VERSION, "config": config.to_dict(), "input": report.get("input_path")}
+    parsed, classes = resolve_emotion_classes(parse_inputs(input, split), emotion_classes)
+    units, sets, report = video_units(parsed, config, split)
+    info = {"recipe": RECIPE_VERSION, "config": config.to_dict(), "input": report.get("input_path"),
+            "labels": labels_record(classes)}
     name = name or Path(str(report.get("input_path") or "videos")).stem
     return BuildPlan(name, units, functools.partial(process_video_unit, config=config), sets,
                      build_config if build_config is not None else BuildConfig(units_per_shard=VIDEO_UNITS_PER_SHARD), info, report)
@@ -357,10 +361,10 @@ def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_con
 
 def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig = VideoConfig(),
                  executor: Any = None, build_config: Any = None, name: str | None = None, split: str | None = None,
-                 progress: bool = True) -> Any:
+                 progress: bool = True, emotion_classes: str | Sequence[str] | None = None) -> Any:
     """Build (or complete) a store from raw videos / label files; returns the writer's BuildResult.
     `executor`: None (inline), a concurrent.futures executor or a Dask Client."""
     from ..store_writer import run_plan
 
-    plan = plan_videos(input, config, build_config, split, name)
+    plan = plan_videos(input, config, build_config, split, name, emotion_classes)
     return run_plan(plan, store, executor=executor, progress=progress)
