@@ -8,6 +8,8 @@ from pathlib import Path
 
 from feature_schemas import LAYOUT, SPLITS, Manifest, atomic_write_text, contract, table_dir
 
+from .leakage import leakage_lines
+
 
 def _configs(manifest: Manifest) -> list[str]:
     tables = sorted({e.table for e in manifest.files.values() if e.table != "failures"})
@@ -23,6 +25,18 @@ def _configs(manifest: Manifest) -> list[str]:
         for s in splits:
             folder = table_dir("frames", s, table.split("/", 1)[1]) if table.startswith("frames/") else table_dir(table, s)
             lines += [f"  - split: {s}", f"    path: {folder}/*.parquet"]
+    return lines
+
+
+def _leakage_section(manifest: Manifest) -> list[str]:
+    """What a reader of a test score must know: whether test sentences or videos also occur in training."""
+    lines = ["## Leakage between splits", "",
+             "Segments whose normalised transcript (lower case, no punctuation, at least four words) or video id "
+             "occurs in more than one split; scores on such a split partly measure memory.", "", "```",
+             *leakage_lines(manifest.report.get("leakage"), examples=10), "```", ""]
+    warnings = [w for w in manifest.report.get("warnings", []) if not w.startswith(("leakage", "  "))]
+    if warnings:
+        lines += ["Build warnings:", "", *[f"- {w}" for w in warnings], ""]
     return lines
 
 
@@ -45,6 +59,7 @@ def render_card(manifest: Manifest) -> str:
          "| split | segments |", "| --- | --- |", *[f"| {s} | {n} |" for s, n in rows.items()], "",
          "## Feature sets", "", "| name | modality | dims | extractor | frames/s | dimension names |", "| --- | --- | --- | --- | --- | --- |",
          *fs_lines, "",
+         *_leakage_section(manifest),
          "## Layout", "", *[f"- {k}: `{v}`" for k, v in LAYOUT.items()], "",
          "## Tables", "", "### segments", *columns, "", "### aligned", *aligned, "",
          "## Reading it without mmolre", "", "```python",

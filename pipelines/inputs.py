@@ -4,7 +4,9 @@ Accepted inputs (`discover_inputs` picks by shape):
   * MMSA-FET layout: a folder with `label.csv` (video_id, clip_id, text, label, label_T, label_A, label_V,
     annotation, mode) and `Raw/<video_id>/<clip_id>.mp4`;
   * a manifest (CSV or JSONL): video_path, segment_id, start, end, transcript, sentiment, emotions (a JSON
-    object, or the six columns happy..fear) or emotion (one MELD-style label), sentiment_class, split;
+    object, or the six columns happy..fear) or emotion (one MELD-style label), sentiment_class, split,
+    language (a BCP-47 code such as `en`, `es`, `pt-BR`; default `en`: other languages skip the English
+    aligner and text encoder);
   * one video (or audio) file;
   * text-only label files: CMU-MOSI's `id,text,label,mode` label.csv and MELD's `*_sent_emo.csv`.
 
@@ -59,6 +61,7 @@ class SegmentSpec:
     source: str
     source_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    language: str = "en"  # what is spoken; only English reaches the English aligner, Whisper tiny.en and MiniLM
 
     @property
     def text_only(self) -> bool:
@@ -123,6 +126,19 @@ def check_id(value: Any, what: str = "segment id") -> str:
         raise RowError(f"{what} {text!r} contains '..' or is '.'")
     if _CONTROL.search(text):
         raise RowError(f"{what} {text!r} contains control characters")
+    return text
+
+
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
+
+
+def check_language(value: Any) -> str:
+    """A language code as a lower-case BCP-47 tag ("en", "es", "pt-br"); missing means English."""
+    if _missing(value):
+        return "en"
+    text = str(value).strip().lower().replace("_", "-")
+    if not _LANGUAGE.fullmatch(text):
+        raise RowError(f"language {value!r} is not a language code such as en, es or pt-BR")
     return text
 
 
@@ -343,7 +359,7 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
                 start = end = None  # times without media mean nothing to cut
             split = default if _missing(r.get("split")) else check_split(r.get("split"))
             out.specs.append(SegmentSpec(sid, vid, video, start, end, transcript, check_labels(r), split,
-                                         "manifest", src or str(path)))
+                                         "manifest", src or str(path), language=check_language(r.get("language"))))
         except RowError as e:
             out.failures.append(_row_failure(path, n, sid, e, src))
     return _drop_duplicates(out)

@@ -163,7 +163,7 @@ def test_text_only_label_file_without_face(tmp_path: Path) -> None:
     result = build_videos(parsed, tmp_path / "s", VideoConfig(face=None, text_segments_per_unit=8), progress=False)
     store = Store(tmp_path / "s")
     assert validate(store.path).ok and result.n_failures == 0
-    assert set(store.feature_sets) == {"text_minilm", "egemaps"}
+    assert set(store.feature_sets) == {"text_minilm"}  # no media anywhere: no audio or face set to declare
     segs = store.segments().to_pylist()
     assert len(segs) == len(parsed.specs) and {s["source"] for s in segs} == {"mosi-labels"}
     assert {s["split"] for s in segs} <= {"train", "valid", "test"}
