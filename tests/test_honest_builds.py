@@ -177,3 +177,34 @@ def test_zero_segment_build_exits_4_with_reasons(tmp_path: Path) -> None:
     assert reasons[1].startswith("  2 x [text]") and "English only" in reasons[1]
     assert reasons[2].startswith("  1 x [read]") and "sentiment" in reasons[2]
     assert Store(tmp_path / "s").manifest.report["segments"] == 0
+
+
+# -- the demo corpus ------------------------------------------------------------------------------------
+def test_demo_corpus_has_no_sentence_or_face_clip_in_two_splits() -> None:
+    from flows.demo_corpus import SENTENCES, VIDEOS, corpus_segments
+
+    segments = corpus_segments()
+    leak = find_leakage(segments, min_words=1)  # stricter than the build's check: any shared sentence counts
+    assert leak["transcripts_in_several_splits"]["count"] == 0 and leak["videos_in_several_splits"]["count"] == 0
+    clips: dict[str, set[str]] = {}
+    for v in VIDEOS:
+        clips.setdefault(v.source, set()).add(v.split)
+    assert all(len(splits) == 1 for splits in clips.values()), clips
+    assert len({normalise_transcript(t) for t, _, _ in SENTENCES}) == len(SENTENCES)
+    sizes = {s: sum(x["split"] == s for x in segments) for s in ("train", "valid", "test")}
+    assert sizes == {"train": 20, "valid": 4, "test": 8}
+    for split in ("valid", "test"):  # each held-out split has both signs of sentiment to score
+        labels = [SENTENCES[i][1] for v in VIDEOS if v.split == split for i in v.sentences]
+        assert min(labels) < 0 < max(labels)
+
+
+def test_pipeline_report_states_split_sizes_and_small_test_sets(leaky_store: Path) -> None:
+    from flows.summary import summarize_build
+    from flows.video_to_model import honesty_lines
+    from pipelines.store_writer import BuildResult
+
+    store = Store(leaky_store)
+    result = BuildResult(store.path, store.manifest, 0, 1, store.manifest.report["segments"], 0)
+    text = "\n".join(honesty_lines(summarize_build(result)))
+    assert "Split sizes: train 3, valid 1, test 2." in text
+    assert "leakage: 1 transcripts" in text and "proves only that the pipeline runs" in text
