@@ -34,7 +34,7 @@ def _leakage_section(manifest: Manifest) -> list[str]:
              "Segments whose normalised transcript (lower case, no punctuation, at least four words) or video id "
              "occurs in more than one split; scores on such a split partly measure memory.", "", "```",
              *leakage_lines(manifest.report.get("leakage"), examples=10), "```", ""]
-    warnings = [w for w in manifest.report.get("warnings", []) if not w.startswith(("leakage", "  "))]
+    warnings = [w for w in manifest.report.get("warnings", []) if not w.startswith("leakage")]  # shown above
     if warnings:
         lines += ["Build warnings:", "", *[f"- {w}" for w in warnings], ""]
     return lines

@@ -129,6 +129,21 @@ def test_fallback_reasons_from_the_aligner() -> None:
     assert silent.words.method == "uniform" and silent.fallback == "no_audio" and silent.note == "no audio"
 
 
+def test_most_segments_uniform_warns_with_reasons(tmp_path: Path) -> None:
+    mf.need(mf.FACE_CLIP)
+    video = mf.without_audio(tmp_path)
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"video_path": video.name, "segment_id": f"q{i}", "transcript": "hello there how are you", "split": "train"}
+        for i in range(2)])
+    build_videos(manifest, tmp_path / "s", VideoConfig(face=None), progress=False)
+    report = Store(tmp_path / "s").manifest.report
+    assert report["counters"]["align_fallback.uniform.no_audio"] == 2
+    assert [(n["item_id"], n["note"]) for n in report["notes"]] == [("q0", "uniform: no audio"), ("q1", "uniform: no audio")]
+    assert any(w.startswith("2 of 2 segments have uniformly spaced word times") and "no_audio 2" in w
+               for w in report["warnings"])
+    assert "2 of 2 segments have uniformly spaced word times" in (tmp_path / "s" / "README.md").read_text()
+
+
 def test_non_english_rows_skip_the_english_aligner_and_encoder(tmp_path: Path) -> None:
     mf.need(mf.MOSI_CLIP, mf.MOSI_LABELS)
     manifest = write_manifest(tmp_path / "m.csv", [
