@@ -433,7 +433,8 @@ def align_transcript(samples: np.ndarray | None, words: list[str], offset: float
     notes: list[str] = []
     codes: list[str] = []
     if samples is not None and len(samples) >= rate // 10 and not is_english(language):
-        notes.append(f"language {language!r}: the English forced aligner and Whisper were not used")
+        notes.append(f"language {language!r}: the English forced aligner and Whisper were not used; the words are "
+                     "spread over the speech region")
         codes.append("language")
         t0, t1 = speech_region(samples, rate)
     elif samples is not None and len(samples) >= rate // 10:
