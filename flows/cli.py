@@ -2,7 +2,8 @@
 
 Each subcommand calls the plain functions of `pipelines` and `mmolre` (no Prefect server needed); the Prefect
 deployments call the same functions. Exit codes: 0 done, 1 error (the message names the path or value),
-2 usage error, 3 done but items failed (with --strict).
+2 usage error, 3 done but items failed (with --strict), 4 a build wrote no segment at all (stderr names the
+three most common failure reasons).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from flows.options import build_config, model_name, train_config, video_config
 from pipelines.collapse import MODES
 
-EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
+EXIT_OK, EXIT_ERROR, EXIT_FAILURES, EXIT_EMPTY = 0, 1, 3, 4  # argparse exits 2 on usage errors
 
 
 # -- build ------------------------------------------------------------------------------------------
@@ -41,6 +42,13 @@ def _run_plan(plan: Any, args: argparse.Namespace) -> int:
     _print_build(summary, args.json)
     if summary["incomplete_shards"]:
         return EXIT_ERROR
+    if not sum(summary["counts"]["segments"].values()):
+        print(f"mmolre: error: {summary['store']}: the build wrote no segment ({summary['counts']['failures']} "
+              "failures)" + ("; most common reasons:" if summary["top_failure_reasons"] else
+                             "; the input had no usable rows"), file=sys.stderr)
+        for r in summary["top_failure_reasons"]:
+            print(f"  {r['count']} x [{r['stage']}] {r['example']!r}"[:400], file=sys.stderr)
+        return EXIT_EMPTY
     return EXIT_FAILURES if (args.strict and summary["counts"]["failures"]) else EXIT_OK
 
 
@@ -126,6 +134,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"failures: {f['total']}" + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(f["by_stage"].items())) + ")" if f["total"] else ""))
     for item in f["items"][:10]:
         print(f"  {item['item_id']} [{item['stage']}]: {item['reason']}")
+    from pipelines.leakage import leakage_lines
+
+    for line in leakage_lines(info["report"].get("leakage")):
+        print(line)
     return EXIT_OK
 
 

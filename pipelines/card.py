@@ -9,6 +9,8 @@ from typing import Any
 
 from feature_schemas import LAYOUT, SPLITS, Manifest, atomic_write_text, contract, table_dir
 
+from .leakage import leakage_lines
+
 
 def _configs(manifest: Manifest) -> list[str]:
     tables = sorted({e.table for e in manifest.files.values() if e.table != "failures"})
@@ -52,6 +54,16 @@ def _labels_section(manifest: Manifest) -> list[str]:
             f"- `sentiment_class`: {', '.join(manifest.sentiment_classes)}",
             f"- presence emotions ({', '.join(manifest.labels.get('emotions', []))}): intensity in [0, 3]; a row that "
             "gives any emotion has 0 for the ones it does not list, null only when it gives none", ""]
+def _leakage_section(manifest: Manifest) -> list[str]:
+    """What a reader of a test score must know: whether test sentences or videos also occur in training."""
+    lines = ["## Leakage between splits", "",
+             "Segments whose normalised transcript (lower case, no punctuation, at least four words) or video id "
+             "occurs in more than one split; scores on such a split partly measure memory.", "", "```",
+             *leakage_lines(manifest.report.get("leakage"), examples=10), "```", ""]
+    warnings = [w for w in manifest.report.get("warnings", []) if not w.startswith("leakage")]  # shown above
+    if warnings:
+        lines += ["Build warnings:", "", *[f"- {w}" for w in warnings], ""]
+    return lines
 
 
 def render_card(manifest: Manifest) -> str:
@@ -74,6 +86,7 @@ def render_card(manifest: Manifest) -> str:
          "## Feature sets", "", "| name | modality | dims | extractor | frames/s | dimension names |", "| --- | --- | --- | --- | --- | --- |",
          *fs_lines, "",
          *_labels_section(manifest),
+         *_leakage_section(manifest),
          "## Layout", "", *[f"- {k}: `{v}`" for k, v in LAYOUT.items()], "",
          "## Tables", "", "### segments", *columns, "", "### aligned", *aligned, "",
          "## Reading it without mmolre", "", "```python",

@@ -7,7 +7,9 @@ Accepted inputs (`discover_inputs` picks by shape):
     [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or the
     six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one
     class of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class,
-    split;
+    split,
+    language (a BCP-47 code such as `en`, `es`, `pt-BR`; default `en`: other languages skip the English
+    aligner and text encoder);
   * one video (or audio) file;
   * text-only label files: CMU-MOSI's `id,text,label,mode` label.csv and MELD's `*_sent_emo.csv`.
 
@@ -71,6 +73,7 @@ class SegmentSpec:
     source: str
     source_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    language: str = "en"  # what is spoken; only English reaches the English aligner, Whisper tiny.en and MiniLM
 
     @property
     def text_only(self) -> bool:
@@ -135,6 +138,19 @@ def check_id(value: Any, what: str = "segment id") -> str:
         raise RowError(f"{what} {text!r} contains '..' or is '.'")
     if _CONTROL.search(text):
         raise RowError(f"{what} {text!r} contains control characters")
+    return text
+
+
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
+
+
+def check_language(value: Any) -> str:
+    """A language code as a lower-case BCP-47 tag ("en", "es", "pt-br"); missing means English."""
+    if _missing(value):
+        return "en"
+    text = str(value).strip().lower().replace("_", "-")
+    if not _LANGUAGE.fullmatch(text):
+        raise RowError(f"language {value!r} is not a language code such as en, es or pt-BR")
     return text
 
 
@@ -409,7 +425,7 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
                 start = end = None  # times without media mean nothing to cut
             split = default if _missing(r.get("split")) else check_split(r.get("split"))
             out.specs.append(SegmentSpec(sid, vid, video, start, end, transcript, check_labels(r), split,
-                                         "manifest", src or str(path)))
+                                         "manifest", src or str(path), language=check_language(r.get("language"))))
         except RowError as e:
             out.failures.append(_row_failure(path, n, sid, e, src))
     return _drop_duplicates(out)

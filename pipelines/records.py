@@ -120,3 +120,5 @@ class UnitResult:
     records: list[SegmentRecord] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     report: dict[str, int] = field(default_factory=dict)
+    # items built with a fallback, and why ({"item_id", "stage", "note"}); the build report keeps the first ones
+    notes: list[dict[str, str]] = field(default_factory=list)

@@ -56,6 +56,7 @@ from feature_schemas import (
 from .card import write_card
 from .collapse import CollapseConfig, collapse_segment
 from .executors import map_unordered
+from .leakage import has_leakage, leakage_lines, store_leakage
 from .records import Failure, PipelineError, SegmentRecord, UnitResult, WorkUnit
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ SHARD_RECORDS = f"{BUILD_DIR}/shards"
 LOCK_FILE = f"{BUILD_DIR}/lock"
 PLAN_FILE = f"{BUILD_DIR}/plan.json"  # the recipe and configuration of the build in progress
 INPUT_KEYS = ("input", "csd_dir", "file")  # build keys naming the inputs: new inputs resume/extend the same store
-RESUME_KEYS = ("writer", "shards", "shard_counters")  # build keys the writer adds for resuming
+RESUME_KEYS = ("writer", "shards", "shard_counters", "shard_notes")  # build keys the writer adds for resuming
+MAX_NOTES = 20  # per-item notes (fallbacks taken and why) kept per shard and in the build report
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class ShardRecord:
     counters: dict[str, int]
     n_segments: int
     n_failures: int
+    notes: list[dict[str, str]] = field(default_factory=list)  # first MAX_NOTES of the units' notes, by item id
 
 
 @dataclass
@@ -289,9 +292,11 @@ def write_shard(
     cols: list[dict[str, Any]] = []
     failures: list[Failure] = []
     counters: dict[str, int] = {}
+    notes: list[dict[str, str]] = []
     for unit in shard.units:
         result = _process_unit(unit, process)
         failures += result.failures
+        notes += result.notes
         for k, v in result.report.items():
             counters[k] = counters.get(k, 0) + int(v)
         for rec in result.records:
@@ -327,7 +332,8 @@ def write_shard(
     if failures:
         failures.sort(key=lambda f: (f.item_id, f.stage, f.reason))
         put(_failures_table(failures), "failures", table_path("failures", shard=shard.shard_id), None)
-    record = ShardRecord(shard.shard_id, shard.key, files, dict(sorted(counters.items())), len(recs), len(failures))
+    notes = sorted(notes, key=lambda n: (n.get("item_id", ""), n.get("stage", "")))[:MAX_NOTES]
+    record = ShardRecord(shard.shard_id, shard.key, files, dict(sorted(counters.items())), len(recs), len(failures), notes)
     atomic_write_text(root / SHARD_RECORDS / f"part-{shard.shard_id}.json", json.dumps(asdict(record), indent=1, sort_keys=True))
     return record
 
@@ -372,6 +378,8 @@ def _manifest_records(root: Path, manifest: Manifest | None) -> dict[str, ShardR
     keys = keys if isinstance(keys, dict) else {}
     counters = manifest.build.get("shard_counters")
     counters = counters if isinstance(counters, dict) else {}
+    notes = manifest.build.get("shard_notes")
+    notes = notes if isinstance(notes, dict) else {}
     files: dict[str, dict[str, dict[str, Any]]] = {}
     for rel, entry in manifest.files.items():
         contained(root, rel, "manifest")
@@ -383,6 +391,7 @@ def _manifest_records(root: Path, manifest: Manifest | None) -> dict[str, ShardR
             sid, str(keys.get(sid, "")), f, dict(counters.get(sid) or {}),
             sum(e["rows"] for e in f.values() if e["table"] == "segments"),
             sum(e["rows"] for e in f.values() if e["table"] == "failures"),
+            list(notes.get(sid) or []),
         )
     return out
 
@@ -540,7 +549,41 @@ def _merge_report(recipe_report: dict[str, Any] | None, records: list[ShardRecor
     report["counters"] = dict(sorted(counters.items()))
     report["segments"] = sum(r.n_segments for r in records)
     report["failures"] = sum(r.n_failures for r in records)
+    notes = sorted((n for r in records for n in r.notes), key=lambda n: (n.get("item_id", ""), n.get("stage", "")))
+    if notes:
+        report["notes"] = notes[:MAX_NOTES]
     return report
+
+
+def _check_build(root: Path, records: Sequence[ShardRecord], report: dict[str, Any]) -> None:
+    """Leakage between splits (read back from the segments files just written) and the warnings a build must
+    not keep quiet: shared sentences or videos across splits, mostly guessed word times, nothing written."""
+    rels = [rel for r in records for rel, e in r.files.items() if e["table"] == "segments"]
+    try:
+        report["leakage"] = store_leakage(root, rels)
+    except (OSError, pa.ArrowException) as e:
+        log.error("%s: could not check the splits for leakage: %s", root, e)
+        report["leakage"] = None
+    warnings: list[str] = []
+    if has_leakage(report["leakage"]):
+        lines = leakage_lines(report["leakage"])
+        warnings += [line for line in lines if not line.startswith(" ")]  # the counts; examples only in the log
+        log.warning("%s: scores on a split that shares sentences or videos with another measure memory, in part:\n%s",
+                    root, "\n".join(lines))
+    n, counters = report.get("segments", 0), report.get("counters", {})
+    uniform = counters.get("segments.uniform", 0)
+    if n and uniform * 2 > n:
+        why = ", ".join(f"{k.removeprefix('align_fallback.uniform.')} {v}" for k, v in counters.items()
+                        if k.startswith("align_fallback.uniform."))
+        warnings.append(f"{uniform} of {n} segments have uniformly spaced word times, not aligned ones"
+                        + (f" ({why})" if why else "") + "; the build report's notes say why per segment")
+    if not n:
+        warnings.append("no segment was written; see the failures table (`mmolre inspect`)")
+    if warnings:
+        report["warnings"] = warnings
+        for w in warnings:
+            if not w.startswith("leakage"):
+                log.warning("%s: %s", root, w)
 
 
 @dataclass
@@ -580,10 +623,12 @@ class StoreBuild:
                 files={rel: self._file_entry(rel, e) for r in records for rel, e in r.files.items()},
                 build={**self.build_info, "writer": self.config.to_dict(),  # "config" stays the recipe's
                        "shards": {r.shard_id: r.key for r in records},  # what a rerun compares: no _build/ needed
-                       "shard_counters": {r.shard_id: r.counters for r in records if r.counters}},
+                       "shard_counters": {r.shard_id: r.counters for r in records if r.counters},
+                       "shard_notes": {r.shard_id: r.notes for r in records if r.notes}},
                 report=_merge_report(report, records),
                 labels=dict(self.build_info.get("labels") or {}),  # the recipe's label vocabularies (feature_schemas.labels)
             )
+            _check_build(self.root, records, manifest.report)
             manifest.save(self.root)
             write_card(self.root, manifest)
             self._drop_build_state()

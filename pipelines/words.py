@@ -308,6 +308,15 @@ class Alignment:
     words: Words
     report: dict[str, int]  # pronunciation sources and fallbacks used
     note: str = ""  # why a fallback was taken
+    fallback: str = ""  # why, as a short code for counting: forced_failed, too_long, asr_no_match, no_audio, ...
+
+
+ALIGN_LANGUAGES = ("en",)  # pocketsphinx's packaged en-US model and Whisper tiny.en
+
+
+def is_english(language: str | None) -> bool:
+    """True for "en", "en-US", "eng" and no language at all (the default)."""
+    return not language or language.lower().replace("_", "-").split("-")[0] in ("en", "eng")
 
 
 _NOISE = {"<s>", "</s>", "<sil>", "[noise]", "[speech]"}
@@ -407,11 +416,13 @@ def match_asr(words: list[str], asr: Words) -> tuple[np.ndarray, np.ndarray, np.
 
 def align_transcript(samples: np.ndarray | None, words: list[str], offset: float = 0.0,
                      config: AlignConfig = AlignConfig(), asr: AsrConfig | None = None,
-                     rate: int = SAMPLE_RATE, duration: float | None = None) -> Alignment:
+                     rate: int = SAMPLE_RATE, duration: float | None = None, language: str = "en") -> Alignment:
     """Times for the given words in `samples` (sample 0 at `offset` seconds of the video).
 
     Without audio the words are spread over [offset, offset + duration] (method `uniform`, confidence 0).
-    Unalignable words (no letters or digits) get times between their neighbours and confidence 0."""
+    Unalignable words (no letters or digits) get times between their neighbours and confidence 0. A language
+    other than English skips the English aligner and Whisper: the words are spread over the speech region.
+    Every fallback says why in `note` (for people) and `fallback` (a code to count)."""
     report: dict[str, int] = {}
     n = len(words)
     if n == 0:
@@ -419,8 +430,14 @@ def align_transcript(samples: np.ndarray | None, words: list[str], offset: float
     dur = len(samples) / rate if samples is not None else (duration or 0.0)
     keys = [alignment_key(w) for w in words]
     sounded = np.array([bool(re.search(r"[a-z0-9]", k)) for k in keys])
-    notes = []
-    if samples is not None and len(samples) >= rate // 10:
+    notes: list[str] = []
+    codes: list[str] = []
+    if samples is not None and len(samples) >= rate // 10 and not is_english(language):
+        notes.append(f"language {language!r}: the English forced aligner and Whisper were not used; the words are "
+                     "spread over the speech region")
+        codes.append("language")
+        t0, t1 = speech_region(samples, rate)
+    elif samples is not None and len(samples) >= rate // 10:
         idx = np.flatnonzero(sounded)
         if config.forced and dur <= config.max_forced_seconds and len(idx):
             got = _forced(samples, [keys[i] for i in idx], [words[i] for i in idx], config, report)
@@ -430,9 +447,14 @@ def align_transcript(samples: np.ndarray | None, words: list[str], offset: float
                 _fill_gaps(start, end, sounded, words, 0.0, dur)
                 return Alignment(Words(list(words), start + offset, end + offset, conf, "forced"), report)
             notes.append(got)
+            codes.append("forced_failed")
             report["forced_failed"] = 1
         elif config.forced and len(idx):
             notes.append(f"segment of {dur:.1f} s is longer than max_forced_seconds={config.max_forced_seconds}")
+            codes.append("too_long")
+        elif config.forced:
+            notes.append("no word of the transcript has letters or digits to align")
+            codes.append("nothing_to_align")
         if config.asr_fallback:
             recognised = transcribe(samples, 0.0, asr or AsrConfig(), rate).words
             start, end, conf, matched = match_asr(words, recognised)
@@ -442,15 +464,23 @@ def align_transcript(samples: np.ndarray | None, words: list[str], offset: float
                 start[known], end[known] = monotonic(start[known], end[known])
                 _fill_gaps(start, end, known, words, t0, t1)
                 report["asr_fallback"] = 1
-                return Alignment(Words(list(words), start + offset, end + offset, conf, "asr"), report, "; ".join(notes))
+                return Alignment(Words(list(words), start + offset, end + offset, conf, "asr"), report,
+                                 "; ".join(notes), "+".join(codes) or "forced_off")
             notes.append(f"Whisper matched none of {n} words")
+            codes.append("asr_no_match")
+        if not codes:
+            notes.append("alignment is off")
+            codes.append("align_off")
         t0, t1 = speech_region(samples, rate)
     else:
         t0, t1 = 0.0, dur
-        notes.append("no audio")
+        notes.append("no audio" if samples is None or not len(samples) else
+                     f"audio of {len(samples) / rate:.3f} s is too short to align")
+        codes.append("no_audio" if samples is None or not len(samples) else "audio_too_short")
     start, end = spread(words, t0, t1)
     report["uniform_fallback"] = 1
-    return Alignment(Words(list(words), start + offset, end + offset, np.zeros(n), "uniform"), report, "; ".join(notes))
+    return Alignment(Words(list(words), start + offset, end + offset, np.zeros(n), "uniform"), report,
+                     "; ".join(notes), "+".join(codes))
 
 
 # --- speech recognition ---------------------------------------------------------------------------------

@@ -91,6 +91,9 @@ def test_video_to_model_deployment_makes_store_checkpoint_and_report(video_to_mo
     assert (video_to_model_run / "run" / "best.pt").is_file()
     report = (video_to_model_run / "report.md").read_text()
     assert "## Test metrics" in report and "mae" in report and "timeline.png" in report
+    # the same sentences and videos in several splits (on purpose here): the report says so, and what n=1 proves
+    assert "leakage: 2 transcripts of 4+ words occur in more than one split" in report
+    assert "leakage: 2 video ids occur in more than one split" in report and "proves only that the pipeline runs" in report
     assert (video_to_model_run / "timeline.png").stat().st_size > 10_000
     assert (video_to_model_run / "run" / "report.md").is_file()
 

@@ -3,13 +3,17 @@
 A unit is one media file with all its segments (decoded once), or a batch of text-only segments. Per
 segment: words (forced alignment of the transcript, or Whisper when there is none), openSMILE frames, face
 frames from the chosen backend, and word vectors from the text encoder (all of a unit's segments in one
-batch). Every record carries every feature set of the build: a segment without audio, video or media gets
-zero frames for that set, so its words have coverage 0 there. Rows rejected while reading the inputs become
-failure rows of the store through one extra unit.
+batch). The build declares only the feature sets its inputs can produce: no media anywhere makes a text-only
+store, audio files only make no face set. Every record carries every declared set: a segment without audio,
+video or media gets zero frames for that set, so its words have coverage 0 there. A segment whose `language`
+is not English skips the English aligner, Whisper and text encoder (uniform word times, text coverage 0),
+and the build report's notes and counters say so, as they do for every alignment fallback. Rows rejected
+while reading the inputs become failure rows of the store through one extra unit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -25,11 +29,28 @@ import numpy as np
 from feature_schemas import FeatureSet, labels_record
 
 from ..audio import AudioConfig, audio_feature_set, empty_frames, extract_audio
-from ..inputs import ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
+from ..inputs import AUDIO_SUFFIXES, ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
 from ..media import SAMPLE_RATE, cut, probe, read_audio
-from ..records import Failure, FrameFeatures, PipelineError, SegmentRecord, UnitResult, Words, WorkUnit
+from ..records import (
+    Failure,
+    FrameFeatures,
+    PipelineError,
+    SegmentRecord,
+    UnitResult,
+    WordFeatures,
+    Words,
+    WorkUnit,
+)
 from ..text import TextConfig, encode_words, text_feature_set
-from ..words import AlignConfig, AsrConfig, align_transcript, transcribe, transcript_words, written_words
+from ..words import (
+    AlignConfig,
+    AsrConfig,
+    align_transcript,
+    is_english,
+    transcribe,
+    transcript_words,
+    written_words,
+)
 
 RECIPE_VERSION = "videos/1"
 FACE_BACKENDS = ("dlib", "pyfeat", "openface")
@@ -132,21 +153,31 @@ def _file_key(path: Path) -> list[Any]:
 
 
 def _spec_key(s: SegmentSpec) -> list[Any]:
-    return [s.segment_id, s.video_id, str(s.video_path), s.start, s.end, s.transcript, sorted(s.labels.items()),
-            s.split, s.source]
+    key = [s.segment_id, s.video_id, str(s.video_path), s.start, s.end, s.transcript, sorted(s.labels.items()),
+           s.split, s.source]
+    return key + [s.language] if s.language != "en" else key  # English rows keep the keys they always had
 
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def feature_sets_for(config: VideoConfig) -> list[FeatureSet]:
-    """The build's feature sets in store order: text, audio, face (when a backend is chosen)."""
-    sets = [text_feature_set(config.text_config()), audio_feature_set(config.audio_config())]
-    backend = config.face_backend()
+def feature_sets_for(config: VideoConfig, audio: bool = True, video: bool = True) -> list[FeatureSet]:
+    """The build's feature sets in store order: text, audio (when some input has media), face (when a backend is
+    chosen and some input can have pictures)."""
+    sets = [text_feature_set(config.text_config())]
+    if audio:
+        sets.append(audio_feature_set(config.audio_config()))
+    backend = config.face_backend() if audio and video else None
     if backend is not None:
         sets.append(backend.feature_set())
     return sets
+
+
+def _input_media(specs: Sequence[SegmentSpec]) -> tuple[bool, bool]:
+    """(any media, any file that may hold pictures): a set no input can fill is not declared."""
+    media = [s.video_path for s in specs if s.video_path is not None]
+    return bool(media), any(Path(p).suffix.lower() not in AUDIO_SUFFIXES for p in media)
 
 
 def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
@@ -154,7 +185,7 @@ def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
     """Plan a build: one unit per media file (all its segments), text-only segments in batches, one unit for
     the rows rejected while reading; the feature sets; and the recipe's report."""
     parsed = parse_inputs(input, split)
-    feature_sets = feature_sets_for(config)
+    feature_sets = feature_sets_for(config, *_input_media(parsed.specs))
     by_video: dict[str, list[SegmentSpec]] = {}
     text_only: list[SegmentSpec] = []
     for s in parsed.specs:
@@ -188,6 +219,9 @@ def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
         "rows_rejected": len(parsed.failures),
         "splits_planned": parsed.splits(),
     }
+    languages = Counter(s.language for s in parsed.specs)
+    if set(languages) - {"en"}:
+        report["languages_planned"] = dict(sorted(languages.items()))
     return units, feature_sets, report
 
 
@@ -223,23 +257,40 @@ def _empty_sets(sets: list[FeatureSet], config: VideoConfig) -> dict[str, FrameF
     return {fs.name: empty_frames(fs.dim) for fs in sets if fs.name != config.text_name}
 
 
-def _finish(pending: list[_Pending], failures: list[Failure], report: Counter[str], config: VideoConfig) -> UnitResult:
-    """Encode every pending segment's words in one batch and assemble the records."""
+def _not_english_text(p: _Pending, dim: int, config: VideoConfig, report: Counter[str],
+                      notes: list[dict[str, str]]) -> WordFeatures:
+    """Zero vectors with coverage 0: an English encoder's reading of another language is noise, not features."""
+    n = len(p.words.words)
+    report["text.skipped_not_english"] += 1
+    notes.append({"item_id": p.spec.segment_id, "stage": "text",
+                  "note": f"language {p.spec.language!r}: {config.text_name} (English) not used; its word vectors "
+                          "are zero with coverage 0"})
+    return WordFeatures(np.zeros((n, dim), np.float32), np.zeros(n, np.float32))
+
+
+def _finish(pending: list[_Pending], failures: list[Failure], report: Counter[str], config: VideoConfig,
+            text_dim: int, notes: list[dict[str, str]] | None = None) -> UnitResult:
+    """Encode every pending English segment's words in one batch and assemble the records."""
     records: list[SegmentRecord] = []
-    if pending:
+    notes = list(notes or [])
+    english = [p for p in pending if is_english(p.spec.language)]
+    vectors: dict[int, WordFeatures] = {}
+    if english:
         try:
-            encoded = encode_words([p.words.words for p in pending], config.text_config(),
-                                   [p.written for p in pending])
+            encoded = encode_words([p.words.words for p in english], config.text_config(),
+                                   [p.written for p in english])
+            vectors = {id(p): enc.features for p, enc in zip(english, encoded, strict=True)}
         except PipelineError as e:
-            failures += [Failure(p.spec.segment_id, "text", str(e), e.source_path) for p in pending]
-            return UnitResult([], failures, dict(report))
-        for p, enc in zip(pending, encoded, strict=True):
-            records.append(SegmentRecord(p.row, p.words, p.frames, {config.text_name: enc.features}))
-            report[f"words.{p.words.method}"] += len(p.words.words)
-            report[f"segments.{p.words.method}"] += 1
+            failures += [Failure(p.spec.segment_id, "text", str(e), e.source_path) for p in english]
+            pending = [p for p in pending if not is_english(p.spec.language)]
+    for p in pending:
+        text = vectors[id(p)] if is_english(p.spec.language) else _not_english_text(p, text_dim, config, report, notes)
+        records.append(SegmentRecord(p.row, p.words, p.frames, {config.text_name: text}))
+        report[f"words.{p.words.method}"] += len(p.words.words)
+        report[f"segments.{p.words.method}"] += 1
     report["segments_built"] += len(records)
     report["segments_failed"] += len(failures)
-    return UnitResult(records, failures, dict(report))
+    return UnitResult(records, failures, dict(report), notes)
 
 
 def _process_text(specs: list[SegmentSpec], config: VideoConfig, sets: list[FeatureSet]) -> UnitResult:
@@ -252,15 +303,43 @@ def _process_text(specs: list[SegmentSpec], config: VideoConfig, sets: list[Feat
             failures.append(Failure(s.segment_id, "read", f"{s.source_path}: segment {s.segment_id} has no media and "
                                     "an empty transcript: no words to build", s.source_path))
             continue
+        if not is_english(s.language):
+            failures.append(Failure(s.segment_id, "text", f"{s.source_path}: segment {s.segment_id} has no media and "
+                                    f"language {s.language!r}: the text encoder {config.text_name} reads English only, "
+                                    "so there is nothing to build", s.source_path))
+            report[f"segments.language.{s.language}"] += 1
+            continue
         pending.append(_Pending(s, s.segment_row(), Words.untimed(words), _empty_sets(sets, config),
                                     written_words(s.transcript)))
     report["text_only_segments"] += len(pending)
-    return _finish(pending, failures, report, config)
+    return _finish(pending, failures, report, config, sets[0].dim)
+
+
+def _align_note(s: SegmentSpec, method: str, code: str, note: str, report: Counter[str],
+                notes: list[dict[str, str]]) -> None:
+    """Count a fallback by its reason and keep the reason for the segment (the store keeps only the method)."""
+    report[f"align_fallback.{method}.{code or 'unknown'}"] += 1
+    if not is_english(s.language):
+        report[f"segments.language.{s.language}"] += 1
+    notes.append({"item_id": s.segment_id, "stage": "align", "note": f"{method}: {note or code}"})
+
+
+def _transcribe(seg_audio: np.ndarray, start: float, s: SegmentSpec, config: VideoConfig) -> Any:
+    """Whisper for a segment without transcript; the packaged model is English-only, so other languages need
+    a model of their own (`asr_model`)."""
+    if is_english(s.language):
+        return transcribe(seg_audio, start, config.asr_config())
+    if config.asr_model is None:
+        raise PipelineError(f"segment {s.segment_id} (language {s.language!r}) has no transcript and the packaged "
+                            "Whisper model is English-only: give a transcript or a multilingual asr_model",
+                            stage="align", item_id=s.segment_id)
+    return transcribe(seg_audio, start, dataclasses.replace(config.asr_config(), language=s.language.split("-")[0]))
 
 
 def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, sets: list[FeatureSet]) -> UnitResult:
     pending: list[_Pending] = []
     failures: list[Failure] = []
+    notes: list[dict[str, str]] = []
     report: Counter[str] = Counter()
     try:
         info = probe(path)
@@ -303,12 +382,14 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
             stage = "align"
             if words:  # align off: align_config() has neither forced alignment nor the ASR fallback
                 al = align_transcript(seg_audio, words, start, config.align_config(), config.asr_config(),
-                                      duration=end - start)
+                                      duration=end - start, language=s.language)
                 for k, v in al.report.items():
                     report[f"align.{k}"] += v
                 w = al.words
+                if w.method in ("asr", "uniform"):
+                    _align_note(s, w.method, al.fallback, al.note, report, notes)
             elif config.transcribe and seg_audio is not None and len(seg_audio):
-                tr = transcribe(seg_audio, start, config.asr_config())
+                tr = _transcribe(seg_audio, start, s, config)
                 w, transcript = tr.words, tr.text
                 report["segments_transcribed"] += 1
                 if not w.words:
@@ -335,7 +416,7 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
             failures.append(Failure(s.segment_id, stage, f"{path}: segment {s.segment_id}: {type(e).__name__}: {e}",
                                     str(path)))
     report["video_ms"] += int(round(media_end * 1000))
-    return _finish(pending, failures, report, config)
+    return _finish(pending, failures, report, config, sets[0].dim, notes)
 
 
 # --- the whole build --------------------------------------------------------------------------------------
