@@ -7,7 +7,9 @@ word. When alignment fails, Whisper's timed words are matched to the transcript 
 that the words are spread over the speech region in proportion to their length (method `uniform`).
 Without a transcript: Whisper (faster-whisper) recognises the words with their times.
 
-Heavy models (the pocketsphinx decoder, Whisper) load once per process and stay cached.
+Heavy models (the pocketsphinx decoder, Whisper) load once per process and stay cached; what they carry between
+calls (the decoder's feature state, Whisper's sampling seed) is reset per call, so a segment's words never depend on
+which segments the process handled before.
 """
 
 from __future__ import annotations
@@ -323,6 +325,9 @@ def _forced(samples: np.ndarray, keys: list[str], originals: list[str], config: 
             if not pron.ensure(k, o):
                 return f"word {o!r} has no pronunciation"
         try:
+            # The cached decoder's feature state (live CMN, AGC) carries over from the previous utterance and
+            # shifts confidences by ~3e-4: reset it so a segment's result never depends on what ran before.
+            decoder.reinit_feat()
             decoder.set_align_text(" ".join(keys))
             decoder.start_utt()
             decoder.process_raw(to_pcm16(samples), full_utt=True)
@@ -495,6 +500,14 @@ def whisper_model(config: AsrConfig) -> Any:
     return _whisper(str(Path(path).resolve()), config.compute_type, config.threads)
 
 
+def _reseed_whisper(seed: int = 0) -> None:
+    """Whisper retries a doubtful window by sampling at higher temperature; a fixed seed per call keeps those
+    samples independent of what the process recognised before (worker count, order, restarts)."""
+    import ctranslate2
+
+    ctranslate2.set_random_seed(seed)
+
+
 @dataclass
 class Transcription:
     words: Words
@@ -508,6 +521,7 @@ def transcribe(samples: np.ndarray, offset: float = 0.0, config: AsrConfig = Asr
         raise ValueError(f"Whisper needs {SAMPLE_RATE} Hz audio, not {rate}")
     model = whisper_model(config)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _reseed_whisper()
     segments, _ = model.transcribe(np.asarray(samples, np.float32), language=config.language,
                                    beam_size=config.beam_size, word_timestamps=True,
                                    vad_filter=config.vad_filter, condition_on_previous_text=False)

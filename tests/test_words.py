@@ -99,6 +99,25 @@ def test_forced_alignment_of_real_clip(mosi_audio: np.ndarray) -> None:
     assert np.allclose(shifted.start, w.start + 10.0)
 
 
+def test_alignment_does_not_depend_on_what_the_decoder_aligned_before(mosi_audio: np.ndarray) -> None:
+    """The cached decoder once carried its feature state over: the same clip's confidences moved by ~3e-4
+    depending on the segment aligned before it (the first segment of each worker differed)."""
+    mf.need(mf.TWO_SPEAKERS, mf.TWO_SPEAKERS_STM)
+    from pipelines.words import _decoder
+
+    words = transcript_words(mf.mosi_transcript())
+    config = AlignConfig(asr_fallback=False)
+    _decoder.cache_clear()  # what a fresh worker process sees
+    fresh = align_transcript(mosi_audio, words, config=config).words
+    other = read_audio(mf.TWO_SPEAKERS)
+    for start, end, text in mf.stm_utterances()[:3]:  # other speech in between
+        align_transcript(cut(other, start, end), transcript_words(text), config=config)
+        again = align_transcript(mosi_audio, words, config=config).words
+        assert again.method == fresh.method == "forced"
+        assert np.array_equal(again.confidence, fresh.confidence), np.abs(again.confidence - fresh.confidence).max()
+        assert np.array_equal(again.start, fresh.start) and np.array_equal(again.end, fresh.end)
+
+
 def test_out_of_dictionary_transcript_aligns_without_crash(mosi_audio: np.ndarray) -> None:
     words = transcript_words("zorbleflax quintaplume vexillocrat snarfblat 1997 KL-5 grumbotic wibblywob")
     al = align_transcript(mosi_audio, words)
