@@ -8,7 +8,7 @@ that the words are spread over the speech region in proportion to their length (
 Without a transcript: Whisper (faster-whisper) recognises the words with their times.
 
 Heavy models (the pocketsphinx decoder, Whisper) load once per process and stay cached; what they carry between
-calls (the decoder's feature state, Whisper's sampling seed) is reset per call, so a segment's words never depend on
+calls (the decoder's feature state) is reset per call and Whisper decodes greedily, so a segment's words never depend on
 which segments the process handled before.
 """
 
@@ -470,6 +470,10 @@ class AsrConfig:
     beam_size: int = 1
     vad_filter: bool = True
     language: str = "en"
+    # Greedy decoding only. Whisper's default (0.0, 0.2, ..., 1.0) re-decodes doubtful windows by sampling, and
+    # CTranslate2's sampler is seeded once per thread (randomly unless set), so those words would depend on the
+    # process and on what it recognised before.
+    temperatures: tuple[float, ...] = (0.0,)
 
 
 def default_asr_model() -> str:
@@ -500,14 +504,6 @@ def whisper_model(config: AsrConfig) -> Any:
     return _whisper(str(Path(path).resolve()), config.compute_type, config.threads)
 
 
-def _reseed_whisper(seed: int = 0) -> None:
-    """Whisper retries a doubtful window by sampling at higher temperature; a fixed seed per call keeps those
-    samples independent of what the process recognised before (worker count, order, restarts)."""
-    import ctranslate2
-
-    ctranslate2.set_random_seed(seed)
-
-
 @dataclass
 class Transcription:
     words: Words
@@ -521,10 +517,10 @@ def transcribe(samples: np.ndarray, offset: float = 0.0, config: AsrConfig = Asr
         raise ValueError(f"Whisper needs {SAMPLE_RATE} Hz audio, not {rate}")
     model = whisper_model(config)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _reseed_whisper()
     segments, _ = model.transcribe(np.asarray(samples, np.float32), language=config.language,
                                    beam_size=config.beam_size, word_timestamps=True,
-                                   vad_filter=config.vad_filter, condition_on_previous_text=False)
+                                   vad_filter=config.vad_filter, condition_on_previous_text=False,
+                                   temperature=list(config.temperatures))
     words, start, end, conf, texts = [], [], [], [], []
     for seg in segments:
         texts.append(seg.text.strip())

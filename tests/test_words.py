@@ -147,6 +147,15 @@ def test_asr_words_have_times(mosi_audio: np.ndarray, mosi_asr) -> None:
     assert "sucker punch" in mosi_asr.text.lower()
 
 
+def test_recognition_does_not_depend_on_what_was_recognised_before(mosi_audio: np.ndarray, mosi_asr) -> None:
+    mf.need(mf.TWO_SPEAKERS)
+    assert AsrConfig().temperatures == (0.0,)  # no sampled re-decoding: its generator is per thread, not per call
+    transcribe(cut(read_audio(mf.TWO_SPEAKERS), 0.0, 8.0))
+    again = transcribe(mosi_audio).words
+    assert again.words == mosi_asr.words.words
+    assert np.array_equal(again.start, mosi_asr.words.start) and np.array_equal(again.confidence, mosi_asr.words.confidence)
+
+
 def test_asr_fallback_and_matching(mosi_audio: np.ndarray, mosi_asr) -> None:
     words = transcript_words(mf.mosi_transcript())
     start, end, conf, matched = match_asr(words, mosi_asr.words)
