@@ -14,7 +14,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 OnError = Callable[[Any, Exception], Any]  # (item, exception) -> the result to yield in its place
-OnWait = Callable[[Sequence[Any]], None]  # called with the unfinished items while nothing finishes
+OnWait = Callable[[Sequence[Any], Sequence[Any]], None]  # (running items, queued items) while nothing finishes
 
 
 def is_dask_client(executor: Any) -> bool:
@@ -37,8 +37,8 @@ def map_unordered(fn: Callable[..., R], items: Iterable[T], executor: Any = None
     """Yield `fn(item, *args)` as each finishes.
 
     An exception (a task's own, or its worker process dying) propagates unless `on_error` turns it into a
-    result. While nothing finishes, `on_wait` hears every `wait_s` seconds which items are unfinished, so a
-    caller never waits silently. Closing the iterator early (an error, Ctrl-C) cancels the work not yet done:
+    result. While nothing finishes, `on_wait` hears every `wait_s` seconds which items are running and which
+    are queued, so a caller never waits silently. Closing the iterator early (an error, Ctrl-C) cancels the work not yet done:
     use it as `with contextlib.closing(map_unordered(...)) as results:`."""
     items = list(items)
     if executor is None:
@@ -60,7 +60,8 @@ def map_unordered(fn: Callable[..., R], items: Iterable[T], executor: Any = None
         while pending:
             done, pending = cf.wait(pending, timeout=wait_s, return_when=cf.FIRST_COMPLETED)
             if not done and on_wait is not None:
-                on_wait([futures[f] for f in futures if f in pending])
+                unfinished = [f for f in futures if f in pending]
+                on_wait([futures[f] for f in unfinished if f.running()], [futures[f] for f in unfinished if not f.running()])
             for fut in done:
                 yield _outcome(fut, futures[fut], on_error)
     finally:
@@ -79,24 +80,53 @@ def _outcome(fut: Any, item: Any, on_error: OnError | None) -> Any:
 
 def _dask_unordered(fn: Callable[..., R], items: list[T], client: Any, args: tuple[Any, ...],
                     on_error: OnError | None, on_wait: OnWait | None, wait_s: float) -> Iterator[R]:
+    """Submit an item only when a worker thread is free: Dask charges a worker's death to every task assigned
+    to it, so tasks queued behind a crashing one would be retried, and given up, with it."""
     from distributed import wait
 
-    futures = {client.submit(fn, item, *args, pure=False): item for item in items}
-    order = list(futures)
-    pending = set(futures)
+    todo = list(reversed(items))
+    futures: dict[Any, T] = {}
+    pending: set[Any] = set()
     try:
-        while pending:
+        while todo or pending:
+            free = max(1, _threads(client)) - len(pending)
+            while todo and free > 0:
+                item = todo.pop()
+                fut = client.submit(fn, item, *args, pure=False)
+                futures[fut] = item
+                pending.add(fut)
+                free -= 1
             try:
-                done, pending = wait(list(pending), timeout=wait_s, return_when="FIRST_COMPLETED")
+                done, not_done = wait(list(pending), timeout=wait_s, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 if on_wait is not None:
-                    on_wait([futures[f] for f in order if f in pending])
+                    running = _dask_running(client)
+                    unfinished = [f for f in futures if f in pending]
+                    on_wait([futures[f] for f in unfinished if f.key in running],
+                            [futures[f] for f in unfinished if f.key not in running] + todo[::-1])
                 continue
-            pending = set(pending)
+            pending = set(not_done)
             for fut in done:
-                result = _outcome(fut, futures[fut], on_error)
+                result = _outcome(fut, futures.pop(fut), on_error)
                 fut.release()
                 yield result
     finally:
         if pending:  # stopped early: free the workers rather than finish work nobody will collect
             client.cancel(list(pending), force=True)
+
+
+def _threads(client: Any) -> int:
+    """Worker threads in the cluster now (0 while none is connected, or when the scheduler cannot say)."""
+    try:
+        return sum(int(n) for n in client.nthreads().values())
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _dask_running(client: Any) -> set[Any]:
+    """Keys of the tasks the scheduler has on a worker now (empty when it cannot say)."""
+    try:
+        return {key for keys in client.processing().values() for key in keys}
+    except Exception:  # noqa: BLE001 - only a progress message depends on it
+        return set()
+

@@ -525,9 +525,10 @@ def build_store(
         log.error("%s: shard %s (%s): %s", name, shard.shard_id, ", ".join(u.unit_id for u in shard.units[:3]), reason)
         return write_failed_shard(shard, str(build.root), reason, build.config)
 
-    def waiting(unfinished: Sequence[Shard]) -> None:
-        ids = ", ".join(s.shard_id for s in unfinished[:8]) + (", ..." if len(unfinished) > 8 else "")
-        log.info("%s: %d shards unfinished after %.0f s (%s)", name, len(unfinished), time.monotonic() - started, ids)
+    def waiting(running: Sequence[Shard], queued: Sequence[Shard]) -> None:
+        ids = ", ".join(s.shard_id for s in running[:8]) + (", ..." if len(running) > 8 else "")
+        log.info("%s: %.0f s in, %d shards running (%s), %d queued", name, time.monotonic() - started, len(running),
+                 ids or "none yet", len(queued))
 
     try:
         bar = tqdm(total=len(build.shards), initial=build.skipped, desc=f"{name}: shards", unit="shard", disable=not progress)
