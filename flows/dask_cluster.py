@@ -60,8 +60,7 @@ def quiet_dask_logs(level: int = logging.WARNING) -> None:
 
 
 # A task whose worker process dies is retried on another worker this many times, then given up (KilledWorker:
-# the store writer records its shard as failed). One task per single-threaded worker, so a dying worker only
-# ever counts against the task that killed it.
+# the store writer records its shard as failed).
 WORKER_RETRIES = 2
 LOCAL_DASK_CONFIG: dict[str, Any] = {
     "distributed.scheduler.allowed-failures": WORKER_RETRIES,
@@ -73,6 +72,17 @@ LOCAL_DASK_CONFIG: dict[str, Any] = {
 }
 CLOSE_TIMEOUT_S = 10.0  # a normal close, workers idle
 INTERRUPT_CLOSE_TIMEOUT_S = 3.0  # after Ctrl-C or an error: workers may be mid-task; don't wait for them
+
+
+@contextmanager
+def local_dask_config(address: str | None = None) -> Iterator[None]:
+    """LOCAL_DASK_CONFIG for as long as a local cluster lives (its restarted workers read it too); nothing
+    when the work goes to an existing cluster, whose own settings stand."""
+    if resolve_address(address):
+        yield
+        return
+    with dask.config.set(LOCAL_DASK_CONFIG):
+        yield
 
 
 @contextmanager
@@ -90,7 +100,7 @@ def dask_client(address: str | None = None, n_workers: int | None = None) -> Ite
             log.info("Dask: connected to %s (dashboard %s)", address, client.dashboard_link)
             yield client
         return
-    with dask.config.set(LOCAL_DASK_CONFIG):  # for the whole life of the cluster: restarted workers too
+    with local_dask_config():
         cluster = LocalCluster(**local_cluster_kwargs(n_workers))
         client: Any = None
         ok = False
