@@ -156,3 +156,30 @@ def test_sigkill_mid_build_then_rerun_gives_the_same_bytes(manifest: Path, refer
     assert not (store / "manifest.json").exists()
     run_build(manifest, store, workers=0)
     assert parquet_hashes(store) == parquet_hashes(reference)
+
+
+# -- the executor helper ------------------------------------------------------------------------------------
+def _record_and_return(item: int, seen: list[int]) -> int:
+    seen.append(item)
+    if item == 1:
+        raise ValueError("item 1 is bad")
+    time.sleep(0.05)
+    return item
+
+
+def test_map_unordered_turns_errors_into_results_and_closing_cancels_the_rest() -> None:
+    from contextlib import closing
+
+    from pipelines.executors import map_unordered
+
+    seen: list[int] = []
+    got = list(map_unordered(_record_and_return, range(4), None, seen, on_error=lambda item, e: f"{item}: {e}"))
+    assert got == [0, "1: item 1 is bad", 2, 3]
+    with pytest.raises(ValueError, match="item 1 is bad"):
+        list(map_unordered(_record_and_return, range(4), None, []))  # without on_error the error propagates
+
+    seen = []
+    with cf.ThreadPoolExecutor(1) as pool:
+        with closing(map_unordered(_record_and_return, range(20), pool, seen)) as results:
+            assert next(results) == 0  # then stop, as Ctrl-C would
+    assert len(seen) < 20  # what had not started was cancelled, not run
