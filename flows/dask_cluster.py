@@ -4,6 +4,7 @@ sized to this machine, bound to 127.0.0.1."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
@@ -68,7 +69,8 @@ LOCAL_DASK_CONFIG: dict[str, Any] = {
     # forkserver children end with os._exit: a worker that has loaded torch and transformers does not spend
     # seconds tearing its modules down, which made every close end with "Worker process still alive after
     # 4.0 seconds, killing"
-    "distributed.worker.multiprocessing-method": "forkserver",
+    "distributed.worker.multiprocessing-method":
+        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn",
 }
 CLOSE_TIMEOUT_S = 10.0  # a normal close, workers idle
 INTERRUPT_CLOSE_TIMEOUT_S = 3.0  # after Ctrl-C or an error: workers may be mid-task; don't wait for them
