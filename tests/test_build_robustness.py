@@ -180,6 +180,6 @@ def test_map_unordered_turns_errors_into_results_and_closing_cancels_the_rest() 
 
     seen = []
     with cf.ThreadPoolExecutor(1) as pool:
-        with closing(map_unordered(_record_and_return, range(20), pool, seen)) as results:
-            assert next(results) == 0  # then stop, as Ctrl-C would
+        with closing(map_unordered(_record_and_return, range(2, 22), pool, seen)) as results:
+            assert next(results) in range(2, 22)  # then stop, as Ctrl-C would
     assert len(seen) < 20  # what had not started was cancelled, not run
