@@ -38,8 +38,8 @@ def map_unordered(fn: Callable[..., R], items: Iterable[T], executor: Any = None
 
     An exception (a task's own, or its worker process dying) propagates unless `on_error` turns it into a
     result. While nothing finishes, `on_wait` hears every `wait_s` seconds which items are running and which
-    are queued, so a caller never waits silently. Closing the iterator early (an error, Ctrl-C) cancels the work not yet done:
-    use it as `with contextlib.closing(map_unordered(...)) as results:`."""
+    are queued, so a caller never waits silently. Closing the iterator early (an error, Ctrl-C) cancels the
+    work not yet done: use it as `with contextlib.closing(map_unordered(...)) as results:`."""
     items = list(items)
     if executor is None:
         for item in items:
@@ -129,4 +129,3 @@ def _dask_running(client: Any) -> set[Any]:
         return {key for keys in client.processing().values() for key in keys}
     except Exception:  # noqa: BLE001 - only a progress message depends on it
         return set()
-

@@ -493,7 +493,7 @@ def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfi
     return record
 
 
-WAIT_LOG_S = 30.0  # while no shard finishes, say which are unfinished this often
+WAIT_LOG_S = 30.0  # while no shard finishes, say which are running this often
 
 
 def build_store(

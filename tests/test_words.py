@@ -100,7 +100,7 @@ def test_forced_alignment_of_real_clip(mosi_audio: np.ndarray) -> None:
 
 
 def test_alignment_does_not_depend_on_what_the_decoder_aligned_before(mosi_audio: np.ndarray) -> None:
-    """The cached decoder once carried its feature state over: the same clip's confidences moved by ~3e-4
+    """The cached decoder once carried front-end state over: the same clip's confidences moved by ~3e-4
     depending on the segment aligned before it (the first segment of each worker differed)."""
     mf.need(mf.TWO_SPEAKERS, mf.TWO_SPEAKERS_STM)
     from pipelines.words import _decoder
