@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.dask_cluster import task_runner
+from flows.dask_cluster import local_dask_config, task_runner
 from flows.options import build_config, video_config
 from flows.summary import build_summary_markdown, summarize_build
 from pipelines.collapse import Mode
@@ -60,9 +60,10 @@ def run_build_plan(plan: BuildPlan, store: str, dask_address: str | None, n_work
         records: list[ShardRecord] = []
         if build.todo:
             runner = task_runner(dask_address, n_workers)
-            records = write_shards.with_options(task_runner=runner)(
-                build.todo, str(build.root), plan.process, build.feature_sets, build.config
-            )
+            with local_dask_config(dask_address):  # workers that exit at once when the flow closes the cluster
+                records = write_shards.with_options(task_runner=runner)(
+                    build.todo, str(build.root), plan.process, build.feature_sets, build.config
+                )
     except BaseException:
         build.close()
         raise

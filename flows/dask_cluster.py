@@ -4,11 +4,14 @@ sized to this machine, bound to 127.0.0.1."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import dask
 import psutil
 
 DASK_ADDRESS_ENV = "MMOLRE_DASK_ADDRESS"
@@ -57,9 +60,39 @@ def quiet_dask_logs(level: int = logging.WARNING) -> None:
             logging.getLogger(name).setLevel(level)
 
 
+# A task whose worker process dies is retried on another worker this many times, then given up (KilledWorker:
+# the store writer records its shard as failed).
+WORKER_RETRIES = 2
+LOCAL_DASK_CONFIG: dict[str, Any] = {
+    "distributed.scheduler.allowed-failures": WORKER_RETRIES,
+    "distributed.scheduler.worker-saturation": 1.0,
+    # forkserver children end with os._exit: a worker that has loaded torch and transformers does not spend
+    # seconds tearing its modules down, which made every close end with "Worker process still alive after
+    # 4.0 seconds, killing"
+    "distributed.worker.multiprocessing-method":
+        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn",
+}
+CLOSE_TIMEOUT_S = 10.0  # a normal close, workers idle
+INTERRUPT_CLOSE_TIMEOUT_S = 3.0  # after Ctrl-C or an error: workers may be mid-task; don't wait for them
+
+
+@contextmanager
+def local_dask_config(address: str | None = None) -> Iterator[None]:
+    """LOCAL_DASK_CONFIG for as long as a local cluster lives (its restarted workers read it too); nothing
+    when the work goes to an existing cluster, whose own settings stand."""
+    if resolve_address(address):
+        yield
+        return
+    with dask.config.set(LOCAL_DASK_CONFIG):
+        yield
+
+
 @contextmanager
 def dask_client(address: str | None = None, n_workers: int | None = None) -> Iterator[Any]:
-    """A distributed Client (an Executor) for plain-function builds from the command line."""
+    """A distributed Client (an Executor) for plain-function builds from the command line.
+
+    A local cluster retries a task whose worker dies `WORKER_RETRIES` times, and is closed on the way out
+    (quickly after an interrupt: running tasks are abandoned, the store they write stays resumable)."""
     from distributed import Client, LocalCluster
 
     quiet_dask_logs()
@@ -69,7 +102,44 @@ def dask_client(address: str | None = None, n_workers: int | None = None) -> Ite
             log.info("Dask: connected to %s (dashboard %s)", address, client.dashboard_link)
             yield client
         return
-    with LocalCluster(**local_cluster_kwargs(n_workers)) as cluster, Client(cluster) as client:
-        quiet_dask_logs()
-        log.info("Dask: local cluster with %d workers, dashboard %s", len(cluster.workers), client.dashboard_link)
-        yield client
+    with local_dask_config():
+        cluster = LocalCluster(**local_cluster_kwargs(n_workers))
+        client: Any = None
+        ok = False
+        try:
+            client = Client(cluster)
+            quiet_dask_logs()
+            log.info("Dask: local cluster with %d workers, dashboard %s", len(cluster.workers), client.dashboard_link)
+            yield client
+            ok = True
+        finally:
+            _close(cluster, client, CLOSE_TIMEOUT_S if ok else INTERRUPT_CLOSE_TIMEOUT_S, abandon=not ok)
+
+
+def _close(cluster: Any, client: Any, timeout: float, abandon: bool) -> None:
+    """Close the client, then the cluster. `abandon` (Ctrl-C, an error): kill the worker processes first
+    instead of waiting for their tasks; a shard cut short leaves no visible file, so the store stays resumable.
+    A slow close is logged, never allowed to replace the build's own outcome."""
+    try:
+        if client is not None:
+            client.close(timeout=timeout)
+    except Exception as e:  # noqa: BLE001 - closing must go on to the cluster
+        log.debug("Dask client close: %s", e)
+    if abandon:
+        _kill_workers(cluster)
+    try:
+        cluster.close(timeout=timeout)
+    except Exception as e:  # noqa: BLE001
+        log.warning("Dask: the local cluster did not close cleanly within %.0f s (%s: %s)", timeout, type(e).__name__, e)
+
+
+def _kill_workers(cluster: Any) -> None:
+    """SIGKILL each worker process, telling its nanny first not to start another one."""
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        try:
+            pid = nanny.pid
+            nanny.close_gracefully(reason="mmolre-interrupted")
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+        except (AttributeError, ProcessLookupError, PermissionError) as e:
+            log.debug("Dask: could not stop a worker at once: %s", e)

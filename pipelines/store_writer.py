@@ -14,8 +14,10 @@ import hashlib
 import json
 import logging
 import os
+import time
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ from feature_schemas import (
 
 from .card import write_card
 from .collapse import CollapseConfig, collapse_segment
-from .executors import map_unordered
+from .executors import map_unordered, worker_deaths
 from .leakage import has_leakage, leakage_lines, store_leakage
 from .records import Failure, PipelineError, SegmentRecord, UnitResult, WorkUnit
 
@@ -707,6 +709,24 @@ def open_build(
     return StoreBuild(root, name, shards, todo, done, list(feature_sets), config, build_info, lock)
 
 
+def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfig) -> ShardRecord:
+    """Record a shard that could not be processed at all (its worker process kept dying): one failure row per
+    unit, and a record whose key is not the plan's, so the next run of the same build tries the shard again."""
+    root = Path(store)
+    failures = sorted((Failure(u.unit_id, "worker", reason, u.payload.get("source_path")) for u in shard.units),
+                      key=lambda f: f.item_id)
+    rel = table_path("failures", shard=shard.shard_id)
+    table = _failures_table(failures)
+    files = {rel: {"table": "failures", "split": None, "shard": shard.shard_id, "rows": table.num_rows,
+                   "sha256": _write_parquet(table, root / rel, config)}}
+    record = ShardRecord(shard.shard_id, f"failed:{shard.key}", files, {"shards_failed": 1}, 0, len(failures))
+    atomic_write_text(root / SHARD_RECORDS / f"part-{shard.shard_id}.json", json.dumps(asdict(record), indent=1, sort_keys=True))
+    return record
+
+
+WAIT_LOG_S = 30.0  # while no shard finishes, say which are running this often
+
+
 def build_store(
     store: str | os.PathLike,
     name: str,
@@ -720,16 +740,38 @@ def build_store(
     progress: bool = True,
     overwrite: bool = False,
 ) -> BuildResult:
-    """Build (or complete) a store from work units; see the module docstring for the guarantees."""
+    """Build (or complete) a store from work units; see the module docstring for the guarantees.
+
+    A shard whose worker process dies past the executor's retries becomes failure rows (stage `worker`) and
+    is tried again by the next run; an interrupt cancels the work in flight and leaves the store resumable."""
     build = open_build(store, name, units, feature_sets, config, build_info, overwrite=overwrite)
     written: list[ShardRecord] = []
+    started = time.monotonic()
+
+    def failed(shard: Shard, exc: Exception) -> ShardRecord:
+        deaths = worker_deaths(exc)
+        if deaths is None:
+            raise exc
+        reason = (f"worker died {deaths} time{'s' if deaths > 1 else ''} processing this shard (likely out of "
+                  "memory or a crash in a native library); rerun the build to try it again")
+        log.error("%s: shard %s (%s): %s", name, shard.shard_id, ", ".join(u.unit_id for u in shard.units[:3]), reason)
+        return write_failed_shard(shard, str(build.root), reason, build.config)
+
+    def waiting(running: Sequence[Shard], queued: Sequence[Shard]) -> None:
+        ids = ", ".join(s.shard_id for s in running[:8]) + (", ..." if len(running) > 8 else "")
+        log.info("%s: %.0f s in, %d shards running (%s), %d queued", name, time.monotonic() - started, len(running),
+                 ids or "none yet", len(queued))
+
     try:
         bar = tqdm(total=len(build.shards), initial=build.skipped, desc=f"{name}: shards", unit="shard", disable=not progress)
         args = (str(build.root), process, build.feature_sets, build.config)
-        for rec in map_unordered(write_shard, build.todo, executor, *args):
-            written.append(rec)
-            bar.update(1)
-            bar.set_postfix(segments=sum(r.n_segments for r in written), failures=sum(r.n_failures for r in written))
+        results = map_unordered(write_shard, build.todo, executor, *args, on_error=failed, on_wait=waiting,
+                                wait_s=WAIT_LOG_S)
+        with closing(results):  # Ctrl-C or an error: cancel what is still queued or running
+            for rec in results:
+                written.append(rec)
+                bar.update(1)
+                bar.set_postfix(segments=sum(r.n_segments for r in written), failures=sum(r.n_failures for r in written))
         bar.close()
     except BaseException:
         build.close()

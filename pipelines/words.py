@@ -7,7 +7,9 @@ word. When alignment fails, Whisper's timed words are matched to the transcript 
 that the words are spread over the speech region in proportion to their length (method `uniform`).
 Without a transcript: Whisper (faster-whisper) recognises the words with their times.
 
-Heavy models (the pocketsphinx decoder, Whisper) load once per process and stay cached.
+Heavy models (the pocketsphinx decoder, Whisper) load once per process and stay cached. The decoder's feature
+front end is rebuilt per utterance and Whisper decodes greedily, so a segment's words never depend on which
+segments the process handled before (worker count, order, restarts).
 """
 
 from __future__ import annotations
@@ -332,6 +334,10 @@ def _forced(samples: np.ndarray, keys: list[str], originals: list[str], config: 
             if not pron.ensure(k, o):
                 return f"word {o!r} has no pronunciation"
         try:
+            # The cached decoder's feature front end keeps state from the previous utterance, which moved word
+            # confidences by ~3e-4 (resetting the cepstral mean alone, or -cmn batch, does not remove it). A
+            # fresh front end costs 0.03 ms (a fresh decoder ~0.3 s), and the result no longer depends on what ran before.
+            decoder.reinit_feat()
             decoder.set_align_text(" ".join(keys))
             decoder.start_utt()
             decoder.process_raw(to_pcm16(samples), full_utt=True)
@@ -495,6 +501,10 @@ class AsrConfig:
     beam_size: int = 1
     vad_filter: bool = True
     language: str = "en"
+    # Greedy decoding only. Whisper's default (0.0, 0.2, ..., 1.0) re-decodes doubtful windows by sampling, and
+    # CTranslate2's sampler is seeded once per thread (randomly unless set), so those words would depend on the
+    # process and on what it recognised before.
+    temperatures: tuple[float, ...] = (0.0,)
 
 
 def default_asr_model() -> str:
@@ -540,7 +550,8 @@ def transcribe(samples: np.ndarray, offset: float = 0.0, config: AsrConfig = Asr
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     segments, _ = model.transcribe(np.asarray(samples, np.float32), language=config.language,
                                    beam_size=config.beam_size, word_timestamps=True,
-                                   vad_filter=config.vad_filter, condition_on_previous_text=False)
+                                   vad_filter=config.vad_filter, condition_on_previous_text=False,
+                                   temperature=list(config.temperatures))
     words, start, end, conf, texts = [], [], [], [], []
     for seg in segments:
         texts.append(seg.text.strip())

@@ -13,7 +13,9 @@ import av
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the nearest shared/data above the checkout (a git worktree sits one level deeper than the main clone)
+DATA = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[1:] if (p / "shared" / "data").is_dir()),
+            Path(__file__).resolve().parents[1].parent / "shared" / "data")
 MOSI_CLIP = DATA / "mosi" / "raw" / "Oz06ZWiO20M_6.mp4"
 MOSI_ID = "Oz06ZWiO20M_6"
 MOSI_LABELS = DATA / "mosi" / "label.csv"

@@ -6,6 +6,7 @@ Top-level functions only, so Dask and process pools can pickle them.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import numpy as np
@@ -29,14 +30,23 @@ FEATURE_SETS = [
 SPLITS = ("train", "valid", "test")
 
 
-def make_units(n_videos: int, segments_per_video: int = 3, bad: set[int] | None = None, sleep: float = 0.0) -> list[WorkUnit]:
+def make_units(n_videos: int, segments_per_video: int = 3, bad: set[int] | None = None, sleep: float = 0.0,
+               die: dict[int, str] | None = None) -> list[WorkUnit]:
+    """`die`: video index -> a path; that unit kills its process (as a native crash or the OOM killer would)
+    while the path does not exist, and appends a line to `<path>.attempts` each time it starts."""
     return [
-        WorkUnit(f"vid{v:03d}", f"key{v}", {"segments": segments_per_video, "bad": v in (bad or set()), "sleep": sleep})
+        WorkUnit(f"vid{v:03d}", f"key{v}", {"segments": segments_per_video, "bad": v in (bad or set()), "sleep": sleep,
+                                            "die_unless": (die or {}).get(v)})
         for v in range(n_videos)
     ]
 
 
 def process(unit: WorkUnit) -> UnitResult:
+    if cure := unit.payload.get("die_unless"):
+        with open(f"{cure}.attempts", "a") as f:
+            f.write(f"{os.getpid()}\n")
+        if not os.path.exists(cure):
+            os._exit(1)
     if unit.payload.get("sleep"):
         time.sleep(unit.payload["sleep"])
     if unit.payload.get("bad"):

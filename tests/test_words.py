@@ -99,6 +99,25 @@ def test_forced_alignment_of_real_clip(mosi_audio: np.ndarray) -> None:
     assert np.allclose(shifted.start, w.start + 10.0)
 
 
+def test_alignment_does_not_depend_on_what_the_decoder_aligned_before(mosi_audio: np.ndarray) -> None:
+    """The cached decoder once carried front-end state over: the same clip's confidences moved by ~3e-4
+    depending on the segment aligned before it (the first segment of each worker differed)."""
+    mf.need(mf.TWO_SPEAKERS, mf.TWO_SPEAKERS_STM)
+    from pipelines.words import _decoder
+
+    words = transcript_words(mf.mosi_transcript())
+    config = AlignConfig(asr_fallback=False)
+    _decoder.cache_clear()  # what a fresh worker process sees
+    fresh = align_transcript(mosi_audio, words, config=config).words
+    other = read_audio(mf.TWO_SPEAKERS)
+    for start, end, text in mf.stm_utterances()[:3]:  # other speech in between
+        align_transcript(cut(other, start, end), transcript_words(text), config=config)
+        again = align_transcript(mosi_audio, words, config=config).words
+        assert again.method == fresh.method == "forced"
+        assert np.array_equal(again.confidence, fresh.confidence), np.abs(again.confidence - fresh.confidence).max()
+        assert np.array_equal(again.start, fresh.start) and np.array_equal(again.end, fresh.end)
+
+
 def test_out_of_dictionary_transcript_aligns_without_crash(mosi_audio: np.ndarray) -> None:
     words = transcript_words("zorbleflax quintaplume vexillocrat snarfblat 1997 KL-5 grumbotic wibblywob")
     al = align_transcript(mosi_audio, words)
@@ -126,6 +145,15 @@ def test_asr_words_have_times(mosi_audio: np.ndarray, mosi_asr) -> None:
     assert mosi_asr.words.method == "asr" and {"sucker", "punch", "ambitious", "idiosyncratic"} <= set(lower)
     assert (mosi_asr.words.start >= 0).all() and (mosi_asr.words.end <= len(mosi_audio) / 16000 + 0.1).all()
     assert "sucker punch" in mosi_asr.text.lower()
+
+
+def test_recognition_does_not_depend_on_what_was_recognised_before(mosi_audio: np.ndarray, mosi_asr) -> None:
+    mf.need(mf.TWO_SPEAKERS)
+    assert AsrConfig().temperatures == (0.0,)  # no sampled re-decoding: its generator is per thread, not per call
+    transcribe(cut(read_audio(mf.TWO_SPEAKERS), 0.0, 8.0))
+    again = transcribe(mosi_audio).words
+    assert again.words == mosi_asr.words.words
+    assert np.array_equal(again.start, mosi_asr.words.start) and np.array_equal(again.confidence, mosi_asr.words.confidence)
 
 
 def test_asr_fallback_and_matching(mosi_audio: np.ndarray, mosi_asr) -> None:
