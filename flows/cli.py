@@ -339,14 +339,17 @@ def _debug_everywhere(ap: argparse.ArgumentParser) -> None:
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def _OUR_ERRORS() -> tuple[type, ...]:  # noqa: N802 - reads as the constant it stands for
+    """Our error types among the modules loaded (an error can only come from a loaded module; importing
+    mmolre just to name RunError would load torch)."""
+    where = {"feature_schemas.errors": "StoreError", "pipelines.records": "PipelineError", "mmolre.errors": "RunError",
+             "flows.options": "OptionError"}
+    return tuple(getattr(sys.modules[m], n) for m, n in where.items() if m in sys.modules)
+
+
 def error_message(e: BaseException) -> str:
     """What `mmolre: error:` says: our own errors carry their path and advice; the rest get both added here."""
-    from feature_schemas import StoreError
-    from flows.options import OptionError
-    from mmolre.errors import RunError
-    from pipelines.records import PipelineError
-
-    if isinstance(e, (StoreError, PipelineError, RunError, OptionError)):
+    if isinstance(e, _OUR_ERRORS()):
         return str(e)
     if isinstance(e, OSError) and e.errno in _OUT_OF_SPACE:
         return (f"{e.filename or 'a file'}: {e.strerror or e} (out of disk space or over a size limit); free space and "

@@ -415,7 +415,8 @@ def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -
     """Pick the parser from the input's shape: a folder with label.csv (MMSA), a media file, or a table
     whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's."""
     path = Path(path)
-    if not path.is_dir() and (problem := _media_problem(path, "an input file")):
+    media = path.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES
+    if not path.is_dir() and (problem := _media_problem(path, "a media file" if media else "an input file")):
         raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
     if path.is_dir():
         if (path / "label.csv").is_file():
