@@ -28,7 +28,7 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
     run = Path(run)
     path = run / "best.pt"
     if not run.is_dir():
-        raise RunError(f"{run}: no such run directory; give --run the --out folder of `mmolre train`")
+        raise RunError(f"{run}: no such run directory (no best.pt); give --run the --out folder of `mmolre train`")
     if not path.is_file():
         raise RunError(f"{run}: no best.pt; is this a finished training run directory?")
     ck = load_checkpoint(path, map_location="cpu")

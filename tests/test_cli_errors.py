@@ -55,7 +55,7 @@ def _mmsa_pickle(path: Path, ids: list[str]) -> Path:
 
 def test_run_errors_and_debug_before_or_after_the_subcommand() -> None:
     line = one_error_line(cli("evaluate", "--run", "/nonexistent"))
-    assert line == "mmolre: error: /nonexistent: no such run directory; give --run the --out folder of `mmolre train`"
+    assert line == "mmolre: error: /nonexistent: no such run directory (no best.pt); give --run the --out folder of `mmolre train`"
     for args in (["--debug", "evaluate", "--run", "/nonexistent"], ["evaluate", "--run", "/nonexistent", "--debug"]):
         proc = cli(*args)
         assert proc.returncode == 1 and "Traceback" in proc.stderr and "RunError: /nonexistent" in proc.stderr
@@ -118,7 +118,7 @@ def test_control_characters_are_escaped_on_the_terminal(tmp_path: Path) -> None:
     shown = cli("inspect", str(out))
     assert shown.returncode == 0 and "\x1b" not in shown.stdout and r"\x1b[2J" in shown.stdout
     line = one_error_line(cli("evaluate", "--run", "/no\nsuch\x1b[31m"))
-    assert line.startswith(r"mmolre: error: /no\nsuch\x1b[31m: no such run directory")
+    assert line.startswith(r"mmolre: error: /no\nsuch\x1b[31m: no such run directory (no best.pt)")
 
 
 def test_media_that_are_not_files_and_missing_inputs(tmp_path: Path) -> None:
