@@ -89,13 +89,16 @@ class _CheckedArray(np.ndarray):
         u = type(self)._unpickler
         if u is None:  # pragma: no cover - only reachable when unpickled outside read_mmsa
             raise MmsaPickleError("numpy array state outside read_mmsa", "read")
-        u.check_array_state(state)
-        super().__setstate__(state)
+        super().__setstate__(u.check_array_state(state))
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(pickle._Unpickler):
     """Unpickles numpy arrays, numpy scalars and plain containers; every other global is refused, and what the
-    admitted ones may allocate is capped (`budget` bytes in all)."""
+    admitted ones may allocate is capped (`budget` bytes in all).
+
+    Built on Python's own unpickler, not the C one: the C unpickler zero-fills its memo list up to any PUT
+    index, so a 12-byte pickle (`LONG_BINPUT 2**31-1`) makes it touch 16 GB. For MMSA's few large arrays the
+    speed is the same."""
 
     def __init__(self, file: Any, source: str, budget: int | None = None) -> None:
         super().__init__(file, encoding="latin1")
@@ -167,6 +170,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         return _numpy_multiarray()._reconstruct(cls, shape, dtype)
 
     def _scalar(self, dtype: Any, *args: Any) -> Any:
+        dtype = _real_dtype(dtype)
         if not isinstance(dtype, np.dtype):
             raise self.error(f"refused: numpy scalar of {type(dtype).__name__}")
         if dtype.hasobject and dtype != np.dtype(object):
@@ -176,14 +180,24 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.charge(dtype.itemsize, "a numpy scalar")
         return _numpy_multiarray().scalar(dtype, *args)
 
-    def _dtype(self, *args: Any) -> np.dtype:
+    def _dtype(self, spec: Any, align: Any = False, copy: Any = True) -> _DtypeProxy:
         self.charge(64, "a numpy dtype")
-        return np.dtype(*args)
+        if not isinstance(spec, str) or not all(isinstance(f, bool) for f in (align, copy)):
+            raise self.error(f"refused: numpy dtype {spec!r:.40}")
+        try:
+            dtype = np.dtype(spec)
+        except (TypeError, ValueError, SyntaxError) as e:
+            raise self.error(f"refused: numpy dtype {spec!r:.40} ({e})") from None
+        if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+            raise self.error(f"refused: numpy dtype {dtype} (only numbers, text and objects)")
+        return _DtypeProxy(self, dtype)
 
-    def check_array_state(self, state: Any) -> None:
-        """An ndarray's pickled state: (version, shape, dtype, fortran, data) with data exactly the shape's."""
+    def check_array_state(self, state: Any) -> tuple:
+        """An ndarray's pickled state: (version, shape, dtype, fortran, data) with data exactly the shape's;
+        returns it with the real dtype."""
         if not isinstance(state, tuple) or len(state) not in (4, 5):
             raise self.error("refused: a numpy array with a malformed state")
+        state = state[:-3] + (_real_dtype(state[-3]),) + state[-2:]
         shape, dtype, data = state[-4], state[-3], state[-1]
         if not isinstance(dtype, np.dtype) or not isinstance(shape, tuple):
             raise self.error("refused: a numpy array with a malformed state")
@@ -199,6 +213,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         elif not isinstance(data, (bytes, bytearray)) or len(data) != n * dtype.itemsize:
             raise self.error(f"refused: a {dtype} array of shape {shape} whose data is not {n * dtype.itemsize} bytes")
         self.charge(n * dtype.itemsize, f"a numpy array of shape {shape}")
+        return state
 
     def _allowed_globals(self) -> dict[tuple[str, str], Any]:
         allowed: dict[tuple[str, str], Any] = {}
@@ -225,6 +240,29 @@ class RestrictedUnpickler(pickle.Unpickler):
         return obj
 
 
+_DTYPE_KINDS = "biufcUSO"  # bool, integers, floats, complex, text, bytes, objects: all MMSA and our exports use
+
+
+class _DtypeProxy:
+    """What `numpy.dtype(...)` gives while unpickling: numpy 2.4 crashes on a dtype `__setstate__` whose flags do
+    not fit the type (e.g. object flags on datetime64), so the state must equal the dtype's own, byte order aside."""
+
+    def __init__(self, unpickler: RestrictedUnpickler, dtype: np.dtype) -> None:
+        self.unpickler, self.dtype = unpickler, dtype
+
+    def __setstate__(self, state: Any) -> None:
+        own = self.dtype.__reduce__()[2]
+        if not (isinstance(state, tuple) and len(state) == len(own) and state[0] == own[0] and state[2:] == own[2:]
+                and state[1] in ("<", ">", "|", "=")):
+            raise self.unpickler.error(f"refused: numpy dtype {self.dtype} with a state that does not fit it")
+        if state[1] != own[1] and own[1] != "|":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _real_dtype(x: Any) -> Any:
+    return x.dtype if isinstance(x, _DtypeProxy) else x
+
+
 class _SizedReader:
     """The file as the unpickler reads it: a read of more bytes than remain (a length field claiming gigabytes in
     a small file) is refused before anything is allocated for it."""
@@ -246,9 +284,9 @@ class _SizedReader:
         return data
 
     def readinto(self, buf: Any) -> int:
-        view = memoryview(buf)
-        self._check(view.nbytes)
-        k = self._f.readinto(view)
+        with memoryview(buf) as view:
+            self._check(view.nbytes)
+            k = self._f.readinto(view)
         self.pos += k
         return k
 
@@ -262,6 +300,8 @@ def _plain(obj: Any, depth: int = 0) -> Any:
     """The loaded structure with the unpickler's checked arrays turned back into plain ndarrays."""
     if depth > 64:
         raise ValueError("nested more than 64 levels deep")
+    if isinstance(obj, _DtypeProxy):
+        return obj.dtype
     if isinstance(obj, _CheckedArray):
         arr = obj.view(np.ndarray)
         if arr.dtype == object:
@@ -298,8 +338,7 @@ def load_restricted(path: str | os.PathLike, budget: int | None = None) -> Any:
                               source_path=str(p)) from None
     except RecursionError:
         raise MmsaPickleError(f"{p}: refused: nested too deeply", "read", source_path=str(p)) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError,
-            OverflowError, UnicodeDecodeError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever a damaged pickle raises, it is not a readable pickle
         raise MmsaPickleError(f"{p}: not a readable pickle ({type(e).__name__}: {e})", "read", source_path=str(p)) from None
 
 
