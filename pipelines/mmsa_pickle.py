@@ -97,7 +97,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     admitted ones may allocate is capped (`budget` bytes in all).
 
     Built on Python's own unpickler, not the C one: the C unpickler zero-fills its memo list up to any PUT
-    index, so a 12-byte pickle (`LONG_BINPUT 2**31-1`) makes it touch 16 GB. For MMSA's few large arrays the
+    index, so a 9-byte pickle (`LONG_BINPUT 1.3e9`) makes it touch ~20 GB. For MMSA's few large arrays the
     speed is the same."""
 
     def __init__(self, file: Any, source: str, budget: int | None = None) -> None:
