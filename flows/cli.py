@@ -58,12 +58,12 @@ def _print_build(summary: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(summary, indent=2, default=str))
         return
     c = summary["counts"]
-    print(f"store: {summary['store']}")
+    print(f"store: {_escape(summary['store'])}")
     print("segments: " + ", ".join(f"{s} {n}" for s, n in c["segments"].items()))
     print(f"shards: {c['shards_written']} written, {c['shards_skipped']} already written")
     print("feature sets: " + ", ".join(f"{n} ({d})" for n, d in summary["feature_sets"].items()))
     if c["failures"]:
-        print(f"failures: {c['failures']} (see `mmolre inspect {summary['store']}`)")
+        print(f"failures: {c['failures']} (see `mmolre inspect {_escape(summary['store'])}`)")
         for f in summary["failures"][:10]:
             print(f"  {_escape(f['item_id'])} [{f['stage']}]: {_escape(f['reason'])}")
 
@@ -150,7 +150,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from feature_schemas import validate
 
     report = validate(args.store)
-    print(f"{args.store}: {report}")
+    print("\n".join(_escape(line) for line in f"{args.store}: {report}".splitlines()))
     return EXIT_OK if report.ok else EXIT_FAILURES
 
 

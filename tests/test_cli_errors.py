@@ -117,6 +117,8 @@ def test_control_characters_are_escaped_on_the_terminal(tmp_path: Path) -> None:
     assert "\x1b" not in built.stdout and r"'\x1b[2J\x1b[31mred' contains control characters" in built.stdout
     shown = cli("inspect", str(out))
     assert shown.returncode == 0 and "\x1b" not in shown.stdout and r"\x1b[2J" in shown.stdout
+    found = cli("validate", str(tmp_path / "no\x1bstore"))
+    assert found.returncode == 3 and "\x1b" not in found.stdout and r"no\x1bstore" in found.stdout
     line = one_error_line(cli("evaluate", "--run", "/no\nsuch\x1b[31m"))
     assert line.startswith(r"mmolre: error: /no\nsuch\x1b[31m: no such run directory (no best.pt)")
 
