@@ -347,12 +347,13 @@ def _OUR_ERRORS() -> tuple[type, ...]:  # noqa: N802 - reads as the constant it 
     return tuple(getattr(sys.modules[m], n) for m, n in where.items() if m in sys.modules)
 
 
-def error_message(e: BaseException) -> str:
+def error_message(e: BaseException, where: str | None = None) -> str:
     """What `mmolre: error:` says: our own errors carry their path and advice; the rest get both added here."""
     if isinstance(e, _OUR_ERRORS()):
         return str(e)
     if isinstance(e, OSError) and e.errno in _OUT_OF_SPACE:
-        return (f"{e.filename or 'a file'}: {e.strerror or e} (out of disk space or over a size limit); free space and "
+        name = e.filename or (f"a file under {where}" if where else "a file")
+        return (f"{name}: {e.strerror or e} (out of disk space or over a size limit); free space and "
                 "rerun the same command: a store build is resumable and keeps the shards already written")
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.filename}: {e.strerror or e}; check the path and its permissions"
@@ -377,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"mmolre: error: {_escape(error_message(e))}", file=sys.stderr)
+        print(f"mmolre: error: {_escape(error_message(e, getattr(args, 'out', None)))}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -139,3 +139,17 @@ def test_store_commands_on_a_missing_store(tmp_path: Path) -> None:
     assert line.startswith("mmolre: error: /nonexistent")
     found = cli("validate", "/nonexistent")  # validate reports problems with exit 3, on stdout
     assert found.returncode == 3 and "not a feature store" in found.stdout
+
+
+def test_a_real_enospc_says_where_and_that_the_store_resumes() -> None:
+    """/dev/full answers every write with ENOSPC, the disk-full error itself; Python's has no file name."""
+    from flows.cli import error_message
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with pytest.raises(OSError) as e, open("/dev/full", "w") as f:
+        f.write("x")
+        f.flush()
+    message = error_message(e.value, "stores/mine")
+    assert message.startswith("a file under stores/mine: No space left on device (out of disk space")
+    assert "rerun the same command: a store build is resumable" in message
