@@ -339,7 +339,7 @@ def _debug_everywhere(ap: argparse.ArgumentParser) -> None:
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def _OUR_ERRORS() -> tuple[type, ...]:  # noqa: N802 - reads as the constant it stands for
+def _our_errors() -> tuple[type, ...]:
     """Our error types among the modules loaded (an error can only come from a loaded module; importing
     mmolre just to name RunError would load torch)."""
     where = {"feature_schemas.errors": "StoreError", "pipelines.records": "PipelineError", "mmolre.errors": "RunError",
@@ -349,7 +349,7 @@ def _OUR_ERRORS() -> tuple[type, ...]:  # noqa: N802 - reads as the constant it 
 
 def error_message(e: BaseException, where: str | None = None) -> str:
     """What `mmolre: error:` says: our own errors carry their path and advice; the rest get both added here."""
-    if isinstance(e, _OUR_ERRORS()):
+    if isinstance(e, _our_errors()):
         return str(e)
     if isinstance(e, OSError) and e.errno in _OUT_OF_SPACE:
         name = e.filename or (f"a file under {where}" if where else "a file")
