@@ -153,3 +153,17 @@ def test_a_real_enospc_says_where_and_that_the_store_resumes() -> None:
     message = error_message(e.value, "stores/mine")
     assert message.startswith("a file under stores/mine: No space left on device (out of disk space")
     assert "rerun the same command: a store build is resumable" in message
+
+
+def test_set_values_are_typed_like_the_settings() -> None:
+    from flows.options import OptionError, train_config
+
+    c = train_config(None, ["lr=1e-3", "tasks=[sentiment]", "arch.top_k=null", "task_weights={sentiment: 2}",
+                            "arch.expert_ranks=[4, 8]"], epochs=3)
+    assert c.lr == 0.001 and c.tasks == ["sentiment"] and c.arch.top_k is None and c.arch.expert_ranks == (4, 8)
+    assert c.epochs == 3 and c.task_weights == {"sentiment": 2}
+    for bad, message in (["epochs=2.5", "epochs must be an integer, not 2.5"], ["tasks=sentiment", "tasks must be"],
+                         ["arch.d_model.x=1", "has no sub-settings"], ["lr", "expected KEY=VALUE"],
+                         ["lr=[1", "not valid YAML"]):
+        with pytest.raises(OptionError, match=message.replace("[", r"\[")):
+            train_config(None, [bad])
