@@ -167,3 +167,21 @@ def test_set_values_are_typed_like_the_settings() -> None:
                          ["lr=[1", "not valid YAML"]):
         with pytest.raises(OptionError, match=message.replace("[", r"\[")):
             train_config(None, [bad])
+
+
+def test_damaged_checkpoints_and_empty_run_folders(tmp_path: Path) -> None:
+    from mmolre import load_run
+    from mmolre.errors import RunError
+
+    with pytest.raises(RunError, match=r"no best.pt; is this a finished training run directory"):
+        load_run(tmp_path)
+    (tmp_path / "best.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(RunError, match=r"best.pt: unreadable checkpoint \(.*\); is it damaged or truncated\?") as e:
+        load_run(tmp_path)
+    assert "weights_only" not in str(e.value)
+    torch.save([1, 2], tmp_path / "best.pt")
+    with pytest.raises(RunError, match=r"best.pt: not an mmolre checkpoint \(holds a list, not a dict\)"):
+        load_run(tmp_path)
+    torch.save({"arch": {}}, tmp_path / "best.pt")
+    with pytest.raises(RunError, match=r"best.pt: not a complete mmolre checkpoint \(no 'model_name'\)"):
+        load_run(tmp_path)
