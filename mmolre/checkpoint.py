@@ -92,9 +92,13 @@ def _sets(dims: dict[str, int]) -> str:
 def load_weights(module: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
     """`load_state_dict` whose mismatch is a RunError naming the file, not torch's multi-line RuntimeError."""
     try:
-        module.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
+        result = module.load_state_dict(state, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+        detail = ", ".join(f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
+                           (("weights missing", missing), ("unexpected weights", unexpected)) if keys)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        lines = [ln.strip().rstrip(".") for ln in str(e).splitlines() if "size mismatch" in ln] or [str(e).splitlines()[0]]
+        detail = f"{len(lines)} of other shapes (e.g. {lines[0][:160]})"
+    if detail:
         raise RunError(f"{path}: the weights do not fit the model: run was trained on a store with other feature sets "
-                       f"or settings ({detail[:300]}); use another output directory") from None
+                       f"or settings ({detail}); use another output directory")

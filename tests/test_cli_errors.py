@@ -185,3 +185,25 @@ def test_damaged_checkpoints_and_empty_run_folders(tmp_path: Path) -> None:
     torch.save({"arch": {}}, tmp_path / "best.pt")
     with pytest.raises(RunError, match=r"best.pt: not a complete mmolre checkpoint \(no 'model_name'\)"):
         load_run(tmp_path)
+
+
+def test_weights_that_do_not_fit_their_model(tmp_path: Path) -> None:
+    from mmolre import load_run
+    from mmolre.baselines import build_model
+    from mmolre.errors import RunError
+    from mmolre.model import MMoLREConfig
+
+    small = MMoLREConfig.from_dict({**TINY_ARCH, "input_dims": {"text": 16, "audio": 8}})
+    other = MMoLREConfig.from_dict({**TINY_ARCH, "input_dims": {"text": 16, "video": 6}})
+    torch.save({"model_name": "mmolre", "arch": small.to_dict(), "model": build_model("mmolre", other).state_dict(),
+                "config": TrainConfig().to_dict(), "feature_sets": ["text", "audio"], "store": "elsewhere", "epoch": 0,
+                "max_len": 50, "truncate": "right"}, tmp_path / "best.pt")
+    with pytest.raises(RunError, match=r"best.pt: the weights do not fit the model: run was trained on a store with other "
+                                       r"feature sets or settings \(\d+ weights missing \(e.g. encoders.audio.mean\), "
+                                       r"\d+ unexpected weights \(e.g. encoders.video.mean\)\)"):
+        load_run(tmp_path)
+    wider = MMoLREConfig.from_dict({**TINY_ARCH, "input_dims": {"text": 16, "audio": 9}})
+    ck = torch.load(tmp_path / "best.pt", weights_only=True)
+    torch.save({**ck, "model": build_model("mmolre", wider).state_dict()}, tmp_path / "best.pt")
+    with pytest.raises(RunError, match=r"do not fit the model: .*of other shapes \(e.g. size mismatch for encoders.audio"):
+        load_run(tmp_path)
