@@ -6,11 +6,14 @@ retries), write the manifest, publish a summary. All the work is in `pipelines`;
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.exceptions import MissingContextError
 
 from flows.dask_cluster import local_dask_config, task_runner
 from flows.options import build_config, video_config
@@ -50,15 +53,26 @@ def write_shards(shards: list[Shard], store: str, process: Any, feature_sets: li
     return records
 
 
+def _logger() -> Any:
+    """The flow run's logger; a plain logger when the flow's function is called directly (`flow.fn(...)`)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
 def run_build_plan(plan: BuildPlan, store: str, dask_address: str | None, n_workers: int | None,
                    overwrite: bool = False) -> dict[str, Any]:
-    """Open the build, write the missing shards on Dask, finish the manifest, publish a summary artifact."""
-    logger = get_run_logger()
+    """Open the build, write the missing shards on Dask (inline with n_workers=0), finish the manifest, publish
+    a summary artifact (inside a flow run)."""
+    logger = _logger()
     build = open_build(store, plan.name, plan.units, plan.feature_sets, plan.config, plan.build_info, overwrite=overwrite)
     logger.info("%s: %d units in %d shards, %d already written", plan.name, len(plan.units), len(build.shards), build.skipped)
     try:
         records: list[ShardRecord] = []
-        if build.todo:
+        if build.todo and n_workers == 0:
+            records = [write_shard(s, str(build.root), plan.process, build.feature_sets, build.config) for s in build.todo]
+        elif build.todo:
             runner = task_runner(dask_address, n_workers)
             with local_dask_config(dask_address):  # workers that exit at once when the flow closes the cluster
                 records = write_shards.with_options(task_runner=runner)(
@@ -69,7 +83,8 @@ def run_build_plan(plan: BuildPlan, store: str, dask_address: str | None, n_work
         raise
     result: BuildResult = build.finish(records, plan.report)
     summary = summarize_build(result)
-    create_markdown_artifact(build_summary_markdown(summary), key=_artifact_key(plan.name), description=f"{plan.name} build")
+    if FlowRunContext.get() is not None:
+        create_markdown_artifact(build_summary_markdown(summary), key=_artifact_key(plan.name), description=f"{plan.name} build")
     logger.info("store %s: %s", result.store, summary["counts"])
     if summary.get("incomplete_shards"):
         raise RuntimeError(f"{len(summary['incomplete_shards'])} shards were not written; run the deployment again to complete them")
@@ -148,4 +163,28 @@ def extract_video_features(
 
     config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
     plan = plan_videos(input, video_config(face=face, fps=fps), config, split=split, emotion_classes=emotion_classes)
+    return run_build_plan(plan, store, dask_address, n_workers, overwrite)
+
+
+@flow(name="build-mmsa-features", log_prints=True)
+def build_mmsa_features(
+    input: str,
+    store: str,
+    aligned: bool | None = None,
+    text_name: str | None = None,
+    audio_name: str | None = None,
+    vision_name: str | None = None,
+    mode: Mode = "weighted",
+    keep_frames: bool = False,
+    dask_address: str | None = None,
+    n_workers: int | None = None,
+    units_per_shard: int = 4,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """An MMSA pickle (aligned_50.pkl / unaligned_50.pkl), read without running its code -> feature store."""
+    from pipelines.mmsa_pickle import plan_mmsa
+
+    names = {m: n for m, n in (("text", text_name), ("audio", audio_name), ("vision", vision_name)) if n}
+    config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
+    plan = plan_mmsa(input, config, names=names, aligned=aligned)
     return run_build_plan(plan, store, dask_address, n_workers, overwrite)

@@ -1,14 +1,16 @@
 """The `mmolre` command: build stores, inspect them, train, evaluate and predict.
 
 Each subcommand calls the plain functions of `pipelines` and `mmolre` (no Prefect server needed); the Prefect
-deployments call the same functions. Exit codes: 0 done, 1 error (the message names the path or value),
-2 usage error, 3 done but items failed (with --strict), 4 a build wrote no segment at all (stderr names the
-three most common failure reasons).
+deployments call the same functions. Exit codes (docs/contracts.md): 0 done, 1 error (one line on stderr,
+`mmolre: error: <what, which path/value, what to do>`; `--debug` before or after the subcommand shows the
+traceback instead), 2 usage error, 3 done but items failed (with --strict) or validate found problems, 4 a build
+wrote no segment at all, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -20,7 +22,13 @@ from typing import Any
 from flows.options import build_config, model_name, train_config, video_config
 from pipelines.collapse import MODES
 
-EXIT_OK, EXIT_ERROR, EXIT_FAILURES, EXIT_EMPTY = 0, 1, 3, 4  # argparse exits 2 on usage errors
+EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
+EXIT_EMPTY, EXIT_INTERRUPTED = 4, 130  # EXIT_EMPTY: a build wrote no segment at all
+
+
+def _escape(text: object) -> str:
+    """Ids and paths come from files we did not write: show control characters repr-style, never raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 # -- build ------------------------------------------------------------------------------------------
@@ -43,7 +51,7 @@ def _run_plan(plan: Any, args: argparse.Namespace) -> int:
     if summary["incomplete_shards"]:
         return EXIT_ERROR
     if not sum(summary["counts"]["segments"].values()):
-        print(f"mmolre: error: {summary['store']}: the build wrote no segment ({summary['counts']['failures']} "
+        print(f"mmolre: error: {_escape(summary['store'])}: the build wrote no segment ({summary['counts']['failures']} "
               "failures)" + ("; most common reasons:" if summary["top_failure_reasons"] else
                              "; the input had no usable rows"), file=sys.stderr)
         for r in summary["top_failure_reasons"]:
@@ -57,14 +65,14 @@ def _print_build(summary: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(summary, indent=2, default=str))
         return
     c = summary["counts"]
-    print(f"store: {summary['store']}")
+    print(f"store: {_escape(summary['store'])}")
     print("segments: " + ", ".join(f"{s} {n}" for s, n in c["segments"].items()))
     print(f"shards: {c['shards_written']} written, {c['shards_skipped']} already written")
     print("feature sets: " + ", ".join(f"{n} ({d})" for n, d in summary["feature_sets"].items()))
     if c["failures"]:
-        print(f"failures: {c['failures']} (see `mmolre inspect {summary['store']}`)")
+        print(f"failures: {c['failures']} (see `mmolre inspect {_escape(summary['store'])}`)")
         for f in summary["failures"][:10]:
-            print(f"  {f['item_id']} [{f['stage']}]: {f['reason']}")
+            print(f"  {_escape(f['item_id'])} [{f['stage']}]: {_escape(f['reason'])}")
 
 
 def cmd_build_sdk(args: argparse.Namespace) -> int:
@@ -80,6 +88,15 @@ def cmd_build_videos(args: argparse.Namespace) -> int:
     config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)
     plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split,
                        emotion_classes=args.emotion_classes)
+    return _run_plan(plan, args)
+
+
+def cmd_build_mmsa(args: argparse.Namespace) -> int:
+    from pipelines.mmsa_pickle import MMSA_UNITS_PER_SHARD, plan_mmsa
+
+    names = {m: n for m, n in (("text", args.text_name), ("audio", args.audio_name), ("vision", args.vision_name)) if n}
+    aligned = {"auto": None, "yes": True, "no": False}[args.aligned]
+    plan = plan_mmsa(args.input, _build_config(args, MMSA_UNITS_PER_SHARD), names=names, aligned=aligned)
     return _run_plan(plan, args)
 
 
@@ -133,7 +150,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     f = info["failures"]
     print(f"failures: {f['total']}" + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(f["by_stage"].items())) + ")" if f["total"] else ""))
     for item in f["items"][:10]:
-        print(f"  {item['item_id']} [{item['stage']}]: {item['reason']}")
+        print(f"  {_escape(item['item_id'])} [{item['stage']}]: {_escape(item['reason'])}")
     from pipelines.leakage import leakage_lines
 
     for line in leakage_lines(info["report"].get("leakage")):
@@ -145,7 +162,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from feature_schemas import validate
 
     report = validate(args.store)
-    print(f"{args.store}: {report}")
+    print("\n".join(_escape(line) for line in f"{args.store}: {report}".splitlines()))
     return EXIT_OK if report.ok else EXIT_FAILURES
 
 
@@ -307,6 +324,15 @@ def parser() -> argparse.ArgumentParser:
                         "names (default: found from the labels); rows outside the set fail")
     _add_build_options(p)
     p.set_defaults(func=cmd_build_videos)
+    p = build.add_parser("mmsa", help="an MMSA pickle (aligned_50.pkl / unaligned_50.pkl), read without running its code")
+    p.add_argument("--input", required=True, help="the .pkl file")
+    p.add_argument("--aligned", choices=("auto", "yes", "no"), default="auto",
+                   help="word-aligned layout (auto: the file's own flag, else its name)")
+    p.add_argument("--text-name", default=None, help="feature set name for the text features (default from the dims)")
+    p.add_argument("--audio-name", default=None, help="feature set name for the audio features")
+    p.add_argument("--vision-name", default=None, help="feature set name for the vision features")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_build_mmsa)
 
     p = sub.add_parser("inspect", help="segments, words, feature sets and failures of a store")
     p.add_argument("store")
@@ -361,7 +387,45 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole path on bundled media: videos -> store -> model -> report")
     p.add_argument("--out", default="demo_out")
     p.set_defaults(func=cmd_demo)
+    _debug_everywhere(ap)
     return ap
+
+
+def _debug_everywhere(ap: argparse.ArgumentParser) -> None:
+    """`--debug` is accepted after any subcommand too; SUPPRESS keeps a flag given before it."""
+    for action in ap._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+                _debug_everywhere(sub)
+
+
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _our_errors() -> tuple[type, ...]:
+    """Our error types among the modules loaded (an error can only come from a loaded module; importing
+    mmolre just to name RunError would load torch)."""
+    where = {"feature_schemas.errors": "StoreError", "pipelines.records": "PipelineError", "mmolre.errors": "RunError",
+             "flows.options": "OptionError"}
+    return tuple(getattr(sys.modules[m], n) for m, n in where.items() if m in sys.modules)
+
+
+def error_message(e: BaseException, where: str | None = None) -> str:
+    """What `mmolre: error:` says: our own errors carry their path and advice; the rest get both added here."""
+    if isinstance(e, _our_errors()):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in _OUT_OF_SPACE:
+        name = e.filename or (f"a file under {where}" if where else "a file")
+        return (f"{name}: {e.strerror or e} (out of disk space or over a size limit); free space and "
+                "rerun the same command: a store build is resumable and keeps the shards already written")
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}; check the path and its permissions"
+    if isinstance(e, MemoryError):
+        return "out of memory; use smaller inputs or batches (--units-per-shard, --batch-videos, --workers)"
+    if isinstance(e, ValueError):
+        return str(e)
+    return f"unexpected {type(e).__name__}: {e}; rerun with --debug for the traceback and report it"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -370,19 +434,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("distributed", "httpx", "numexpr", "matplotlib", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from feature_schemas import StoreError
-    from pipelines.records import PipelineError
-
     try:
         return int(args.func(args) or 0)
-    except (StoreError, PipelineError, FileNotFoundError, NotADirectoryError, ValueError) as e:
-        if args.debug:
-            raise
-        print(f"mmolre: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print("mmolre: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"mmolre: error: {_escape(error_message(e, getattr(args, 'out', None)))}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

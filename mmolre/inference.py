@@ -13,7 +13,7 @@ from torch import nn
 from feature_schemas import Store, StoreError, coverage_column, sha256_file
 
 from .baselines import build_model
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights
 from .config import TrainConfig
 from .data import StoreDataset
 from .distributed import resolve_device
@@ -28,22 +28,25 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
     """(model in eval mode with the best weights, its TrainConfig, meta: model_name, arch, tasks, feature_sets, store, epoch)."""
     run = Path(run)
     path = run / "best.pt"
+    if not run.is_dir():
+        raise RunError(f"{run}: no such run directory (no best.pt); give --run the --out folder of `mmolre train`")
     if not path.is_file():
         raise RunError(f"{run}: no best.pt; is this a finished training run directory?")
     ck = load_checkpoint(path, map_location="cpu")
     try:
         arch = MMoLREConfig.from_dict(ck["arch"])
         model = build_model(ck["model_name"], arch)
-        model.load_state_dict(ck["model"])
         config = TrainConfig.from_dict(ck["config"], source=str(path))
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise RunError(f"{path}: incompatible checkpoint ({e})") from None
+        meta = {"feature_sets": list(ck["feature_sets"]), "store": ck["store"], "epoch": ck["epoch"],
+                "max_len": ck["max_len"], "truncate": ck["truncate"]}
+    except KeyError as e:
+        raise RunError(f"{path}: not a complete mmolre checkpoint (no {e}); was it written by `mmolre train`?") from None
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise RunError(f"{path}: incompatible checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    load_weights(model, ck["model"], path)
     model.to(device).eval()
-    meta = {
-        "model_name": ck["model_name"], "arch": ck["arch"], "tasks": [t.to_dict() for t in arch.tasks],
-        "feature_sets": list(ck["feature_sets"]), "store": ck["store"], "epoch": ck["epoch"],
-        "max_len": ck["max_len"], "truncate": ck["truncate"], "run": str(run),
-    }
+    meta = {"model_name": ck["model_name"], "arch": ck["arch"], "tasks": [t.to_dict() for t in arch.tasks], **meta,
+            "run": str(run)}
     return model, config, meta
 
 

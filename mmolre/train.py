@@ -30,7 +30,7 @@ from tqdm import tqdm
 from feature_schemas import Store, StoreError, atomic_write_text, sha256_file
 
 from .baselines import build_model, count_parameters
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import check_inputs, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import SegmentLabels, StoreDataset, feature_stats_and_coverage, make_loader
 from .distributed import (
@@ -226,7 +226,8 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
         ck = load_checkpoint(last_path, map_location=device)
         if ck.get("model_name") != model_name:
             raise RunError(f"{last_path}: a checkpoint of {ck.get('model_name')!r}, not {model_name!r}; use another output directory")
-        step_module.load_state_dict(ck["train_step"])
+        check_inputs(last_path, ck, feature_sets, arch.input_dims, str(store))
+        load_weights(step_module, ck["train_step"], last_path)
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         state = dict(ck["state"])

@@ -261,15 +261,55 @@ class CsdFile:
             raise self._error(f"unreadable features ({e})", video_id) from None
 
     def tokens(self, video_id: str) -> tuple[list[str], np.ndarray]:
-        """A words/phones entry: its tokens (decoded, as given) and their intervals."""
+        """A words/phones entry: its tokens (decoded, as given) and their intervals. Tokens that are numbers,
+        not text, are refused (str() would turn them into the word '0.0')."""
         raw = self.features(video_id)
+        if raw.dtype.kind not in "SUO":
+            raise self._error(f"word tokens are {raw.dtype} numbers, not text (a damaged words sequence)", video_id)
         col = raw[:, 0] if raw.ndim == 2 and raw.shape[1] else raw.reshape(-1)
+        odd = [t for t in col if not isinstance(t, (bytes, str, np.bytes_, np.str_))]
+        if odd:
+            raise self._error(f"{len(odd)} word tokens are not text (first: {odd[0]!r})", video_id)
         return [_text(t).strip() for t in col], self.intervals(video_id)
 
     def iter_entries(self, ids: Sequence[str] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """(id, features, intervals) one entry at a time."""
         for vid in ids if ids is not None else self.ids():
             yield vid, self.features(vid), self.intervals(vid)
+
+
+# -- interval checks ---------------------------------------------------------------------------------
+SPAN_TOLERANCE = 1.0  # seconds a word or frame may reach past the labelled span (rows straddle segment ends)
+MAX_SEGMENT_SECONDS = 3600.0  # a labelled segment longer than this is a damaged interval, not an utterance
+INTERVAL_FAULTS = ("nonfinite", "reversed", "beyond_span")
+
+
+def interval_faults(intervals: np.ndarray, span: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+    """Per fault, a row mask: `nonfinite` (NaN or inf), `reversed` (end before start), `beyond_span` (starts
+    before `span[0]` or ends after `span[1]`, by more than SPAN_TOLERANCE). A row has at most one fault."""
+    ivs = np.asarray(intervals, np.float64).reshape(-1, 2)
+    nonfinite = ~np.isfinite(ivs).all(axis=1)
+    ok = ~nonfinite
+    reverse = np.zeros(len(ivs), bool)
+    reverse[ok] = ivs[ok, 1] < ivs[ok, 0]
+    beyond = np.zeros(len(ivs), bool)
+    if span is not None:
+        fine = ok & ~reverse
+        beyond[fine] = (ivs[fine, 0] < span[0] - SPAN_TOLERANCE) | (ivs[fine, 1] > span[1] + SPAN_TOLERANCE)
+    return {"nonfinite": nonfinite, "reversed": reverse, "beyond_span": beyond}
+
+
+def segment_fault(start: float, end: float) -> str | None:
+    """Why a labelled segment's interval is unusable, or None."""
+    if not (np.isfinite(start) and np.isfinite(end)):
+        return "is not finite"
+    if end < start:
+        return "ends before it starts"
+    if start < -SPAN_TOLERANCE:
+        return "starts before the video (negative time)"
+    if end - start > MAX_SEGMENT_SECONDS:
+        return f"is longer than any video's span ({MAX_SEGMENT_SECONDS:g} s)"
+    return None
 
 
 def words_of(tokens: Sequence[str], intervals: np.ndarray) -> tuple[list[str], np.ndarray, int]:
@@ -367,6 +407,9 @@ def write_sequence(
         root = f.create_group(root_name)
         data = root.create_group("data")
         for key, feats, ivs in entries:
+            if not key or "/" in key or key in (".", "..") or re.search(r"[\x00-\x1f\x7f]", key):
+                raise PipelineError(f"{out}: entry id {key!r} cannot be an HDF5 group name (path separator, '.', "
+                                    "'..' or control characters)", "write", item_id=key, source_path=str(out))
             g = data.create_group(key)
             g.create_dataset("features", data=feats)
             g.create_dataset("intervals", data=np.asarray(ivs, np.float64).reshape(-1, 2))

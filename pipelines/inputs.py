@@ -270,6 +270,10 @@ def resolve_emotion_classes(parsed: ParsedInputs, declared: str | Sequence[str] 
             continue
         specs.append(s if name == value else replace(s, labels={**s.labels, "emotion_class": name}))
     return ParsedInputs(specs, failures, parsed.source, parsed.path), classes
+def _media_problem(path: Path, what: str = "a media file") -> str | None:
+    from .media import path_problem  # PyAV is imported only when media paths are checked
+
+    return path_problem(path, what)
 
 
 # --- table reading --------------------------------------------------------------------------------------
@@ -366,8 +370,8 @@ def read_mmsa(root: str | Path, label_file: str = "label.csv", raw_dir: str = "R
             extra = {k: _number(r.get(k), k, -3.0, 3.0) for k in ("label_T", "label_A", "label_V") if k in r}
             split = check_split(r.get("mode"))
             video = root / raw_dir / vid / f"{clip}{suffix}"
-            if check_files and not video.is_file():
-                raise RowError(f"clip {video} does not exist")
+            if check_files and (problem := _media_problem(video)):
+                raise RowError(f"clip {video} {problem}")
             out.specs.append(SegmentSpec(sid, vid, video, None, None, _text(r.get("text")), labels, split, "mmsa",
                                          str(video), extra))
         except RowError as e:
@@ -403,8 +407,8 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
                 if not video.is_absolute():
                     video = path.parent / video
                 src = str(video)
-                if check_files and not video.is_file():
-                    raise RowError(f"video {video} does not exist")
+                if check_files and (problem := _media_problem(video)):
+                    raise RowError(f"video {video} {problem}")
             transcript = None if _missing(r.get("transcript")) else _text(r.get("transcript"))
             if video is None and transcript is None:
                 raise RowError("needs a video_path or a transcript")
@@ -435,8 +439,8 @@ def read_video(path: str | Path, segment_id: str | None = None, split: str = "te
                transcript: str | None = None, labels: dict[str, Any] | None = None) -> ParsedInputs:
     """One media file as one segment spanning the whole file; the id defaults to the file's stem."""
     path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"video {path} does not exist", stage="read", source_path=str(path))
+    if problem := _media_problem(path):
+        raise PipelineError(f"video {path} {problem}", stage="read", source_path=str(path))
     try:
         sid = check_id(segment_id or path.stem)
         spec = SegmentSpec(sid, sid, path, None, None, transcript, check_labels(labels or {}),
@@ -491,8 +495,9 @@ def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -
     """Pick the parser from the input's shape: a folder with label.csv (MMSA), a media file, or a table
     whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's."""
     path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"input {path} does not exist", stage="read", source_path=str(path))
+    media = path.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES
+    if not path.is_dir() and (problem := _media_problem(path, "a media file" if media else "an input file")):
+        raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
     if path.is_dir():
         if (path / "label.csv").is_file():
             return read_mmsa(path, **kwargs)

@@ -7,6 +7,9 @@ stream is not an error: `read_audio` returns None and the caller records that th
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +40,40 @@ def _error(path: Path, message: str) -> PipelineError:
     return PipelineError(f"{path}: {message}", stage="decode", source_path=str(path))
 
 
+def path_problem(path: str | Path, what: str = "a media file") -> str | None:
+    """Why `path` cannot be read as a media file (missing, a folder, a FIFO that would block the decoder, a
+    device, a symlink loop...), or None for a regular file. Cheap: one stat, never an open."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        if os.path.islink(path):
+            return f"is a broken symbolic link (to {os.readlink(path)!r})"
+        if e.errno == errno.EACCES:
+            return "cannot be read (permission denied)"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "does not exist"
+        return f"cannot be read ({e.strerror})"
+    if stat.S_ISDIR(mode):
+        return f"is a folder, not {what}"
+    if stat.S_ISFIFO(mode):
+        return f"is a named pipe (FIFO), not {what}"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return f"is a device, not {what}"
+    if stat.S_ISSOCK(mode):
+        return f"is a socket, not {what}"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file"
+    return None
+
+
 def open_media(path: str | Path) -> av.container.InputContainer:
     """Open a file for reading, turning every way it can be unreadable into one clear PipelineError."""
     path = Path(path)
-    if not path.is_file():
-        raise _error(path, "file does not exist")
+    problem = path_problem(path)
+    if problem is not None:
+        raise _error(path, problem)
     if path.stat().st_size == 0:
         raise _error(path, "file is empty (0 bytes)")
     try:

@@ -19,7 +19,6 @@ become sentiment_class; the emotion class set is the export's recorded one, else
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 from collections.abc import Mapping
@@ -58,9 +57,11 @@ from .records import (
     Words,
     WorkUnit,
 )
-from .store_writer import BuildConfig, BuildResult, build_store
+from .store_writer import BuildConfig, BuildPlan, BuildResult, run_plan
 
 MODALITIES = ("text", "audio", "vision")
+RECIPE_VERSION = "mmsa/1"
+MMSA_UNITS_PER_SHARD = 4  # units of 256 segments: about a thousand segments per shard
 _STORE_MODALITY = {"text": "text", "audio": "audio", "vision": "visual"}
 
 
@@ -69,6 +70,12 @@ class MmsaPickleError(PipelineError):
 
 
 # -- restricted unpickling ---------------------------------------------------------------------------
+# Memory: what the admitted callables may allocate in all is bounded by the file's size. An honest pickle needs
+# about twice its size (the raw bytes, then the arrays made from them); the rest is headroom for small files.
+BUDGET_FACTOR = 4
+BUDGET_EXTRA = 64 * 2**20
+
+
 def _numpy_multiarray() -> Any:
     try:
         from numpy._core import multiarray  # numpy >= 2
@@ -77,32 +84,161 @@ def _numpy_multiarray() -> Any:
     return multiarray
 
 
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    import _codecs
+class _CheckedArray(np.ndarray):
+    """What `numpy.ndarray` resolves to while unpickling: `__setstate__` checks the state against the declared
+    shape and the memory budget before numpy sees it (numpy 2.4 crashes on an object array whose list is
+    shorter than its shape). Replaced by plain ndarrays once loaded."""
 
-    ma = _numpy_multiarray()
-    allowed: dict[tuple[str, str], Any] = {}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = ma._reconstruct
-        allowed[(mod, "scalar")] = ma.scalar  # a numpy scalar from its dtype and bytes
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
-    # Plain containers (older protocols name them as globals) and the bytes helper of protocol-2 numpy pickles.
-    for name, obj in (("list", list), ("dict", dict), ("tuple", tuple), ("set", set), ("frozenset", frozenset),
-                      ("bytearray", bytearray), ("complex", complex)):
-        allowed[("builtins", name)] = obj
-        allowed[("__builtin__", name)] = obj
-    allowed[("_codecs", "encode")] = _codecs.encode
-    return allowed
+    _unpickler: RestrictedUnpickler | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # a pickle calling ndarray(shape) directly
+        raise MmsaPickleError("calls numpy.ndarray() directly (numpy pickles never do)", "read")
+
+    def __setstate__(self, state: Any) -> None:
+        u = type(self)._unpickler
+        if u is None:  # pragma: no cover - only reachable when unpickled outside read_mmsa
+            raise MmsaPickleError("numpy array state outside read_mmsa", "read")
+        super().__setstate__(u.check_array_state(state))
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays, numpy scalars and plain containers; every other global is refused."""
+class RestrictedUnpickler(pickle._Unpickler):
+    """Unpickles numpy arrays, numpy scalars and plain containers; every other global is refused, and what the
+    admitted ones may allocate is capped (`budget` bytes in all).
 
-    def __init__(self, file: io.BufferedIOBase, source: str) -> None:
+    Built on Python's own unpickler, not the C one: the C unpickler zero-fills its memo list up to any PUT
+    index, so a 9-byte pickle (`LONG_BINPUT 1.3e9`) makes it touch ~20 GB. For MMSA's few large arrays the
+    speed is the same."""
+
+    def __init__(self, file: Any, source: str, budget: int | None = None) -> None:
         super().__init__(file, encoding="latin1")
         self.source = source
-        self._allowed = _allowed_globals()
+        self.budget = BUDGET_EXTRA if budget is None else budget
+        self.used = 0
+        self._array_cls = type("_CheckedArray", (_CheckedArray,), {"_unpickler": self})
+        self._allowed = self._allowed_globals()
+
+    # refusals name the file
+    def error(self, what: str) -> MmsaPickleError:
+        return MmsaPickleError(f"{self.source}: {what}", "read", source_path=self.source)
+
+    def charge(self, nbytes: int, what: str) -> None:
+        """Count an allocation before it happens; refuse one that would pass the budget."""
+        self.used += max(0, int(nbytes))
+        if self.used > self.budget:
+            raise self.error(f"refused: {what} would make unpickling allocate over {self.budget // 2**20} MiB, far more "
+                             "than the file's size (a pickle bomb, or not an MMSA dataset)")
+
+    def _count(self, n: Any, what: str) -> int:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise self.error(f"refused: {what} with size {n!r}")
+        return n
+
+    # the admitted callables
+    def _sized(self, kind: type, per_item: int) -> Any:
+        def make(*args: Any) -> Any:
+            if len(args) > 1 or (args and isinstance(args[0], (int, float))):
+                raise self.error(f"refused: {kind.__name__}{args!r:.60} (only copies of loaded values are admitted)")
+            if args:
+                src = args[0]
+                n = len(src) if hasattr(src, "__len__") else None
+                if n is None:
+                    raise self.error(f"refused: {kind.__name__}() of a {type(src).__name__}")
+                self.charge(per_item * n, f"{kind.__name__}() of {n} items")
+            return kind(*args)
+        return make
+
+    def _bytearray(self, *args: Any) -> bytearray:
+        if not args:
+            return bytearray()
+        src = args[0]
+        if isinstance(src, str):
+            if len(args) != 2 or str(args[1]).lower().replace("-", "") != "latin1":
+                raise self.error("refused: bytearray() of text in an encoding other than latin-1")
+            self.charge(len(src), "bytearray()")
+            return bytearray(src, "latin-1")
+        if isinstance(src, (bytes, bytearray)) and len(args) == 1:
+            self.charge(len(src), "bytearray()")
+            return bytearray(src)
+        raise self.error(f"refused: bytearray({type(src).__name__}) (only copies of loaded bytes are admitted)")
+
+    def _encode(self, obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        import _codecs
+
+        if not isinstance(obj, str) or encoding.lower().replace("-", "") != "latin1":
+            raise self.error(f"refused: _codecs.encode of {type(obj).__name__} to {encoding!r} (numpy pickles use latin1 text)")
+        self.charge(len(obj), "_codecs.encode")
+        return _codecs.encode(obj, "latin1", errors)
+
+    def _reconstruct(self, cls: Any, shape: Any, dtype: Any) -> Any:
+        if cls is not self._array_cls:
+            raise self.error(f"refused: numpy _reconstruct of {getattr(cls, '__name__', cls)!r}")
+        n = 1
+        for d in tuple(shape) if isinstance(shape, (tuple, list)) else (shape,):
+            n *= self._count(d, "numpy array")
+        self.charge(n, "a numpy array")
+        return _numpy_multiarray()._reconstruct(cls, shape, dtype)
+
+    def _scalar(self, dtype: Any, *args: Any) -> Any:
+        dtype = _real_dtype(dtype)
+        if not isinstance(dtype, np.dtype):
+            raise self.error(f"refused: numpy scalar of {type(dtype).__name__}")
+        if dtype.hasobject and dtype != np.dtype(object):
+            raise self.error(f"refused: numpy scalar of {dtype} (objects inside a structured type)")
+        if dtype != np.dtype(object) and not (len(args) == 1 and isinstance(args[0], bytes) and len(args[0]) == dtype.itemsize):
+            raise self.error(f"refused: numpy {dtype} scalar whose data is not {dtype.itemsize} bytes")
+        self.charge(dtype.itemsize, "a numpy scalar")
+        return _numpy_multiarray().scalar(dtype, *args)
+
+    def _dtype(self, spec: Any, align: Any = False, copy: Any = True) -> _DtypeProxy:
+        self.charge(64, "a numpy dtype")
+        if not isinstance(spec, str) or not all(isinstance(f, bool) for f in (align, copy)):
+            raise self.error(f"refused: numpy dtype {spec!r:.40}")
+        try:
+            dtype = np.dtype(spec)
+        except (TypeError, ValueError, SyntaxError) as e:
+            raise self.error(f"refused: numpy dtype {spec!r:.40} ({e})") from None
+        if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+            raise self.error(f"refused: numpy dtype {dtype} (only numbers, text and objects)")
+        return _DtypeProxy(self, dtype)
+
+    def check_array_state(self, state: Any) -> tuple:
+        """An ndarray's pickled state: (version, shape, dtype, fortran, data) with data exactly the shape's;
+        returns it with the real dtype."""
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise self.error("refused: a numpy array with a malformed state")
+        state = state[:-3] + (_real_dtype(state[-3]),) + state[-2:]
+        shape, dtype, data = state[-4], state[-3], state[-1]
+        if not isinstance(dtype, np.dtype) or not isinstance(shape, tuple):
+            raise self.error("refused: a numpy array with a malformed state")
+        n = 1
+        for d in shape:
+            n *= self._count(d, "numpy array shape")
+        if dtype.hasobject:
+            if dtype != np.dtype(object):
+                raise self.error(f"refused: a numpy array of {dtype} (objects inside a structured type)")
+            if not isinstance(data, list) or len(data) != n:
+                raise self.error(f"refused: an object array of shape {shape} whose data holds "
+                                 f"{len(data) if isinstance(data, list) else type(data).__name__} items")
+        elif not isinstance(data, (bytes, bytearray)) or len(data) != n * dtype.itemsize:
+            raise self.error(f"refused: a {dtype} array of shape {shape} whose data is not {n * dtype.itemsize} bytes")
+        self.charge(n * dtype.itemsize, f"a numpy array of shape {shape}")
+        return state
+
+    def _allowed_globals(self) -> dict[tuple[str, str], Any]:
+        allowed: dict[tuple[str, str], Any] = {}
+        for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            allowed[(mod, "_reconstruct")] = self._reconstruct
+            allowed[(mod, "scalar")] = self._scalar  # a numpy scalar from its dtype and bytes
+        allowed[("numpy", "ndarray")] = self._array_cls
+        allowed[("numpy", "dtype")] = self._dtype
+        # Plain containers (older protocols name them as globals) and the bytes helper of protocol-2 numpy pickles.
+        for name, obj in (("list", self._sized(list, 8)), ("tuple", self._sized(tuple, 8)), ("dict", self._sized(dict, 64)),
+                          ("set", self._sized(set, 64)), ("frozenset", self._sized(frozenset, 64)),
+                          ("bytearray", self._bytearray), ("complex", complex)):
+            allowed[("builtins", name)] = obj
+            allowed[("__builtin__", name)] = obj
+        allowed[("_codecs", "encode")] = self._encode
+        return allowed
 
     def find_class(self, module: str, name: str) -> Any:
         obj = self._allowed.get((module, name))
@@ -113,18 +249,112 @@ class RestrictedUnpickler(pickle.Unpickler):
         return obj
 
 
-def read_mmsa(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Load an MMSA pickle safely and check its layout; returns `{split: {key: array or list}}`."""
+_DTYPE_KINDS = "biufcUSO"  # bool, integers, floats, complex, text, bytes, objects: all MMSA and our exports use
+
+
+class _DtypeProxy:
+    """What `numpy.dtype(...)` gives while unpickling: numpy 2.4 crashes on a dtype `__setstate__` whose flags do
+    not fit the type (e.g. object flags on datetime64), so the state must equal the dtype's own, byte order aside."""
+
+    def __init__(self, unpickler: RestrictedUnpickler, dtype: np.dtype) -> None:
+        self.unpickler, self.dtype = unpickler, dtype
+
+    def __setstate__(self, state: Any) -> None:
+        own = self.dtype.__reduce__()[2]
+        if not (isinstance(state, tuple) and len(state) == len(own) and state[0] == own[0] and state[2:] == own[2:]
+                and state[1] in ("<", ">", "|", "=")):
+            raise self.unpickler.error(f"refused: numpy dtype {self.dtype} with a state that does not fit it")
+        if state[1] != own[1] and own[1] != "|":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _real_dtype(x: Any) -> Any:
+    return x.dtype if isinstance(x, _DtypeProxy) else x
+
+
+class _SizedReader:
+    """The file as the unpickler reads it: a read of more bytes than remain (a length field claiming gigabytes in
+    a small file) is refused before anything is allocated for it."""
+
+    def __init__(self, f: Any, size: int, source: str) -> None:
+        self._f, self.size, self.pos, self.source = f, size, 0, source
+
+    def _check(self, n: int) -> None:
+        if n > self.size - self.pos:
+            raise MmsaPickleError(f"{self.source}: declares {n} bytes at offset {self.pos} but only {self.size - self.pos} "
+                                  "remain (truncated, or crafted)", "read", source_path=self.source)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.size - self.pos
+        self._check(n)
+        data = self._f.read(n)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        with memoryview(buf) as view:
+            self._check(view.nbytes)
+            k = self._f.readinto(view)
+        self.pos += k
+        return k
+
+    def readline(self) -> bytes:
+        line = self._f.readline()
+        self.pos += len(line)
+        return line
+
+
+def _plain(obj: Any, depth: int = 0) -> Any:
+    """The loaded structure with the unpickler's checked arrays turned back into plain ndarrays."""
+    if depth > 64:
+        raise ValueError("nested more than 64 levels deep")
+    if isinstance(obj, _DtypeProxy):
+        return obj.dtype
+    if isinstance(obj, _CheckedArray):
+        arr = obj.view(np.ndarray)
+        if arr.dtype == object:
+            flat = arr.reshape(-1)
+            for i, v in enumerate(flat):
+                if isinstance(v, (np.ndarray, dict, list, tuple)):
+                    flat[i] = _plain(v, depth + 1)
+        return arr
+    if isinstance(obj, dict):
+        return {k: _plain(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v, depth + 1) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_plain(v, depth + 1) for v in obj)
+    return obj
+
+
+def load_restricted(path: str | os.PathLike, budget: int | None = None) -> Any:
+    """Unpickle a file through `RestrictedUnpickler` with a memory budget of BUDGET_FACTOR x its size (+ 64 MiB)."""
     p = Path(path)
     try:
+        size = p.stat().st_size
         with open(p, "rb") as f:
-            data = RestrictedUnpickler(f, str(p)).load()
+            limit = budget if budget is not None else BUDGET_FACTOR * size + BUDGET_EXTRA
+            return _plain(RestrictedUnpickler(_SizedReader(f, size, str(p)), str(p), limit).load())
     except MmsaPickleError:
         raise
     except FileNotFoundError:
         raise MmsaPickleError(f"{p}: no such file", "read", source_path=str(p)) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, OSError) as e:
+    except IsADirectoryError:
+        raise MmsaPickleError(f"{p}: is a folder, not a pickle file", "read", source_path=str(p)) from None
+    except MemoryError:
+        raise MmsaPickleError(f"{p}: refused: declares an item larger than memory allows (truncated, or crafted)", "read",
+                              source_path=str(p)) from None
+    except RecursionError:
+        raise MmsaPickleError(f"{p}: refused: nested too deeply", "read", source_path=str(p)) from None
+    except Exception as e:  # noqa: BLE001 - whatever a damaged pickle raises, it is not a readable pickle
         raise MmsaPickleError(f"{p}: not a readable pickle ({type(e).__name__}: {e})", "read", source_path=str(p)) from None
+
+
+def read_mmsa(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Load an MMSA pickle safely and check its layout; returns `{split: {key: array or list}}`."""
+    p = Path(path)
+    data = load_restricted(p)
     if not isinstance(data, dict) or not any(s in data for s in SPLITS):
         raise MmsaPickleError(f"{p}: not MMSA's layout (expected a dict with train/valid/test)", "read", source_path=str(p))
     for split, d in data.items():
@@ -132,10 +362,14 @@ def read_mmsa(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
             continue
         if not isinstance(d, dict) or "id" not in d or "regression_labels" not in d:
             raise MmsaPickleError(f"{p}: split {split!r} lacks 'id' or 'regression_labels'", "read", source_path=str(p))
-        n = len(d["id"])
-        for key in ("text", "audio", "vision", "regression_labels", "raw_text"):
-            if key in d and len(d[key]) != n:
-                raise MmsaPickleError(f"{p}: split {split!r}: {key} has {len(d[key])} rows for {n} ids", "read", source_path=str(p))
+        try:
+            n = len(d["id"])
+            for key in ("text", "audio", "vision", "regression_labels", "raw_text"):
+                if key in d and len(d[key]) != n:
+                    raise MmsaPickleError(f"{p}: split {split!r}: {key} has {len(d[key])} rows for {n} ids", "read",
+                                          source_path=str(p))
+        except TypeError as e:
+            raise MmsaPickleError(f"{p}: split {split!r}: not MMSA's layout ({e})", "read", source_path=str(p)) from None
     return data
 
 
@@ -316,7 +550,7 @@ def mmsa_emotion_classes(data: Mapping[str, Any]) -> ClassSet:
 
 def _record(d: Mapping[str, Any], i: int, split: str, sets: Mapping[str, FeatureSet], aligned: bool, source: str,
             classes: ClassSet) -> SegmentRecord:
-    sid = str(d["id"][i])
+    sid = _id_text(d["id"][i])
     if "words" in d:
         words = [str(w) for w in d["words"][i]]
     else:
@@ -344,7 +578,7 @@ def _record(d: Mapping[str, Any], i: int, split: str, sets: Mapping[str, Feature
         "source_path": source,
     }
     if "video_id" in d:
-        seg["video_id"] = str(d["video_id"][i])
+        seg["video_id"] = _id_text(d["video_id"][i])
     for col, key in (("start", "segment_start"), ("end", "segment_end")):
         if key in d and np.isfinite(d[key][i]):
             seg[col] = float(d[key][i])
@@ -364,18 +598,70 @@ def _record(d: Mapping[str, Any], i: int, split: str, sets: Mapping[str, Feature
 
 
 def process_mmsa_unit(unit: WorkUnit) -> UnitResult:
-    """Turn one slice of a pickle's split (carried in the payload) into segment records."""
+    """Turn one slice of a pickle's split (carried in the payload) into segment records; rows whose id the
+    plan rejected become failure rows."""
     p = unit.payload
     sets = {m: FeatureSet.from_dict(fs) for m, fs in p["sets"].items()}
     classes = ClassSet(p["emotion_class_set"], tuple(p["emotion_classes"]),
                        EMOTION_CLASS_SETS[p["emotion_class_set"]].aliases if p["emotion_class_set"] in EMOTION_CLASS_SETS else {})
+    rejected: dict[int, list[str]] = p.get("rejected", {})
     recs, failures = [], []
     for i in range(len(p["data"]["id"])):
+        if i in rejected:
+            item, reason = rejected[i]
+            failures.append(Failure(item, "read", reason, p["source"]))
+            continue
         try:
             recs.append(_record(p["data"], i, p["split"], sets, p["aligned"], p["source"], classes))
         except PipelineError as e:
-            failures.append(Failure(e.item_id or str(p["data"]["id"][i]), e.stage, str(e), e.source_path))
-    return UnitResult(records=recs, failures=failures, report={f"segments_imported.{p['split']}": len(recs)})
+            failures.append(Failure(e.item_id or _id_text(p["data"]["id"][i]), e.stage, str(e), e.source_path))
+    report = {f"segments_imported.{p['split']}": len(recs)}
+    if rejected:
+        report[f"ids_rejected.{p['split']}"] = len(rejected)
+    return UnitResult(records=recs, failures=failures, report=report)
+
+
+def _id_problems(data: Mapping[str, Any], source: str) -> dict[str, dict[int, list[str]]]:
+    """Per split, row -> (item id, reason) for ids the manifest's rules reject (`check_id`: no path separators,
+    `..`, control characters, surrounding space) and for ids that appear more than once in the file."""
+    from .inputs import RowError, check_id
+
+    where: dict[str, list[tuple[str, int]]] = {}
+    out: dict[str, dict[int, list[str]]] = {}
+    for split in SPLITS:
+        if split not in data:
+            continue
+        d = data[split]
+        bad = out.setdefault(split, {})
+        for i, raw in enumerate(d["id"]):
+            try:
+                sid = check_id(_id_text(raw))
+                if "video_id" in d:
+                    check_id(_id_text(d["video_id"][i]), "video_id")
+                else:
+                    check_id(sid.split("$_$", 1)[0], "video id (before '$_$')")
+            except RowError as e:
+                bad[i] = [f"{split}[{i}]", f"{source}: {split} row {i}: {e}"]
+                continue
+            where.setdefault(sid, []).append((split, i))
+    for sid, rows in where.items():
+        if len(rows) > 1:
+            for split, i in rows:
+                out[split][i] = [f"{split}[{i}]", f"{source}: {split} row {i}: segment id {sid!r} appears {len(rows)} times"]
+    return out
+
+
+def _id_text(value: Any) -> str:
+    """An id as text: str, bytes (decoded) or an integer; anything else (a float, an array) is refused."""
+    from .inputs import RowError
+
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    if not isinstance(value, str):
+        raise RowError(f"id {value!r} is a {type(value).__name__}, not text")
+    return value
 
 
 def mmsa_units(
@@ -391,6 +677,7 @@ def mmsa_units(
     first = next(data[s] for s in SPLITS if s in data)
     if aligned is None:
         aligned = bool(first.get("aligned", "unaligned" not in p.name))
+    problems = _id_problems(data, str(p))
     st = p.stat()
     base = f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{sorted((m, fs.name) for m, fs in sets.items())}\0{aligned}"
     classes = mmsa_emotion_classes(data)
@@ -406,14 +693,32 @@ def mmsa_units(
             hi = lo + segments_per_unit
             part = {k: d[k][lo:hi] for k in keys if k in d}
             key = hashlib.sha256(f"{base}\0{split}\0{lo}".encode()).hexdigest()
+            rejected = {i - lo: v for i, v in problems.get(split, {}).items() if lo <= i < hi}
             units.append(WorkUnit(f"{split}-{lo:07d}", key, {
                 "data": part, "split": split, "aligned": aligned, "source": str(p),
-                "sets": {m: fs.to_dict() for m, fs in sets.items()},
+                "sets": {m: fs.to_dict() for m, fs in sets.items()}, "rejected": rejected,
                 "emotion_classes": list(classes.classes), "emotion_class_set": classes.name,
             }))
     report = {"mmsa_file": p.name, "aligned": aligned, "segments": {s: len(data[s]["id"]) for s in SPLITS if s in data},
-              "modalities": {m: fs.name for m, fs in sets.items()}, "labels": labels_record(classes)}
+              "modalities": {m: fs.name for m, fs in sets.items()}, "labels": labels_record(classes),
+              "ids_rejected": {s: len(v) for s, v in problems.items() if v}}
     return units, list(sets.values()), report
+
+
+def plan_mmsa(
+    path: str | os.PathLike,
+    config: BuildConfig | None = None,
+    names: Mapping[str, str] | None = None,
+    aligned: bool | None = None,
+    name: str | None = None,
+    segments_per_unit: int = 256,
+) -> BuildPlan:
+    """Everything decided before work runs (the pickle read through the restricted unpickler, ids checked,
+    units cut); for `run_plan` or a Prefect flow."""
+    units, feature_sets, report = mmsa_units(path, names, aligned, segments_per_unit)
+    build_info = {"recipe": RECIPE_VERSION, "file": str(Path(path).resolve()), "aligned": report["aligned"],
+                  "segments_per_unit": segments_per_unit, "labels": report.pop("labels")}
+    return BuildPlan(name or Path(path).stem, units, process_mmsa_unit, feature_sets, config or BuildConfig(), build_info, report)
 
 
 def import_mmsa(
@@ -427,10 +732,7 @@ def import_mmsa(
     progress: bool = True,
 ) -> BuildResult:
     """Import an MMSA pickle into a store; returns the store writer's `BuildResult`."""
-    units, feature_sets, report = mmsa_units(path, names, aligned)
-    return build_store(store, name or Path(path).stem, units, process_mmsa_unit, feature_sets,
-                       BuildConfig(collapse=CollapseConfig(mode=mode)), executor=executor,
-                       build_info={"recipe": "mmsa/1", "file": str(Path(path).resolve()), "aligned": report["aligned"],
-                                   "labels": report.pop("labels")},
-                       report=report, progress=progress)
+    plan = plan_mmsa(path, BuildConfig(collapse=CollapseConfig(mode=mode), units_per_shard=MMSA_UNITS_PER_SHARD),
+                     names, aligned, name)
+    return run_plan(plan, store, executor=executor, progress=progress)
 

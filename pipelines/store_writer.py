@@ -253,10 +253,16 @@ def _failures_table(failures: list[Failure]) -> pa.Table:
 
 
 def _write_parquet(table: pa.Table, path: Path, config: BuildConfig) -> str:
-    """Atomic Parquet write; returns the file's sha256."""
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression=config.compression, row_group_size=config.row_group_rows)
-        digest = sha256_file(tmp)
+    """Atomic Parquet write; returns the file's sha256. An OSError names the file (pyarrow's do not), so a full
+    disk says where it happened."""
+    try:
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression=config.compression, row_group_size=config.row_group_rows)
+            digest = sha256_file(tmp)
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, os.strerror(e.errno), str(path)) from e
     return digest
 
 

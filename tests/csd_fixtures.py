@@ -118,3 +118,22 @@ def write_mosei_fixture(folder: Path) -> dict[str, Path]:
     paths["glove"] = _deploy(folder / "CMU_MOSEI_TimestampedGloveVectors.csd", "glove_vectors", glove,
                              [f"glove_{i}" for i in range(300)])
     return paths
+
+
+def damage_entry(path: Path, video: str, rows: dict[int, tuple[float, float]] | None = None,
+                 features: np.ndarray | None = None) -> None:
+    """Overwrite one entry of a written .csd in place: some rows' intervals, or its whole features dataset (the
+    release's damaged files: NaN or reversed intervals, a frame spanning everything, numbers for words)."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        root = next(k for k in f.keys() if "data" in f[k])
+        entry = f[root]["data"][video]
+        if rows:
+            ivs = entry["intervals"][()]
+            for i, (s, e) in rows.items():
+                ivs[i] = (s, e)
+            entry["intervals"][...] = ivs
+        if features is not None:
+            del entry["features"]
+            entry.create_dataset("features", data=features)

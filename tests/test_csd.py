@@ -195,3 +195,15 @@ def test_real_mosi_opinion_labels() -> None:
                     assert feats[i, 0] == pytest.approx(truth[clip], abs=1e-5), clip
     assert n == 2199
     assert compared == len(truth) == 2195
+
+
+def test_ids_that_would_nest_hdf5_groups_are_refused(tmp_path: Path) -> None:
+    """`export csd` writes one group per segment id: an id with '/' would become nested groups (and collide)."""
+    from pipelines.csd import write_sequence
+
+    for key in ("a/b", "..", "a\x1bb"):
+        entries = iter([(key, np.zeros((1, 2), np.float32), np.zeros((1, 2)))])
+        with pytest.raises(PipelineError, match="cannot be an HDF5 group name") as e:
+            write_sequence(tmp_path / "x.csd", "x", entries, {})
+        assert repr(key) in str(e.value)
+    assert not (tmp_path / "x.csd").exists()

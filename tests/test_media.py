@@ -96,3 +96,32 @@ def test_video_without_audio_stream(broken: dict[str, Path]) -> None:
     frames = list(iter_frames(broken["no_audio"], fps=5))
     assert len(frames) == 12 and frames[0][1].shape == (360, 640, 3)
     assert len(list(iter_frames(broken["frames_only"], fps=5))) == 10
+
+
+def test_paths_that_are_not_regular_files_say_what_they_are(tmp_path: Path) -> None:
+    """A folder, FIFO, device or symlink loop given as a video is named for what it is (a FIFO would block the
+    decoder forever if opened), in `probe` and as a manifest's failure row."""
+    import os
+    import re
+
+    from pipelines.inputs import read_manifest
+
+    (tmp_path / "folder.mp4").mkdir()
+    os.mkfifo(tmp_path / "pipe.mp4")
+    (tmp_path / "loop.mp4").symlink_to(tmp_path / "loop.mp4")
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")
+    expected = {"folder.mp4": "is a folder, not a media file", "pipe.mp4": "is a named pipe (FIFO)",
+                "loop.mp4": "is a symbolic link loop", "dangling.mp4": "is a broken symbolic link",
+                "absent.mp4": "does not exist"}
+    for name, message in expected.items():
+        with pytest.raises(PipelineError, match=re.escape(f"{name}: {message}")):
+            probe(tmp_path / name)
+    with pytest.raises(PipelineError, match="/dev/null: is a device, not a media file"):
+        probe("/dev/null")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("video_path,transcript\n" + "".join(f"{n},hi\n" for n in [*expected, "/dev/null"]))
+    parsed = read_manifest(manifest)
+    assert not parsed.specs
+    reasons = " | ".join(f.reason for f in parsed.failures)
+    for message in [*expected.values(), "is a device"]:
+        assert message in reasons

@@ -15,7 +15,16 @@ from pipelines.folds import standard_folds
 from pipelines.recipes.sdk import build_sdk, process_sdk_unit, sdk_units
 from pipelines.records import PipelineError
 
-from .csd_fixtures import NO_FOLD, TEST_C, TRAIN_A, TRAIN_B, covarep_values, glove_vector, write_mosei_fixture
+from .csd_fixtures import (
+    NO_FOLD,
+    TEST_C,
+    TRAIN_A,
+    TRAIN_B,
+    covarep_values,
+    damage_entry,
+    glove_vector,
+    write_mosei_fixture,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -166,3 +175,55 @@ def test_real_mosi_labels_build(tmp_path: Path) -> None:
             assert sentiment == pytest.approx(float(r["label"]), abs=1e-5), r["id"]
             assert split == {"dev": "valid"}.get(r["mode"], r["mode"]), r["id"]  # label.csv says dev for valid
     assert compared == 2195
+
+
+def _damaged_copy(fixture_dir: Path, tmp_path: Path) -> dict[str, Path]:
+    folder = tmp_path / "csd"
+    folder.mkdir()
+    paths = {}
+    for src in fixture_dir.glob("*.csd"):
+        (folder / src.name).write_bytes(src.read_bytes())
+        paths[src.stem] = folder / src.name
+    return paths
+
+
+def test_damaged_intervals_are_failure_rows_or_counted(fixture_dir: Path, store: Path, tmp_path: Path) -> None:
+    """Label intervals that are NaN, reversed or absurdly long fail their segment only; frames and words with
+    such intervals (or one spanning [-1e300, 1e300]) are dropped and counted instead of masking the video."""
+    p = _damaged_copy(fixture_dir, tmp_path)
+    damage_entry(p["CMU_MOSEI_Labels"], TRAIN_B, {0: (np.nan, 4.0)})
+    damage_entry(p["CMU_MOSEI_Labels"], TEST_C, {1: (5.0, 2.5)})
+    damage_entry(p["CMU_MOSEI_Labels"], TRAIN_A, {1: (3.0, 1e300)})
+    damage_entry(p["CMU_MOSEI_COVAREP"], TRAIN_A, {0: (-1e300, 1e300), 100: (np.nan, 1.01), 150: (1.6, 1.5)})
+    damage_entry(p["CMU_MOSEI_TimestampedWords"], TEST_C, {2: (-1e300, 1e300)})  # "really": midpoint 0, in [0, 2]
+    out = tmp_path / "store"
+    result = build_sdk(p["CMU_MOSEI_Labels"].parent, out, "mosei", mode="mean", progress=False)
+    st = Store(out)
+    assert validate(out).ok
+    failures = {f["item_id"]: f["reason"] for f in st.failures().to_pylist()}
+    assert set(failures) == {f"{TRAIN_B}[0]", f"{TEST_C}[1]", f"{TRAIN_A}[1]"} and result.n_failures == 3
+    assert "is not finite" in failures[f"{TRAIN_B}[0]"] and "ends before it starts" in failures[f"{TEST_C}[1]"]
+    assert "longer than any video's span" in failures[f"{TRAIN_A}[1]"]
+    assert all("CMU_MOSEI_Labels.csd" in r for r in failures.values())
+    counters = st.manifest.report["counters"]
+    assert counters["intervals_dropped.covarep.beyond_span"] == 1
+    assert counters["intervals_dropped.covarep.nonfinite"] == 1 and counters["intervals_dropped.covarep.reversed"] == 1
+    assert counters["intervals_dropped.words.beyond_span"] == 1 and counters["segments_bad_interval"] == 3
+    # The rest is what a clean build gives: the damaged frames are gone, not the video.
+    clean, got = Store(store).segment(f"{TRAIN_A}[0]"), st.segment(f"{TRAIN_A}[0]")
+    assert got["words"] == clean["words"] == ["hello", "world"]
+    assert (np.asarray(got["covarep__coverage"]) > 0).all()
+    np.testing.assert_allclose(got["facet42"], clean["facet42"])
+    assert st.segment(f"{TEST_C}[0]")["words"] == ["bad", "acting"]
+
+
+def test_numbers_as_word_tokens_fail_the_video(fixture_dir: Path, tmp_path: Path) -> None:
+    p = _damaged_copy(fixture_dir, tmp_path)
+    damage_entry(p["CMU_MOSEI_TimestampedWords"], TEST_C, features=np.zeros((3, 1), np.float64))
+    out = tmp_path / "store"
+    result = build_sdk(p["CMU_MOSEI_Labels"].parent, out, "mosei", progress=False)
+    failures = Store(out).failures().to_pylist()
+    assert result.n_failures == 1 and failures[0]["item_id"] == TEST_C
+    assert "word tokens are float64 numbers, not text" in failures[0]["reason"]
+    assert "CMU_MOSEI_TimestampedWords.csd" in failures[0]["reason"]
+    assert "0.0" not in Store(out).segments().column("transcript").to_pylist()

@@ -28,7 +28,7 @@ import numpy as np
 from feature_schemas import EMOTIONS, FeatureSet, labels_record
 
 from ..collapse import CollapseConfig
-from ..csd import FEATURE_ROLES, ROLES, CsdFile, CsdInfo, discover, words_of
+from ..csd import FEATURE_ROLES, ROLES, CsdFile, CsdInfo, discover, interval_faults, segment_fault, words_of
 from ..folds import DATASETS, resolve_folds, split_of, video_id_of
 from ..records import (
     Failure,
@@ -193,11 +193,35 @@ def _overlapping(intervals: np.ndarray, start: float, end: float) -> np.ndarray:
     return (intervals[:, 1] > start) & (intervals[:, 0] < end)
 
 
-def _frames_by_segment(f: CsdFile, vid: str, segs: np.ndarray, dim: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _usable_rows(ivs: np.ndarray, segs: np.ndarray, name: str, report: dict[str, int], used: np.ndarray) -> np.ndarray:
+    """Rows whose interval is finite, not reversed and inside the video's labelled span; the others are dropped
+    and counted (`intervals_dropped.<name>.<fault>`). Rows beyond the span count only where `used` (they would
+    have reached a segment): words and frames after the last labelled segment are normal."""
+    span = (0.0, float(segs[:, 1].max())) if len(segs) else None
+    faults = interval_faults(ivs, span)
+    faults["beyond_span"] &= used
+    for fault, mask in faults.items():
+        _add(report, f"intervals_dropped.{name}.{fault}", int(mask.sum()))
+    return ~(faults["nonfinite"] | faults["reversed"] | faults["beyond_span"])
+
+
+def _reaching(ivs: np.ndarray, segs: np.ndarray, inside: bool = False) -> np.ndarray:
+    """Rows that overlap (or, for words, have their midpoint in) at least one segment."""
+    hit = np.zeros(len(ivs), bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for s, e in segs:
+            hit |= _inside(ivs, s, e) if inside else _overlapping(ivs, s, e)
+    return hit
+
+
+def _frames_by_segment(f: CsdFile, vid: str, segs: np.ndarray, dim: int, report: dict[str, int] | None = None,
+                       name: str = "") -> list[tuple[np.ndarray, np.ndarray]]:
     """Per segment, (intervals, values) of the frames overlapping it. Frames in time order (the release's
-    case) are read one contiguous slice per segment, so the unlabelled parts of a video are never read."""
+    case) are read one contiguous slice per segment, so the unlabelled parts of a video are never read.
+    Frames with damaged intervals (non-finite, reversed, beyond the video's span) are dropped and counted."""
     ivs = f.intervals(vid)
-    rows_of = [np.flatnonzero(_overlapping(ivs, s, e)) for s, e in segs]
+    good = _usable_rows(ivs, segs, name, report if report is not None else {}, _reaching(ivs, segs))
+    rows_of = [np.flatnonzero(_overlapping(ivs, s, e) & good) for s, e in segs]
     out = []
     for rows in rows_of:
         if rows.size == 0:
@@ -245,7 +269,8 @@ def _label_fields(values: np.ndarray, report: dict[str, int]) -> dict[str, float
 
 
 def _video_records(
-    vid: str, info: dict[str, Any], opened: dict[str, CsdFile], payload: dict[str, Any], report: dict[str, int]
+    vid: str, info: dict[str, Any], opened: dict[str, CsdFile], payload: dict[str, Any], report: dict[str, int],
+    failures: list[Failure] | None = None,
 ) -> list[SegmentRecord]:
     labels = opened["labels"]
     source = f"{payload['dataset']}-csd"
@@ -258,6 +283,13 @@ def _video_records(
             raise PipelineError(f"{labels.path} [{key}]: {vals.shape[1]} label columns, expected 7 or 1", "read", key, str(labels.path))
         for i in range(len(ivs)):
             sid = key if ("[" in key and len(ivs) == 1) else f"{key}[{i}]"
+            fault = segment_fault(float(ivs[i, 0]), float(ivs[i, 1]))
+            if fault is not None:  # a damaged label interval: that segment fails, the video's others go on
+                if failures is not None:
+                    failures.append(Failure(sid, "read", f"{labels.path} [{key}]: segment {sid} interval "
+                                            f"[{ivs[i, 0]!r}, {ivs[i, 1]!r}] {fault}", str(labels.path)))
+                _add(report, "segments_bad_interval")
+                continue
             segs.append((sid, float(ivs[i, 0]), float(ivs[i, 1]), vals[i]))
     bounds = np.array([[s, e] for _, s, e, _ in segs], np.float64).reshape(-1, 2)
 
@@ -267,6 +299,8 @@ def _video_records(
         tokens, t_ivs = words_file.tokens(vid)
         all_words, w_ivs, dropped = words_of(tokens, t_ivs)
         _add(report, "silence_tokens_dropped", dropped)
+        keep = _usable_rows(w_ivs, bounds, "words", report, _reaching(w_ivs, bounds, inside=True))
+        all_words, w_ivs = [w for w, k in zip(all_words, keep, strict=True) if k], w_ivs[keep]
     else:
         all_words, w_ivs = [], np.zeros((0, 2))
         _add(report, "segments_without_words_file", len(segs))
@@ -283,10 +317,12 @@ def _video_records(
             continue
         if name == "glove":  # word-level and small: read whole
             g_ivs, g_vals = f.intervals(vid), np.asarray(f.features(vid), np.float32)
+            g_ok = _usable_rows(g_ivs, bounds, name, report, _reaching(g_ivs, bounds))
+            g_ivs, g_vals = g_ivs[g_ok], g_vals[g_ok]
             glove_rows = (g_ivs, g_vals)
             frames[name] = [(g_ivs[m], g_vals[m]) for m in (_overlapping(g_ivs, s, e) for s, e in bounds)]
         else:
-            frames[name] = _frames_by_segment(f, vid, bounds, dim)
+            frames[name] = _frames_by_segment(f, vid, bounds, dim, report, name)
 
     records = []
     for j, (sid, start, end, vals) in enumerate(segs):
@@ -338,7 +374,7 @@ def process_sdk_unit(unit: WorkUnit) -> UnitResult:
         opened = {role: stack.enter_context(CsdFile(path)) for role, path in p["files"].items()}
         for vid, info in p["videos"].items():
             try:
-                recs = _video_records(vid, info, opened, p, report)
+                recs = _video_records(vid, info, opened, p, report, failures)
             except PipelineError as e:
                 failures.append(Failure(e.item_id or vid, e.stage, str(e), e.source_path))
                 _add(report, "videos_failed")
