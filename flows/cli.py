@@ -98,10 +98,12 @@ def inspect_store(path: str | os.PathLike) -> dict[str, Any]:
         "words": words,
         "feature_sets": {
             n: {"dim": fs.dim, "modality": fs.modality, "extractor": f"{fs.extractor} {fs.extractor_version}".strip(),
-                "frame_rate": fs.frame_rate, "dims": list(fs.dims)}
+                "frame_rate": fs.frame_rate, "dims": list(fs.dims), "level": fs.level}
             for n, fs in m.feature_sets.items()
         },
         "frame_sets": store.frame_sets(),
+        "utterance_sets": store.utterance_sets(),
+        "utterance_rows": {s: m.rows("utterance", s) for s in SPLITS if m.rows("utterance", s)},
         "failures": {"total": len(failures), "by_stage": by_stage, "items": failures[:100]},
         "report": m.report,
     }
@@ -117,10 +119,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {s:<5} {n:>7} segments {info['words'].get(s, 0):>9} words")
     print("feature sets:")
     for n, fs in info["feature_sets"].items():
-        rate = f"{fs['frame_rate']:g}/s" if fs["frame_rate"] else "word-level"
+        rate = f"{fs['frame_rate']:g}/s" if fs["frame_rate"] else f"{fs['level']}-level"
         print(f"  {n:<16} {fs['dim']:>5}-d  {fs['modality']:<7} {fs['extractor']:<24} {rate}   {', '.join(fs['dims'][:4])}, ...")
     if info["frame_sets"]:
         print("frame-level sets kept: " + ", ".join(info["frame_sets"]))
+    if info["utterance_sets"]:
+        rows = ", ".join(f"{s} {n}" for s, n in info["utterance_rows"].items())
+        print(f"utterance-level sets (one vector per segment; utterance table: {rows}): " + ", ".join(info["utterance_sets"]))
+        if len(info["utterance_sets"]) == len(info["feature_sets"]):
+            print("aligned/ holds the words only (no word-level feature set)")
     f = info["failures"]
     print(f"failures: {f['total']}" + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(f["by_stage"].items())) + ")" if f["total"] else ""))
     for item in f["items"][:10]:
