@@ -74,6 +74,14 @@ def cmd_build_videos(args: argparse.Namespace) -> int:
     return _run_plan(plan, args)
 
 
+def cmd_build_mosi_utterance(args: argparse.Namespace) -> int:
+    from pipelines.recipes.mosi_utterance import plan_mosi_utterance
+
+    plan = plan_mosi_utterance(args.input, labels=args.labels, valid_fraction=args.valid_fraction, seed=args.seed,
+                               config=_build_config(args, 16))
+    return _run_plan(plan, args)
+
+
 # -- inspect / validate -----------------------------------------------------------------------------
 def inspect_store(path: str | os.PathLike) -> dict[str, Any]:
     import pyarrow.compute as pc
@@ -249,6 +257,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
     _add_build_options(p)
     p.set_defaults(func=cmd_build_videos)
+
+    p = build.add_parser("mosi-utterance", help="CMU-MOSI utterance-level features of the bc-LSTM release (schema 2)")
+    p.add_argument("--input", required=True, help="the release's folder (transcripts.csv, text_train.csv, audio_train0.csv, ...)")
+    p.add_argument("--labels", default=None, help="CMU-MOSI label.csv for continuous labels (default: ../label.csv)")
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of the training videos held out as valid")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation videos' draw")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_build_mosi_utterance)
 
     p = sub.add_parser("inspect", help="segments, words, feature sets and failures of a store")
     p.add_argument("store")

@@ -11,11 +11,17 @@ DEPLOYMENT_NAME = "default"
 
 
 def all_flows() -> list:
-    from flows.build_features import build_mosei_features, build_mosi_features, extract_video_features
+    from flows.build_features import (
+        build_mosei_features,
+        build_mosi_features,
+        build_mosi_utterance,
+        extract_video_features,
+    )
     from flows.train_model import train_mmolre
     from flows.video_to_model import video_to_model
 
-    return [build_mosei_features, build_mosi_features, extract_video_features, train_mmolre, video_to_model]
+    return [build_mosei_features, build_mosi_features, extract_video_features, train_mmolre, video_to_model,
+            build_mosi_utterance]
 
 
 def deployments(name: str = DEPLOYMENT_NAME) -> list:
