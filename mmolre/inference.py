@@ -52,7 +52,7 @@ def evaluate(run: str | Path, split: str = "test", store: str | Path | None = No
     model, config, meta = load_run(run, dev)
     store = Path(store or meta["store"])
     s = Store(store)
-    missing = [m for m in meta["feature_sets"] if m not in s.aligned_sets()]
+    missing = [m for m in meta["feature_sets"] if m not in s.aligned_sets() + s.utterance_sets()]
     if missing:
         raise StoreError(f"{store}: lacks the feature set(s) {', '.join(missing)} the run {run} was trained on")
     for m in meta["feature_sets"]:
