@@ -136,7 +136,8 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     device = ctx.device
     seed_everything(cfg.seed, cfg.deterministic)
     store_obj = Store(store)
-    feature_sets = list(cfg.feature_sets or store_obj.aligned_sets() + store_obj.utterance_sets())
+    # default: the word-level sets; a store with none (utterance-level only) trains on its utterance-level sets
+    feature_sets = list(cfg.feature_sets or store_obj.aligned_sets() or store_obj.utterance_sets())
     tasks = infer_tasks(store_obj, cfg.tasks, cfg.sentiment_target, cfg.emotion_target)
     arch = replace(cfg.arch, input_dims={m: store_obj.feature_sets[m].dim for m in feature_sets}, tasks=tasks)
     net = build_model(model_name, arch)  # fits the tasks to the model (single-task models keep one)

@@ -228,3 +228,32 @@ def test_writer_marks_absent_and_non_finite_vectors_and_fails_a_wrong_one_alone(
     counters = s.manifest.report["counters"]
     assert counters["absent_utterance.summary"] == 1 and counters["nonfinite_utterance.summary"] == 1
     assert validate(tmp_path / "s").ok and s.segment("ok")["summary"].tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_video_build_writes_utterance_sets_by_default(tmp_path: Path) -> None:
+    """A real CMU-MOSI clip: eGeMAPS functionals (88), MiniLM's pooled sentence vector, the dlib face summary."""
+    from pipelines.recipes.videos import VideoConfig, build_videos
+    from pipelines.text import encode_words
+
+    clip = DATA / "mosi" / "raw" / "Oz06ZWiO20M_6.mp4"
+    if not clip.is_file():
+        pytest.skip(f"{clip} is not here")
+    text = next(r[1] for r in _rows(LABELS) if r[0] == "Oz06ZWiO20M_6")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f'video_path,segment_id,transcript,sentiment,split\n{clip},clip,"{text}",-0.8,train\n')
+    build_videos(manifest, tmp_path / "s", VideoConfig(face="dlib", fps=2.0), progress=False)
+    s = Store(tmp_path / "s")
+    assert validate(s.path).ok and set(s.utterance_sets()) == {"text_minilm_sentence", "egemaps_functionals", "face_dlib_summary"}
+    seg = s.segment("clip")
+    assert seg["egemaps_functionals"].shape == (88,) and seg["egemaps_functionals__present"]
+    assert s.feature_sets["egemaps_functionals"].dim == 88 and s.feature_sets["egemaps_functionals"].level == "utterance"
+    summary = seg["face_dlib_summary"]
+    assert summary.shape == (s.feature_sets["face_dlib"].dim + 1,) and 0 < summary[-1] <= 1
+    words = list(seg["words"])
+    from pipelines.words import written_words
+
+    expected = encode_words([words], written=[written_words(seg["transcript"], words)])[0].sentence
+    np.testing.assert_allclose(seg["text_minilm_sentence"], expected, atol=1e-5)
+    off = build_videos(manifest, tmp_path / "s2", VideoConfig(face=None, utterance=False), progress=False)
+    assert Store(off.store).utterance_sets() == [] and not (tmp_path / "s2" / "utterance").exists()

@@ -64,7 +64,8 @@ def test_build_completes_around_broken_inputs(built: tuple[Store, Any]) -> None:
     store, result = built
     report = validate(store.path)
     assert report.ok, str(report)
-    assert set(store.feature_sets) == {"text_minilm", "egemaps", "face_dlib"}
+    assert set(store.aligned_sets()) == {"text_minilm", "egemaps", "face_dlib"}
+    assert set(store.utterance_sets()) == {"text_minilm_sentence", "egemaps_functionals", "face_dlib_summary"}
     rows = aligned_rows(store)
     failures = {r["item_id"]: r for r in store.failures().to_pylist()}
     # a file that decodes only in part either builds (its late words masked) or fails saying so
@@ -163,7 +164,11 @@ def test_text_only_label_file_without_face(tmp_path: Path) -> None:
     result = build_videos(parsed, tmp_path / "s", VideoConfig(face=None, text_segments_per_unit=8), progress=False)
     store = Store(tmp_path / "s")
     assert validate(store.path).ok and result.n_failures == 0
-    assert set(store.feature_sets) == {"text_minilm", "egemaps"}
+    assert set(store.feature_sets) == {"text_minilm", "egemaps", "text_minilm_sentence", "egemaps_functionals"}
+    assert set(store.utterance_sets()) == {"text_minilm_sentence", "egemaps_functionals"}
+    u = store.utterance(columns=["segment_id"], feature_sets=store.utterance_sets())
+    assert all(u.column("text_minilm_sentence__present").to_pylist())  # text only: no audio functionals
+    assert not any(u.column("egemaps_functionals__present").to_pylist())
     segs = store.segments().to_pylist()
     assert len(segs) == len(parsed.specs) and {s["source"] for s in segs} == {"mosi-labels"}
     assert {s["split"] for s in segs} <= {"train", "valid", "test"}

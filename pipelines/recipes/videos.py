@@ -24,11 +24,19 @@ import numpy as np
 
 from feature_schemas import FeatureSet
 
-from ..audio import AudioConfig, audio_feature_set, empty_frames, extract_audio
+from ..audio import (
+    AudioConfig,
+    audio_feature_set,
+    empty_frames,
+    extract_audio,
+    extract_functionals,
+    functionals_feature_set,
+)
+from ..face.summary import summarise_frames, summary_feature_set
 from ..inputs import ParsedInputs, SegmentSpec, discover_inputs
 from ..media import SAMPLE_RATE, cut, probe, read_audio
 from ..records import Failure, FrameFeatures, PipelineError, SegmentRecord, UnitResult, Words, WorkUnit
-from ..text import TextConfig, encode_words, text_feature_set
+from ..text import TextConfig, encode_words, sentence_feature_set, text_feature_set
 from ..words import AlignConfig, AsrConfig, align_transcript, transcribe, transcript_words, written_words
 
 RECIPE_VERSION = "videos/1"
@@ -44,7 +52,8 @@ class VideoConfig:
     text_model: local transformers folder (None: the packaged MiniLM). align: forced alignment of given
     transcripts (off: words spread over the segment). transcribe: Whisper for segments without a transcript.
     asr_model: CTranslate2 Whisper folder (None: the packaged tiny.en). threads: per worker process for torch
-    and Whisper (a Dask worker per core wants 1)."""
+    and Whisper (a Dask worker per core wants 1). utterance: also write utterance-level sets (schema 2): the
+    openSMILE functionals of each segment, the text encoder's pooled sentence vector and a face summary."""
 
     fps: float = 5.0
     audio_set: str = "egemaps"
@@ -61,6 +70,7 @@ class VideoConfig:
     max_forced_seconds: float = 90.0
     text_segments_per_unit: int = 512
     threads: int | None = 1
+    utterance: bool = True
 
     def __post_init__(self) -> None:
         if self.face is not None and self.face not in FACE_BACKENDS:
@@ -141,11 +151,15 @@ def _digest(obj: Any) -> str:
 
 
 def feature_sets_for(config: VideoConfig) -> list[FeatureSet]:
-    """The build's feature sets in store order: text, audio, face (when a backend is chosen)."""
+    """The build's feature sets in store order: text, audio, face (when a backend is chosen), then with
+    `config.utterance` the utterance-level ones: sentence vector, audio functionals, face summary."""
     sets = [text_feature_set(config.text_config()), audio_feature_set(config.audio_config())]
     backend = config.face_backend()
     if backend is not None:
         sets.append(backend.feature_set())
+    if config.utterance:
+        sets += [sentence_feature_set(config.text_config()), functionals_feature_set(config.audio_config())]
+        sets += [summary_feature_set(sets[2])] if backend is not None else []
     return sets
 
 
@@ -217,10 +231,11 @@ class _Pending:
     words: Words
     frames: dict[str, FrameFeatures]
     written: list[str]  # what the text encoder reads per word: the word with its punctuation
+    utterance: dict[str, np.ndarray] = field(default_factory=dict)  # utterance-level vectors found so far
 
 
 def _empty_sets(sets: list[FeatureSet], config: VideoConfig) -> dict[str, FrameFeatures]:
-    return {fs.name: empty_frames(fs.dim) for fs in sets if fs.name != config.text_name}
+    return {fs.name: empty_frames(fs.dim) for fs in sets if fs.name != config.text_name and fs.level == "word"}
 
 
 def _finish(pending: list[_Pending], failures: list[Failure], report: Counter[str], config: VideoConfig) -> UnitResult:
@@ -234,7 +249,10 @@ def _finish(pending: list[_Pending], failures: list[Failure], report: Counter[st
             failures += [Failure(p.spec.segment_id, "text", str(e), e.source_path) for p in pending]
             return UnitResult([], failures, dict(report))
         for p, enc in zip(pending, encoded, strict=True):
-            records.append(SegmentRecord(p.row, p.words, p.frames, {config.text_name: enc.features}))
+            utterance = dict(p.utterance)
+            if config.utterance and enc.sentence is not None:
+                utterance[f"{config.text_name}_sentence"] = enc.sentence
+            records.append(SegmentRecord(p.row, p.words, p.frames, {config.text_name: enc.features}, utterance))
             report[f"words.{p.words.method}"] += len(p.words.words)
             report[f"segments.{p.words.method}"] += 1
     report["segments_built"] += len(records)
@@ -328,7 +346,8 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
                 else:
                     frames[face_set.name] = empty_frames(face_set.dim)
             pending.append(_Pending(s, s.segment_row(start, end, transcript), w, frames,
-                                    written_words(transcript, w.words)))
+                                    written_words(transcript, w.words),
+                                    _utterance_vectors(seg_audio, frames, face_set, config, s.segment_id)))
         except PipelineError as e:
             failures.append(Failure(s.segment_id, e.stage or stage, str(e), e.source_path or str(path)))
         except Exception as e:  # noqa: BLE001 - a library's own error on one segment must not stop the others
@@ -336,6 +355,20 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
                                     str(path)))
     report["video_ms"] += int(round(media_end * 1000))
     return _finish(pending, failures, report, config)
+
+
+def _utterance_vectors(seg_audio: np.ndarray | None, frames: dict[str, FrameFeatures], face_set: FeatureSet | None,
+                       config: VideoConfig, segment_id: str) -> dict[str, np.ndarray]:
+    """The segment's audio functionals and face summary (absent ones left out: the writer marks them)."""
+    if not config.utterance:
+        return {}
+    out: dict[str, np.ndarray] = {}
+    functionals = extract_functionals(seg_audio, config.audio_config(), item_id=segment_id)
+    if functionals is not None:
+        out[functionals_feature_set(config.audio_config()).name] = functionals
+    if face_set is not None and (summary := summarise_frames(frames[face_set.name])) is not None:
+        out[f"{face_set.name}_summary"] = summary
+    return out
 
 
 # --- the whole build --------------------------------------------------------------------------------------
