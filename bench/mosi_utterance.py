@@ -50,6 +50,7 @@ MODALITIES = {"text": ["bclstm_text"], "audio": ["bclstm_audio"], "video": ["bcl
 MODELS = ["mmolre", "hard_sharing", "dense_moe", "single_sentiment"]
 ARCH = {"d_model": 64, "n_heads": 4, "n_blocks": 1, "expert_ranks": (4, 8, 16, 32), "task_rank": 16, "dropout": 0.5}
 TRAIN = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "warmup_ratio": 0.1, "balance_weight": 3e-4}
+CONTEXT_HIDDEN = 32  # the bidirectional GRU's size per direction, per modality (--context)
 HEADLINE = ["bin_acc", "non0_acc2", "non0_f1", "has0_acc2", "has0_f1", "mae", "corr", "acc7"]
 FLOORS = {"bin_acc": 75.66, "non0_acc2": 78.06, "mae": 0.950, "corr": 0.626}
 TEXT_FLOORS = {"bin_acc": 75.27, "non0_acc2": 77.36, "mae": 0.952, "corr": 0.605}
@@ -61,6 +62,7 @@ class Split:
     mask: dict[str, Any]  # modality -> (N, 1) bool tensor
     sentiment: np.ndarray  # (N,) float, NaN where label.csv has none
     binary: np.ndarray  # (N,) int: the release's label, 1 = positive
+    ids: list[str]  # segment ids, in row order
 
 
 def build_store(work: Path, data: Path = DATA) -> Path:
@@ -86,7 +88,7 @@ def load_split(store: Path, split: str, sets: list[str]) -> Split:
     seg = Store(store).segments(split, columns=["segment_id", "sentiment_class"]).to_pylist()
     cls = {r["segment_id"]: r["sentiment_class"] for r in seg}
     binary = np.array([1 if cls[s] == "positive" else 0 for s in batch["segment_id"]], np.int64)
-    return Split(batch["x"], batch["mask"], batch["labels"]["sentiment"].numpy(), binary)
+    return Split(batch["x"], batch["mask"], batch["labels"]["sentiment"].numpy(), binary, batch["segment_id"])
 
 
 def metrics(pred: np.ndarray, split: Split) -> dict[str, float]:
@@ -108,21 +110,40 @@ def _router_ranks(net: Any, ranks: tuple[int, ...]) -> tuple[list, Any]:
     hooks = []
     for name, mod in net.named_modules():
         if isinstance(mod, TaskRouter):
-            modality = name.split(".")[1]  # blocks.<modality>.<i>.routers.<task>
+            parts = name.split(".")  # [model.]blocks.<modality>.<i>.routers.<task>
+            modality = parts[parts.index("blocks") + 1]
             hooks.append(mod.register_forward_hook(lambda _m, inp, out, mo=modality: seen.append((mo, out[0].detach(), inp[1]))))
     return seen, hooks
 
 
-def evaluate(net: Any, split: Split, ranks: tuple[int, ...] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+def _forward(net: Any, split: Split, sets: list[str], rows: Any = None, context: bool = False) -> tuple[dict[str, Any], Any]:
+    """The model's output on `rows` of a split (all by default) and the row order of its outputs; with
+    `context`, rows are regrouped as whole videos first (every utterance sees the others of its video)."""
+    import torch
+
+    from mmolre.context import video_batch, videos_of
+
+    rows = torch.arange(len(split.ids)) if rows is None else rows
+    x = {m: split.x[m][rows] for m in sets}
+    mask = {m: split.mask[m][rows] for m in sets}
+    if not context:
+        return net(x, mask), rows
+    vx, vmask, order = video_batch(x, mask, videos_of([split.ids[int(i)] for i in rows]))
+    return net(vx, vmask), rows[order]
+
+
+def evaluate(net: Any, split: Split, sets: list[str], ranks: tuple[int, ...] | None = None,
+             context: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
     import torch
 
     net.eval()
     seen, hooks = _router_ranks(net, ranks) if ranks else ([], [])
     with torch.no_grad():
-        out = net(split.x, split.mask)
+        out, order = _forward(net, split, sets, context=context)
     for h in hooks:
         h.remove()
-    pred = out["outputs"]["sentiment"][:, 0].numpy()
+    pred = np.zeros(len(split.ids), np.float32)
+    pred[order.numpy()] = out["outputs"]["sentiment"][:, 0].numpy()
     weights = {"fusion": out["modality_weights"]["sentiment"].mean(0).tolist()}
     if ranks and seen:
         r = torch.tensor(ranks, dtype=torch.float32)
@@ -136,7 +157,8 @@ def evaluate(net: Any, split: Split, ranks: tuple[int, ...] | None = None) -> tu
     return metrics(pred, split), weights
 
 
-def train_run(model_name: str, sets: list[str], seed: int, data: dict[str, Split], stats: dict, epochs: int) -> dict[str, Any]:
+def train_run(model_name: str, sets: list[str], seed: int, data: dict[str, Split], stats: dict, epochs: int,
+              context: bool = False) -> dict[str, Any]:
     """One model, one seed: train `epochs` epochs; keep test metrics at the last epoch and at the best valid MAE."""
     import torch
 
@@ -149,42 +171,54 @@ def train_run(model_name: str, sets: list[str], seed: int, data: dict[str, Split
     seed_everything(seed)
     tasks = (TaskSpec("sentiment", "regression"), TaskSpec("polarity", "multiclass", ("negative", "positive")))
     arch = MMoLREConfig(input_dims={m: int(data["train"].x[m].shape[-1]) for m in sets}, tasks=tasks, **ARCH)
-    net = build_model(model_name, arch)
+    if context:
+        from mmolre.context import VideoContext
+
+        net = VideoContext(lambda cfg: build_model(model_name, cfg), arch, hidden=CONTEXT_HIDDEN)
+    else:
+        net = build_model(model_name, arch)
     net.set_input_stats({m: stats[m] for m in sets})
     step = TrainStep(net, TaskWeighting(net.tasks), "l1", TRAIN["balance_weight"])
     decay = [p for n, p in step.named_parameters() if p.ndim >= 2 and "norm" not in n]
     no_decay = [p for n, p in step.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": TRAIN["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}], lr=TRAIN["lr"])
     tr = data["train"]
-    n = len(tr.binary)
-    per_epoch = math.ceil(n / TRAIN["batch_size"])
+    from mmolre.context import videos_of
+
+    groups = videos_of(tr.ids)  # with context a batch is whole videos, about batch_size utterances
+    n = len(groups) if context else len(tr.binary)
+    batch = max(1, round(TRAIN["batch_size"] * len(groups) / len(tr.binary))) if context else TRAIN["batch_size"]
+    per_epoch = math.ceil(n / batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(per_epoch * epochs, TRAIN["warmup_ratio"], 0.01))
     y_sent, y_pol = torch.from_numpy(tr.sentiment), torch.from_numpy(tr.binary)
     rng = np.random.default_rng(seed)
     ranks = tuple(net.config.expert_ranks) if model_name != "hard_sharing" else None
+    names = [t.name for t in net.tasks]
     best = {"valid_mae": math.inf}
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         order = torch.from_numpy(rng.permutation(n))
         for i in range(per_epoch):
-            idx = order[i * TRAIN["batch_size"] : (i + 1) * TRAIN["batch_size"]]
-            x = {m: tr.x[m][idx] for m in sets}
-            mask = {m: tr.mask[m][idx] for m in sets}
-            labels = {"sentiment": y_sent[idx], "polarity": y_pol[idx]}
-            total, _ = step(x, mask, {k: v for k, v in labels.items() if k in [t.name for t in net.tasks]})
+            idx = order[i * batch : (i + 1) * batch]
+            if context:
+                idx = torch.tensor([r for g in idx.tolist() for r in groups[g]])
+            out, rows = _forward(net, tr, sets, idx, context)
+            labels = {"sentiment": y_sent[rows], "polarity": y_pol[rows]}
+            parts = step.losses(out["outputs"], {k: v for k, v in labels.items() if k in names})
+            total = step.weighting(parts) + step.balance_weight * out["aux_loss"]
             opt.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(step.parameters(), 1.0)
             opt.step()
             sched.step()
-        valid, _ = evaluate(net, data["valid"])
+        valid, _ = evaluate(net, data["valid"], sets, context=context)
         if valid["mae"] < best["valid_mae"] or epoch == epochs:
-            test, weights = evaluate(net, data["test"], ranks)
+            test, weights = evaluate(net, data["test"], sets, ranks, context)
             if valid["mae"] < best["valid_mae"]:
                 best = {"valid_mae": valid["mae"], "epoch": epoch, "test": test, "weights": weights}
             if epoch == epochs:
                 fixed = {"epoch": epoch, "test": test, "weights": weights, "valid": valid}
-    return {"model": model_name, "sets": sets, "seed": seed, "fixed": fixed, "select": best,
+    return {"model": model_name + ("+context" if context else ""), "sets": sets, "seed": seed, "fixed": fixed, "select": best,
             "seconds": time.perf_counter() - t0}
 
 
@@ -241,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modalities", nargs="+", default=list(MODALITIES))
     ap.add_argument("--epochs", type=int, default=TRAIN["epochs"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--context", action="store_true", help="stretch: each utterance sees its video's others (bc-LSTM-like)")
     ap.add_argument("--small", action="store_true", help="1 seed, 2 epochs, mmolre + probe, text and t+a+v")
     ap.add_argument("--out", default=None, help="results JSON (default: WORK/results.json)")
     args = ap.parse_args(argv)
@@ -264,16 +299,16 @@ def main(argv: list[str] | None = None) -> int:
         probes[mod] = probe(sets, data)
         for model in args.models:
             for seed in args.seeds:
-                r = train_run(model, sets, seed, data, stats, args.epochs)
+                r = train_run(model, sets, seed, data, stats, args.epochs, args.context)
                 r["modality"] = mod
                 runs.append(r)
-                print(f"{model:<16} {mod:<6} seed {seed}: fixed bin_acc {r['fixed']['test']['bin_acc']:.2f} "
+                print(f"{r['model']:<24} {mod:<6} seed {seed}: fixed bin_acc {r['fixed']['test']['bin_acc']:.2f} "
                       f"non0 {r['fixed']['test']['non0_acc2']:.2f} mae {r['fixed']['test']['mae']:.3f} | select(epoch "
                       f"{r['select']['epoch']}) bin_acc {r['select']['test']['bin_acc']:.2f} ({r['seconds']:.0f} s)", flush=True)
     fixed, select = summarise(runs, "fixed"), summarise(runs, "select")
     weights = {}
     for r in runs:
-        if r["model"] == "mmolre" and r["modality"] == "t+a+v":
+        if r["model"] in ("mmolre", "mmolre+context") and r["modality"] == "t+a+v":
             weights.setdefault("fusion", []).append(r["fixed"]["weights"]["fusion"])
             weights.setdefault("effective_rank", []).append(r["fixed"]["weights"].get("effective_rank", {}))
     mods = MODALITIES["t+a+v"]

@@ -257,3 +257,31 @@ def test_video_build_writes_utterance_sets_by_default(tmp_path: Path) -> None:
     np.testing.assert_allclose(seg["text_minilm_sentence"], expected, atol=1e-5)
     off = build_videos(manifest, tmp_path / "s2", VideoConfig(face=None, utterance=False), progress=False)
     assert Store(off.store).utterance_sets() == [] and not (tmp_path / "s2" / "utterance").exists()
+
+
+def test_video_context_lets_an_utterance_see_only_its_own_video() -> None:
+    from mmolre.baselines import build_model
+    from mmolre.context import VideoContext, video_batch, videos_of
+    from mmolre.model import MMoLREConfig
+    from mmolre.tasks import TaskSpec
+
+    torch.manual_seed(0)
+    ids = ["b_2", "a_10", "a_2", "b_1", "a_1"]
+    assert videos_of(ids) == [[4, 2, 1], [3, 0]]  # by video, utterances in number order (10 after 2)
+    cfg = MMoLREConfig(input_dims={"t": 4, "v": 3}, tasks=(TaskSpec("sentiment", "regression"),), **TINY_ARCH)
+    for name in ("mmolre", "hard_sharing", "dense_moe"):
+        net = VideoContext(lambda c, n=name: build_model(n, c), cfg, hidden=4).eval()
+        x = {"t": torch.randn(5, 1, 4), "v": torch.randn(5, 1, 3)}
+        mask = {"t": torch.ones(5, 1, dtype=torch.bool), "v": torch.tensor([[True], [False], [True], [True], [True]])}
+
+        def predict(x: dict, net: VideoContext = net, mask: dict = mask) -> torch.Tensor:
+            vx, vmask, order = video_batch(x, mask, videos_of(ids))
+            out = torch.zeros(5)
+            with torch.no_grad():
+                out[order] = net(vx, vmask)["outputs"]["sentiment"][:, 0]
+            return out
+
+        before = predict(x)
+        x["t"][1, 0] += 3.0  # "a_10" changes: the other utterances of video a move, those of video b do not
+        after = predict(x)
+        assert (after[[2, 4]] - before[[2, 4]]).abs().min() > 0 and torch.equal(after[[0, 3]], before[[0, 3]])
