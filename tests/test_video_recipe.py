@@ -145,7 +145,7 @@ def test_report_and_rerun(built: tuple[Store, Any], inputs: Path) -> None:
 def test_units_are_per_video_and_picklable(inputs: Path) -> None:
     config = VideoConfig(face=None)
     units, sets, report = video_units(inputs, config)
-    assert [fs.name for fs in sets] == ["text_minilm", "egemaps"]
+    assert [fs.name for fs in sets] == ["text_minilm", "egemaps", "text_minilm_sentence", "egemaps_functionals"]
     kinds = [u.payload["kind"] for u in units]
     assert kinds.count("video") == 5 and kinds.count("text") == 1 and kinds.count("failures") == 1
     mosi_unit = next(u for u in units if u.payload.get("path") == str(mf.MOSI_CLIP))
@@ -154,6 +154,7 @@ def test_units_are_per_video_and_picklable(inputs: Path) -> None:
     unit = pickle.loads(pickle.dumps(next(u for u in units if u.payload["kind"] == "text")))
     result = process(unit)
     assert [r.segment_id for r in result.records] == ["txt"] and set(result.records[0].frames) == {"egemaps"}
+    assert set(result.records[0].utterance_features) == {"text_minilm_sentence"}  # text only: no audio functionals
     assert report["segments_planned"] == 9 and report["rows_rejected"] == 1
 
 
