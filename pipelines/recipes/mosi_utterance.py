@@ -15,6 +15,7 @@ from the training VIDEOS (seeded, ~10%); it is contaminated like the training se
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -164,11 +165,27 @@ def feature_sets(dims: dict[str, int]) -> list[FeatureSet]:
     ]
 
 
+def _stamp(root: Path, labels: Path) -> str:
+    """A digest of the release's files on disk (path, size, mtime): the cache below rereads when it changes."""
+    files = sorted(root.glob("*.csv")) + [labels]
+    return hashlib.sha256(repr([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=2)
+def _release_rows(root: str, labels: str, stamp: str) -> dict[str, dict[str, Any]]:
+    """The release parsed once per worker process, by segment id (units carry ids, not 2 MB of vectors: a
+    Prefect flow's parameters must stay small)."""
+    return {r["segment_id"]: r for r in read_release(root, labels).rows}
+
+
 def process_mosi_utterance_unit(unit: WorkUnit) -> UnitResult:
     """One video's segments: words of the transcript (untimed), labels, and the three utterance vectors."""
     records = []
     failures = [Failure(**f) for f in unit.payload.get("failures", [])]
-    for r in unit.payload["rows"]:
+    p = unit.payload
+    release = _release_rows(p["root"], p["labels"], p["stamp"]) if p["rows"] else {}
+    for split_row in p["rows"]:
+        r = {**release[split_row["segment_id"]], "split": split_row["split"]}
         words = r["transcript"].lower().split()
         segment = {
             "segment_id": r["segment_id"], "video_id": r["video_id"], "split": r["split"], "start": None, "end": None,
@@ -190,7 +207,8 @@ def plan_mosi_utterance(
 ) -> BuildPlan:
     """Units (one per video), feature sets and the split report, for `run_plan` or a Prefect flow."""
     root = Path(root).resolve()
-    release = read_release(root, labels)
+    label_path = (Path(labels) if labels is not None else root.parent / "label.csv").resolve()
+    release = read_release(root, label_path)
     if not release.rows:
         raise PipelineError(f"{root}: no usable segment in the release ({len(release.failures)} rows failed)", stage="read")
     train_videos = [r["video_id"] for r in release.rows if r["release_split"] == "train"]
@@ -198,13 +216,19 @@ def plan_mosi_utterance(
     by_video: dict[str, list[dict[str, Any]]] = {}
     for r in release.rows:
         split = "test" if r["release_split"] == "test" else ("valid" if r["video_id"] in valid else "train")
-        row = {**r, "split": split, "vectors": {k: v.tolist() for k, v in r["vectors"].items()}}
-        by_video.setdefault(r["video_id"], []).append(row)
+        by_video.setdefault(r["video_id"], []).append({**r, "split": split})
+    stamp = _stamp(root, label_path)
     units = []
     for vid, rows in sorted(by_video.items()):
         rows.sort(key=lambda x: x["segment_id"])
-        key = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
-        units.append(WorkUnit(vid, key, {"rows": rows, "source_path": str(root)}))
+        h = hashlib.sha256()
+        for r in rows:  # the unit's key covers its values, labels and split
+            h.update(json.dumps({k: v for k, v in r.items() if k != "vectors"}, sort_keys=True).encode())
+            for name in sorted(r["vectors"]):
+                h.update(r["vectors"][name].tobytes())
+        payload = {"rows": [{"segment_id": r["segment_id"], "split": r["split"]} for r in rows], "root": str(root),
+                   "labels": str(label_path), "stamp": stamp, "source_path": str(root)}
+        units.append(WorkUnit(vid, h.hexdigest(), payload))
     if release.failures:  # rows the release got wrong go to the store's failures table like any other
         failed = [vars(f) for f in release.failures]
         key = hashlib.sha256(json.dumps(failed, sort_keys=True).encode()).hexdigest()
@@ -220,7 +244,7 @@ def plan_mosi_utterance(
         "without_continuous_label": n_missing,
         "failed_rows": [vars(f) for f in release.failures[:20]],
     }
-    build_info = {"recipe": RECIPE_VERSION, "input": str(root), "labels": str(Path(labels).resolve()) if labels else None,
+    build_info = {"recipe": RECIPE_VERSION, "input": str(root), "labels": str(label_path),
                   "valid_fraction": valid_fraction, "seed": seed, "sets": list(SETS)}
     return BuildPlan("cmu-mosi-utterance", units, process_mosi_utterance_unit, feature_sets(release.dims),
                      config or BuildConfig(), build_info, report)
