@@ -268,7 +268,7 @@ def table(summary: dict[str, dict[str, tuple[float, float]]], probes: dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", default="bench_out/mosi_utterance", help="store and results folder")
+    ap.add_argument("--work", default="/tmp/mmolre_bench/mosi_utterance", help="store and results folder")
     ap.add_argument("--data", default=str(DATA), help="the bc-LSTM release folder")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--models", nargs="+", default=MODELS)
