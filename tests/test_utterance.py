@@ -285,3 +285,14 @@ def test_video_context_lets_an_utterance_see_only_its_own_video() -> None:
         x["t"][1, 0] += 3.0  # "a_10" changes: the other utterances of video a move, those of video b do not
         after = predict(x)
         assert (after[[2, 4]] - before[[2, 4]]).abs().min() > 0 and torch.equal(after[[0, 3]], before[[0, 3]])
+
+
+def test_video_feature_sets_have_unique_names_and_can_be_turned_off() -> None:
+    from pipelines.recipes.videos import VideoConfig, feature_sets_for
+
+    on = {fs.name: (fs.level, fs.dim) for fs in feature_sets_for(VideoConfig(face=None))}
+    assert on["egemaps_functionals"] == ("utterance", 88) and on["text_minilm_sentence"] == ("utterance", 384)
+    # word-level functionals already take the name: the utterance copy is left out instead of colliding
+    names = [fs.name for fs in feature_sets_for(VideoConfig(face=None, audio_level="functionals"))]
+    assert names == ["text_minilm", "egemaps_functionals", "text_minilm_sentence"]
+    assert all(fs.level == "word" for fs in feature_sets_for(VideoConfig(face=None, utterance=False)))

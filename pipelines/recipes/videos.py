@@ -158,7 +158,9 @@ def feature_sets_for(config: VideoConfig) -> list[FeatureSet]:
     if backend is not None:
         sets.append(backend.feature_set())
     if config.utterance:
-        sets += [sentence_feature_set(config.text_config()), functionals_feature_set(config.audio_config())]
+        sets.append(sentence_feature_set(config.text_config()))
+        if config.audio_level != "functionals":  # else the word-level set already is `<set>_functionals`
+            sets.append(functionals_feature_set(config.audio_config()))
         sets += [summary_feature_set(sets[2])] if backend is not None else []
     return sets
 
@@ -363,7 +365,7 @@ def _utterance_vectors(seg_audio: np.ndarray | None, frames: dict[str, FrameFeat
     if not config.utterance:
         return {}
     out: dict[str, np.ndarray] = {}
-    functionals = extract_functionals(seg_audio, config.audio_config(), item_id=segment_id)
+    functionals = extract_functionals(seg_audio, config.audio_config(), item_id=segment_id) if config.audio_level != "functionals" else None
     if functionals is not None:
         out[functionals_feature_set(config.audio_config()).name] = functionals
     if face_set is not None and (summary := summarise_frames(frames[face_set.name])) is not None:
