@@ -3,7 +3,14 @@
 Depends on nothing of ours; readers need only pyarrow.
 """
 
-from .arrays import column_lists, column_vectors, list_of_values, list_of_vectors, vectors_to_arrow
+from .arrays import (
+    column_lists,
+    column_vectors,
+    list_of_values,
+    list_of_vectors,
+    utterance_vectors,
+    vectors_to_arrow,
+)
 from .errors import ChecksumError, SchemaVersionError, StoreError
 from .feature_set import FeatureSet
 from .labels import (
@@ -29,6 +36,7 @@ from .manifest import (
     atomic_path,
     atomic_write_text,
     file_problem,
+    schema_major,
     sha256_file,
 )
 from .paths import BUILD_DIR, OutsideStoreError, contained
@@ -37,6 +45,9 @@ from .spec import (
     COVERAGE_SUFFIX,
     EMOTIONS,
     LAYOUT,
+    LEVELS,
+    PRESENT_SUFFIX,
+    READABLE_MAJORS,
     SCHEMA_VERSION,
     SPLITS,
     aligned_schema,
@@ -44,9 +55,11 @@ from .spec import (
     coverage_column,
     failures_schema,
     frames_schema,
+    present_column,
     segments_schema,
     table_dir,
     table_path,
+    utterance_schema,
 )
 from .validate import (
     Problem,
@@ -56,6 +69,7 @@ from .validate import (
     validate_failures,
     validate_frames,
     validate_segments,
+    validate_utterance,
 )
 
 __all__ = [
@@ -69,4 +83,7 @@ __all__ = [
     "CREMAD_EMOTION_CLASSES", "EMOTION_CLASS_SETS", "IEMOCAP_EMOTION_CLASSES", "LEGACY_EMOTION_CLASSES",
     "MELD_EMOTION_CLASSES", "MOSEI_EMOTIONS", "RAVDESS_EMOTION_CLASSES", "SENTIMENT_CLASSES", "ClassSet", "class_name",
     "emotion_class_set", "labels_record", "recorded_emotion_classes", "recorded_sentiment_classes",
+    # schema 2: utterance-level feature sets
+    "LEVELS", "PRESENT_SUFFIX", "READABLE_MAJORS", "present_column", "schema_major", "utterance_schema",
+    "utterance_vectors", "validate_utterance",
 ]

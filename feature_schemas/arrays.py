@@ -53,3 +53,14 @@ def column_lists(column: pa.ChunkedArray | pa.ListArray, dtype: type = np.float3
     else:
         flat = values.to_numpy(zero_copy_only=False)
     return [flat[offsets[i] : offsets[i + 1]] for i in range(len(column))]
+
+
+def utterance_vectors(column: pa.ChunkedArray | pa.FixedSizeListArray) -> np.ndarray:
+    """A fixed_size_list<float32, D> column (one vector per segment) -> an (N, D) float32 array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    d = column.type.list_size
+    if len(column) == 0:
+        return np.zeros((0, d), np.float32)
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, np.float32).reshape(-1, d)

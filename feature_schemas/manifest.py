@@ -18,12 +18,12 @@ from typing import Any
 from .errors import SchemaVersionError, StoreError
 from .feature_set import FeatureSet
 from .labels import recorded_emotion_classes, recorded_sentiment_classes
-from .spec import LAYOUT, SCHEMA_VERSION
+from .spec import LAYOUT, READABLE_MAJORS, SCHEMA_VERSION
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    table: str  # segments, aligned, frames/<set>, failures
+    table: str  # segments, aligned, utterance, frames/<set>, failures
     split: str | None
     shard: str
     rows: int
@@ -78,10 +78,10 @@ class Manifest:
         except json.JSONDecodeError as e:
             raise StoreError(f"{source}: not valid JSON ({e})") from None
         version = d.get("schema_version")
-        if version is None or str(version).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        if schema_major(version) not in READABLE_MAJORS:
             raise SchemaVersionError(
                 f"{source}: schema version {version!r}, this code reads {SCHEMA_VERSION} "
-                "(rebuild the store, or install the mmolre release that wrote it)"
+                f"(majors {', '.join(map(str, READABLE_MAJORS))}; rebuild the store, or install the mmolre release that wrote it)"
             )
         try:
             return cls(
@@ -122,6 +122,14 @@ def _labels(value: Any) -> dict[str, Any]:
         if key in value and not (isinstance(value[key], list) and all(isinstance(c, str) for c in value[key])):
             raise ValueError(f"labels.{key} must be a list of names")
     return value
+
+
+def schema_major(version: Any) -> int | None:
+    """The MAJOR of a `MAJOR.MINOR` schema version, None when it is not one."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return None
 
 
 def _jsonable(o: Any) -> Any:

@@ -16,12 +16,21 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .arrays import column_lists, column_vectors
+from .arrays import column_lists, column_vectors, utterance_vectors
 from .errors import ChecksumError, StoreError
 from .feature_set import FeatureSet
 from .manifest import FileEntry, Manifest, file_problem, sha256_file
 from .paths import contained
-from .spec import SPLITS, aligned_schema, coverage_column, failures_schema, frames_schema, segments_schema
+from .spec import (
+    SPLITS,
+    aligned_schema,
+    coverage_column,
+    failures_schema,
+    frames_schema,
+    present_column,
+    segments_schema,
+    utterance_schema,
+)
 
 # Files whose sha256 matched their manifest in this process, by (absolute path, mtime_ns, size): each shard is
 # hashed once, and again only when it changes on disk.
@@ -72,6 +81,10 @@ class Store:
         """Feature sets that have word-aligned columns."""
         return [n for n in self.feature_sets if n in self._aligned_columns()]
 
+    def utterance_sets(self) -> list[str]:
+        """Utterance-level feature sets (schema 2): one vector per segment in the utterance table."""
+        return [n for n, fs in self.feature_sets.items() if fs.level == "utterance"]
+
     def frame_sets(self) -> list[str]:
         return sorted({e.table.split("/", 1)[1] for e in self.manifest.files.values() if e.table.startswith("frames/")})
 
@@ -95,6 +108,8 @@ class Store:
             return failures_schema()
         if table == "aligned":
             return aligned_schema({n: fs.dim for n, fs in self.feature_sets.items() if n in self._aligned_columns()})
+        if table == "utterance":
+            return utterance_schema({n: self.feature_sets[n].dim for n in self.utterance_sets()})
         if table.startswith("frames/"):
             return frames_schema(self.feature_sets[table.split("/", 1)[1]].dim)
         raise StoreError(f"unknown table {table!r}")
@@ -120,6 +135,31 @@ class Store:
         columns: Sequence[str] | None = None,
     ) -> pa.Table:
         return self.dataset("aligned", split).to_table(columns=self.aligned_columns(feature_sets, columns))
+
+    def utterance(
+        self,
+        split: str | None = None,
+        feature_sets: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """The utterance table (schema 2): `segment_id`, `split` and, per set, its vector and `{set}__present`.
+        A store without utterance-level sets gives an empty table with those key columns."""
+        cols = self.utterance_columns(feature_sets, columns)
+        if not self.files("utterance", split):
+            schema = self._schema("utterance")
+            return schema.empty_table().select(cols or schema.names)
+        return self.dataset("utterance", split).to_table(columns=cols)
+
+    def utterance_columns(self, feature_sets: Sequence[str] | None, columns: Sequence[str] | None = None) -> list[str] | None:
+        """The utterance table's columns to read; raises StoreError for a set the store lacks at that level."""
+        if feature_sets is None and columns is None:
+            return None
+        cols = list(columns) if columns else utterance_schema({}).names
+        for name in feature_sets or []:
+            if name not in self.utterance_sets():
+                raise StoreError(f"{self.path}: no utterance-level feature set {name!r} (has: {', '.join(self.utterance_sets()) or 'none'})")
+            cols += [name, present_column(name)]
+        return cols
 
     def frames(self, feature_set: str, split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         if feature_set not in self.frame_sets():
@@ -157,20 +197,32 @@ class Store:
 
     # -- one segment -----------------------------------------------------------------------------
     def segment(self, segment_id: str, feature_sets: Sequence[str] | None = None) -> dict[str, Any]:
-        """One segment's words, labels and word-level features as numpy arrays."""
+        """One segment's words, labels and features as numpy arrays (word-level: (W, D); utterance-level: (D,)
+        with `{set}__present`)."""
         seg = self.dataset("segments").to_table(filter=ds.field("segment_id") == segment_id)
         if seg.num_rows == 0:
             raise StoreError(f"{self.path}: no segment {segment_id!r}")
         split = seg.column("split")[0].as_py()
-        row = self.dataset("aligned", split).to_table(
-            filter=ds.field("segment_id") == segment_id, columns=self.aligned_columns(feature_sets or self.aligned_sets(), None)
-        )
+        word_sets = [n for n in (feature_sets or self.aligned_sets()) if n not in self.utterance_sets()]
+        utt_sets = [n for n in (feature_sets or self.utterance_sets()) if n in self.utterance_sets()]
         out: dict[str, Any] = {k: v[0] for k, v in seg.to_pydict().items()}
+        if utt_sets and self.files("utterance", split):
+            urow = self.dataset("utterance", split).to_table(
+                filter=ds.field("segment_id") == segment_id, columns=self.utterance_columns(utt_sets)
+            )
+            for name in utt_sets if urow.num_rows else []:
+                out[name] = utterance_vectors(urow.column(name))[0]
+                out[present_column(name)] = bool(urow.column(present_column(name))[0].as_py())
+        if not self.files("aligned", split):
+            return out
+        row = self.dataset("aligned", split).to_table(
+            filter=ds.field("segment_id") == segment_id, columns=self.aligned_columns(word_sets, None)
+        )
         if row.num_rows:
             out["words"] = row.column("words")[0].as_py()
             out["word_start"] = column_lists(row.column("word_start"), np.float64)[0]
             out["word_end"] = column_lists(row.column("word_end"), np.float64)[0]
-            for name in feature_sets or self.aligned_sets():
+            for name in word_sets:
                 out[name] = column_vectors(row.column(name))[0]
                 out[coverage_column(name)] = column_lists(row.column(coverage_column(name)))[0]
         return out

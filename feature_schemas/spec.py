@@ -1,4 +1,4 @@
-"""The store's tables as Arrow schemas, built from the versioned data file `schema_v1.json`.
+"""The store's tables as Arrow schemas, built from the versioned data file `schema_v2.json`.
 
 The JSON is the contract; this module only turns it into pyarrow types so that writers and readers
 cannot disagree about a column.
@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_FILE = "schema_v1.json"
+SCHEMA_FILE = "schema_v2.json"
 
 
 @cache
@@ -26,7 +26,10 @@ SCHEMA_VERSION: str = contract()["schema_version"]
 SPLITS: tuple[str, ...] = tuple(contract()["splits"])
 EMOTIONS: tuple[str, ...] = tuple(contract()["emotions"])
 LAYOUT: dict[str, str] = dict(contract()["layout"])
+READABLE_MAJORS: tuple[int, ...] = tuple(contract()["readable_majors"])  # schema majors this code reads
 COVERAGE_SUFFIX = "__coverage"
+PRESENT_SUFFIX = "__present"
+LEVELS: tuple[str, ...] = ("word", "utterance")
 
 _SIMPLE = {
     "string": pa.string(),
@@ -82,6 +85,21 @@ def aligned_schema(feature_dims: dict[str, int]) -> pa.Schema:
             col = c["name"].format(feature_set=name)
             fields.append(pa.field(col, arrow_type(c["type"], dim), nullable=c["nullable"], metadata={"doc": c["doc"]}))
     return pa.schema(fields)
+
+
+def utterance_schema(feature_dims: dict[str, int]) -> pa.Schema:
+    """Utterance table (schema 2) for the given utterance-level sets (name -> D), columns in the order given."""
+    fields = _fields("utterance")
+    per_set = contract()["tables"]["utterance"]["per_feature_set"]
+    for name, dim in feature_dims.items():
+        for c in per_set:
+            col = c["name"].format(feature_set=name)
+            fields.append(pa.field(col, arrow_type(c["type"], dim), nullable=c["nullable"], metadata={"doc": c["doc"]}))
+    return pa.schema(fields)
+
+
+def present_column(feature_set: str) -> str:
+    return feature_set + PRESENT_SUFFIX
 
 
 def coverage_column(feature_set: str) -> str:

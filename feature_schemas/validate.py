@@ -25,7 +25,9 @@ from .spec import (
     coverage_column,
     failures_schema,
     frames_schema,
+    present_column,
     segments_schema,
+    utterance_schema,
 )
 
 
@@ -160,6 +162,25 @@ def validate_aligned(table: pa.Table, feature_sets: dict[str, FeatureSet]) -> li
     return out
 
 
+def validate_utterance(table: pa.Table, feature_sets: dict[str, FeatureSet]) -> list[Problem]:
+    """Schema 2's utterance table: every utterance-level set's vector and presence, finite vectors, unique ids."""
+    wanted = {n: fs.dim for n, fs in feature_sets.items() if fs.level == "utterance"}
+    out = _check_schema("utterance", table, utterance_schema(wanted))
+    out += _check_split_and_ids("utterance", table, unique=True)
+    if out:
+        return out
+    for n, dim in wanted.items():
+        col = table.column(n).combine_chunks()
+        values = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        bad = ~np.isfinite(values).all(axis=1)
+        out += [Problem("utterance", n, i, "NaN or inf in the vector (the writer must zero it and clear presence)")
+                for i in _ids(table, bad)]
+    known = {"segment_id", "split"} | set(wanted) | {present_column(n) for n in wanted}
+    for n in [c for c in table.column_names if c not in known]:
+        out.append(Problem("utterance", n, None, "column of a feature set the manifest does not describe as utterance-level"))
+    return out
+
+
 def validate_frames(table: pa.Table, feature_set: FeatureSet) -> list[Problem]:
     name = f"frames/{feature_set.name}"
     out = _check_schema(name, table, frames_schema(feature_set.dim))
@@ -211,6 +232,14 @@ def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationRe
         if segments is not None:
             orphan = pc.invert(pc.is_in(aligned.column("segment_id"), value_set=segments.column("segment_id")))
             problems += [Problem("aligned", "segment_id", i, "no such segment in segments") for i in _ids(aligned, orphan)]
+    utterance = whole("utterance")
+    if utterance is not None:
+        problems += validate_utterance(utterance, manifest.feature_sets)
+        if segments is not None:
+            orphan = pc.invert(pc.is_in(utterance.column("segment_id"), value_set=segments.column("segment_id")))
+            problems += [Problem("utterance", "segment_id", i, "no such segment in segments") for i in _ids(utterance, orphan)]
+    elif any(fs.level == "utterance" for fs in manifest.feature_sets.values()) and manifest.rows("segments"):
+        problems.append(Problem("utterance", None, None, "the manifest describes utterance-level sets but lists no utterance table"))
     for name in tables:
         if name.startswith("frames/"):
             fs = manifest.feature_sets.get(name.split("/", 1)[1])

@@ -188,3 +188,23 @@ def build_mmsa_features(
     config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
     plan = plan_mmsa(input, config, names=names, aligned=aligned)
     return run_build_plan(plan, store, dask_address, n_workers, overwrite)
+
+
+@flow(name="build-mosi-utterance", log_prints=True)
+def build_mosi_utterance(
+    input: str,
+    store: str,
+    labels: str | None = None,
+    valid_fraction: float = 0.1,
+    seed: int = 0,
+    dask_address: str | None = None,
+    n_workers: int | None = None,
+    units_per_shard: int = 16,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """CMU-MOSI utterance-level features of the bc-LSTM release -> store with utterance-level sets (schema 2)."""
+    from pipelines.recipes.mosi_utterance import plan_mosi_utterance
+
+    config = build_config(units_per_shard=units_per_shard)
+    plan = plan_mosi_utterance(input, labels=labels, valid_fraction=valid_fraction, seed=seed, config=config)
+    return run_build_plan(plan, store, dask_address, n_workers, overwrite)

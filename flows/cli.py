@@ -100,6 +100,14 @@ def cmd_build_mmsa(args: argparse.Namespace) -> int:
     return _run_plan(plan, args)
 
 
+def cmd_build_mosi_utterance(args: argparse.Namespace) -> int:
+    from pipelines.recipes.mosi_utterance import plan_mosi_utterance
+
+    plan = plan_mosi_utterance(args.input, labels=args.labels, valid_fraction=args.valid_fraction, seed=args.seed,
+                               config=_build_config(args, 16))
+    return _run_plan(plan, args)
+
+
 # -- inspect / validate -----------------------------------------------------------------------------
 def inspect_store(path: str | os.PathLike) -> dict[str, Any]:
     import pyarrow.compute as pc
@@ -124,10 +132,12 @@ def inspect_store(path: str | os.PathLike) -> dict[str, Any]:
         "words": words,
         "feature_sets": {
             n: {"dim": fs.dim, "modality": fs.modality, "extractor": f"{fs.extractor} {fs.extractor_version}".strip(),
-                "frame_rate": fs.frame_rate, "dims": list(fs.dims)}
+                "frame_rate": fs.frame_rate, "dims": list(fs.dims), "level": fs.level}
             for n, fs in m.feature_sets.items()
         },
         "frame_sets": store.frame_sets(),
+        "utterance_sets": store.utterance_sets(),
+        "utterance_rows": {s: m.rows("utterance", s) for s in SPLITS if m.rows("utterance", s)},
         "failures": {"total": len(failures), "by_stage": by_stage, "items": failures[:100]},
         "report": m.report,
     }
@@ -143,10 +153,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {s:<5} {n:>7} segments {info['words'].get(s, 0):>9} words")
     print("feature sets:")
     for n, fs in info["feature_sets"].items():
-        rate = f"{fs['frame_rate']:g}/s" if fs["frame_rate"] else "word-level"
+        rate = f"{fs['frame_rate']:g}/s" if fs["frame_rate"] else f"{fs['level']}-level"
         print(f"  {n:<16} {fs['dim']:>5}-d  {fs['modality']:<7} {fs['extractor']:<24} {rate}   {', '.join(fs['dims'][:4])}, ...")
     if info["frame_sets"]:
         print("frame-level sets kept: " + ", ".join(info["frame_sets"]))
+    if info["utterance_sets"]:
+        rows = ", ".join(f"{s} {n}" for s, n in info["utterance_rows"].items())
+        print(f"utterance-level sets (one vector per segment; utterance table: {rows}): " + ", ".join(info["utterance_sets"]))
+        if len(info["utterance_sets"]) == len(info["feature_sets"]):
+            print("aligned/ holds the words only (no word-level feature set)")
     f = info["failures"]
     print(f"failures: {f['total']}" + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(f["by_stage"].items())) + ")" if f["total"] else ""))
     for item in f["items"][:10]:
@@ -333,6 +348,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vision-name", default=None, help="feature set name for the vision features")
     _add_build_options(p)
     p.set_defaults(func=cmd_build_mmsa)
+
+    p = build.add_parser("mosi-utterance", help="CMU-MOSI utterance-level features of the bc-LSTM release (schema 2)")
+    p.add_argument("--input", required=True, help="the release's folder (transcripts.csv, text_train.csv, audio_train0.csv, ...)")
+    p.add_argument("--labels", default=None, help="CMU-MOSI label.csv for continuous labels (default: ../label.csv)")
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of the training videos held out as valid")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation videos' draw")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_build_mosi_utterance)
 
     p = sub.add_parser("inspect", help="segments, words, feature sets and failures of a store")
     p.add_argument("store")

@@ -15,13 +15,14 @@ def all_flows() -> list:
         build_mmsa_features,
         build_mosei_features,
         build_mosi_features,
+        build_mosi_utterance,
         extract_video_features,
     )
     from flows.train_model import train_mmolre
     from flows.video_to_model import video_to_model
 
     return [build_mosei_features, build_mosi_features, extract_video_features, build_mmsa_features, train_mmolre,
-            video_to_model]
+            video_to_model, build_mosi_utterance]
 
 
 def deployments(name: str = DEPLOYMENT_NAME) -> list:

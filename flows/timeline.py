@@ -30,7 +30,7 @@ def timeline(seg: dict[str, Any], prediction: dict[str, Any], feature_sets: dict
             "features": {},
         }
         for name, fs in feature_sets.items():
-            if name not in seg:
+            if name not in seg or getattr(fs, "level", "word") != "word":  # utterance-level sets have no per-word value
                 continue
             covered = float(seg[coverage_column(name)][i]) > 0
             for prefix, dims in SHOWN_DIMS.items():
@@ -83,7 +83,8 @@ def explain_segment(store: str | Path, run: str | Path, segment_id: str, png: st
     loaded = load_run(run)
     seg = Store(store).segment(segment_id)
     feats = {m: seg[m] for m in loaded[2]["feature_sets"] if m in seg}
-    feats |= {coverage_column(m): seg[coverage_column(m)] for m in loaded[2]["feature_sets"] if m in seg}
+    feats |= {coverage_column(m): seg[coverage_column(m)] for m in loaded[2]["feature_sets"] if coverage_column(m) in seg}
+    feats |= {f"{m}__present": seg[f"{m}__present"] for m in loaded[2]["feature_sets"] if f"{m}__present" in seg}
     prediction = predict_segment(loaded, feats)
     rows = timeline(seg, prediction, Store(store).feature_sets)
     out = {

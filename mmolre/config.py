@@ -24,7 +24,7 @@ from .model import MMoLREConfig
 @dataclass
 class TrainConfig:
     # data
-    feature_sets: list[str] | None = None  # None: every word-aligned set in the store
+    feature_sets: list[str] | None = None  # None: the word-level sets (else the utterance-level ones); name both to mix
     tasks: list[str] | None = None  # None: every task the store's labels support
     sentiment_target: str = "auto"  # auto | regression | classes
     emotion_target: str = "auto"  # auto | presence | classes

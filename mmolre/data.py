@@ -4,6 +4,11 @@ The aligned table is read one (file, row group) unit at a time; units are shuffl
 (rank, worker) slots so that every slot gets about the same number of rows, and rows pass a bounded shuffle
 buffer. Labels come from the segments table (one small row per segment, read once) joined by segment_id.
 Each modality's mask is "the word exists AND its coverage > 0", so words without usable frames are ignored.
+
+Utterance-level sets (schema 2: one vector per segment) enter as a one-step sequence: x[m] is (1, D) and its
+mask is the set's `__present` flag, so every model takes them beside word-level sets unchanged. They are read
+once per split (one small row per segment, like the labels) and joined by segment_id; a store with only
+utterance-level sets is streamed from its utterance table instead of the aligned one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from feature_schemas import EMOTIONS, Store, StoreError, column_lists, column_vectors, coverage_column
+from feature_schemas import (
+    EMOTIONS,
+    Store,
+    StoreError,
+    column_lists,
+    column_vectors,
+    coverage_column,
+    present_column,
+    utterance_vectors,
+)
 
 from .tasks import TaskSpec
 
@@ -67,6 +81,24 @@ class SegmentLabels:
         return {k: v[i] for k, v in self.values.items()}
 
 
+class UtteranceVectors:
+    """Every segment's vectors of the utterance-level sets of one split, indexed by segment id."""
+
+    def __init__(self, store: Store, split: str, feature_sets: Sequence[str]) -> None:
+        table = store.utterance(split, feature_sets, ["segment_id"])
+        self.index = {sid: i for i, sid in enumerate(table.column("segment_id").to_pylist())}
+        self.values = {m: utterance_vectors(table.column(m)) for m in feature_sets}
+        self.present = {m: table.column(present_column(m)).to_numpy(zero_copy_only=False).astype(bool) for m in feature_sets}
+        self.dims = {m: store.feature_sets[m].dim for m in feature_sets}
+
+    def get(self, segment_id: str, m: str) -> tuple[np.ndarray, np.ndarray]:
+        """A one-step sequence (1, D) and its mask (1,); a segment without a row is absent (zeros, masked)."""
+        i = self.index.get(segment_id)
+        if i is None:
+            return np.zeros((1, self.dims[m]), np.float32), np.zeros(1, bool)
+        return self.values[m][i : i + 1], self.present[m][i : i + 1]
+
+
 class StoreDataset(IterableDataset):
     """Streams (features, masks, labels) per segment of one split.
 
@@ -95,7 +127,15 @@ class StoreDataset(IterableDataset):
         store_obj = Store(self.store_path)
         if split not in store_obj.splits():
             raise StoreError(f"{self.store_path}: no {split!r} split (has: {', '.join(store_obj.splits()) or 'none'})")
-        self.columns = store_obj.aligned_columns(feature_sets, ["segment_id"])  # raises for a missing set
+        utterance_sets = set(store_obj.utterance_sets())
+        self.word_sets = [m for m in feature_sets if m not in utterance_sets]
+        self.utterance_sets = [m for m in feature_sets if m in utterance_sets]
+        # word-level sets stream from the aligned table; a model on utterance-level sets alone, from the utterance table
+        self.table = "aligned" if self.word_sets or not self.utterance_sets else "utterance"
+        self.columns = store_obj.aligned_columns(self.word_sets, ["segment_id"])  # raises for a missing set
+        self.utterance = UtteranceVectors(store_obj, split, self.utterance_sets) if self.utterance_sets else None
+        if self.table == "utterance":
+            self.columns = ["segment_id"]
         self.split, self.feature_sets, self.tasks = split, list(feature_sets), list(tasks)
         self.max_len, self.truncate = max_len, truncate
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
@@ -104,7 +144,7 @@ class StoreDataset(IterableDataset):
         self.labels = SegmentLabels(store_obj, split, tasks)
         self.row_groups = [
             (str(p), rg, md.row_group(rg).num_rows)
-            for p in store_obj.files("aligned", split)
+            for p in store_obj.files(self.table, split)
             for md in [pq.read_metadata(p)]
             for rg in range(md.num_row_groups)
         ]
@@ -175,8 +215,8 @@ class StoreDataset(IterableDataset):
 
     def _rows(self, batch: Any) -> Iterator[dict[str, Any]]:
         ids = batch.column("segment_id").to_pylist()
-        vecs = {m: column_vectors(batch.column(m)) for m in self.feature_sets}
-        covs = {m: column_lists(batch.column(coverage_column(m))) for m in self.feature_sets}
+        vecs = {m: column_vectors(batch.column(m)) for m in self.word_sets}
+        covs = {m: column_lists(batch.column(coverage_column(m))) for m in self.word_sets}
         for i, sid in enumerate(ids):
             try:
                 labels = self.labels.get(sid)
@@ -184,6 +224,9 @@ class StoreDataset(IterableDataset):
                 raise StoreError(f"{self.store_path}: aligned row {sid!r} has no row in the segments table ({self.split})") from None
             x, mask = {}, {}
             for m in self.feature_sets:
+                if self.utterance is not None and m in self.utterance.values:
+                    x[m], mask[m] = self.utterance.get(sid, m)  # a one-step sequence
+                    continue
                 v, c = vecs[m][i], covs[m][i]
                 if self.max_len is not None and len(v) > self.max_len:
                     sl = slice(0, self.max_len) if self.truncate == "right" else slice(len(v) - self.max_len, len(v))
@@ -259,9 +302,17 @@ def feature_stats_and_coverage(
     """`feature_stats` and, per feature set, how many words of the split it covers (one pass over the split):
     training leaves out a set that covers no word, since the model could learn nothing from it."""
     s = Store(store)
+    utterance_sets = [m for m in feature_sets if m in s.utterance_sets()]
+    word_sets = [m for m in feature_sets if m not in utterance_sets]
     acc = {m: [0.0, None, None] for m in feature_sets}  # count, sum, sum of squares (float64)
-    for batch in s.iter_batches("aligned", split, columns=["segment_id"], feature_sets=feature_sets, batch_size=batch_size):
-        for m in feature_sets:
+    if utterance_sets:  # one vector per present segment
+        u = UtteranceVectors(s, split, utterance_sets)
+        for m in utterance_sets:
+            v = u.values[m][u.present[m]].astype(np.float64)
+            acc[m] = [float(len(v)), v.sum(0), (v * v).sum(0)]
+    batches = s.iter_batches("aligned", split, columns=["segment_id"], feature_sets=word_sets, batch_size=batch_size) if word_sets else []
+    for batch in batches:
+        for m in word_sets:
             col = batch.column(m)
             flat = col.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, col.type.value_type.list_size)
             off = col.offsets.to_numpy()

@@ -104,7 +104,7 @@ def evaluate(run: str | Path, split: str = "test", store: str | Path | None = No
     model, config, meta = load_run(run, dev)
     store = Path(store or meta["store"])
     s = Store(store)
-    missing = [m for m in meta["feature_sets"] if m not in s.aligned_sets()]
+    missing = [m for m in meta["feature_sets"] if m not in s.aligned_sets() + s.utterance_sets()]
     if missing:
         raise StoreError(f"{store}: lacks the feature set(s) {', '.join(missing)} the run {run} was trained on")
     for m in meta["feature_sets"]:
@@ -120,13 +120,17 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
     """Predict one segment from its word-aligned features and say which words drove each task.
 
     `words_features[set]` is (W, D) per feature set the run uses, optionally with `set + "__coverage"` (W,).
+    An utterance-level set is one (D,) vector (a one-step sequence; `set + "__present"` False masks it).
     A missing set counts as a modality with no usable word. Returns sentiment and emotions, and per task the
     modality weights, each modality's attention over words, and `word_contribution` (their product summed over
     modalities: how much each of the W words fed the pooled representation; 0 for words cut by max_len)."""
     model, _config, meta = load_run(run) if isinstance(run, (str, Path)) else run
     sets = meta["feature_sets"]
     dims = meta["arch"]["input_dims"]
-    lengths = {len(np.asarray(words_features[m])) for m in sets if m in words_features}
+    utterance = {m for m in sets if m in words_features and np.asarray(words_features[m]).ndim == 1}
+    lengths = {len(np.asarray(words_features[m])) for m in sets if m in words_features and m not in utterance}
+    if utterance and not lengths:
+        lengths = {1}
     if not lengths:
         raise ValueError(f"predict_segment: none of the run's feature sets ({', '.join(sets)}) given")
     if len(lengths) > 1:
@@ -140,6 +144,14 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
     device = next(model.parameters()).device
     x, mask = {}, {}
     for m in sets:
+        if m in utterance:  # a one-step sequence, as in training
+            vec = np.asarray(words_features[m], np.float32)
+            if vec.shape != (dims[m],):
+                raise ValueError(f"predict_segment: {m!r} must be ({dims[m]},), got {vec.shape}")
+            ok = bool(words_features.get(f"{m}__present", True)) and bool(np.isfinite(vec).all())
+            x[m] = torch.from_numpy(np.nan_to_num(vec))[None, None].to(device)
+            mask[m] = torch.tensor([[ok]], device=device)
+            continue
         v = np.zeros((T, dims[m]), np.float32)
         c = np.zeros(T, bool)
         if m in words_features:
@@ -169,6 +181,9 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
         mw = out["modality_weights"][t.name][0].float().cpu().numpy()
         per_word, contrib = {}, np.zeros(W)
         for j, m in enumerate(sets):
+            if m in utterance:  # no words to weigh: the modality weight says how much it counted
+                per_word[m] = []
+                continue
             w = np.zeros(W)
             w[keep] = out["word_weights"][t.name][m][0, : len(keep)].float().cpu().numpy()
             per_word[m] = w.tolist()

@@ -183,7 +183,8 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     splits = store_obj.splits()
     if "train" not in splits:
         raise StoreError(f"{store}: no train split (has: {', '.join(splits) or 'none'}); nothing to train on")
-    feature_sets = list(cfg.feature_sets or store_obj.aligned_sets())
+    # default: the word-level sets; a store with none (utterance-level only) trains on its utterance-level sets
+    feature_sets = list(cfg.feature_sets or store_obj.aligned_sets() or store_obj.utterance_sets())
     tasks = infer_tasks(store_obj, cfg.tasks, cfg.sentiment_target, cfg.emotion_target)
     feature_sets, dropped, stats = covered_feature_sets(store, feature_sets)
     arch = replace(cfg.arch, input_dims={m: store_obj.feature_sets[m].dim for m in feature_sets}, tasks=tasks)

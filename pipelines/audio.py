@@ -93,3 +93,21 @@ def extract_audio(samples: np.ndarray | None, offset: float = 0.0, config: Audio
     ends = df.index.get_level_values("end").total_seconds().to_numpy(np.float64) + offset
     values = df.to_numpy(np.float32)
     return FrameFeatures(starts, ends, values, valid=np.isfinite(values).all(axis=1))
+
+
+def functionals_feature_set(config: AudioConfig = AudioConfig()) -> FeatureSet:
+    """openSMILE functionals of the whole segment as an utterance-level set (schema 2): eGeMAPSv02 gives 88."""
+    from dataclasses import replace
+
+    fs = audio_feature_set(AudioConfig(config.feature_set, "functionals"))
+    return replace(fs, level="utterance", description=fs.description + ", one vector per segment")
+
+
+def extract_functionals(samples: np.ndarray | None, config: AudioConfig = AudioConfig(), rate: int = SAMPLE_RATE,
+                        item_id: str | None = None) -> np.ndarray | None:
+    """The segment's functionals (D,), or None when there is no audio or openSMILE gives no finite row
+    (the writer then marks the set absent for this segment)."""
+    fr = extract_audio(samples, 0.0, AudioConfig(config.feature_set, "functionals"), rate, item_id)
+    if len(fr.values) == 0 or not bool(fr.valid[0]):
+        return None
+    return fr.values[0]

@@ -15,7 +15,7 @@ from .leakage import leakage_lines
 def _configs(manifest: Manifest) -> list[str]:
     tables = sorted({e.table for e in manifest.files.values() if e.table != "failures"})
     lines = ["configs:"]
-    for table in ["segments", "aligned"] + [t for t in tables if t.startswith("frames/")]:
+    for table in ["segments", "aligned", "utterance"] + [t for t in tables if t.startswith("frames/")]:
         splits = [s for s in SPLITS if manifest.rows(table, s)]
         if not splits:
             continue
@@ -54,6 +54,8 @@ def _labels_section(manifest: Manifest) -> list[str]:
             f"- `sentiment_class`: {', '.join(manifest.sentiment_classes)}",
             f"- presence emotions ({', '.join(manifest.labels.get('emotions', []))}): intensity in [0, 3]; a row that "
             "gives any emotion has 0 for the ones it does not list, null only when it gives none", ""]
+
+
 def _leakage_section(manifest: Manifest) -> list[str]:
     """What a reader of a test score must know: whether test sentences or videos also occur in training."""
     lines = ["## Leakage between splits", "",
@@ -66,16 +68,39 @@ def _leakage_section(manifest: Manifest) -> list[str]:
     return lines
 
 
+def _aligned_holds(manifest: Manifest) -> str:
+    """What `aligned/` holds: a store with only utterance-level sets keeps words there and no feature column."""
+    words = [n for n, fs in manifest.feature_sets.items() if fs.level == "word"]
+    if words:
+        return "Word-level feature sets in `aligned/`: " + ", ".join(f"`{n}`" for n in words) + "."
+    if manifest.rows("aligned"):
+        return "`aligned/` holds the words only: this store has no word-level feature set (see `utterance/`)."
+    return "`aligned/` holds nothing: this store has no word-level data."
+
+
+def _utterance_lines(manifest: Manifest) -> list[str]:
+    sets = [n for n, fs in manifest.feature_sets.items() if fs.level == "utterance"]
+    if not sets:
+        return []
+    cols = [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["utterance"]["columns"]]
+    cols += [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["utterance"]["per_feature_set"]]
+    return ["### utterance", "Utterance-level feature sets (one vector per segment, schema 2): "
+            + ", ".join(f"`{n}`" for n in sets) + ".", "", *cols, "",
+            "`datasets.load_dataset(STORE, 'utterance')` reads it; join on `segment_id` with `segments`.", ""]
+
+
 def render_card(manifest: Manifest) -> str:
     rows = {s: manifest.rows("segments", s) for s in SPLITS}
     fs_lines = [
-        f"| `{fs.name}` | {fs.modality} | {fs.dim} | {fs.extractor} {fs.extractor_version} | "
-        f"{fs.frame_rate if fs.frame_rate else 'word-level'} | {', '.join(fs.dims[:6])}{' ...' if fs.dim > 6 else ''} |"
+        f"| `{fs.name}` | {fs.level} | {fs.modality} | {fs.dim} | {fs.extractor} {fs.extractor_version} | "
+        f"{fs.frame_rate if fs.frame_rate else fs.level + '-level'} | {', '.join(fs.dims[:6])}{' ...' if fs.dim > 6 else ''} |"
         for fs in manifest.feature_sets.values()
     ]
     columns = [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["segments"]["columns"]]
     aligned = [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["aligned"]["columns"]]
     aligned += [f"- `{c['name']}`: {c['doc']}" for c in contract()["tables"]["aligned"]["per_feature_set"]]
+    aligned = [_aligned_holds(manifest), "", *aligned]
+    utterance = _utterance_lines(manifest)
     report = json.dumps(shorten_lists(manifest.report), indent=2, sort_keys=True, default=str)
     return "\n".join(
         ["---", *_configs(manifest), "---", "",
@@ -83,12 +108,12 @@ def render_card(manifest: Manifest) -> str:
          f"A multimodal feature store written by mmolre (schema {manifest.schema_version}). Every file is plain Parquet;",
          "`manifest.json` lists each file with its row count and sha256, and each feature set's dimension names and provenance.", "",
          "| split | segments |", "| --- | --- |", *[f"| {s} | {n} |" for s, n in rows.items()], "",
-         "## Feature sets", "", "| name | modality | dims | extractor | frames/s | dimension names |", "| --- | --- | --- | --- | --- | --- |",
+         "## Feature sets", "", "| name | level | modality | dims | extractor | frames/s | dimension names |", "| --- | --- | --- | --- | --- | --- | --- |",
          *fs_lines, "",
          *_labels_section(manifest),
          *_leakage_section(manifest),
          "## Layout", "", *[f"- {k}: `{v}`" for k, v in LAYOUT.items()], "",
-         "## Tables", "", "### segments", *columns, "", "### aligned", *aligned, "",
+         "## Tables", "", "### segments", *columns, "", "### aligned", *aligned, "", *utterance,
          "## Reading it without mmolre", "", "```python",
          "import pyarrow.dataset as ds",
          "segments = ds.dataset('segments/train', format='parquet').to_table()",

@@ -43,6 +43,8 @@ from feature_schemas import (
     coverage_column,
     emotion_class_set,
     labels_record,
+    present_column,
+    utterance_vectors,
 )
 
 from .collapse import CollapseConfig
@@ -378,7 +380,8 @@ def _pick_sets(store: Store, text: str | None, audio: str | None, vision: str | 
     chosen = {"text": text, "audio": audio, "vision": vision}
     for mod, name in chosen.items():
         if name is None:
-            cands = [n for n, fs in store.feature_sets.items() if fs.modality == _STORE_MODALITY[mod] and n in store.aligned_sets()]
+            usable = store.aligned_sets() + store.utterance_sets()  # word-level first
+            cands = [n for n in usable if store.feature_sets[n].modality == _STORE_MODALITY[mod]]
             chosen[mod] = cands[0] if cands else None
         elif name not in store.feature_sets:
             raise StoreError(f"{store.path}: no feature set {name!r} for {mod} (has: {', '.join(store.feature_sets)})")
@@ -393,6 +396,24 @@ def _pad(rows: list[np.ndarray], length: int, dim: int) -> tuple[np.ndarray, lis
         out[i, :k] = r[:k]
         lengths.append(k)
     return out, lengths
+
+
+def _utterance_rows(st: Store, split: str, name: str, ids: list[str]) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """An utterance-level set as MMSA arrays: (N, 1, D), coverage [1] or [0], length 1 (0 where absent)."""
+    t = st.utterance(split, [name], ["segment_id"])
+    index = {sid: i for i, sid in enumerate(t.column("segment_id").to_pylist())}
+    values = utterance_vectors(t.column(name))
+    present = t.column(present_column(name)).to_numpy(zero_copy_only=False).astype(bool)
+    dim = st.feature_sets[name].dim
+    out = np.zeros((len(ids), 1, dim), np.float32)
+    lengths = []
+    for k, sid in enumerate(ids):
+        i = index.get(sid)
+        ok = i is not None and bool(present[i])
+        if ok:
+            out[k, 0] = values[i]
+        lengths.append(int(ok))
+    return out, [np.array([float(n)], np.float32) for n in lengths], lengths
 
 
 def export_mmsa(
@@ -413,7 +434,7 @@ def export_mmsa(
     out: dict[str, dict[str, Any]] = {}
     for split in st.splits():
         seg = st.segments(split).to_pandas().set_index("segment_id")
-        names = [n for n in dict.fromkeys(sets.values()) if n is not None]
+        names = [n for n in dict.fromkeys(sets.values()) if n is not None and n not in st.utterance_sets()]
         al = st.aligned(split, feature_sets=names)
         ids = al.column("segment_id").to_pylist()
         words = al.column("words").to_pylist()
@@ -434,12 +455,15 @@ def export_mmsa(
             "segment_end": seg.loc[ids, "end"].to_numpy(np.float64, na_value=np.nan),
             "feature_sets": {m: (st.feature_sets[n].to_dict() if n else None) for m, n in sets.items()},
             "aligned": aligned,
+            "levels": {m: (st.feature_sets[n].level if n else None) for m, n in sets.items()},
         }
         for mod, name in sets.items():
             if name is None:
                 continue
             dim = st.feature_sets[name].dim
-            if aligned or mod == "text":
+            if name in st.utterance_sets():  # schema 2: one vector per segment, exported as a one-step sequence
+                d[mod], d[f"{mod}_coverage"], lengths = _utterance_rows(st, split, name, ids)
+            elif aligned or mod == "text":
                 rows = column_vectors(al.column(name))
                 d[mod], lengths = _pad(rows, seq_len, dim)
                 d[f"{mod}_coverage"] = [c[:seq_len] for c in column_lists(al.column(coverage_column(name)))]
@@ -477,7 +501,8 @@ def mmsa_feature_sets(data: Mapping[str, Any], names: Mapping[str, str] | None =
         dim = int(arr.shape[-1])
         given = (names or {}).get(mod)
         if isinstance(stored.get(mod), dict) and int(stored[mod].get("dim", -1)) == dim:
-            fs = FeatureSet.from_dict(stored[mod])
+            # a pickle holds sequences: an utterance-level set comes back as one step per segment, word-level
+            fs = FeatureSet.from_dict({**stored[mod], "level": "word"})
             if given and given != fs.name:
                 fs = FeatureSet.from_dict({**fs.to_dict(), "name": given})
         else:

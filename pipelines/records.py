@@ -99,6 +99,8 @@ class SegmentRecord:
     words: Words
     frames: dict[str, FrameFeatures] = field(default_factory=dict)
     word_features: dict[str, WordFeatures] = field(default_factory=dict)
+    # utterance-level sets (schema 2): one (D,) vector per set; a missing set or a non-finite vector is "absent"
+    utterance_features: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def segment_id(self) -> str:

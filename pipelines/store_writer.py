@@ -48,11 +48,14 @@ from feature_schemas import (
     frames_schema,
     list_of_values,
     list_of_vectors,
+    present_column,
     segments_schema,
     sha256_file,
     table_path,
+    utterance_schema,
     validate_aligned,
     validate_segments,
+    vectors_to_arrow,
 )
 
 from .card import write_card
@@ -248,6 +251,49 @@ def _frames_table(recs: list[SegmentRecord], fs: FeatureSet) -> pa.Table:
     )
 
 
+def _word_sets(feature_sets: Sequence[FeatureSet]) -> list[FeatureSet]:
+    """The sets kept per word in the aligned table; utterance-level sets (schema 2) go to the utterance table."""
+    return [fs for fs in feature_sets if fs.level == "word"]
+
+
+def _check_utterance(rec: SegmentRecord, feature_sets: Sequence[FeatureSet]) -> None:
+    """A record's utterance vectors must have their set's dimension; checked per record so one bad one fails alone."""
+    dims = {fs.name: fs.dim for fs in feature_sets if fs.level == "utterance"}
+    for name, v in rec.utterance_features.items():
+        if name not in dims:
+            raise PipelineError(f"utterance vector for {name!r}, which is not an utterance-level set of this build", "write", rec.segment_id)
+        if np.asarray(v).size != dims[name]:
+            raise PipelineError(f"{name}: utterance vector has {np.asarray(v).size} dims, feature set has {dims[name]}", "write", rec.segment_id)
+
+
+def _utterance_vector(rec: SegmentRecord, fs: FeatureSet, counters: dict[str, int]) -> tuple[np.ndarray, bool]:
+    """One segment's vector of an utterance-level set and whether it is present; absent or non-finite -> zeros."""
+    v = rec.utterance_features.get(fs.name)
+    if v is None:
+        counters[f"absent_utterance.{fs.name}"] = counters.get(f"absent_utterance.{fs.name}", 0) + 1
+        return np.zeros(fs.dim, np.float32), False
+    v = np.asarray(v, np.float32).reshape(-1)
+    if not np.isfinite(v).all():
+        counters[f"nonfinite_utterance.{fs.name}"] = counters.get(f"nonfinite_utterance.{fs.name}", 0) + 1
+        return np.zeros(fs.dim, np.float32), False
+    return v, True
+
+
+def _utterance_table(recs: list[SegmentRecord], feature_sets: Sequence[FeatureSet], counters: dict[str, int]) -> pa.Table:
+    """Schema 2's utterance table for the records (already sorted and validated), one row per segment."""
+    sets = [fs for fs in feature_sets if fs.level == "utterance"]
+    data: dict[str, Any] = {
+        "segment_id": pa.array([r.segment_id for r in recs], pa.string()),
+        "split": pa.array([r.segment["split"] for r in recs], pa.string()),
+    }
+    for fs in sets:
+        pairs = [_utterance_vector(r, fs, counters) for r in recs]
+        values = np.stack([v for v, _ in pairs]) if pairs else np.zeros((0, fs.dim), np.float32)
+        data[fs.name] = vectors_to_arrow(values)
+        data[present_column(fs.name)] = pa.array([p for _, p in pairs], pa.bool_())
+    return pa.Table.from_pydict(data, schema=utterance_schema({fs.name: fs.dim for fs in sets}))
+
+
 def _failures_table(failures: list[Failure]) -> pa.Table:
     return pa.Table.from_pylist([asdict(f) for f in failures], schema=failures_schema())
 
@@ -309,7 +355,8 @@ def write_shard(
             counters[k] = counters.get(k, 0) + int(v)
         for rec in result.records:
             try:
-                cols.append(_aligned_columns(rec, feature_sets, config.collapse, counters))
+                _check_utterance(rec, feature_sets)
+                cols.append(_aligned_columns(rec, _word_sets(feature_sets), config.collapse, counters))
                 recs.append(rec)
             except PipelineError as e:
                 failures.append(Failure(e.item_id or rec.segment_id, e.stage, str(e), rec.segment.get("source_path")))
@@ -318,8 +365,9 @@ def write_shard(
     order = sorted(range(len(recs)), key=lambda i: recs[i].segment_id)
     recs, cols = [recs[i] for i in order], [cols[i] for i in order]
     segments = _segments_table([r.segment for r in recs])
-    aligned = _aligned_table(recs, cols, feature_sets)
-    recs, segments, aligned = _drop_invalid(recs, segments, aligned, feature_sets, failures)
+    aligned = _aligned_table(recs, cols, _word_sets(feature_sets))
+    recs, segments, aligned = _drop_invalid(recs, segments, aligned, _word_sets(feature_sets), failures)
+    utterance = _utterance_table(recs, feature_sets, counters) if len(_word_sets(feature_sets)) < len(feature_sets) else None
 
     files: dict[str, dict[str, Any]] = {}
 
@@ -331,6 +379,8 @@ def write_shard(
         in_split = pc.equal(segments.column("split"), split)
         put(segments.filter(in_split), "segments", table_path("segments", split, shard.shard_id), split)
         put(aligned.filter(in_split), "aligned", table_path("aligned", split, shard.shard_id), split)
+        if utterance is not None:
+            put(utterance.filter(in_split), "utterance", table_path("utterance", split, shard.shard_id), split)
         if config.keep_frames:
             srecs = [r for r in recs if r.segment["split"] == split]
             for fs in feature_sets:

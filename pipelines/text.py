@@ -117,6 +117,18 @@ class EncodedWords:
     features: WordFeatures
     token_ids: np.ndarray  # (T,) int64
     token_word: np.ndarray  # (T,) int64
+    sentence: np.ndarray | None = None  # (D,) mean of every token's vector: the utterance-level sentence vector
+
+
+def sentence_feature_set(config: TextConfig = TextConfig()) -> FeatureSet:
+    """The encoder's pooled sentence vector as an utterance-level set (schema 2): `<text set>_sentence`."""
+    from dataclasses import replace
+
+    words = text_feature_set(config)
+    return replace(words, name=f"{config.name}_sentence", level="utterance",
+                   config={**words.config, "pooling": "mean of every token's last-layer vector (attention mask), "
+                                                      "as sentence-transformers pools all-MiniLM-L6-v2"},
+                   description="pooled sentence vector of the transcript as written: one vector per segment")
 
 
 def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextConfig(),
@@ -165,5 +177,5 @@ def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextCon
             values = (sums / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
             ids = enc["input_ids"][row].numpy()[mask[row]]
             out[i] = EncodedWords(WordFeatures(values, (counts > 0).astype(np.float32)), ids.astype(np.int64),
-                                  word_ids[mask[row]])
+                                  word_ids[mask[row]], hidden[row][mask[row]].mean(axis=0).astype(np.float32))
     return [o for o in out if o is not None]

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEPLOYMENTS = ["build-mosei-features/default", "build-mosi-features/default", "extract-video-features/default",
-               "train-mmolre/default", "video-to-model/default"]
+               "train-mmolre/default", "video-to-model/default", "build-mosi-utterance/default"]
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,16 @@ def test_predict_extracts_with_the_training_stores_settings(video_to_model_run: 
     assert build["config"]["face"] == "dlib" and build["writer"]["units_per_shard"] == 2  # recipe and writer kept apart
     assert extraction_config(video_to_model_run / "run").to_dict() == build["config"]
     assert extraction_config(video_to_model_run / "run", face="none").face is None
+
+
+def test_build_mosi_utterance_deployment(served: dict[str, str], tmp_path: Path) -> None:
+    release = DATA / "mosi" / "utterance"
+    if not release.is_dir():
+        pytest.skip(f"{release} is not here")
+    store = tmp_path / "store"
+    done = run_deployment(served, "build-mosi-utterance/default", {"input": str(release), "store": str(store), "n_workers": 2},
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    s = Store(store)
+    assert validate(store).ok and s.segments().num_rows == 2199
+    assert set(s.utterance_sets()) == {"bclstm_text", "bclstm_audio", "bclstm_video"}

@@ -64,7 +64,8 @@ def test_build_completes_around_broken_inputs(built: tuple[Store, Any]) -> None:
     store, result = built
     report = validate(store.path)
     assert report.ok, str(report)
-    assert set(store.feature_sets) == {"text_minilm", "egemaps", "face_dlib"}
+    assert set(store.aligned_sets()) == {"text_minilm", "egemaps", "face_dlib"}
+    assert set(store.utterance_sets()) == {"text_minilm_sentence", "egemaps_functionals", "face_dlib_summary"}
     rows = aligned_rows(store)
     failures = {r["item_id"]: r for r in store.failures().to_pylist()}
     # a file that decodes only in part either builds (its late words masked) or fails saying so
@@ -144,7 +145,7 @@ def test_report_and_rerun(built: tuple[Store, Any], inputs: Path) -> None:
 def test_units_are_per_video_and_picklable(inputs: Path) -> None:
     config = VideoConfig(face=None)
     units, sets, report = video_units(inputs, config)
-    assert [fs.name for fs in sets] == ["text_minilm", "egemaps"]
+    assert [fs.name for fs in sets] == ["text_minilm", "egemaps", "text_minilm_sentence", "egemaps_functionals"]
     kinds = [u.payload["kind"] for u in units]
     assert kinds.count("video") == 5 and kinds.count("text") == 1 and kinds.count("failures") == 1
     mosi_unit = next(u for u in units if u.payload.get("path") == str(mf.MOSI_CLIP))
@@ -153,6 +154,7 @@ def test_units_are_per_video_and_picklable(inputs: Path) -> None:
     unit = pickle.loads(pickle.dumps(next(u for u in units if u.payload["kind"] == "text")))
     result = process(unit)
     assert [r.segment_id for r in result.records] == ["txt"] and set(result.records[0].frames) == {"egemaps"}
+    assert set(result.records[0].utterance_features) == {"text_minilm_sentence"}  # text only: no audio functionals
     assert report["segments_planned"] == 9 and report["rows_rejected"] == 1
 
 
@@ -163,7 +165,10 @@ def test_text_only_label_file_without_face(tmp_path: Path) -> None:
     result = build_videos(parsed, tmp_path / "s", VideoConfig(face=None, text_segments_per_unit=8), progress=False)
     store = Store(tmp_path / "s")
     assert validate(store.path).ok and result.n_failures == 0
-    assert set(store.feature_sets) == {"text_minilm"}  # no media anywhere: no audio or face set to declare
+    assert set(store.feature_sets) == {"text_minilm", "text_minilm_sentence"}  # no media anywhere: no audio or face set
+    assert set(store.utterance_sets()) == {"text_minilm_sentence"}
+    u = store.utterance(columns=["segment_id"], feature_sets=store.utterance_sets())
+    assert all(u.column("text_minilm_sentence__present").to_pylist())
     segs = store.segments().to_pylist()
     assert len(segs) == len(parsed.specs) and {s["source"] for s in segs} == {"mosi-labels"}
     assert {s["split"] for s in segs} <= {"train", "valid", "test"}

@@ -28,7 +28,15 @@ import numpy as np
 
 from feature_schemas import FeatureSet, labels_record
 
-from ..audio import AudioConfig, audio_feature_set, empty_frames, extract_audio
+from ..audio import (
+    AudioConfig,
+    audio_feature_set,
+    empty_frames,
+    extract_audio,
+    extract_functionals,
+    functionals_feature_set,
+)
+from ..face.summary import summarise_frames, summary_feature_set
 from ..inputs import AUDIO_SUFFIXES, ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
 from ..media import SAMPLE_RATE, cut, probe, read_audio
 from ..records import (
@@ -41,7 +49,7 @@ from ..records import (
     Words,
     WorkUnit,
 )
-from ..text import TextConfig, encode_words, text_feature_set
+from ..text import TextConfig, encode_words, sentence_feature_set, text_feature_set
 from ..words import (
     AlignConfig,
     AsrConfig,
@@ -65,7 +73,8 @@ class VideoConfig:
     text_model: local transformers folder (None: the packaged MiniLM). align: forced alignment of given
     transcripts (off: words spread over the segment). transcribe: Whisper for segments without a transcript.
     asr_model: CTranslate2 Whisper folder (None: the packaged tiny.en). threads: per worker process for torch
-    and Whisper (a Dask worker per core wants 1)."""
+    and Whisper (a Dask worker per core wants 1). utterance: also write utterance-level sets (schema 2): the
+    openSMILE functionals of each segment, the text encoder's pooled sentence vector and a face summary."""
 
     fps: float = 5.0
     audio_set: str = "egemaps"
@@ -82,6 +91,7 @@ class VideoConfig:
     max_forced_seconds: float = 90.0
     text_segments_per_unit: int = 512
     threads: int | None = 1
+    utterance: bool = True
 
     def __post_init__(self) -> None:
         if self.face is not None and self.face not in FACE_BACKENDS:
@@ -164,13 +174,19 @@ def _digest(obj: Any) -> str:
 
 def feature_sets_for(config: VideoConfig, audio: bool = True, video: bool = True) -> list[FeatureSet]:
     """The build's feature sets in store order: text, audio (when some input has media), face (when a backend is
-    chosen and some input can have pictures)."""
+    chosen and some input can have pictures), then with `config.utterance` the utterance-level ones: sentence
+    vector, audio functionals (with audio), face summary (with a face set)."""
     sets = [text_feature_set(config.text_config())]
     if audio:
         sets.append(audio_feature_set(config.audio_config()))
     backend = config.face_backend() if audio and video else None
     if backend is not None:
         sets.append(backend.feature_set())
+    if config.utterance:
+        sets.append(sentence_feature_set(config.text_config()))
+        if audio and config.audio_level != "functionals":  # else the word-level set already is `<set>_functionals`
+            sets.append(functionals_feature_set(config.audio_config()))
+        sets += [summary_feature_set(sets[2])] if backend is not None else []  # sets[2]: the face set
     return sets
 
 
@@ -251,10 +267,11 @@ class _Pending:
     words: Words
     frames: dict[str, FrameFeatures]
     written: list[str]  # what the text encoder reads per word: the word with its punctuation
+    utterance: dict[str, np.ndarray] = field(default_factory=dict)  # utterance-level vectors found so far
 
 
 def _empty_sets(sets: list[FeatureSet], config: VideoConfig) -> dict[str, FrameFeatures]:
-    return {fs.name: empty_frames(fs.dim) for fs in sets if fs.name != config.text_name}
+    return {fs.name: empty_frames(fs.dim) for fs in sets if fs.name != config.text_name and fs.level == "word"}
 
 
 def _not_english_text(p: _Pending, dim: int, config: VideoConfig, report: Counter[str],
@@ -275,17 +292,22 @@ def _finish(pending: list[_Pending], failures: list[Failure], report: Counter[st
     notes = list(notes or [])
     english = [p for p in pending if is_english(p.spec.language)]
     vectors: dict[int, WordFeatures] = {}
+    sentences: dict[int, np.ndarray | None] = {}  # pooled sentence vectors (utterance-level), English only
     if english:
         try:
             encoded = encode_words([p.words.words for p in english], config.text_config(),
                                    [p.written for p in english])
             vectors = {id(p): enc.features for p, enc in zip(english, encoded, strict=True)}
+            sentences = {id(p): enc.sentence for p, enc in zip(english, encoded, strict=True)}
         except PipelineError as e:
             failures += [Failure(p.spec.segment_id, "text", str(e), e.source_path) for p in english]
             pending = [p for p in pending if not is_english(p.spec.language)]
     for p in pending:
         text = vectors[id(p)] if is_english(p.spec.language) else _not_english_text(p, text_dim, config, report, notes)
-        records.append(SegmentRecord(p.row, p.words, p.frames, {config.text_name: text}))
+        utterance = dict(p.utterance)
+        if config.utterance and (sentence := sentences.get(id(p))) is not None:
+            utterance[f"{config.text_name}_sentence"] = sentence
+        records.append(SegmentRecord(p.row, p.words, p.frames, {config.text_name: text}, utterance))
         report[f"words.{p.words.method}"] += len(p.words.words)
         report[f"segments.{p.words.method}"] += 1
     report["segments_built"] += len(records)
@@ -409,7 +431,8 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
                 else:
                     frames[face_set.name] = empty_frames(face_set.dim)
             pending.append(_Pending(s, s.segment_row(start, end, transcript), w, frames,
-                                    written_words(transcript, w.words)))
+                                    written_words(transcript, w.words),
+                                    _utterance_vectors(seg_audio, frames, face_set, config, s.segment_id)))
         except PipelineError as e:
             failures.append(Failure(s.segment_id, e.stage or stage, str(e), e.source_path or str(path)))
         except Exception as e:  # noqa: BLE001 - a library's own error on one segment must not stop the others
@@ -417,6 +440,20 @@ def _process_video(path: Path, specs: list[SegmentSpec], config: VideoConfig, se
                                     str(path)))
     report["video_ms"] += int(round(media_end * 1000))
     return _finish(pending, failures, report, config, sets[0].dim, notes)
+
+
+def _utterance_vectors(seg_audio: np.ndarray | None, frames: dict[str, FrameFeatures], face_set: FeatureSet | None,
+                       config: VideoConfig, segment_id: str) -> dict[str, np.ndarray]:
+    """The segment's audio functionals and face summary (absent ones left out: the writer marks them)."""
+    if not config.utterance:
+        return {}
+    out: dict[str, np.ndarray] = {}
+    functionals = extract_functionals(seg_audio, config.audio_config(), item_id=segment_id) if config.audio_level != "functionals" else None
+    if functionals is not None:
+        out[functionals_feature_set(config.audio_config()).name] = functionals
+    if face_set is not None and (summary := summarise_frames(frames[face_set.name])) is not None:
+        out[f"{face_set.name}_summary"] = summary
+    return out
 
 
 # --- the whole build --------------------------------------------------------------------------------------
