@@ -103,8 +103,8 @@ def test_leakage_in_inspect(leaky_store: Path, capsys: pytest.CaptureFixture[str
 # -- feature sets the inputs can produce ---------------------------------------------------------------
 def test_text_only_manifest_makes_a_text_only_store(leaky_store: Path) -> None:
     store = Store(leaky_store)
-    assert set(store.feature_sets) == {"text_minilm"}
-    assert set(store.manifest.feature_sets) == {"text_minilm"}
+    assert store.aligned_sets() == ["text_minilm"]  # word level: no audio or face set
+    assert set(store.feature_sets) == {"text_minilm", "text_minilm_sentence"}  # + its utterance-level sentence vector
     seg = store.segment("va1")
     assert (seg[coverage_column("text_minilm")] == 1).all()
 
@@ -115,7 +115,7 @@ def test_audio_only_inputs_declare_no_face_set(tmp_path: Path) -> None:
         {"video_path": str(mf.TWO_SPEAKERS), "segment_id": "u1", "start": 0.5, "end": 3.0, "transcript": "hello there"},
         {"segment_id": "t1", "transcript": "a text only row"}])
     _, sets, _ = video_units(manifest, VideoConfig(face="dlib"))
-    assert [fs.name for fs in sets] == ["text_minilm", "egemaps"]
+    assert [fs.name for fs in sets] == ["text_minilm", "egemaps", "text_minilm_sentence", "egemaps_functionals"]
 
 
 # -- alignment fallbacks and languages ------------------------------------------------------------------
