@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 SHARD_RECORDS = f"{BUILD_DIR}/shards"
 LOCK_FILE = f"{BUILD_DIR}/lock"
 PLAN_FILE = f"{BUILD_DIR}/plan.json"  # the recipe and configuration of the build in progress
-INPUT_KEYS = ("input", "csd_dir", "file")  # build keys naming the inputs: new inputs resume/extend the same store
+INPUT_KEYS = ("input", "csd_dir", "file", "labels_file")  # build keys naming the inputs: new inputs resume/extend the same store
 RESUME_KEYS = ("writer", "shards", "shard_counters", "shard_notes")  # build keys the writer adds for resuming
 MAX_NOTES = 20  # per-item notes (fallbacks taken and why) kept per shard and in the build report
 

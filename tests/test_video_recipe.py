@@ -212,6 +212,6 @@ def test_audio_file_with_utterance_times(tmp_path: Path) -> None:
         assert (seg["word_start"] >= s - 0.3).all() and (seg["word_end"] <= e + 0.3).all()
         assert (seg[coverage_column("egemaps")] > 0).all()
         assert rows[f"utt{i:02d}"]["align_method"] in ("forced", "asr")
-    assert set(store.feature_sets) == {"text_minilm", "egemaps"}  # an audio file: no face set to declare
+    assert set(store.aligned_sets()) == {"text_minilm", "egemaps"}  # an audio file: no face set to declare
     frames = store.manifest.report["counters"]
     assert frames["files_without_video"] == 1 and frames["segments.forced"] >= len(utterances) - 2

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from feature_schemas import FeatureSet
+from feature_schemas import FeatureSet, labels_record
 
 from ..inputs import RowError, check_id, read_mosi_labels
 from ..records import Failure, PipelineError, SegmentRecord, UnitResult, Words, WorkUnit
@@ -244,7 +244,8 @@ def plan_mosi_utterance(
         "without_continuous_label": n_missing,
         "failed_rows": [vars(f) for f in release.failures[:20]],
     }
-    build_info = {"recipe": RECIPE_VERSION, "input": str(root), "labels": str(label_path),
+    build_info = {"recipe": RECIPE_VERSION, "input": str(root), "labels_file": str(label_path),
+                  "labels": labels_record(),  # sentiment only: no emotion classes
                   "valid_fraction": valid_fraction, "seed": seed, "sets": list(SETS)}
     return BuildPlan("cmu-mosi-utterance", units, process_mosi_utterance_unit, feature_sets(release.dims),
                      config or BuildConfig(), build_info, report)
