@@ -28,6 +28,7 @@ _BUILTIN: dict[str, str] = {
     "dlib": "pipelines.face.dlib_backend:DlibBackend",
     "pyfeat": "pipelines.face.pyfeat_backend:PyFeatBackend",
     "openface": "pipelines.face.openface_csv:OpenFaceCsvBackend",
+    "mediapipe": "pipelines.face.mediapipe_backend:MediaPipeBackend",
 }
 _REGISTRY: dict[str, type[FaceBackend]] = {}
 
