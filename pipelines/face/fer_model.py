@@ -21,7 +21,7 @@ from ..records import PipelineError
 STAGE = "face"
 EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_SIZE = 64
-BATCH = 8
+BATCH = 32
 FER_VERSION = "25.10.3"
 
 

@@ -32,7 +32,7 @@ from ..text import TextConfig, encode_words, text_feature_set
 from ..words import AlignConfig, AsrConfig, align_transcript, transcribe, transcript_words, written_words
 
 RECIPE_VERSION = "videos/1"
-FACE_BACKENDS = ("dlib", "pyfeat", "openface")
+FACE_BACKENDS = ("dlib", "mediapipe", "pyfeat", "openface")
 
 
 @dataclass(frozen=True)
