@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from pipelines.face import get_backend
 from pipelines.face._frames import sample_frames
 from pipelines.records import PipelineError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 FILES = ["mosi/raw/Oz06ZWiO20M_6.mp4", "faces/single_face.mp4", "faces/no_face.mp4", "faces/face_noface.mov",
          "faces/WolfgangLanger_Pexels.mp4", "cremad/1001_DFA_ANG_XX.flv", "cremad/1001_DFA_DIS_XX.flv",
          "cremad/1001_DFA_FEA_XX.flv", "cremad/1001_DFA_NEU_XX.flv"]
