@@ -10,7 +10,6 @@ in tests against the package's `emotion_model_quantized.tflite` run through ai-e
 from __future__ import annotations
 
 import functools
-import math
 import os
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ..records import PipelineError
 STAGE = "face"
 EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_SIZE = 64
-BATCH = 32
+BATCH = 16
 FER_VERSION = "25.10.3"
 
 
@@ -53,12 +52,12 @@ def _build_module():  # torch imported lazily: the OpenFace CSV backend never ne
     from torch import nn
 
     def same_pool(x: torch.Tensor) -> torch.Tensor:
-        """Keras MaxPooling2D(3, strides=2, padding="same"): pad with -inf, the odd pixel at the end."""
-        h, w = x.shape[-2:]
-        ph = max((math.ceil(h / 2) - 1) * 2 + 3 - h, 0)
-        pw = max((math.ceil(w / 2) - 1) * 2 + 3 - w, 0)
-        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=float("-inf"))
-        return F.max_pool2d(x, 3, 2)
+        """Keras MaxPooling2D(3, strides=2, padding="same") on square maps. Keras pads (n odd) one pixel on each
+        side, which is torch's padding=1, or (n even) one pixel at the end only, which is torch's ceil_mode
+        without padding; either way no padded copy of the map is made."""
+        if x.shape[-1] % 2:
+            return F.max_pool2d(x, 3, 2, padding=1)
+        return F.max_pool2d(x, 3, 2, ceil_mode=True)
 
     class SepConv(nn.Module):
         def __init__(self, cin: int, cout: int) -> None:
@@ -78,7 +77,7 @@ def _build_module():  # torch imported lazily: the OpenFace CSV backend never ne
             self.sep1, self.sep2 = SepConv(cin, cout), SepConv(cout, cout)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return same_pool(self.sep2(F.relu(self.sep1(x)))) + self.short(x)
+            return same_pool(self.sep2(F.relu(self.sep1(x), inplace=True))) + self.short(x)
 
     class MiniXception(nn.Module):
         def __init__(self) -> None:
@@ -89,7 +88,7 @@ def _build_module():  # torch imported lazily: the OpenFace CSV backend never ne
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             """(N, 1, 64, 64) in [-1, 1] -> (N, 7) probabilities."""
-            x = F.relu(self.conv2(F.relu(self.conv1(x))))
+            x = F.relu(self.conv2(F.relu(self.conv1(x), inplace=True)), inplace=True)
             for block in self.blocks:
                 x = block(x)
             return torch.softmax(self.head(x).mean(dim=(2, 3)), dim=1)
