@@ -237,7 +237,8 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_build_sdk, dataset=dataset)
     p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
     p.add_argument("--input", required=True, help="folder, manifest or video file")
-    p.add_argument("--face", choices=("dlib", "mediapipe", "pyfeat", "openface", "none"), default="dlib", help="face backend")
+    p.add_argument("--face", choices=("dlib", "mediapipe", "pyfeat", "openface", "none"), default="mediapipe",
+                   help="face backend (mediapipe: face mesh + expression probabilities; dlib: 68 landmarks)")
     p.add_argument("--fps", type=float, default=None, help="video frames per second to analyse")
     p.add_argument("--split", default=None, help="split for inputs that name none")
     p.add_argument("--asr-model", default=None, help="local faster-whisper model folder (default: the packaged tiny.en)")

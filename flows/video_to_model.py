@@ -69,7 +69,7 @@ def write_pipeline_report(out: Path, build: dict[str, Any], train: dict[str, Any
 def video_to_model(
     input: str,
     out: str,
-    face: str | None = "dlib",
+    face: str | None = "mediapipe",
     fps: float | None = None,
     mode: Mode = "weighted",
     model: str = "mmolre",

@@ -49,7 +49,7 @@ class VideoConfig:
     fps: float = 5.0
     audio_set: str = "egemaps"
     audio_level: str = "lld"
-    face: str | None = "dlib"
+    face: str | None = "mediapipe"
     face_options: dict[str, Any] = field(default_factory=dict)
     text_model: str | None = None
     text_name: str = "text_minilm"
