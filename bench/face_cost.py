@@ -6,7 +6,8 @@ Per backend and clip: the whole `extract` (decode + face analysis) and, separate
 the same way (`sample_frames` with the backend's size and colour), each timed as CPU time (process_time, best
 of `--repeats`) so a busy machine skews it less. `ms_per_frame` is the face analysis alone (extract minus
 decode) per analysed frame; `decode_ms_per_frame` the decoding; `x_realtime_one_core` seconds of video per
-second of CPU for both. torch runs on one thread, as in a build's workers. Backends that cannot run here
+second of CPU for both; `expression_mean` per clip: the mean expression probabilities over
+frames with a face (backends that have them). torch runs on one thread, as in a build's workers. Backends that cannot run here
 (py-feat without local weights, OpenFace without CSVs for these clips) are listed with the reason. The last
 line is one JSON object: {"backends": {NAME: {...}, ...}, "skipped": {NAME: reason}}, NAME as --face spells it.
 """
@@ -51,6 +52,7 @@ def _best(fn: Any, repeats: int) -> tuple[float, Any]:
 def measure(name: str, files: list[Path], fps: float, repeats: int) -> dict[str, Any]:
     backend = get_backend(name, fps=fps)
     settings = _decode_settings(backend)
+    dims = backend.feature_set().dims
     backend.extract(files[0])  # load models, warm caches
     total = decode = seconds = 0.0
     frames = with_face = 0
@@ -64,6 +66,10 @@ def measure(name: str, files: list[Path], fps: float, repeats: int) -> dict[str,
         seconds += float(ff.end[-1] - ff.start[0]) if len(ff.start) else 0.0
         per_clip[f.name] = {"frames": n, "with_face": int(ff.valid.sum()),
                             "ms_per_frame": round(max(t_all - t_dec, 0.0) / max(n, 1) * 1000, 2)}
+        expr = [i for i, d in enumerate(dims) if d.startswith(("fer_", "emo_"))]
+        if expr and ff.valid.any():  # clip-mean expression probabilities over the frames with a face
+            per_clip[f.name]["expression_mean"] = {
+                dims[i].split("_", 1)[1]: round(float(ff.values[ff.valid, i].mean()), 3) for i in expr}
         print(f"{name:10s} {f.name:28s} {n:4d} frames  face {ff.valid.mean():.2f}  "
               f"face {max(t_all - t_dec, 0.0) / max(n, 1) * 1000:6.1f} ms/frame  decode {t_dec / max(n, 1) * 1000:5.1f}"
               f" ms/frame  {float(ff.end[-1]) / t_all:5.1f}x real time (one core)", flush=True)
