@@ -234,3 +234,12 @@ def test_cli_build_videos_with_mediapipe_faces(tmp_path):
     assert np.allclose(np.asarray(seg["face_mediapipe"])[covered][:, fer_cols].sum(1), 1.0, atol=1e-3)
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary
+    from flows.timeline import word_expression  # what `mmolre predict` and the report show beside each word
+    from pipelines.face.fer_model import EXPRESSIONS
+
+    shown = [word_expression(seg, store.feature_sets, i) for i in range(len(seg["words"]))]
+    for i, fe in enumerate(shown):
+        assert (fe is None) == (not covered[i])
+        if fe is not None:
+            assert fe["set"] == "face_mediapipe" and fe["top"] in EXPRESSIONS
+            assert fe["p"] == max(fe["probs"].values()) and abs(sum(fe["probs"].values()) - 1.0) < 1e-3
