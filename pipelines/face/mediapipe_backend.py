@@ -338,7 +338,13 @@ class MediaPipeBackend(FaceBackend):
             if image is None:
                 continue
             if id(image) != last_id:  # intervals showing the same decoded frame share one analysis
-                last_id, last_obs = id(image), self.observe(image, graph)
+                try:
+                    last_id, last_obs = id(image), self.observe(image, graph)
+                except RuntimeError as exc:  # the graph failed: drop it, so the next segment starts a fresh one
+                    _LOCAL.__dict__.get("graphs", {}).pop(self.config, None)
+                    raise PipelineError(f"{video_path}: MediaPipe face mesh failed on the frame at "
+                                        f"{frames.start[i]:.2f} s ({exc})", stage=STAGE,
+                                        source_path=str(video_path)) from exc
                 if last_obs is not None:
                     crops.append(last_obs.crop)
             if last_obs is not None:
