@@ -133,10 +133,45 @@ def _new_graph(config: MediaPipeConfig) -> Any:
                 outputs=["multi_face_landmarks", "face_detections"],
             )
 
-        def run(self, image: np.ndarray) -> Any:
-            return self.process(input_data={"image": image})
+        def run(self, image: np.ndarray) -> tuple[list[np.ndarray], list[Any]]:
+            """(meshes as (468, 3) normalised x, y, z arrays, face detections) of one RGB image. SolutionBase.process
+            without its per-call namedtuple and with the landmarks read straight from their serialised form."""
+            from mediapipe.python import packet_creator, packet_getter
+            from mediapipe.python._framework_bindings import _packet_getter, image_frame
+
+            self._graph_outputs.clear()
+            self._simulated_timestamp += 33333
+            packet = packet_creator.create_image_frame(image, image_format=image_frame.ImageFormat.SRGB)
+            self._graph.add_packet_to_input_stream(stream="image", packet=packet.at(self._simulated_timestamp))
+            self._graph.wait_until_idle()
+            meshes, detections = [], []
+            pk = self._graph_outputs.get("multi_face_landmarks")
+            if pk is not None and not pk.is_empty() and _packet_getter._get_proto_vector_size(pk):
+                meshes = [_parse_landmarks(b) for b in _packet_getter._get_serialized_proto_list(pk)]
+            pk = self._graph_outputs.get("face_detections")
+            if pk is not None and not pk.is_empty():
+                detections = packet_getter.get_proto_list(pk)
+            return meshes, detections
 
     return _Mesh()
+
+
+# A serialised NormalizedLandmark as the mesh writes it: field tags and float32 x, y, z (17 bytes).
+_LANDMARK = np.dtype([("tag", "u1", 3), ("x", "<f4"), ("ty", "u1"), ("y", "<f4"), ("tz", "u1"), ("z", "<f4")])
+_LANDMARK_TAGS = (0x0A, 0x0F, 0x0D)  # landmark field 1, length 15, x field 1 (fixed32)
+
+
+def _parse_landmarks(serialized: bytes) -> np.ndarray:
+    """(N, 3) normalised x, y, z of a serialised NormalizedLandmarkList. Every landmark the mesh emits has exactly
+    x, y and z, so the records are read as one numpy array; any other layout goes through protobuf."""
+    if len(serialized) % _LANDMARK.itemsize == 0:
+        rec = np.frombuffer(serialized, _LANDMARK)
+        if ((rec["tag"] == _LANDMARK_TAGS).all() and (rec["ty"] == 0x15).all() and (rec["tz"] == 0x1D).all()):
+            return np.stack([rec["x"], rec["y"], rec["z"]], axis=1).astype(np.float64)
+    from mediapipe.framework.formats import landmark_pb2
+
+    msg = landmark_pb2.NormalizedLandmarkList.FromString(serialized)
+    return np.array([(p.x, p.y, p.z) for p in msg.landmark], np.float64).reshape(-1, 3)
 
 
 _LOCAL = threading.local()  # one graph per thread and configuration: a graph keeps tracking state
@@ -217,7 +252,7 @@ def aligned_crop(rgb: np.ndarray, points: np.ndarray, margin: float) -> np.ndarr
     size = fer_model.INPUT_SIZE
     m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), math.degrees(angle), size / max(side, 1.0))
     m[:, 2] += size / 2.0 - centre
-    crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
 
 
@@ -231,10 +266,10 @@ def main_face_index(boxes: np.ndarray, image_size: tuple[int, int]) -> int:
     return int(np.argmax(area * (1.0 - 0.5 * np.clip(d, 0.0, 1.0))))
 
 
-def _detection_boxes(result: Any, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _detection_boxes(detections: list[Any], image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     h, w = image_size
     boxes, scores = [], []
-    for det in result.face_detections or []:
+    for det in detections:
         b = det.location_data.relative_bounding_box
         boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h))
         scores.append(float(det.score[0]) if len(det.score) else math.nan)
@@ -276,14 +311,13 @@ class MediaPipeBackend(FaceBackend):
         """The main face of an RGB uint8 image, or None. FER probabilities are left 0 (see `extract`)."""
         graph = graph if graph is not None else _graph(self.config)
         h, w = rgb.shape[:2]
-        result = graph.run(np.ascontiguousarray(rgb))
-        faces = result.multi_face_landmarks or []
-        det_boxes, det_scores = _detection_boxes(result, (h, w))
+        faces, detections = graph.run(np.ascontiguousarray(rgb))
+        det_boxes, det_scores = _detection_boxes(detections, (h, w))
         if det_scores.size:  # a detection ran: remember its score for the frames the track follows
             graph.track_score = float(np.nanmax(det_scores))
         if not faces:
             return None
-        meshes = [np.array([(p.x * w, p.y * h) for p in f.landmark], np.float64) for f in faces]
+        meshes = [f[:, :2] * (w, h) for f in faces]
         boxes = np.array([(*m.min(axis=0), *m.max(axis=0)) for m in meshes])
         best = main_face_index(boxes, (h, w)) if len(meshes) > 1 else 0
         points = meshes[best]
