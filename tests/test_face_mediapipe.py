@@ -243,3 +243,17 @@ def test_cli_build_videos_with_mediapipe_faces(tmp_path):
         if fe is not None:
             assert fe["set"] == "face_mediapipe" and fe["top"] in EXPRESSIONS
             assert fe["p"] == max(fe["probs"].values()) and abs(sum(fe["probs"].values()) - 1.0) < 1e-3
+
+
+def test_landmarks_read_from_their_serialised_form_match_protobuf():
+    from mediapipe.framework.formats import landmark_pb2
+
+    from pipelines.face.mediapipe_backend import _parse_landmarks
+
+    pts = np.random.default_rng(1).random((468, 3)).astype(np.float32)
+    msg = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in pts:
+        msg.landmark.add(x=x, y=y, z=z)
+    assert np.array_equal(_parse_landmarks(msg.SerializeToString()), pts.astype(np.float64))  # the fast path
+    msg.landmark[3].visibility = 0.5  # another layout: read through protobuf, same points
+    assert np.array_equal(_parse_landmarks(msg.SerializeToString()), pts.astype(np.float64))
