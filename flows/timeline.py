@@ -88,14 +88,11 @@ def plot_timeline(rows: list[dict[str, Any]], path: str | Path, title: str) -> P
         vals = [np.nan if r["features"].get(f) is None else r["features"][f] for r in rows]
         a.plot(x, vals, marker="o")
         a.set_ylabel(f.split(".", 1)[1][:18], fontsize=8)
-    if any(r.get("face_expression") for r in rows):  # the word's top face expression above its weight bars
-        for k, r in enumerate(rows):
-            if r.get("face_expression"):
-                ax.annotate(f"{r['face_expression']['top']} {r['face_expression']['p']:.2f}", (k, 1.0),
-                            xycoords=("data", "axes fraction"), rotation=90, ha="center", va="top", fontsize=6,
-                            color="dimgray")
+    # each word's top face expression beside it: "smile (happy .97)"
+    labels = [w if not r.get("face_expression") else
+              f"{w} ({r['face_expression']['top']} {r['face_expression']['p']:.2f})" for w, r in zip(words, rows, strict=True)]
     axes[-1, 0].set_xticks(x)
-    axes[-1, 0].set_xticklabels(words, rotation=60, ha="right", fontsize=8)
+    axes[-1, 0].set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
