@@ -257,3 +257,17 @@ def test_landmarks_read_from_their_serialised_form_match_protobuf():
     assert np.array_equal(_parse_landmarks(msg.SerializeToString()), pts.astype(np.float64))  # the fast path
     msg.landmark[3].visibility = 0.5  # another layout: read through protobuf, same points
     assert np.array_equal(_parse_landmarks(msg.SerializeToString()), pts.astype(np.float64))
+
+
+@needs_faces
+def test_detect_every_frame_mode_agrees_with_tracking(backend, dims):
+    """max_faces > 1 detects afresh on every frame (no tracking): same faces found, each frame's own score."""
+    from pipelines.face import get_backend
+
+    static = get_backend("mediapipe", max_faces=2).extract(FACES / "single_face.mp4")
+    tracked = backend.extract(FACES / "single_face.mp4")
+    assert static.valid.all() and tracked.valid.all()
+    assert ((static.confidence > 0.5) & (static.confidence <= 1.0)).all()
+    assert np.allclose(_fer(static.values, dims).sum(1), 1.0, atol=1e-4)
+    pose = slice(0, 3)
+    assert np.abs(static.values[:, pose] - tracked.values[:, pose]).mean() < 5.0  # degrees: the same head
