@@ -47,7 +47,7 @@ from pipelines.recipes.videos import VideoConfig, build_videos  # noqa: E402
 from pipelines.text import encode_words  # noqa: E402
 from pipelines.words import align_transcript, transcribe, transcript_words, written_words  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or REPO.parent / "shared" / "data")  # env: a git worktree
 
 
 def clips() -> list[tuple[Path, str | None]]:
@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4, help="links per clip in the end-to-end build")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fps", type=float, default=VideoConfig.fps)
-    ap.add_argument("--face", default=VideoConfig.face, help="dlib | pyfeat | openface | none")
+    ap.add_argument("--face", default=VideoConfig.face, help="mediapipe (default) | dlib | pyfeat | openface | none")
     ap.add_argument("--no-align", action="store_true", help="spread words instead of forced alignment")
     ap.add_argument("--skip-stages", action="store_true")
     args = ap.parse_args()

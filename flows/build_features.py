@@ -146,7 +146,7 @@ def build_mosi_features(
 def extract_video_features(
     input: str,
     store: str,
-    face: str | None = "dlib",
+    face: str | None = "mediapipe",
     fps: float | None = None,
     mode: Mode = "weighted",
     keep_frames: bool = False,

@@ -269,7 +269,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if out.get("emotions"):
             print("emotions: " + ", ".join(f"{k} {v:.2f}" for k, v in out["emotions"].items()))
         for w in out.get("timeline", [])[:40]:
-            print(f"  {w['start']:6.2f}-{w['end']:6.2f}  {w['word']:<14} " + " ".join(f"{k}={v:.2f}" for k, v in w["weights"].items()))
+            face = w.get("face_expression")
+            print(f"  {w['start']:6.2f}-{w['end']:6.2f}  {w['word']:<14} " + " ".join(f"{k}={v:.2f}" for k, v in w["weights"].items())
+                  + (f"  face: {face['top']} {face['p']:.2f}" if face else ""))
     return EXIT_OK
 
 
@@ -329,7 +331,8 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_build_sdk, dataset=dataset)
     p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
     p.add_argument("--input", required=True, help="folder, manifest or video file")
-    p.add_argument("--face", choices=("dlib", "pyfeat", "openface", "none"), default="dlib", help="face backend")
+    p.add_argument("--face", choices=("dlib", "mediapipe", "pyfeat", "openface", "none"), default="mediapipe",
+                   help="face backend (mediapipe: face mesh + expression probabilities; dlib: 68 landmarks)")
     p.add_argument("--fps", type=float, default=None, help="video frames per second to analyse")
     p.add_argument("--split", default=None, help="split for inputs that name none")
     p.add_argument("--asr-model", default=None, help="local faster-whisper model folder (default: the packaged tiny.en)")
@@ -402,7 +405,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--run", required=True)
     p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
-    p.add_argument("--face", choices=("dlib", "pyfeat", "openface", "none"), default=None,
+    p.add_argument("--face", choices=("dlib", "mediapipe", "pyfeat", "openface", "none"), default=None,
                    help="face backend (default: the one the run's training store was built with)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)

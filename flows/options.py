@@ -22,7 +22,7 @@ def build_config(mode: str = "weighted", fill: str = "zeros", keep_frames: bool 
     return BuildConfig(collapse=CollapseConfig(mode=mode, fill=fill), keep_frames=keep_frames, units_per_shard=units_per_shard)
 
 
-def video_config(face: str | None = "dlib", fps: float | None = None, asr_model: str | None = None,
+def video_config(face: str | None = "mediapipe", fps: float | None = None, asr_model: str | None = None,
                  text_model: str | None = None) -> Any:
     """A VideoConfig where None keeps the default; face "none" or None skips the face modality."""
     from pipelines.recipes.videos import VideoConfig

@@ -18,8 +18,28 @@ SHOWN_DIMS = {
 }
 
 
+# Facial-expression probabilities (the mediapipe face set's FER2013 network) are shown per word when present.
+EXPRESSION_PREFIX = "fer_"
+
+
+def word_expression(seg: dict[str, Any], feature_sets: dict[str, Any], i: int) -> dict[str, Any] | None:
+    """The face expression over word `i`: the first face set with expression probabilities (fer_*) that covers
+    the word, as {"set", "top", "p", "probs"}; None when no such set covers it (no face, or no such set)."""
+    for name, fs in feature_sets.items():
+        cols = [j for j, d in enumerate(fs.dims) if d.startswith(EXPRESSION_PREFIX)]
+        if not cols or name not in seg or float(seg[coverage_column(name)][i]) <= 0:
+            continue
+        probs = {fs.dims[j][len(EXPRESSION_PREFIX):]: float(seg[name][i, j]) for j in cols}
+        if not all(np.isfinite(v) for v in probs.values()):
+            continue
+        top = max(probs, key=probs.__getitem__)
+        return {"set": name, "top": top, "p": probs[top], "probs": probs}
+    return None
+
+
 def timeline(seg: dict[str, Any], prediction: dict[str, Any], feature_sets: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows per word: word, start, end, per-task contribution, and the shown feature values."""
+    """Rows per word: word, start, end, per-task contribution, the shown feature values and the face expression
+    (`face_expression`, see word_expression)."""
     rows = []
     for i, word in enumerate(seg.get("words") or []):
         row: dict[str, Any] = {
@@ -38,6 +58,7 @@ def timeline(seg: dict[str, Any], prediction: dict[str, Any], feature_sets: dict
                     for d in dims:
                         if d in fs.dims:
                             row["features"][f"{name}.{d}"] = float(seg[name][i, fs.dims.index(d)]) if covered else None
+        row["face_expression"] = word_expression(seg, feature_sets, i)
         rows.append(row)
     return rows
 
@@ -67,8 +88,11 @@ def plot_timeline(rows: list[dict[str, Any]], path: str | Path, title: str) -> P
         vals = [np.nan if r["features"].get(f) is None else r["features"][f] for r in rows]
         a.plot(x, vals, marker="o")
         a.set_ylabel(f.split(".", 1)[1][:18], fontsize=8)
+    # each word's top face expression beside it: "smile (happy .97)"
+    labels = [w if not r.get("face_expression") else
+              f"{w} ({r['face_expression']['top']} {r['face_expression']['p']:.2f})" for w, r in zip(words, rows, strict=True)]
     axes[-1, 0].set_xticks(x)
-    axes[-1, 0].set_xticklabels(words, rotation=60, ha="right", fontsize=8)
+    axes[-1, 0].set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -69,12 +69,16 @@ def write_pipeline_report(out: Path, build: dict[str, Any], train: dict[str, Any
                   f"Predicted sentiment {s if isinstance(s, str) else f'{s:+.2f}'}, truth {truth}.", ""]
         if example.get("plot"):
             lines += [f"![word timeline]({Path(example['plot']).name})", ""]
-        lines += ["| word | start | end | " + " | ".join(f"weight ({t})" for t in example["modality_weights"]) + " |",
-                  "| --- | --- | --- | " + " | ".join("---" for _ in example["modality_weights"]) + " |"]
+        faces = any(r.get("face_expression") for r in example["timeline"])
+        lines += ["| word | start | end | " + " | ".join(f"weight ({t})" for t in example["modality_weights"])
+                  + (" | face expression" if faces else "") + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in example["modality_weights"]) + (" | ---" if faces else "") + " |"]
         for r in example["timeline"]:
             t0 = "" if r["start"] is None else f"{r['start']:.2f}"
             t1 = "" if r["end"] is None else f"{r['end']:.2f}"
-            lines.append(f"| {r['word']} | {t0} | {t1} | " + " | ".join(f"{r['weights'][t]:.3f}" for t in example["modality_weights"]) + " |")
+            fe = r.get("face_expression")
+            lines.append(f"| {r['word']} | {t0} | {t1} | " + " | ".join(f"{r['weights'][t]:.3f}" for t in example["modality_weights"])
+                         + ((f" | {fe['top']} {fe['p']:.2f}" if fe else " | ") if faces else "") + " |")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -84,7 +88,7 @@ def write_pipeline_report(out: Path, build: dict[str, Any], train: dict[str, Any
 def video_to_model(
     input: str,
     out: str,
-    face: str | None = "dlib",
+    face: str | None = "mediapipe",
     fps: float | None = None,
     mode: Mode = "weighted",
     model: str = "mmolre",

@@ -64,7 +64,7 @@ def openface_csv() -> pd.DataFrame:
 def test_registry_names_and_settings():
     assert {"dlib", "pyfeat", "openface"} <= set(available_backends())
     assert get_backend("dlib") is get_backend("dlib")  # one instance per settings: models load once
-    assert get_backend() is get_backend("dlib")
+    assert get_backend() is get_backend("mediapipe")  # the default
     with pytest.raises(PipelineError, match="unknown face backend"):
         get_backend("mediapipe-nope")
     with pytest.raises(PipelineError, match="unknown settings.*upsampel"):

@@ -85,9 +85,9 @@ def test_video_to_model_deployment_makes_store_checkpoint_and_report(video_to_mo
     store = Store(video_to_model_run / "store")
     assert validate(store.path).ok
     assert store.segments().num_rows == 4 and set(store.splits()) == {"train", "valid", "test"}
-    assert {"text_minilm", "egemaps", "face_dlib"} <= set(store.aligned_sets())
+    assert {"text_minilm", "egemaps", "face_mediapipe"} <= set(store.aligned_sets())
     mosi = store.segment("mosi_test")
-    assert len(mosi["words"]) > 5 and (mosi["face_dlib__coverage"] > 0).mean() > 0.5
+    assert len(mosi["words"]) > 5 and (mosi["face_mediapipe__coverage"] > 0).mean() > 0.5
     assert (video_to_model_run / "run" / "best.pt").is_file()
     report = (video_to_model_run / "report.md").read_text()
     assert "## Test metrics" in report and "mae" in report and "timeline.png" in report
@@ -119,7 +119,7 @@ def test_predict_extracts_with_the_training_stores_settings(video_to_model_run: 
     from flows.predict import extraction_config
 
     build = Store(video_to_model_run / "store").manifest.build
-    assert build["config"]["face"] == "dlib" and build["writer"]["units_per_shard"] == 2  # recipe and writer kept apart
+    assert build["config"]["face"] == "mediapipe" and build["writer"]["units_per_shard"] == 2  # recipe and writer kept apart
     assert extraction_config(video_to_model_run / "run").to_dict() == build["config"]
     assert extraction_config(video_to_model_run / "run", face="none").face is None
 

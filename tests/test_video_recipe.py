@@ -64,8 +64,8 @@ def test_build_completes_around_broken_inputs(built: tuple[Store, Any]) -> None:
     store, result = built
     report = validate(store.path)
     assert report.ok, str(report)
-    assert set(store.aligned_sets()) == {"text_minilm", "egemaps", "face_dlib"}
-    assert set(store.utterance_sets()) == {"text_minilm_sentence", "egemaps_functionals", "face_dlib_summary"}
+    assert set(store.aligned_sets()) == {"text_minilm", "egemaps", "face_mediapipe"}
+    assert set(store.utterance_sets()) == {"text_minilm_sentence", "egemaps_functionals", "face_mediapipe_summary"}
     rows = aligned_rows(store)
     failures = {r["item_id"]: r for r in store.failures().to_pylist()}
     # a file that decodes only in part either builds (its late words masked) or fails saying so
@@ -96,7 +96,7 @@ def test_real_clip_has_aligned_words_and_finite_features(built: tuple[Store, Any
     assert np.isfinite(seg["egemaps"]).all() and (seg[coverage_column("egemaps")] > 0.9).all()
     assert seg["egemaps"].shape == (16, 25) and seg["text_minilm"].shape == (16, 384)
     assert (seg[coverage_column("text_minilm")] == 1).all()
-    face_cov = seg[coverage_column("face_dlib")]
+    face_cov = seg[coverage_column("face_mediapipe")]
     assert face_cov.mean() > 0.5  # the speaker's face is found in most frames
 
 
@@ -122,10 +122,10 @@ def test_masks_are_honest_for_missing_modalities(built: tuple[Store, Any]) -> No
     noaudio = store.segment("noaudio")
     assert aligned_rows(store)["noaudio"]["align_method"] == "uniform"
     assert (noaudio[coverage_column("egemaps")] == 0).all() and (noaudio["egemaps"] == 0).all()
-    assert noaudio[coverage_column("face_dlib")].mean() > 0.5 and noaudio["happy"] == 2.0
+    assert noaudio[coverage_column("face_mediapipe")].mean() > 0.5 and noaudio["happy"] == 2.0
     txt = store.segment("txt")
     assert aligned_rows(store)["txt"]["align_method"] == "none" and np.isnan(txt["word_start"]).all()
-    assert (txt[coverage_column("egemaps")] == 0).all() and (txt[coverage_column("face_dlib")] == 0).all()
+    assert (txt[coverage_column("egemaps")] == 0).all() and (txt[coverage_column("face_mediapipe")] == 0).all()
     assert (txt[coverage_column("text_minilm")] == 1).all() and txt["start"] is None
     if "half" in aligned_rows(store):  # a file that decodes only in part: its audio covers the first words
         half = store.segment("half")

@@ -1,4 +1,5 @@
-"""Face features as interchangeable backends: dlib (default, offline), py-feat (local weights), OpenFace CSV."""
+"""Face features as interchangeable backends: MediaPipe face mesh + FER expressions (default,
+offline), dlib (offline), py-feat (local weights), OpenFace CSV."""
 
 from .base import DEFAULT_BACKEND, FaceBackend, available_backends, get_backend, register_backend
 

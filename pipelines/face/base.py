@@ -2,7 +2,8 @@
 
 A backend is a small class with a `name`, a frozen configuration dataclass (its settings travel into the
 feature set's provenance), `feature_set()` (what each dimension means) and `extract()`. Callers pick one by
-name (`get_backend("dlib")`), so dlib, py-feat and imported OpenFace output are interchangeable in a recipe.
+name (`get_backend("mediapipe")`), so MediaPipe, dlib, py-feat and imported OpenFace output are interchangeable
+in a recipe.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import feature_schemas
 from ..records import FrameFeatures, PipelineError
 
 STAGE = "face"
-DEFAULT_BACKEND = "dlib"
+DEFAULT_BACKEND = "mediapipe"
 
 # Built-in backends are imported on first use, so asking for "openface" never loads dlib or torch.
 _BUILTIN: dict[str, str] = {
     "dlib": "pipelines.face.dlib_backend:DlibBackend",
     "pyfeat": "pipelines.face.pyfeat_backend:PyFeatBackend",
     "openface": "pipelines.face.openface_csv:OpenFaceCsvBackend",
+    "mediapipe": "pipelines.face.mediapipe_backend:MediaPipeBackend",
 }
 _REGISTRY: dict[str, type[FaceBackend]] = {}
 
@@ -103,7 +105,7 @@ def _cached_backend(name: str, config: Any) -> FaceBackend:
 
 
 def get_backend(name: str = DEFAULT_BACKEND, **config: Any) -> FaceBackend:
-    """The backend called `name` ("dlib", "pyfeat", "openface") with the given settings; one instance per
+    """The backend called `name` ("mediapipe", "dlib", "pyfeat", "openface") with the given settings; one instance per
     process and settings, so models load once. Raises PipelineError(stage="face") for unknown names or settings
     and for backends that cannot run here (the message says what is missing)."""
     cls = backend_class(name)

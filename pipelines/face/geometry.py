@@ -91,10 +91,16 @@ def head_pose(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     `image_size` is (height, width) of the image the points are in; the camera is assumed to have a focal length
     equal to the image width and its centre in the middle (no calibration is available for web video).
     NaN when the fit fails."""
-    pts = _check(points)
+    return head_pose_from_six(_check(points)[list(_MODEL_INDEX)], image_size)
+
+
+def head_pose_from_six(image_points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """(pitch, yaw, roll) in degrees from the six points of the generic face, in this order: nose tip, chin,
+    right eye outer corner, left eye outer corner, right mouth corner, left mouth corner (pixels). Any
+    landmark scheme with those six points (68-point, MediaPipe's mesh) gets the same angles."""
     h, w = image_size
     camera = np.array([[w, 0.0, w / 2.0], [0.0, w, h / 2.0], [0.0, 0.0, 1.0]], dtype=np.float64)
-    image_points = pts[list(_MODEL_INDEX)].astype(np.float64)
+    image_points = np.asarray(image_points, dtype=np.float64).reshape(6, 2)
     ok, rvec, _tvec = cv2.solvePnP(_MODEL_POINTS, image_points, camera, None, flags=cv2.SOLVEPNP_ITERATIVE)
     if not ok:
         return np.full(3, np.nan)

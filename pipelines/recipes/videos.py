@@ -61,7 +61,7 @@ from ..words import (
 )
 
 RECIPE_VERSION = "videos/1"
-FACE_BACKENDS = ("dlib", "pyfeat", "openface")
+FACE_BACKENDS = ("dlib", "mediapipe", "pyfeat", "openface")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class VideoConfig:
     fps: float = 5.0
     audio_set: str = "egemaps"
     audio_level: str = "lld"
-    face: str | None = "dlib"
+    face: str | None = "mediapipe"
     face_options: dict[str, Any] = field(default_factory=dict)
     text_model: str | None = None
     text_name: str = "text_minilm"

