@@ -59,9 +59,16 @@ def arrow_type(name: str, dim: int | None = None) -> pa.DataType:
 def _fields(table: str, dim: int | None = None) -> list[pa.Field]:
     cols = contract()["tables"][table]["columns"]
     return [
-        pa.field(c["name"], arrow_type(c["type"], dim), nullable=c["nullable"], metadata={"doc": c["doc"]})
+        pa.field(c["name"], arrow_type(c["type"], dim), nullable=c["nullable"],
+                 metadata={"doc": c["doc"], **({"optional": "true"} if c.get("optional") else {})})
         for c in cols
     ]
+
+
+def is_optional(f: pa.Field) -> bool:
+    """A column a minor version added (e.g. 2.1's `words_written`): older files lack it and stay valid."""
+    return bool(f.metadata) and f.metadata.get(b"optional") == b"true"
+
 
 
 def segments_schema() -> pa.Schema:

@@ -109,6 +109,7 @@ def write_synthetic_store(path: str | Path, spec: SyntheticSpec | None = None, n
                 "word_end": [(np.arange(w) * 0.4 + 0.35).tolist() for w in n_words],
                 "word_confidence": [[1.0] * w for w in n_words],
                 "align_method": ["given"] * rows,
+                "words_written": [[f"w{j}" + ("." if j == w - 1 else "") for j in range(w)] for w in n_words],  # schema 2.1
             }
             for m, d in spec.dims.items():
                 vecs, covs = [], []
