@@ -40,6 +40,11 @@ def model_name(name: str, task: str | None = None) -> str:
     return name
 
 
+def text_settings(text_encoder: str | None, text_model: str | None) -> dict[str, str | None]:
+    """`--text-encoder`/`--text-model` as TrainConfig settings (a path quoted so YAML keeps it text)."""
+    return {"text_encoder": text_encoder, "text_model": json.dumps(str(text_model)) if text_model else None}
+
+
 def train_config(config_file: str | None, overrides: Sequence[str] = (), **settings: Any) -> Any:
     """TrainConfig from a YAML/JSON file (or defaults), then `key=value` overrides; None settings are skipped."""
     from mmolre.config import TrainConfig
