@@ -137,7 +137,8 @@ def text_encoder_setup(store_obj: Store, feature_sets: list[str], cfg: TrainConf
             p.requires_grad_(False)
     freeze_first_layers(encoder, cfg.freeze_layers)
     if cfg.grad_checkpointing:
-        encoder.gradient_checkpointing_enable()
+        enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable  # renamed in transformers 5
+        enable()
     return encoder, tokenizer, text_set
 
 
