@@ -108,7 +108,8 @@ class Store:
         if table == "failures":
             return failures_schema()
         if table == "aligned":
-            return aligned_schema({n: fs.dim for n, fs in self.feature_sets.items() if n in self._aligned_columns()})
+            return aligned_schema({n: fs.dim for n, fs in self.feature_sets.items() if n in self._aligned_columns()},
+                                  with_optional="words_written" in self._aligned_columns())
         if table == "utterance":
             return utterance_schema({n: self.feature_sets[n].dim for n in self.utterance_sets()})
         if table.startswith("frames/"):
@@ -190,7 +191,8 @@ class Store:
         if feature_sets is None and columns is None:
             return None
         # optional columns (a minor version's, e.g. 2.1's words_written) only where the store's files have them
-        cols = list(columns) if columns else [f.name for f in aligned_schema({}) if not is_optional(f) or f.name in self._aligned_columns()]
+        cols = list(columns) if columns else [f.name for f in aligned_schema({}, with_optional=True)
+                                              if not is_optional(f) or f.name in self._aligned_columns()]
         for name in feature_sets or []:
             if name not in self.aligned_sets():
                 raise StoreError(f"{self.path}: no word-aligned feature set {name!r} (has: {', '.join(self.aligned_sets()) or 'none'})")

@@ -138,7 +138,7 @@ def validate_segments(table: pa.Table, emotion_classes: Sequence[str] | None = N
 
 def validate_aligned(table: pa.Table, feature_sets: dict[str, FeatureSet]) -> list[Problem]:
     present = {n: fs.dim for n, fs in feature_sets.items() if n in table.column_names}
-    out = _check_schema("aligned", table, aligned_schema(present))
+    out = _check_schema("aligned", table, aligned_schema(present, with_optional=True))
     out += _check_split_and_ids("aligned", table, unique=True)
     if out:
         return out

@@ -82,9 +82,7 @@ def write_synthetic_store(path: str | Path, spec: SyntheticSpec | None = None, n
     offset = {m: rng.standard_normal(d).astype(np.float32) * 2 for m, d in spec.dims.items()}
     scale = {m: np.exp(rng.uniform(-1, 2, d)).astype(np.float32) for m, d in spec.dims.items()}  # unnormalised, like COVAREP
     files: dict[str, FileEntry] = {}
-    a_schema = aligned_schema(dict(spec.dims))
-    if not spec.words_written:
-        a_schema = a_schema.remove(a_schema.get_field_index("words_written"))
+    a_schema = aligned_schema(dict(spec.dims), with_optional=spec.words_written)
     form = "<w{}>" if spec.placeholder_words else "w{}"
     counter = 0
     for split, n in spec.sizes.items():

@@ -218,7 +218,7 @@ def _segments_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def _aligned_table(recs: list[SegmentRecord], cols: list[dict[str, Any]], feature_sets: Sequence[FeatureSet]) -> pa.Table:
-    schema = aligned_schema({fs.name: fs.dim for fs in feature_sets})
+    schema = aligned_schema({fs.name: fs.dim for fs in feature_sets}, with_optional=True)
 
     data: dict[str, Any] = {
         "segment_id": pa.array([r.segment_id for r in recs], pa.string()),
