@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(os.environ.get("MMOLRE_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 TEXT_SET = "text_minilm"
 
 DATASETS: dict[str, dict[str, Any]] = {
@@ -64,6 +64,8 @@ def build_store(name: str, work: Path) -> Path:
     """The text-only store of a dataset, built once with the pipelines (MiniLM on CPU: minutes for MELD)."""
     import shutil
 
+    import pyarrow.parquet as pq
+
     from feature_schemas import Store
     from pipelines.inputs import read_meld, read_mosi_labels
     from pipelines.recipes.videos import VideoConfig, build_videos
@@ -73,8 +75,8 @@ def build_store(name: str, work: Path) -> Path:
     cfg = VideoConfig(face=None, align=False, transcribe=False, asr_fallback=False, threads=2, text_batch_size=64)
     if (store / "manifest.json").is_file():
         s = Store(store)
-        if s.feature_sets[TEXT_SET].config == text_feature_set(cfg.text_config()).config and s.segment(
-                s.segments(s.splits()[0]).column("segment_id")[0].as_py()).get("words_written") is not None:
+        written = "words_written" in pq.read_schema(s.files("aligned")[0]).names  # schema 2.1: what finetune reads
+        if s.feature_sets[TEXT_SET].config == text_feature_set(cfg.text_config()).config and written:
             return store
         print(f"{store}: built by another text encoder version (or before schema 2.1); rebuilding", file=sys.stderr)
         shutil.rmtree(store)
