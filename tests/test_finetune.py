@@ -278,3 +278,24 @@ def test_cli_trains_with_a_fine_tuned_encoder_and_refuses_a_bad_model(store: Pat
     p = _cli("train", "--store", str(store), "--out", str(tmp_path / "bad"), "--text-encoder", "finetune",
              "--text-model", str(tmp_path / "nothing"), "--epochs", "1")
     assert p.returncode == 1 and "not a Hugging Face model folder" in p.stderr and "Traceback" not in p.stderr
+
+
+# -- the store keeps each word as written ------------------------------------------------------------------
+
+
+def test_video_recipe_stores_each_word_as_written(tmp_path: Path) -> None:
+    """MELD's "What?" is stored as the word "What" and, in schema 2.1's words_written, as "What?"."""
+    from pipelines.inputs import read_meld
+    from pipelines.recipes.videos import VideoConfig, build_videos
+    from tests import media_fixtures as mf
+
+    mf.need(mf.MELD_DIR / "dev_sent_emo.csv")
+    parsed = read_meld(mf.MELD_DIR / "dev_sent_emo.csv", "valid")
+    parsed.specs = parsed.specs[:2]  # "Oh my God, he's lost it. He's totally lost it." and "What?"
+    build_videos(parsed, tmp_path / "s", VideoConfig(face=None, utterance=False), progress=False)
+    store = Store(tmp_path / "s")
+    assert store.manifest.schema_version == "2.1" and validate(store.path).ok
+    what = store.segment("valid_dia0_utt1")
+    assert what["words"] == ["What"] and what["words_written"] == ["What?"]
+    oh = store.segment("valid_dia0_utt0")
+    assert len(oh["words_written"]) == len(oh["words"]) and "God," in oh["words_written"]
