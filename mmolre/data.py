@@ -214,7 +214,9 @@ class StoreDataset(IterableDataset):
         sizes = _split_rows(pf.metadata.row_group(u.row_group).num_rows, u.parts)
         skip, take = sum(sizes[: u.part]), sizes[u.part]
         seen = 0
-        for batch in pf.iter_batches(batch_size=self.read_rows, row_groups=[u.row_group], columns=self.columns):
+        # a store resumed across schema 2.0 and 2.1 has files with and without the optional words_written
+        columns = [c for c in self.columns if c != "words_written" or c in pf.schema_arrow.names]
+        for batch in pf.iter_batches(batch_size=self.read_rows, row_groups=[u.row_group], columns=columns):
             lo, hi = max(skip - seen, 0), min(skip + take - seen, batch.num_rows)
             seen += batch.num_rows
             if hi <= lo:

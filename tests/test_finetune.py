@@ -219,6 +219,18 @@ def test_save_load_round_trip_gives_identical_predictions(store: Path, bert: Pat
     assert one["sentiment"] == pytest.approx(float(got[sid]), abs=1e-4)
 
 
+def test_fine_tuned_run_resumes_exactly(store: Path, bert: Path, tmp_path: Path) -> None:
+    cfg = _cfg(bert, epochs=2, max_steps=None, deterministic=True, encoder_lr=1e-3)
+    straight = train(store, tmp_path / "straight", "mmolre", cfg)
+    paused = train(store, tmp_path / "sliced", "mmolre", TrainConfig.from_dict({**cfg.to_dict(), "stop_after_epochs": 1}))
+    assert paused["status"] == "paused"
+    resumed = train(store, tmp_path / "sliced", "mmolre", cfg)
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["train_step"]
+    b = torch.load(tmp_path / "sliced" / "last.pt", weights_only=True)["train_step"]
+    assert any(k.startswith("model.text_encoder.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("name", ["hard_sharing", "dense_moe", "single_sentiment"])
 def test_every_baseline_fine_tunes_the_encoder(store: Path, bert: Path, tmp_path: Path, name: str) -> None:
     results = train(store, tmp_path / name, name, _cfg(bert))
