@@ -311,3 +311,18 @@ def test_video_recipe_stores_each_word_as_written(tmp_path: Path) -> None:
     assert what["words"] == ["What"] and what["words_written"] == ["What?"]
     oh = store.segment("valid_dia0_utt0")
     assert len(oh["words_written"]) == len(oh["words"]) and "God," in oh["words_written"]
+
+
+@pytest.mark.slow
+def test_torchrun_fine_tunes_on_two_processes_in_sync(store: Path, bert: Path, tmp_path: Path) -> None:
+    """`torchrun -m mmolre.train ... --set text_encoder=finetune`: both replicas end with the same encoder."""
+    arch = ",".join(f"{k}: {list(v) if isinstance(v, list) else v}" for k, v in TINY_ARCH.items())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+           "-m", "mmolre.train", str(store), str(tmp_path / "run"), "--set", "epochs=1", "batch_size=4", "progress=false",
+           "text_encoder=finetune", f"text_model={bert}", f"arch={{{arch}}}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    a, b = results["param_checksums"]
+    assert results["world_size"] == 2 and a == pytest.approx(b, rel=1e-12, abs=1e-9)
