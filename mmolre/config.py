@@ -133,5 +133,11 @@ class TrainConfig:
             *parents, leaf = key.split(".")
             for p in parents:
                 target = target[p]
-            target[leaf] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, str) and isinstance(target.get(leaf), float):
+                try:  # YAML 1.1 reads 1e-5 (no dot) as text: encoder_lr=1e-5 must stay a number
+                    parsed = float(parsed)
+                except ValueError:
+                    pass
+            target[leaf] = parsed
         return TrainConfig.from_dict(d, source="overrides")

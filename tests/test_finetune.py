@@ -326,3 +326,19 @@ def test_torchrun_fine_tunes_on_two_processes_in_sync(store: Path, bert: Path, t
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     a, b = results["param_checksums"]
     assert results["world_size"] == 2 and a == pytest.approx(b, rel=1e-12, abs=1e-9)
+
+
+def test_flow_and_cli_settings_become_the_train_config(tmp_path: Path) -> None:
+    """The train-mmolre flow and `mmolre train` pass --text-encoder/--text-model through flows.options."""
+    import inspect
+
+    from flows.options import text_settings, train_config
+    from flows.train_model import train_mmolre
+
+    params = inspect.signature(train_mmolre.fn).parameters
+    assert params["text_encoder"].default is None and params["text_model"].default is None
+    odd = tmp_path / "my models: roberta-base"  # a path YAML would misread unquoted
+    cfg = train_config(None, ["encoder_lr=1e-5"], **text_settings("finetune", str(odd)))
+    assert (cfg.text_encoder, cfg.text_model, cfg.encoder_lr) == ("finetune", str(odd), 1e-5)
+    assert train_config(None, [], **text_settings(None, None)).text_encoder == "frozen"
+    assert TrainConfig().with_overrides(["encoder_lr=1e-5", "text_encoder=finetune"]).encoder_lr == 1e-5  # torchrun --set
