@@ -9,6 +9,10 @@ mean ± std. Linear probes on mean-pooled word vectors are the floor a working m
 
     .venv/bin/python bench/text_benchmarks.py                         # both datasets, 3 seeds, 2 jobs
     .venv/bin/python bench/text_benchmarks.py --datasets mosi --seeds 0 --models mmolre
+    .venv/bin/python bench/text_benchmarks.py --models mmolre --text-encoder frozen finetune   # + fine-tuned rows
+With `--text-encoder finetune` the MiniLM runs inside the model over the store's written words and is trained
+with it (text_encoder=finetune, FINETUNE settings below); rows are labelled `model (finetune)` and carry the
+runs' mean wall time. `--max-steps N` caps every run (a smoke run, not a result).
 Finished runs are reused while their store is unchanged; a store built by another text encoder version is
 rebuilt (delete --work/runs to retrain anyway). Prints a markdown table, then one JSON line.
 """
@@ -29,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(os.environ.get("MMOLRE_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 TEXT_SET = "text_minilm"
 
 DATASETS: dict[str, dict[str, Any]] = {
@@ -47,6 +51,11 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
 }
 ARCH = {"d_model": 128, "dropout": 0.3}
+# text_encoder=finetune: fewer epochs (a pretrained encoder converges in a few), its own lower rate and warm-up
+FINETUNE: dict[str, dict[str, Any]] = {
+    "mosi": {"epochs": 6, "patience": 3, "batch_size": 32, "text_encoder": "finetune", "encoder_lr": 3e-5, "encoder_warmup": 0.1},
+    "meld": {"epochs": 4, "patience": 2, "batch_size": 32, "text_encoder": "finetune", "encoder_lr": 3e-5, "encoder_warmup": 0.1},
+}
 
 
 # --- stores -----------------------------------------------------------------------------------------------
@@ -54,6 +63,8 @@ ARCH = {"d_model": 128, "dropout": 0.3}
 def build_store(name: str, work: Path) -> Path:
     """The text-only store of a dataset, built once with the pipelines (MiniLM on CPU: minutes for MELD)."""
     import shutil
+
+    import pyarrow.parquet as pq
 
     from feature_schemas import Store
     from pipelines.inputs import read_meld, read_mosi_labels
@@ -63,9 +74,11 @@ def build_store(name: str, work: Path) -> Path:
     store = work / f"{name}_text"
     cfg = VideoConfig(face=None, align=False, transcribe=False, asr_fallback=False, threads=2, text_batch_size=64)
     if (store / "manifest.json").is_file():
-        if Store(store).feature_sets[TEXT_SET].config == text_feature_set(cfg.text_config()).config:
+        s = Store(store)
+        written = "words_written" in pq.read_schema(s.files("aligned")[0]).names  # schema 2.1: what finetune reads
+        if s.feature_sets[TEXT_SET].config == text_feature_set(cfg.text_config()).config and written:
             return store
-        print(f"{store}: built by another text encoder version; rebuilding", file=sys.stderr)
+        print(f"{store}: built by another text encoder version (or before schema 2.1); rebuilding", file=sys.stderr)
         shutil.rmtree(store)
     if name == "mosi":
         parsed = read_mosi_labels(DATA / "mosi" / "label.csv")
@@ -126,7 +139,8 @@ def probe_meld(store: Path) -> dict[str, Any]:
 
 # --- model runs -------------------------------------------------------------------------------------------
 
-def run_one(dataset: str, store: str, model: str, seed: int, runs: str) -> dict[str, Any]:
+def run_one(dataset: str, store: str, model: str, seed: int, runs: str, text_encoder: str = "frozen",
+            max_steps: int | None = None) -> dict[str, Any]:
     """One training run in its own process (one torch thread, so two jobs share two cores without stalls)."""
     import torch
 
@@ -134,45 +148,53 @@ def run_one(dataset: str, store: str, model: str, seed: int, runs: str) -> dict[
     from mmolre import TrainConfig, train
 
     spec = DATASETS[dataset]
-    cfg = dict(spec["config"], feature_sets=[TEXT_SET], seed=seed, progress=False, arch=dict(ARCH))
+    cfg = dict(spec["config"], feature_sets=[TEXT_SET], seed=seed, progress=False, arch=dict(ARCH), max_steps=max_steps)
+    if text_encoder == "finetune":
+        cfg.update(FINETUNE[dataset])
     if model.startswith("single_"):
         task = model.removeprefix("single_")
         cfg["select_metric"] = ",".join(m for m in cfg["select_metric"].split(",") if m.startswith(task + "/")) or cfg["select_metric"]
-    out = Path(runs) / dataset / f"{model}_seed{seed}"
+    out = Path(runs) / dataset / f"{model}{'_finetune' if text_encoder == 'finetune' else ''}{f'_steps{max_steps}' if max_steps else ''}_seed{seed}"
     done, stamp = out / "results.json", out / "store.sha256"
     digest = hashlib.sha256((Path(store) / "manifest.json").read_bytes()).hexdigest()  # which store it learnt from
     if done.is_file() and stamp.is_file() and stamp.read_text() == digest:
         saved = json.loads(done.read_text())
         if saved.get("status") in ("completed", "early_stopped"):
-            return {"dataset": dataset, "model": model, "seed": seed, "results": saved, "reused": True}
+            return {"dataset": dataset, "model": model, "seed": seed, "results": saved, "reused": True, "text_encoder": text_encoder}
     t = time.perf_counter()
     results = train(store, out, model, TrainConfig.from_dict(cfg))
     results["wall_s"] = time.perf_counter() - t
     stamp.write_text(digest)
-    return {"dataset": dataset, "model": model, "seed": seed, "results": results, "reused": False}
+    atomic = out / "results.json"  # keep the wall time with the run, so a reused run reports it too
+    atomic.write_text(json.dumps({**json.loads(atomic.read_text()), "wall_s": results["wall_s"]}) + "\n")
+    return {"dataset": dataset, "model": model, "seed": seed, "results": results, "reused": False, "text_encoder": text_encoder}
 
 
 def summarise(dataset: str, runs: list[dict[str, Any]], probe: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     spec = DATASETS[dataset]
     split = spec["report_split"]
     cols = [(t, m) for t, ms in spec["headline"].items() for m in ms]
-    lines = [f"### {dataset} ({split}; mean ± std over seeds)", "", "| model | seeds | " + " | ".join(f"{t} {m}" for t, m in cols) + " | params |",
-             "|" + "---|" * (len(cols) + 3)]
+    lines = [f"### {dataset} ({split}; mean ± std over seeds)", "", "| model | seeds | " + " | ".join(f"{t} {m}" for t, m in cols)
+             + " | params | wall s |", "|" + "---|" * (len(cols) + 4)]
     table: dict[str, Any] = {}
-    for model in spec["models"]:
-        rs = [r["results"] for r in runs if r["dataset"] == dataset and r["model"] == model]
+    for model, enc in [(m, e) for m in spec["models"] for e in ("frozen", "finetune")]:
+        rs = [r["results"] for r in runs if r["dataset"] == dataset and r["model"] == model and r.get("text_encoder", "frozen") == enc]
         if not rs:
             continue
+        label = model if enc == "frozen" else f"{model} (finetune)"
+        walls = [r["wall_s"] for r in rs if isinstance(r.get("wall_s"), (int, float))]
         row = {}
         for t, m in cols:
             vals = [r[split][t][m] for r in rs if t in r.get(split, {})]
             row[f"{t}/{m}"] = (float(np.mean(vals)), float(np.std(vals)), len(vals)) if vals else None
-        table[model] = {"metrics": row, "seeds": len(rs), "params": rs[0]["parameters"], "best_epochs": [r["best_epoch"] for r in rs]}
+        table[label] = {"metrics": row, "seeds": len(rs), "params": rs[0]["parameters"], "best_epochs": [r["best_epoch"] for r in rs],
+                        "wall_s": float(np.mean(walls)) if walls else None}
         cells = [f"{v[0]:.4f} ± {v[1]:.4f}" if v else "–" for v in row.values()]
-        lines.append(f"| {model} | {len(rs)} | " + " | ".join(cells) + f" | {rs[0]['parameters']['total']:,} |")
+        wall = f"{np.mean(walls):.0f}" if walls else "–"
+        lines.append(f"| {label} | {len(rs)} | " + " | ".join(cells) + f" | {rs[0]['parameters']['total']:,} | {wall} |")
     pm = probe.get(split, {})
     cells = [f"{pm[t][m]:.4f}" if t in pm and m in pm[t] else "–" for t, m in cols]
-    lines.append("| linear probe | – | " + " | ".join(cells) + " | – |")
+    lines.append("| linear probe | – | " + " | ".join(cells) + " | – | – |")
     return lines, table
 
 
@@ -183,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=None, help="default: every model of each dataset")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--text-encoder", nargs="+", default=["frozen"], choices=("frozen", "finetune"),
+                    help="frozen: the store's MiniLM vectors; finetune: MiniLM trained inside the model (both: both rows)")
+    ap.add_argument("--max-steps", type=int, default=None, help="cap every run (smoke runs only)")
     args = ap.parse_args(argv)
     if not DATA.is_dir():
         sys.exit(f"{DATA}: the shared data folder is missing")
@@ -190,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     stores = {d: build_store(d, args.work) for d in args.datasets}
     probes = {d: (probe_mosi if d == "mosi" else probe_meld)(stores[d]) for d in args.datasets}
     print(json.dumps({"probes": probes}, default=float), file=sys.stderr)
-    jobs = [(d, str(stores[d]), m, s, str(args.work / "runs")) for d in args.datasets
-            for m in (args.models or DATASETS[d]["models"]) if m in DATASETS[d]["models"] for s in args.seeds]
+    jobs = [(d, str(stores[d]), m, s, str(args.work / "runs"), e, args.max_steps) for d in args.datasets
+            for m in (args.models or DATASETS[d]["models"]) if m in DATASETS[d]["models"] for e in args.text_encoder for s in args.seeds]
     t = time.perf_counter()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

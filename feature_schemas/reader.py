@@ -27,6 +27,7 @@ from .spec import (
     coverage_column,
     failures_schema,
     frames_schema,
+    is_optional,
     present_column,
     segments_schema,
     utterance_schema,
@@ -107,7 +108,8 @@ class Store:
         if table == "failures":
             return failures_schema()
         if table == "aligned":
-            return aligned_schema({n: fs.dim for n, fs in self.feature_sets.items() if n in self._aligned_columns()})
+            return aligned_schema({n: fs.dim for n, fs in self.feature_sets.items() if n in self._aligned_columns()},
+                                  with_optional="words_written" in self._aligned_columns())
         if table == "utterance":
             return utterance_schema({n: self.feature_sets[n].dim for n in self.utterance_sets()})
         if table.startswith("frames/"):
@@ -188,7 +190,9 @@ class Store:
         with its coverage; None (all) when neither is given. Raises StoreError for a set the store lacks."""
         if feature_sets is None and columns is None:
             return None
-        cols = list(columns) if columns else aligned_schema({}).names
+        # optional columns (a minor version's, e.g. 2.1's words_written) only where the store's files have them
+        cols = list(columns) if columns else [f.name for f in aligned_schema({}, with_optional=True)
+                                              if not is_optional(f) or f.name in self._aligned_columns()]
         for name in feature_sets or []:
             if name not in self.aligned_sets():
                 raise StoreError(f"{self.path}: no word-aligned feature set {name!r} (has: {', '.join(self.aligned_sets()) or 'none'})")
@@ -220,6 +224,8 @@ class Store:
         )
         if row.num_rows:
             out["words"] = row.column("words")[0].as_py()
+            written = row.column("words_written")[0].as_py() if "words_written" in row.column_names else None
+            out["words_written"] = written if written is not None and len(written) == len(out["words"]) else out["words"]
             out["word_start"] = column_lists(row.column("word_start"), np.float64)[0]
             out["word_end"] = column_lists(row.column("word_end"), np.float64)[0]
             for name in word_sets:

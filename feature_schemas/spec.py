@@ -59,9 +59,16 @@ def arrow_type(name: str, dim: int | None = None) -> pa.DataType:
 def _fields(table: str, dim: int | None = None) -> list[pa.Field]:
     cols = contract()["tables"][table]["columns"]
     return [
-        pa.field(c["name"], arrow_type(c["type"], dim), nullable=c["nullable"], metadata={"doc": c["doc"]})
+        pa.field(c["name"], arrow_type(c["type"], dim), nullable=c["nullable"],
+                 metadata={"doc": c["doc"], **({"optional": "true"} if c.get("optional") else {})})
         for c in cols
     ]
+
+
+def is_optional(f: pa.Field) -> bool:
+    """A column a minor version added (e.g. 2.1's `words_written`): older files lack it and stay valid."""
+    return bool(f.metadata) and f.metadata.get(b"optional") == b"true"
+
 
 
 def segments_schema() -> pa.Schema:
@@ -76,9 +83,11 @@ def frames_schema(dim: int) -> pa.Schema:
     return pa.schema(_fields("frames", dim))
 
 
-def aligned_schema(feature_dims: dict[str, int]) -> pa.Schema:
-    """Aligned table for the given feature sets (name -> D), columns in the order given."""
-    fields = _fields("aligned")
+def aligned_schema(feature_dims: dict[str, int], with_optional: bool = False) -> pa.Schema:
+    """Aligned table for the given feature sets (name -> D), columns in the order given. The optional columns a
+    minor version added (2.1: `words_written`) only `with_optional`: writers of this version and readers of files
+    that have them ask for them; a table built without them stays valid."""
+    fields = [f for f in _fields("aligned") if with_optional or not is_optional(f)]
     per_set = contract()["tables"]["aligned"]["per_feature_set"]
     for name, dim in feature_dims.items():
         for c in per_set:

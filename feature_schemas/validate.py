@@ -25,6 +25,7 @@ from .spec import (
     coverage_column,
     failures_schema,
     frames_schema,
+    is_optional,
     present_column,
     segments_schema,
     utterance_schema,
@@ -73,7 +74,8 @@ def _check_schema(name: str, table: pa.Table, expected: pa.Schema) -> list[Probl
     out = []
     for f in expected:
         if f.name not in table.column_names:
-            out.append(Problem(name, f.name, None, "missing column"))
+            if not is_optional(f):
+                out.append(Problem(name, f.name, None, "missing column"))
             continue
         got = table.schema.field(f.name).type
         if got != f.type:
@@ -136,7 +138,7 @@ def validate_segments(table: pa.Table, emotion_classes: Sequence[str] | None = N
 
 def validate_aligned(table: pa.Table, feature_sets: dict[str, FeatureSet]) -> list[Problem]:
     present = {n: fs.dim for n, fs in feature_sets.items() if n in table.column_names}
-    out = _check_schema("aligned", table, aligned_schema(present))
+    out = _check_schema("aligned", table, aligned_schema(present, with_optional=True))
     out += _check_split_and_ids("aligned", table, unique=True)
     if out:
         return out
@@ -144,6 +146,9 @@ def validate_aligned(table: pa.Table, feature_sets: dict[str, FeatureSet]) -> li
     for col in ["word_start", "word_end", "word_confidence"] + [c for n in present for c in (n, coverage_column(n))]:
         diff = pc.not_equal(pc.list_value_length(table.column(col)), n_words)
         out += [Problem("aligned", col, i, "length differs from the number of words") for i in _ids(table, diff)]
+    if "words_written" in table.column_names:  # schema 2.1, optional; null rows fall back to words
+        diff = pc.fill_null(pc.not_equal(pc.list_value_length(table.column("words_written")), n_words), False)
+        out += [Problem("aligned", "words_written", i, "length differs from the number of words") for i in _ids(table, diff)]
     for n in present:
         flat = pc.list_flatten(pc.list_flatten(table.column(n)))
         if len(flat) and not np.isfinite(flat.to_numpy(zero_copy_only=False)).all():

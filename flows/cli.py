@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.options import build_config, model_name, train_config, video_config
+from flows.options import build_config, model_name, text_settings, train_config, video_config
 from pipelines.collapse import MODES
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
@@ -186,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmolre.evaluation import results_json
     from mmolre.train import train
 
-    config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device)
+    config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device,
+                          **text_settings(args.text_encoder, args.text_model))
     results = train(args.store, args.out, model=model_name(args.model, args.task), config=config)
     if args.json:
         print(results_json(results.get("test", results)))
@@ -391,6 +392,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--text-encoder", choices=("frozen", "finetune"), default=None,
+                   help="frozen: the store's word vectors (default); finetune: run and train a Hugging Face encoder "
+                        "over the store's words in the model (replaces the store's text set)")
+    p.add_argument("--text-model", default=None, metavar="PATH",
+                   help="local Hugging Face model folder for --text-encoder finetune (default: the packaged MiniLM)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -40,17 +40,31 @@ def model_name(name: str, task: str | None = None) -> str:
     return name
 
 
+def text_settings(text_encoder: str | None, text_model: str | None) -> dict[str, str | None]:
+    """`--text-encoder`/`--text-model` as TrainConfig settings (a path quoted so YAML keeps it text)."""
+    return {"text_encoder": text_encoder, "text_model": json.dumps(str(text_model)) if text_model else None}
+
+
 def train_config(config_file: str | None, overrides: Sequence[str] = (), **settings: Any) -> Any:
     """TrainConfig from a YAML/JSON file (or defaults), then `key=value` overrides; None settings are skipped."""
     from mmolre.config import TrainConfig
 
     config = TrainConfig.load(config_file) if config_file else TrainConfig()
     pairs = [f"{k}={v}" for k, v in settings.items() if v is not None]
-    pairs += [f"{pair.partition('=')[0]}={json.dumps(check_override(config, pair))}" for pair in overrides]
+    pairs += [f"{pair.partition('=')[0]}={_yaml_text(check_override(config, pair))}" for pair in overrides]
     try:
         return config.with_overrides(pairs) if pairs else config
     except (KeyError, TypeError, ValueError) as e:
         raise OptionError(f"--set {' '.join(overrides)}: {e}") from None
+
+
+def _yaml_text(value: Any) -> str:
+    """A checked value as YAML that reads back as the same value: json, except that a float like 1e-05 gets a
+    dot (YAML 1.1 reads `1e-05` as text, which would reach the optimiser as a string)."""
+    text = json.dumps(value)
+    if isinstance(value, float) and "e" in text and "." not in text.split("e")[0]:
+        text = text.replace("e", ".0e", 1)
+    return text
 
 
 def check_override(config: Any, pair: str) -> Any:

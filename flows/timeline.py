@@ -109,6 +109,8 @@ def explain_segment(store: str | Path, run: str | Path, segment_id: str, png: st
     feats = {m: seg[m] for m in loaded[2]["feature_sets"] if m in seg}
     feats |= {coverage_column(m): seg[coverage_column(m)] for m in loaded[2]["feature_sets"] if coverage_column(m) in seg}
     feats |= {f"{m}__present": seg[f"{m}__present"] for m in loaded[2]["feature_sets"] if f"{m}__present" in seg}
+    if "words" in seg:  # a run with a fine-tuned text encoder reads the words as written
+        feats["words"] = seg.get("words_written") or seg["words"]
     prediction = predict_segment(loaded, feats)
     rows = timeline(seg, prediction, Store(store).feature_sets)
     out = {

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.options import model_name, train_config
+from flows.options import model_name, text_settings, train_config
 from flows.summary import metrics_tables, plots_list
 
 
@@ -39,9 +39,13 @@ def train_mmolre(
     epochs: int | None = None,
     seed: int | None = None,
     device: str | None = None,
+    text_encoder: str | None = None,
+    text_model: str | None = None,
 ) -> dict[str, Any]:
-    """Train on `store` into run folder `out`; CUDA with bf16 when present, CPU otherwise."""
-    config = train_config(config_file, overrides or [], epochs=epochs, seed=seed, device=device)
+    """Train on `store` into run folder `out`; CUDA with bf16 when present, CPU otherwise. `text_encoder`
+    "finetune" trains a Hugging Face encoder (`text_model`, default the packaged MiniLM) over the store's words."""
+    config = train_config(config_file, overrides or [], epochs=epochs, seed=seed, device=device,
+                          **text_settings(text_encoder, text_model))
     name = model_name(model, task_name)
     results = train_task(store, out, name, config)
     create_markdown_artifact(metrics_markdown(results, out), key="train-mmolre-metrics", description=f"{name} on {store}")

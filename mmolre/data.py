@@ -36,6 +36,7 @@ from feature_schemas import (
 )
 
 from .tasks import TaskSpec
+from .text_encoder import TOKEN_KEYS, encode_words, written_words
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ class StoreDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         read_rows: int = 256,
+        tokenizer: Any = None,
+        text_set: str | None = None,
+        max_tokens: int = 128,
     ) -> None:
         if truncate not in ("left", "right"):
             raise ValueError(f"truncate must be left or right, not {truncate!r}")
@@ -136,6 +140,14 @@ class StoreDataset(IterableDataset):
         self.utterance = UtteranceVectors(store_obj, split, self.utterance_sets) if self.utterance_sets else None
         if self.table == "utterance":
             self.columns = ["segment_id"]
+        # text_encoder=finetune: the text set's vectors are not read; its words (as written) are tokenized instead
+        self.tokenizer, self.text_set, self.max_tokens = tokenizer, text_set, max_tokens
+        if tokenizer is not None:
+            if text_set not in self.word_sets:
+                raise StoreError(f"{self.store_path}: a fine-tuned text encoder replaces a word-level text set, and "
+                                 f"{text_set!r} is not one of the sets used ({', '.join(self.word_sets) or 'none'})")
+            has_written = "words_written" in store_obj._aligned_columns()
+            self.columns = [c for c in self.columns if c != text_set] + ["words"] + (["words_written"] if has_written else [])
         self.split, self.feature_sets, self.tasks = split, list(feature_sets), list(tasks)
         self.max_len, self.truncate = max_len, truncate
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
@@ -202,7 +214,9 @@ class StoreDataset(IterableDataset):
         sizes = _split_rows(pf.metadata.row_group(u.row_group).num_rows, u.parts)
         skip, take = sum(sizes[: u.part]), sizes[u.part]
         seen = 0
-        for batch in pf.iter_batches(batch_size=self.read_rows, row_groups=[u.row_group], columns=self.columns):
+        # a store resumed across schema 2.0 and 2.1 has files with and without the optional words_written
+        columns = [c for c in self.columns if c != "words_written" or c in pf.schema_arrow.names]
+        for batch in pf.iter_batches(batch_size=self.read_rows, row_groups=[u.row_group], columns=columns):
             lo, hi = max(skip - seen, 0), min(skip + take - seen, batch.num_rows)
             seen += batch.num_rows
             if hi <= lo:
@@ -215,25 +229,34 @@ class StoreDataset(IterableDataset):
 
     def _rows(self, batch: Any) -> Iterator[dict[str, Any]]:
         ids = batch.column("segment_id").to_pylist()
-        vecs = {m: column_vectors(batch.column(m)) for m in self.word_sets}
+        tok_set = self.text_set if self.tokenizer is not None else None
+        vecs = {m: column_vectors(batch.column(m)) for m in self.word_sets if m != tok_set}
+        written = written_words(batch) if tok_set else None
         covs = {m: column_lists(batch.column(coverage_column(m))) for m in self.word_sets}
         for i, sid in enumerate(ids):
             try:
                 labels = self.labels.get(sid)
             except KeyError:
                 raise StoreError(f"{self.store_path}: aligned row {sid!r} has no row in the segments table ({self.split})") from None
-            x, mask = {}, {}
+            x, mask, tokens = {}, {}, None
             for m in self.feature_sets:
                 if self.utterance is not None and m in self.utterance.values:
                     x[m], mask[m] = self.utterance.get(sid, m)  # a one-step sequence
                     continue
-                v, c = vecs[m][i], covs[m][i]
+                c = covs[m][i]
+                v = vecs[m][i] if m != tok_set else np.asarray(written[i], dtype=object)  # type: ignore[index]
                 if self.max_len is not None and len(v) > self.max_len:
                     sl = slice(0, self.max_len) if self.truncate == "right" else slice(len(v) - self.max_len, len(v))
                     v, c = v[sl], c[sl]
+                if m == tok_set:  # zero-width placeholder: the model fills in the encoder's pooled vectors
+                    tokens = encode_words(self.tokenizer, [str(w) for w in v], self.max_tokens)
+                    v = np.zeros((len(v), 0), np.float32)
                 x[m] = np.ascontiguousarray(v, dtype=np.float32)
                 mask[m] = c > 0
-            yield {"segment_id": sid, "x": x, "mask": mask, "labels": labels}
+            row = {"segment_id": sid, "x": x, "mask": mask, "labels": labels}
+            if tokens is not None:
+                row["tokens"] = (*tokens, int(self.tokenizer.pad_token_id or 0))
+            yield row
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -273,6 +296,16 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
             xm[i, :n] = s["x"][m]
             mm[i, :n] = s["mask"][m]
         x[m], mask[m] = torch.from_numpy(xm), torch.from_numpy(mm)
+    if "tokens" in samples[0]:  # text_encoder=finetune: sub-word ids, attention mask, word index per sub-word
+        L = max(len(s["tokens"][0]) for s in samples)
+        ids = np.full((B, L), samples[0]["tokens"][2], np.int64)
+        att = np.zeros((B, L), np.int64)
+        wid = np.full((B, L), -1, np.int64)
+        for i, s in enumerate(samples):
+            n = len(s["tokens"][0])
+            ids[i, :n], att[i, :n], wid[i, :n] = s["tokens"][0], 1, s["tokens"][1]
+        for k, a in zip(TOKEN_KEYS, (ids, att, wid), strict=True):
+            x[k] = torch.from_numpy(a)
     labels = {k: torch.from_numpy(np.stack([np.asarray(s["labels"][k]) for s in samples])) for k in samples[0]["labels"]}
     return {"segment_id": [s["segment_id"] for s in samples], "x": x, "mask": mask, "labels": labels}
 

@@ -20,6 +20,7 @@ from .distributed import resolve_device
 from .errors import RunError
 from .evaluation import predict_split, score, task_predictions
 from .model import MMoLREConfig
+from .text_encoder import TOKENIZER_DIR, FinetunedText, encode_words, load_encoder, load_tokenizer
 
 Run = tuple[nn.Module, TrainConfig, dict[str, Any]]
 
@@ -43,6 +44,14 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
         raise RunError(f"{path}: not a complete mmolre checkpoint (no {e}); was it written by `mmolre train`?") from None
     except (RuntimeError, TypeError, ValueError) as e:
         raise RunError(f"{path}: incompatible checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    meta["dataset_kwargs"] = {}
+    if config.text_encoder == "finetune":  # the fine-tuned encoder: architecture from RUN/tokenizer, weights from best.pt
+        folder = run / TOKENIZER_DIR
+        if not (folder / "config.json").is_file():
+            raise RunError(f"{folder}: missing; a run with text_encoder=finetune keeps its tokenizer and encoder config there")
+        tokenizer, text_set = load_tokenizer(folder), str(ck.get("text_set") or "")
+        model = FinetunedText(model, load_encoder(folder, pretrained=False), text_set)
+        meta["dataset_kwargs"] = {"tokenizer": tokenizer, "text_set": text_set, "max_tokens": config.max_tokens}
     load_weights(model, ck["model"], path)
     model.to(device).eval()
     meta = {"model_name": ck["model_name"], "arch": ck["arch"], "tasks": [t.to_dict() for t in arch.tasks], **meta,
@@ -108,9 +117,11 @@ def evaluate(run: str | Path, split: str = "test", store: str | Path | None = No
     if missing:
         raise StoreError(f"{store}: lacks the feature set(s) {', '.join(missing)} the run {run} was trained on")
     for m in meta["feature_sets"]:
+        if m == meta["dataset_kwargs"].get("text_set"):
+            continue  # read as words by the run's own encoder
         if s.feature_sets[m].dim != meta["arch"]["input_dims"][m]:
             raise StoreError(f"{store}: feature set {m!r} has {s.feature_sets[m].dim} dims, the run expects {meta['arch']['input_dims'][m]}")
-    ds = StoreDataset(store, split, meta["feature_sets"], model.tasks, meta["max_len"], meta["truncate"])
+    ds = StoreDataset(store, split, meta["feature_sets"], model.tasks, meta["max_len"], meta["truncate"], **meta["dataset_kwargs"])
     preds = predict_split(model, ds, dev, max(64, config.batch_size), 0, config.amp, config.sentiment_loss)
     return {"run": str(run), "store": str(store), "store_manifest_sha256": sha256_file(store / "manifest.json"),
             "split": split, "n": len(preds["segment_id"]), "metrics": score(preds)}
@@ -123,10 +134,22 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
     An utterance-level set is one (D,) vector (a one-step sequence; `set + "__present"` False masks it).
     A missing set counts as a modality with no usable word. Returns sentiment and emotions, and per task the
     modality weights, each modality's attention over words, and `word_contribution` (their product summed over
-    modalities: how much each of the W words fed the pooled representation; 0 for words cut by max_len)."""
+    modalities: how much each of the W words fed the pooled representation; 0 for words cut by max_len).
+    A run with a fine-tuned text encoder reads the text set's words instead: `words_features["words"]` (the
+    words as written, W of them); the text set's vectors, if given, are ignored."""
     model, _config, meta = load_run(run) if isinstance(run, (str, Path)) else run
     sets = meta["feature_sets"]
     dims = meta["arch"]["input_dims"]
+    text = meta.get("dataset_kwargs") or {}
+    text_set = text.get("text_set")
+    if text_set:
+        if "words" not in words_features:
+            raise ValueError("predict_segment: this run fine-tunes its text encoder and needs the segment's words (key 'words')")
+        words_features = dict(words_features)
+        written = [str(w) for w in words_features["words"]]
+        cov = np.asarray(words_features.get(coverage_column(text_set), np.ones(len(written))), np.float32)
+        words_features[text_set] = np.zeros((len(written), dims[text_set]), np.float32)  # filled by the encoder
+        words_features[coverage_column(text_set)] = cov
     utterance = {m for m in sets if m in words_features and np.asarray(words_features[m]).ndim == 1}
     lengths = {len(np.asarray(words_features[m])) for m in sets if m in words_features and m not in utterance}
     if utterance and not lengths:
@@ -163,6 +186,11 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
             c[: len(keep)] = (cov[keep] > 0) & np.isfinite(arr[keep]).all(axis=1)
         x[m] = torch.from_numpy(v)[None].to(device)
         mask[m] = torch.from_numpy(c)[None].to(device)
+    if text_set:
+        ids, wids = encode_words(text["tokenizer"], [written[i] for i in keep], text["max_tokens"])
+        x["__input_ids"] = torch.from_numpy(ids)[None].to(device)
+        x["__attention_mask"] = torch.ones_like(x["__input_ids"])
+        x["__word_ids"] = torch.from_numpy(wids)[None].to(device)
     with torch.no_grad():
         out = model(x, mask)
     result: dict[str, Any] = {"words": W, "used_words": keep.tolist(), "tasks": {}}

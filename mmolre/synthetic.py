@@ -49,6 +49,8 @@ class SyntheticSpec:
     noise: float = 1.0
     latent: int = 4
     seed: int = 0
+    placeholder_words: bool = False  # words "<w0>", "<w1>"..., as an MMSA import without words has
+    words_written: bool = True  # schema 2.1's optional column; False: a 2.0-style store without it
 
 
 def _labels(z: np.ndarray, kind: str, rng: np.random.Generator) -> dict[str, list]:
@@ -80,7 +82,8 @@ def write_synthetic_store(path: str | Path, spec: SyntheticSpec | None = None, n
     offset = {m: rng.standard_normal(d).astype(np.float32) * 2 for m, d in spec.dims.items()}
     scale = {m: np.exp(rng.uniform(-1, 2, d)).astype(np.float32) for m, d in spec.dims.items()}  # unnormalised, like COVAREP
     files: dict[str, FileEntry] = {}
-    a_schema = aligned_schema(dict(spec.dims))
+    a_schema = aligned_schema(dict(spec.dims), with_optional=spec.words_written)
+    form = "<w{}>" if spec.placeholder_words else "w{}"
     counter = 0
     for split, n in spec.sizes.items():
         for shard_i, start in enumerate(range(0, n, spec.rows_per_shard)):
@@ -104,12 +107,14 @@ def write_synthetic_store(path: str | Path, spec: SyntheticSpec | None = None, n
             cols: dict[str, object] = {
                 "segment_id": ids,
                 "split": [split] * rows,
-                "words": [[f"w{j}" for j in range(w)] for w in n_words],
+                "words": [[form.format(j) for j in range(w)] for w in n_words],
                 "word_start": [(np.arange(w) * 0.4).tolist() for w in n_words],
                 "word_end": [(np.arange(w) * 0.4 + 0.35).tolist() for w in n_words],
                 "word_confidence": [[1.0] * w for w in n_words],
                 "align_method": ["given"] * rows,
             }
+            if spec.words_written:  # schema 2.1: the words as written, punctuation kept
+                cols["words_written"] = [[form.format(j) + ("." if j == w - 1 else "") for j in range(w)] for w in n_words]
             for m, d in spec.dims.items():
                 vecs, covs = [], []
                 for i, w in enumerate(n_words):

@@ -58,6 +58,16 @@ from .losses import TaskWeighting, TrainStep
 from .metrics import lower_is_better
 from .report import write_plots, write_report
 from .tasks import TaskSpec, infer_tasks
+from .text_encoder import (
+    TOKENIZER_DIR,
+    FinetunedText,
+    check_real_words,
+    freeze_first_layers,
+    load_encoder,
+    load_tokenizer,
+    resolve_text_model,
+    text_set_of,
+)
 
 __all__ = ["main", "seed_everything", "train", "warmup_cosine"]
 
@@ -91,14 +101,53 @@ def warmup_cosine(total_steps: int, warmup_ratio: float, min_ratio: float):
 
 
 def _optimizer(module: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases, norms, gates and scalar parameters are not decayed."""
-    decay, no_decay = [], []
+    """AdamW; biases, norms, gates and scalar parameters are not decayed. A fine-tuned text encoder's parameters
+    form their own groups (`encoder: True`) at `encoder_lr`: a pretrained encoder wants a much lower rate."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {(e, d): [] for e in (False, True) for d in (True, False)}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and "norm" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+        decayed = p.ndim >= 2 and "norm" not in name.lower()
+        groups[("text_encoder." in name, decayed)].append(p)
+    out = [{"params": ps, "weight_decay": cfg.weight_decay if d else 0.0, "encoder": e,
+            **({"lr": cfg.encoder_lr} if e else {})} for (e, d), ps in groups.items() if ps or not e]
+    return torch.optim.AdamW(out, lr=cfg.lr, betas=(0.9, 0.999))
+
+
+def _lr_lambdas(optimizer: torch.optim.Optimizer, total_steps: int, cfg: TrainConfig) -> list[Any]:
+    """One schedule per group: the model's warm-up, or the encoder's own (`encoder_warmup`)."""
+    model = warmup_cosine(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio)
+    encoder = warmup_cosine(total_steps, cfg.encoder_warmup, cfg.min_lr_ratio)
+    return [encoder if g.get("encoder") else model for g in optimizer.param_groups]
+
+
+def text_encoder_setup(store_obj: Store, feature_sets: list[str], cfg: TrainConfig) -> tuple[Any, Any, str] | None:
+    """For text_encoder=finetune: (pretrained encoder, tokenizer, the text set it replaces); None when frozen."""
+    if cfg.text_encoder != "finetune":
+        return None
+    text_set = text_set_of(store_obj, feature_sets)
+    if text_set not in feature_sets:
+        raise RunError(f"{store_obj.path}: text_encoder=finetune replaces the store's word-level text set, and the sets "
+                       f"used ({', '.join(feature_sets)}) have none; add one to feature_sets or use text_encoder=frozen")
+    check_real_words(store_obj)
+    path = resolve_text_model(cfg.text_model)
+    tokenizer, encoder = load_tokenizer(path), load_encoder(path)
+    for name, p in encoder.named_parameters():
+        if name.startswith("pooler."):  # its output is not used: no gradient (DDP would wait for one)
+            p.requires_grad_(False)
+    freeze_first_layers(encoder, cfg.freeze_layers)
+    if cfg.grad_checkpointing:
+        enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable  # renamed in transformers 5
+        enable()
+    return encoder, tokenizer, text_set
+
+
+def save_tokenizer(out: Path, tokenizer: Any, encoder: Any) -> Path:
+    """RUN/tokenizer/: the tokenizer and the encoder's config, so `predict` rebuilds the encoder (weights: best.pt)."""
+    folder = out / TOKENIZER_DIR
+    tokenizer.save_pretrained(str(folder))
+    encoder.config.save_pretrained(str(folder))
+    return folder
 
 
 def _label_weights(ds: StoreDataset, cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -187,9 +236,16 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     feature_sets = list(cfg.feature_sets or store_obj.aligned_sets() or store_obj.utterance_sets())
     tasks = infer_tasks(store_obj, cfg.tasks, cfg.sentiment_target, cfg.emotion_target)
     feature_sets, dropped, stats = covered_feature_sets(store, feature_sets)
-    arch = replace(cfg.arch, input_dims={m: store_obj.feature_sets[m].dim for m in feature_sets}, tasks=tasks)
+    text = text_encoder_setup(store_obj, feature_sets, cfg)
+    input_dims = {m: store_obj.feature_sets[m].dim for m in feature_sets}
+    if text is not None:  # the encoder's pooled word vectors replace the store's text set
+        input_dims[text[2]] = int(text[0].config.hidden_size)
+    arch = replace(cfg.arch, input_dims=input_dims, tasks=tasks)
     net = build_model(model_name, arch)  # fits the tasks to the model (single-task models keep one)
     arch = net.config
+    if text is not None:
+        net = FinetunedText(net, text[0], text[2])
+    ds_text = {"tokenizer": text[1], "text_set": text[2], "max_tokens": cfg.max_tokens} if text is not None else {}
     # what config.json and the checkpoints record: the architecture actually trained, loadable with --config
     cfg = replace(cfg, feature_sets=list(feature_sets), tasks=[t.name for t in arch.tasks], arch=arch)
     net.set_input_stats(stats)
@@ -199,16 +255,16 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
 
     train_ds = StoreDataset(
         store, "train", feature_sets, arch.tasks, cfg.max_len, cfg.truncate, shuffle=True,
-        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, **ds_text,
     )
-    valid_ds = StoreDataset(store, "valid", feature_sets, arch.tasks, cfg.max_len, cfg.truncate) if "valid" in splits else None
+    valid_ds = StoreDataset(store, "valid", feature_sets, arch.tasks, cfg.max_len, cfg.truncate, **ds_text) if "valid" in splits else None
     pos_w, cls_w = _label_weights(train_ds, cfg)
     weighting = TaskWeighting(arch.tasks, cfg.task_weighting, cfg.task_weights)
     step_module = TrainStep(net, weighting, cfg.sentiment_loss, cfg.balance_weight, pos_w, cls_w).to(device)
     optimizer = _optimizer(step_module, cfg)
     steps_per_epoch = max(1, train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambdas(optimizer, total_steps, cfg))
     trainer = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None) if ctx.distributed else step_module
 
     select = cfg.select_metric
@@ -238,6 +294,8 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
+        if text is not None:
+            save_tokenizer(out, text[1], text[0])
 
     show = cfg.progress and ctx.is_main
     amp = cfg.amp
@@ -247,6 +305,7 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     meta = {
         "model_name": model_name, "arch": arch.to_dict(), "feature_sets": feature_sets, "store": str(store),
         "max_len": cfg.max_len, "truncate": cfg.truncate, "checkpoint_version": CHECKPOINT_VERSION,
+        "text_encoder": cfg.text_encoder, "text_set": text[2] if text is not None else None,
     }
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -346,7 +405,8 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     if ctx.is_main:
         extra = {"world_size": ctx.world_size, "param_checksums": results["param_checksums"], "warnings": notes,
                  "dropped_feature_sets": dropped}
-        results.update(_finish(store, store_obj, out, model_name, cfg, net, state, feature_sets, arch, device, throughput, status, extra))
+        results.update(_finish(store, store_obj, out, model_name, cfg, net, state, feature_sets, arch, device, throughput, status,
+                               extra, ds_text))
     barrier(ctx)
     return results
 
@@ -367,6 +427,7 @@ def _num(v: Any) -> str:
 def _finish(
     store: Path, store_obj: Store, out: Path, model_name: str, cfg: TrainConfig, net: torch.nn.Module, state: dict[str, Any],
     feature_sets: list[str], arch: Any, device: torch.device, throughput: dict[str, Any], status: str, extra: dict[str, Any],
+    ds_text: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on valid and test, write predictions, results.json, plots and report.md."""
     results: dict[str, Any] = {
@@ -391,7 +452,7 @@ def _finish(
     for split in ("valid", "test"):
         if split not in store_obj.splits():
             continue
-        ds = StoreDataset(store, split, feature_sets, arch.tasks, cfg.max_len, cfg.truncate)
+        ds = StoreDataset(store, split, feature_sets, arch.tasks, cfg.max_len, cfg.truncate, **(ds_text or {}))
         preds = predict_split(net, ds, device, max(64, cfg.batch_size), cfg.num_workers, cfg.amp, cfg.sentiment_loss)
         results[split] = score(preds)
         frames[split] = predictions_frame(preds)

@@ -42,9 +42,12 @@ class Words:
     end: np.ndarray  # (W,) float64
     confidence: np.ndarray  # (W,) float32 in [0, 1]
     method: str  # given, forced, asr, uniform, none
+    written: list[str] | None = None  # each word as written (punctuation kept); None: the words as they are
 
     def __post_init__(self) -> None:
         n = len(self.words)
+        if self.written is not None and len(self.written) != n:
+            self.written = None  # a spelling that does not line up with the words is worse than none
         self.start = np.asarray(self.start, dtype=np.float64).reshape(-1)
         self.end = np.asarray(self.end, dtype=np.float64).reshape(-1)
         self.confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)

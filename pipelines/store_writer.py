@@ -218,7 +218,7 @@ def _segments_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def _aligned_table(recs: list[SegmentRecord], cols: list[dict[str, Any]], feature_sets: Sequence[FeatureSet]) -> pa.Table:
-    schema = aligned_schema({fs.name: fs.dim for fs in feature_sets})
+    schema = aligned_schema({fs.name: fs.dim for fs in feature_sets}, with_optional=True)
 
     data: dict[str, Any] = {
         "segment_id": pa.array([r.segment_id for r in recs], pa.string()),
@@ -228,6 +228,8 @@ def _aligned_table(recs: list[SegmentRecord], cols: list[dict[str, Any]], featur
         "word_end": list_of_values([r.words.end for r in recs], pa.float64()),
         "word_confidence": list_of_values([r.words.confidence for r in recs], pa.float32()),
         "align_method": pa.array([r.words.method for r in recs], pa.string()),
+        "words_written": pa.array([list(r.words.written if r.words.written is not None else r.words.words) for r in recs],
+                                  pa.list_(pa.string())),  # schema 2.1: what a fine-tuned text encoder reads
     }
     for fs in feature_sets:
         data[fs.name] = list_of_vectors([c[fs.name] for c in cols], fs.dim)

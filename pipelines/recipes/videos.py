@@ -20,7 +20,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +307,8 @@ def _finish(pending: list[_Pending], failures: list[Failure], report: Counter[st
         utterance = dict(p.utterance)
         if config.utterance and (sentence := sentences.get(id(p))) is not None:
             utterance[f"{config.text_name}_sentence"] = sentence
-        records.append(SegmentRecord(p.row, p.words, p.frames, {config.text_name: text}, utterance))
+        words = replace(p.words, written=list(p.written))  # kept in the store for a fine-tuned text encoder
+        records.append(SegmentRecord(p.row, words, p.frames, {config.text_name: text}, utterance))
         report[f"words.{p.words.method}"] += len(p.words.words)
         report[f"segments.{p.words.method}"] += 1
     report["segments_built"] += len(records)
