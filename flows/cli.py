@@ -183,6 +183,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- model ------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from flows.summary import metrics_line
     from mmolre.evaluation import results_json
     from mmolre.train import train
 
@@ -196,38 +197,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"mmolre: warning: {w}", file=sys.stderr)
         print(f"selected: epoch {results.get('best_epoch')} by {results.get('select_metric')}")
         if results.get("test"):
-            print(_metrics_line("test", results["test"]))
+            print(metrics_line("test", results["test"]))
         else:
             print(f"test: none (the store {args.store} has no test split; the run is not tested)")
             if results.get("valid"):
-                print(_metrics_line("valid", results["valid"]))
+                print(metrics_line("valid", results["valid"]))
     print(f"run: {args.out} (report: {Path(args.out) / 'report.md'})")
     return EXIT_OK
-
-
-def _task_support(m: dict[str, Any]) -> str:
-    """A task's n, with present/absent counts per emotion for presence labels."""
-    text = f"n={m.get('n')}"
-    emotions = [k[: -len("_n_pos")] for k in m if k.endswith("_n_pos") and not k.startswith(("has0", "non0"))]
-    if emotions:
-        text += "; present/absent " + ", ".join(f"{e} {m[e + '_n_pos']}/{m[e + '_n_neg']}" for e in emotions)
-    return text
-
-
-def _metrics_line(split: str, scores: dict[str, Any]) -> str:
-    """The report's headline metrics of one split on one line, per task with its n and 95% intervals;
-    `n/a` for a metric the split cannot define."""
-    from mmolre.report import HEADLINE, fmt, fmt_ci
-
-    shown = list(dict.fromkeys(k for names in HEADLINE.values() for k in names))  # in the report's order
-    parts = []
-    for task, m in scores.items():
-        if task == "overall" or not isinstance(m, dict):
-            continue
-        cells = [f"{k}={fmt(m[k])}" + (f" {fmt_ci(m.get(k + '_ci'))}" if m.get(k + "_ci") else "")
-                 for k in shown if k in m]
-        parts.append(f"{task} ({_task_support(m)}): " + ", ".join(cells))
-    return f"{split}: " + ("; ".join(parts) if parts else "nothing scored")
 
 
 def _announce_run(run: str, store: str | None) -> dict[str, Any]:
@@ -240,12 +216,13 @@ def _announce_run(run: str, store: str | None) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.summary import metrics_line
     from mmolre.evaluation import results_json
     from mmolre.inference import evaluate
 
     _announce_run(args.run, args.store)
     metrics = evaluate(args.run, split=args.split, store=args.store)
-    print(results_json(metrics) if args.json else _metrics_line(metrics["split"], metrics["metrics"]))
+    print(results_json(metrics) if args.json else metrics_line(metrics["split"], metrics["metrics"]))
     return EXIT_OK
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from flows.demo_corpus import SMALL_TEST_NOTE, make_demo_corpus
 from flows.local_prefect import REPO, free_port, healthy, prefect_server, run_deployment, served_deployments
+from flows.summary import metrics_line
 
 DEMO_PORT = 4200
 DEMO_TRAINING = ["epochs=40", "batch_size=4", "patience=0", "arch.d_model=64", "progress=false"]
@@ -62,9 +63,7 @@ def run_demo(out: str | Path = "demo_out") -> dict:
     print(f"  feature store : {result / 'store'}   (mmolre inspect {result / 'store'})")
     print(f"  trained model : {result / 'run'}")
     print(f"  report        : {result / 'report.md'}  and {result / 'run' / 'report.md'}")
-    for task_name, metrics in (summary["train"].get("test") or {}).items():
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:5] if isinstance(v, (int, float)))
-        print(f"  test {task_name}: {shown}")
+    print(f"  {metrics_line('test', summary['train'].get('test') or {})}")
     print("  to browse the flow runs: make server (then open http://127.0.0.1:4200)")
     return summary
 

@@ -121,3 +121,28 @@ def artifact_markdown(markdown: str, folder: str) -> str:
         return f"{alt}: `{target if target.startswith('/') else folder + '/' + target}`"
 
     return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", as_text, markdown)
+
+
+def _task_support(m: dict[str, Any]) -> str:
+    """A task's n, with present/absent counts per emotion for presence labels."""
+    text = f"n={m.get('n')}"
+    emotions = [k[: -len("_n_pos")] for k in m if k.endswith("_n_pos") and not k.startswith(("has0", "non0"))]
+    if emotions:
+        text += "; present/absent " + ", ".join(f"{e} {m[e + '_n_pos']}/{m[e + '_n_neg']}" for e in emotions)
+    return text
+
+
+def metrics_line(split: str, scores: dict[str, Any]) -> str:
+    """The report's headline metrics of one split on one line, per task with its n and 95% intervals;
+    `n/a` for a metric the split cannot define."""
+    from mmolre.report import HEADLINE, fmt, fmt_ci
+
+    shown = list(dict.fromkeys(k for names in HEADLINE.values() for k in names))  # in the report's order
+    parts = []
+    for task, m in scores.items():
+        if task == "overall" or not isinstance(m, dict):
+            continue
+        cells = [f"{k}={fmt(m[k])}" + (f" {fmt_ci(m.get(k + '_ci'))}" if m.get(k + "_ci") else "")
+                 for k in shown if k in m]
+        parts.append(f"{task} ({_task_support(m)}): " + ", ".join(cells))
+    return f"{split}: " + ("; ".join(parts) if parts else "nothing scored")
