@@ -15,6 +15,7 @@ from feature_schemas import Store, StoreError, coverage_column, sha256_file
 from .baselines import build_model
 from .checkpoint import load_checkpoint, load_weights
 from .config import TrainConfig
+from .context import wrap_in_context
 from .data import StoreDataset
 from .distributed import resolve_device
 from .errors import RunError
@@ -36,8 +37,9 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
     ck = load_checkpoint(path, map_location="cpu")
     try:
         arch = MMoLREConfig.from_dict(ck["arch"])
-        model = build_model(ck["model_name"], arch)
         config = TrainConfig.from_dict(ck["config"], source=str(path))
+        # context=true: the checkpoint's weights are those of the model inside its video-context wrapper
+        model = wrap_in_context(ck["model_name"], arch, config.context_hidden) if config.context else build_model(ck["model_name"], arch)
         meta = {"feature_sets": list(ck["feature_sets"]), "store": ck["store"], "epoch": ck["epoch"],
                 "max_len": ck["max_len"], "truncate": ck["truncate"]}
     except KeyError as e:
