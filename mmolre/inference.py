@@ -37,9 +37,10 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
     ck = load_checkpoint(path, map_location="cpu")
     try:
         arch = MMoLREConfig.from_dict(ck["arch"])
+        model = build_model(ck["model_name"], arch)
         config = TrainConfig.from_dict(ck["config"], source=str(path))
-        # context=true: the checkpoint's weights are those of the model inside its video-context wrapper
-        model = wrap_in_context(ck["model_name"], arch, config.context_hidden) if config.context else build_model(ck["model_name"], arch)
+        if config.context:  # the checkpoint's weights are those of the model inside its video-context wrapper
+            model = wrap_in_context(ck["model_name"], arch, config.context_hidden)
         meta = {"feature_sets": list(ck["feature_sets"]), "store": ck["store"], "epoch": ck["epoch"],
                 "max_len": ck["max_len"], "truncate": ck["truncate"]}
     except KeyError as e:
