@@ -188,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmolre.train import train
 
     config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device,
-                          **text_settings(args.text_encoder, args.text_model))
+                          context=True if args.context else None, **text_settings(args.text_encoder, args.text_model))
     results = train(args.store, args.out, model=model_name(args.model, args.task), config=config)
     if args.json:
         print(results_json(results.get("test", results)))
@@ -374,6 +374,9 @@ def parser() -> argparse.ArgumentParser:
                         "over the store's words in the model (replaces the store's text set)")
     p.add_argument("--text-model", default=None, metavar="PATH",
                    help="local Hugging Face model folder for --text-encoder finetune (default: the packaged MiniLM)")
+    p.add_argument("--context", action="store_true",
+                   help="utterance-level stores: the model sees each utterance with the others of its video "
+                        "(a bidirectional GRU over the video, bc-LSTM style; = --set context=true)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 

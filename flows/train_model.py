@@ -41,11 +41,13 @@ def train_mmolre(
     device: str | None = None,
     text_encoder: str | None = None,
     text_model: str | None = None,
+    context: bool = False,
 ) -> dict[str, Any]:
     """Train on `store` into run folder `out`; CUDA with bf16 when present, CPU otherwise. `text_encoder`
-    "finetune" trains a Hugging Face encoder (`text_model`, default the packaged MiniLM) over the store's words."""
+    "finetune" trains a Hugging Face encoder (`text_model`, default the packaged MiniLM) over the store's words;
+    `context` lets each utterance see the others of its video (as `mmolre train --context`)."""
     config = train_config(config_file, overrides or [], epochs=epochs, seed=seed, device=device,
-                          **text_settings(text_encoder, text_model))
+                          context=True if context else None, **text_settings(text_encoder, text_model))
     name = model_name(model, task_name)
     results = train_task(store, out, name, config)
     create_markdown_artifact(metrics_markdown(results, out), key="train-mmolre-metrics", description=f"{name} on {store}")

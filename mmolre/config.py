@@ -33,6 +33,8 @@ class TrainConfig:
     batch_size: int = 32
     num_workers: int = 0
     shuffle_buffer: int = 2048
+    context: bool = False  # utterance-level sets only: a GRU over each video's utterances feeds the model (bc-LSTM)
+    context_hidden: int = 32  # that GRU's hidden size per direction
     # optimisation
     epochs: int = 30
     lr: float = 5e-4

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .baselines import build_model
 from .model import MMoLREConfig
 
 UTTERANCES = "_utterances"  # the key of mask that marks real utterances in a batch of videos
@@ -87,3 +88,17 @@ def video_batch(x: dict[str, Tensor], mask: dict[str, Tensor], videos: list[list
     out_mask[UTTERANCES] = utt
     order = torch.tensor([i for rows in videos for i in rows])
     return out_x, out_mask, order
+
+
+def as_videos(batch: dict[str, Any]) -> dict[str, Any]:
+    """A `VideoLoader` batch (rows video after video, `videos` = their indices) reshaped for `VideoContext`; the
+    flat order of the outputs is the rows' order, so labels and segment ids stay aligned. Others pass through."""
+    if "videos" not in batch:
+        return batch
+    x, mask, _ = video_batch(batch["x"], batch["mask"], batch["videos"])
+    return {**batch, "x": x, "mask": mask}
+
+
+def wrap_in_context(model_name: str, arch: MMoLREConfig, hidden: int) -> nn.Module:
+    """`model_name` built for `arch` (the store's input dims) inside a `VideoContext`."""
+    return VideoContext(lambda cfg: build_model(model_name, cfg), arch, hidden=hidden)

@@ -371,3 +371,60 @@ def feature_stats_and_coverage(
         std = np.where(std < 1e-6 * np.maximum(1.0, np.abs(mean)), 1.0, std)
         out[m] = (mean.astype(np.float32), std.astype(np.float32))
     return out, covered
+
+
+def video_groups(store: str | Path, split: str, segment_ids: Sequence[str]) -> list[list[int]]:
+    """Rows grouped by the segments table's `video_id`, each video's utterances ordered by start (then id);
+    videos in id order. Context models see a video's utterances together, so a batch holds whole videos."""
+    table = Store(store).segments(split, columns=["segment_id", "video_id", "start"])
+    info = {s: (v, st) for s, v, st in zip(table.column("segment_id").to_pylist(), table.column("video_id").to_pylist(),
+                                          table.column("start").to_pylist(), strict=True)}
+    groups: dict[str, list[tuple[float, str, int]]] = {}
+    for i, sid in enumerate(segment_ids):
+        vid, start = info.get(sid, (sid, None))
+        groups.setdefault(str(vid), []).append((math.inf if start is None else float(start), _utterance_key(sid), i))
+    return [[i for *_, i in sorted(rows)] for _, rows in sorted(groups.items())]
+
+
+def _utterance_key(sid: str) -> str:
+    """Ids ending in a number sort by that number (`v_2` before `v_10`)."""
+    head, _, num = sid.rpartition("_")
+    return f"{head}_{int(num):09d}" if num.isdigit() else sid
+
+
+class VideoLoader:
+    """Batches of whole videos over a split (context=true): each batch is `collate` of its videos' rows, video
+    after video, with `videos` (the row indices of each video in the batch). `batch_size` counts segments: a
+    batch holds about batch_size / (mean segments per video) videos. Reads the split once (utterance-level
+    stores are small) and shuffles the video order per epoch when `shuffle`."""
+
+    def __init__(self, dataset: StoreDataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> None:
+        self.rows = list(dataset)
+        self.groups = video_groups(dataset.store_path, dataset.split, [r["segment_id"] for r in self.rows])
+        n_videos = max(1, len(self.groups))
+        self.per_batch = max(1, round(batch_size * n_videos / max(1, len(self.rows))))
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    @property
+    def mean_segments_per_video(self) -> float:
+        return len(self.rows) / max(1, len(self.groups))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.groups) / self.per_batch)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        order = np.arange(len(self.groups))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, 2]).permutation(len(self.groups))
+        for b in range(0, len(order), self.per_batch):
+            chosen = [self.groups[j] for j in order[b : b + self.per_batch]]
+            batch = collate([self.rows[i] for rows in chosen for i in rows])
+            videos, at = [], 0
+            for rows in chosen:
+                videos.append(list(range(at, at + len(rows))))
+                at += len(rows)
+            batch["videos"] = videos
+            yield batch

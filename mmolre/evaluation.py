@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .data import StoreDataset, make_loader
+from .context import VideoContext, as_videos
+from .data import StoreDataset, VideoLoader, make_loader
 from .losses import task_loss
 from .metrics import (
     BOOTSTRAP_RESAMPLES,
@@ -73,8 +74,11 @@ def predict_split(
     truths: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
     loss_sum = {t.name: 0.0 for t in tasks}
     loss_n = {t.name: 0 for t in tasks}
-    for batch in make_loader(dataset, batch_size, num_workers, pin_memory=device.type == "cuda"):
-        x, mask, labels = to_device(batch, device)
+    # a context model sees whole videos; its outputs come back one per segment, in the batch's row order
+    context = isinstance(model, VideoContext)
+    loader = VideoLoader(dataset, batch_size) if context else make_loader(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
+    for batch in loader:
+        x, mask, labels = to_device(as_videos(batch), device)
         with autocast(device, amp):
             out = model(x, mask)["outputs"]
         ids += batch["segment_id"]

@@ -15,6 +15,7 @@ from feature_schemas import Store, StoreError, coverage_column, sha256_file
 from .baselines import build_model
 from .checkpoint import load_checkpoint, load_weights
 from .config import TrainConfig
+from .context import wrap_in_context
 from .data import StoreDataset
 from .distributed import resolve_device
 from .errors import RunError
@@ -38,6 +39,8 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
         arch = MMoLREConfig.from_dict(ck["arch"])
         model = build_model(ck["model_name"], arch)
         config = TrainConfig.from_dict(ck["config"], source=str(path))
+        if config.context:  # the checkpoint's weights are those of the model inside its video-context wrapper
+            model = wrap_in_context(ck["model_name"], arch, config.context_hidden)
         meta = {"feature_sets": list(ck["feature_sets"]), "store": ck["store"], "epoch": ck["epoch"],
                 "max_len": ck["max_len"], "truncate": ck["truncate"]}
     except KeyError as e:

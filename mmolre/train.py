@@ -32,7 +32,8 @@ from feature_schemas import Store, StoreError, atomic_write_text, sha256_file
 from .baselines import build_model, count_parameters
 from .checkpoint import check_inputs, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .data import SegmentLabels, StoreDataset, feature_stats_and_coverage, make_loader
+from .context import as_videos, wrap_in_context
+from .data import SegmentLabels, StoreDataset, VideoLoader, feature_stats_and_coverage, make_loader
 from .distributed import (
     DistContext,
     all_reduce_sum,
@@ -208,6 +209,19 @@ def label_warnings(store_obj: Store, tasks: tuple[TaskSpec, ...]) -> list[str]:
     return out
 
 
+def check_context(store_obj: Store, feature_sets: list[str], cfg: TrainConfig, ctx: DistContext) -> None:
+    """context=true runs a GRU over each video's utterance-level vectors: word-level sets, a fine-tuned text
+    encoder and distributed training (videos are not sharded across ranks) are refused up front."""
+    words = [m for m in feature_sets if m not in store_obj.utterance_sets()]
+    if words:
+        raise RunError(f"{store_obj.path}: context=true needs utterance-level feature sets only; {', '.join(words)} "
+                       "are word-level (set feature_sets to the store's utterance-level sets)")
+    if cfg.text_encoder != "frozen":
+        raise RunError(f"{store_obj.path}: context=true does not combine with text_encoder={cfg.text_encoder}")
+    if ctx.world_size > 1:
+        raise RunError(f"{store_obj.path}: context=true trains on one process only (world size {ctx.world_size})")
+
+
 def _param_checksum(module: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum().item() for p in module.parameters()))
 
@@ -243,6 +257,9 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     arch = replace(cfg.arch, input_dims=input_dims, tasks=tasks)
     net = build_model(model_name, arch)  # fits the tasks to the model (single-task models keep one)
     arch = net.config
+    if cfg.context:  # arch keeps the store's input dims (what checkpoints check); the wrapper widens its model's
+        check_context(store_obj, feature_sets, cfg, ctx)
+        net = wrap_in_context(model_name, arch, cfg.context_hidden)
     if text is not None:
         net = FinetunedText(net, text[0], text[2])
     ds_text = {"tokenizer": text[1], "text_set": text[2], "max_tokens": cfg.max_tokens} if text is not None else {}
@@ -258,11 +275,18 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
         shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, **ds_text,
     )
     valid_ds = StoreDataset(store, "valid", feature_sets, arch.tasks, cfg.max_len, cfg.truncate, **ds_text) if "valid" in splits else None
+    video_loader = None
+    if cfg.context:
+        video_loader = VideoLoader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        if video_loader.mean_segments_per_video < 2:
+            notes.append(f"context=true, but the train split has {video_loader.mean_segments_per_video:.2f} segments per "
+                         "video on average: little context to learn from (are video ids shared by segments?)")
+            log.warning("%s: %s", store, notes[-1])
     pos_w, cls_w = _label_weights(train_ds, cfg)
     weighting = TaskWeighting(arch.tasks, cfg.task_weighting, cfg.task_weights)
     step_module = TrainStep(net, weighting, cfg.sentiment_loss, cfg.balance_weight, pos_w, cls_w).to(device)
     optimizer = _optimizer(step_module, cfg)
-    steps_per_epoch = max(1, train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers))
+    steps_per_epoch = max(1, len(video_loader) if video_loader is not None else train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambdas(optimizer, total_steps, cfg))
     trainer = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None) if ctx.distributed else step_module
@@ -318,10 +342,13 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
             break
         epoch = state["epoch"]
         train_ds.set_epoch(epoch)
-        n_batches = train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers)
+        n_batches = train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers) if video_loader is None else len(video_loader)
         if cfg.max_steps is not None:
             n_batches = min(n_batches, cfg.max_steps - state["step"])
-        loader = make_loader(train_ds, cfg.batch_size, cfg.num_workers, pin_memory=device.type == "cuda")
+        loader: Any = make_loader(train_ds, cfg.batch_size, cfg.num_workers, pin_memory=device.type == "cuda")
+        if video_loader is not None:
+            video_loader.set_epoch(epoch)
+            loader = video_loader
         step_module.train()
         sums = torch.zeros(len(arch.tasks) + 2, dtype=torch.float64, device=device)  # total, tasks..., aux
         samples = 0
@@ -330,7 +357,7 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
         t0 = time.perf_counter()
         bar = tqdm(islice(loader, n_batches), total=n_batches, disable=not show, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
-            x, mask, labels = to_device(batch, device)
+            x, mask, labels = to_device(as_videos(batch), device)
             with autocast(device, amp):
                 total, parts = trainer(x, mask, labels)
             optimizer.zero_grad(set_to_none=True)
