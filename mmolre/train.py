@@ -292,7 +292,8 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     trainer = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None) if ctx.distributed else step_module
 
     select = cfg.select_metric
-    minimize = lower_is_better(select if select != "auto" else "loss")
+    keep_last = select == "last"  # a fixed number of epochs: the last one is kept, valid is only reported
+    minimize = lower_is_better(select if select not in ("auto", "last") else "loss")
     if valid_ds is None:
         notes.append("no valid split: model selection keeps the last epoch (selects on train_loss"
                      + (f", not {select}" if select not in ("auto", "loss") else "") + ")")
@@ -387,12 +388,13 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
             if valid_ds is not None:
                 metrics = score(predict_split(net, valid_ds, device, max(64, cfg.batch_size), cfg.num_workers, amp, cfg.sentiment_loss), resamples=0)
                 row.update({f"valid/{k}": v for k, v in flatten(metrics).items()})
-                name, value = selection_value(metrics, select)
+                name, value = selection_value(metrics, "loss" if keep_last else select)
+                name = "last epoch (valid loss shown)" if keep_last else name
             else:  # no validation split: the last epoch is the one kept
                 name, value = "train_loss", means[0]
             row["select"] = value
             better = value < state["best_value"] if minimize else value > state["best_value"]
-            if valid_ds is None or better or state["best_epoch"] < 0:
+            if valid_ds is None or keep_last or better or state["best_epoch"] < 0:
                 improved = True
                 state.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
             else:

@@ -111,6 +111,15 @@ def test_early_stopping_on_the_selected_metric(mosei: Path, tmp_path: Path) -> N
         train(mosei, tmp_path / "bad", "mmolre", tiny(epochs=1, select_metric="sentiment/auc"))
 
 
+def test_select_last_keeps_the_last_epoch_whatever_valid_says(mosei: Path, tmp_path: Path) -> None:
+    # lr 0 with patience 1 stops at epoch 2 when selecting on valid (above); `last` runs every epoch and keeps the last
+    r = train(mosei, tmp_path / "run", "mmolre", tiny(epochs=3, lr=0.0, patience=1, select_metric="last", tasks=["sentiment"]))
+    assert r["status"] == "completed" and r["epochs_run"] == 3 and r["best_epoch"] == 3
+    assert r["select_metric"].startswith("last epoch")
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert best["epoch"] == 3
+
+
 @pytest.mark.parametrize("name", ["dense_moe", "hard_sharing", "single_emotion"])
 def test_baselines_train_in_the_same_harness(mosei: Path, tmp_path: Path, name: str) -> None:
     r = train(mosei, tmp_path / name, name, tiny(epochs=2, task_weighting="uncertainty", pos_weight=True))
