@@ -114,11 +114,6 @@ def plot_class_f1(tasks: list[dict[str, Any]], metrics: dict[str, Any], path: Pa
     return path
 
 
-def plot_emotion_f1(metrics: dict[str, float], classes: list[str], path: Path, key: str = "f1", title: str = "test") -> Path:
-    """The emotion task's panel alone (kept for callers of the old name)."""
-    return plot_class_f1([{"name": "emotion", "kind": "multilabel", "classes": classes}], {"emotion": metrics}, path, title)
-
-
 def write_plots(results: dict[str, Any], frame: pd.DataFrame | None, out: Path, split: str = "test") -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [plot_losses(results["history"], out / "loss_curves.png")] if results.get("history") else []
