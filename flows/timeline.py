@@ -27,7 +27,8 @@ def word_expression(seg: dict[str, Any], feature_sets: dict[str, Any], i: int) -
     the word, as {"set", "top", "p", "probs"}; None when no such set covers it (no face, or no such set)."""
     for name, fs in feature_sets.items():
         cols = [j for j, d in enumerate(fs.dims) if d.startswith(EXPRESSION_PREFIX)]
-        if not cols or name not in seg or float(seg[coverage_column(name)][i]) <= 0:
+        if (not cols or getattr(fs, "level", "word") != "word" or name not in seg  # summaries hold no word rows
+                or float(seg[coverage_column(name)][i]) <= 0):
             continue
         probs = {fs.dims[j][len(EXPRESSION_PREFIX):]: float(seg[name][i, j]) for j in cols}
         if not all(np.isfinite(v) for v in probs.values()):

@@ -37,10 +37,10 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
     ck = load_checkpoint(path, map_location="cpu")
     try:
         arch = MMoLREConfig.from_dict(ck["arch"])
-        model = build_model(ck["model_name"], arch)
+        name = ck["model_name"]  # read first: a checkpoint without it is named as incomplete for that key
         config = TrainConfig.from_dict(ck["config"], source=str(path))
-        if config.context:  # the checkpoint's weights are those of the model inside its video-context wrapper
-            model = wrap_in_context(ck["model_name"], arch, config.context_hidden)
+        # a context run's weights are those of the model inside its video-context wrapper
+        model = wrap_in_context(name, arch, config.context_hidden) if config.context else build_model(name, arch)
         meta = {"feature_sets": list(ck["feature_sets"]), "store": ck["store"], "epoch": ck["epoch"],
                 "max_len": ck["max_len"], "truncate": ck["truncate"]}
     except KeyError as e:
@@ -140,7 +140,10 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
     modalities: how much each of the W words fed the pooled representation; 0 for words cut by max_len).
     A run with a fine-tuned text encoder reads the text set's words instead: `words_features["words"]` (the
     words as written, W of them); the text set's vectors, if given, are ignored."""
-    model, _config, meta = load_run(run) if isinstance(run, (str, Path)) else run
+    model, config, meta = load_run(run) if isinstance(run, (str, Path)) else run
+    if config.context:  # its model reads whole videos, not one segment
+        raise RunError("predict_segment: this run was trained with context (each utterance sees its video's others); "
+                       "score it with `mmolre evaluate`, which batches whole videos")
     sets = meta["feature_sets"]
     dims = meta["arch"]["input_dims"]
     text = meta.get("dataset_kwargs") or {}
