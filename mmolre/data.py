@@ -335,7 +335,8 @@ def feature_stats_and_coverage(
     """`feature_stats` and, per feature set, how many words of the split it covers (one pass over the split):
     training leaves out a set that covers no word, since the model could learn nothing from it."""
     s = Store(store)
-    utterance_sets = [m for m in feature_sets if m in s.utterance_sets()]
+    in_utterance = set(s.utterance_sets())
+    utterance_sets = [m for m in feature_sets if m in in_utterance]
     word_sets = [m for m in feature_sets if m not in utterance_sets]
     acc = {m: [0.0, None, None] for m in feature_sets}  # count, sum, sum of squares (float64)
     if utterance_sets:  # one vector per present segment
