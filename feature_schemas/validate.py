@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .arrays import utterance_vectors
 from .errors import StoreError
 from .feature_set import FeatureSet
 from .manifest import Manifest, file_problem
@@ -174,9 +175,8 @@ def validate_utterance(table: pa.Table, feature_sets: dict[str, FeatureSet]) -> 
     out += _check_split_and_ids("utterance", table, unique=True)
     if out:
         return out
-    for n, dim in wanted.items():
-        col = table.column(n).combine_chunks()
-        values = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    for n in wanted:
+        values = utterance_vectors(table.column(n))
         bad = ~np.isfinite(values).all(axis=1)
         out += [Problem("utterance", n, i, "NaN or inf in the vector (the writer must zero it and clear presence)")
                 for i in _ids(table, bad)]

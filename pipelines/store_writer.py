@@ -52,6 +52,7 @@ from feature_schemas import (
     segments_schema,
     sha256_file,
     table_path,
+    table_roots,
     utterance_schema,
     validate_aligned,
     validate_segments,
@@ -375,7 +376,7 @@ def write_shard(
 
     def put(table: pa.Table, name: str, rel: str, split: str | None) -> None:
         files[rel] = {"table": name, "split": split, "shard": shard.shard_id, "rows": table.num_rows,
-                      "sha256": _write_parquet(table, root / rel, config)}
+                      "sha256": _write_parquet(table, root / rel, config), "bytes": (root / rel).stat().st_size}
 
     for split in sorted({r.segment["split"] for r in recs}):
         in_split = pc.equal(segments.column("split"), split)
@@ -483,7 +484,7 @@ def _canonical(value: Any) -> str:
 def recipe_identity(build: dict[str, Any]) -> dict[str, Any]:
     """What makes two builds "the same store": the recipe and its configuration, not the inputs (new inputs
     extend a store) nor the writer's settings (a new collapse mode rewrites the shards in place)."""
-    return {k: v for k, v in build.items() if k not in INPUT_KEYS + RESUME_KEYS}
+    return {k: v for k, v in build.items() if k not in (*INPUT_KEYS, *RESUME_KEYS, "labels")}  # labels come from the rows
 
 
 def _read_plan(root: Path) -> dict[str, Any] | None:
@@ -554,7 +555,7 @@ def _remove_old(root: Path, target: _Target) -> None:
         (root / LAYOUT["card"]).unlink(missing_ok=True)
         (root / LAYOUT["manifest"]).unlink(missing_ok=True)
         target.manifest = None
-    for top in {v.split("/", 1)[0] for v in LAYOUT.values() if "/" in v}:
+    for top in table_roots():
         for folder, _, _ in sorted(os.walk(root / top), reverse=True):  # deepest first
             with contextlib.suppress(OSError):
                 Path(folder).rmdir()  # only succeeds when empty
@@ -776,7 +777,7 @@ def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfi
     rel = table_path("failures", shard=shard.shard_id)
     table = _failures_table(failures)
     files = {rel: {"table": "failures", "split": None, "shard": shard.shard_id, "rows": table.num_rows,
-                   "sha256": _write_parquet(table, root / rel, config)}}
+                   "sha256": _write_parquet(table, root / rel, config), "bytes": (root / rel).stat().st_size}}
     record = ShardRecord(shard.shard_id, f"failed:{shard.key}", files, {"shards_failed": 1}, 0, len(failures))
     atomic_write_text(root / SHARD_RECORDS / f"part-{shard.shard_id}.json", json.dumps(asdict(record), indent=1, sort_keys=True))
     return record
