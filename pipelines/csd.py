@@ -281,7 +281,6 @@ class CsdFile:
 # -- interval checks ---------------------------------------------------------------------------------
 SPAN_TOLERANCE = 1.0  # seconds a word or frame may reach past the labelled span (rows straddle segment ends)
 MAX_SEGMENT_SECONDS = 3600.0  # a labelled segment longer than this is a damaged interval, not an utterance
-INTERVAL_FAULTS = ("nonfinite", "reversed", "beyond_span")
 
 
 def interval_faults(intervals: np.ndarray, span: tuple[float, float] | None = None) -> dict[str, np.ndarray]:

@@ -313,9 +313,6 @@ class Alignment:
     fallback: str = ""  # why, as a short code for counting: forced_failed, too_long, asr_no_match, no_audio, ...
 
 
-ALIGN_LANGUAGES = ("en",)  # pocketsphinx's packaged en-US model and Whisper tiny.en
-
-
 def is_english(language: str | None) -> bool:
     """True for "en", "en-US", "eng" and no language at all (the default)."""
     return not language or language.lower().replace("_", "-").split("-")[0] in ("en", "eng")
