@@ -5,6 +5,7 @@ units; the store writer processes units on any executor and writes the store the
 describes. Nothing here knows Prefect. Depends on `feature_schemas` only.
 """
 
+from .build import build_store, run_build
 from .collapse import CollapseConfig, Collapsed, collapse, collapse_segment
 from .records import (
     Failure,
@@ -16,10 +17,10 @@ from .records import (
     Words,
     WorkUnit,
 )
-from .store_writer import BuildConfig, BuildPlan, BuildResult, build_store, run_plan
+from .store_writer import BuildConfig, BuildPlan, BuildResult
 
 __all__ = [
     "BuildConfig", "BuildPlan", "BuildResult", "CollapseConfig", "Collapsed", "Failure", "FrameFeatures", "PipelineError",
     "SegmentRecord", "UnitResult", "WordFeatures", "Words", "WorkUnit", "build_store", "collapse", "collapse_segment",
-    "run_plan",
+    "run_build",
 ]

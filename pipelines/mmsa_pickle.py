@@ -47,6 +47,7 @@ from feature_schemas import (
     utterance_vectors,
 )
 
+from .build import run_build
 from .collapse import CollapseConfig
 from .folds import video_id_of
 from .records import (
@@ -59,7 +60,7 @@ from .records import (
     Words,
     WorkUnit,
 )
-from .store_writer import BuildConfig, BuildPlan, BuildResult, run_plan
+from .store_writer import BuildConfig, BuildPlan, BuildResult
 
 MODALITIES = ("text", "audio", "vision")
 RECIPE_VERSION = "mmsa/1"
@@ -739,7 +740,7 @@ def plan_mmsa(
     segments_per_unit: int = 256,
 ) -> BuildPlan:
     """Everything decided before work runs (the pickle read through the restricted unpickler, ids checked,
-    units cut); for `run_plan` or a Prefect flow."""
+    units cut); for `pipelines.build.run_build` or a Prefect flow."""
     units, feature_sets, report = mmsa_units(path, names, aligned, segments_per_unit)
     build_info = {"recipe": RECIPE_VERSION, "file": str(Path(path).resolve()), "aligned": report["aligned"],
                   "segments_per_unit": segments_per_unit, "labels": report.pop("labels")}
@@ -759,5 +760,5 @@ def import_mmsa(
     """Import an MMSA pickle into a store; returns the store writer's `BuildResult`."""
     plan = plan_mmsa(path, BuildConfig(collapse=CollapseConfig(mode=mode), units_per_shard=MMSA_UNITS_PER_SHARD),
                      names, aligned, name)
-    return run_plan(plan, store, executor=executor, progress=progress)
+    return run_build(plan, store, executor=executor, show_bar=progress)
 

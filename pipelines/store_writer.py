@@ -14,10 +14,8 @@ import hashlib
 import json
 import logging
 import os
-import time
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from feature_schemas import (
     BUILD_DIR,
@@ -61,7 +58,6 @@ from feature_schemas import (
 
 from .card import write_card
 from .collapse import CollapseConfig, collapse_segment
-from .executors import map_unordered, worker_deaths
 from .leakage import has_leakage, leakage_lines, store_leakage
 from .records import Failure, PipelineError, SegmentRecord, UnitResult, WorkUnit
 
@@ -651,7 +647,7 @@ def _check_build(root: Path, records: Sequence[ShardRecord], report: dict[str, A
 class StoreBuild:
     """A build in progress: the lock is held, stale files are gone, and `todo` lists the shards to write.
 
-    `build_store` runs it on an executor; a Prefect flow maps its own tasks over `todo` and then calls `finish`."""
+    `pipelines.build.run_build` writes `todo` on an executor (or a caller's own scheduler) and then calls `finish`."""
 
     root: Path
     name: str
@@ -781,65 +777,3 @@ def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfi
     record = ShardRecord(shard.shard_id, f"failed:{shard.key}", files, {"shards_failed": 1}, 0, len(failures))
     atomic_write_text(root / SHARD_RECORDS / f"part-{shard.shard_id}.json", json.dumps(asdict(record), indent=1, sort_keys=True))
     return record
-
-
-WAIT_LOG_S = 30.0  # while no shard finishes, say which are running this often
-
-
-def build_store(
-    store: str | os.PathLike,
-    name: str,
-    units: Sequence[WorkUnit],
-    process: Callable[[WorkUnit], UnitResult],
-    feature_sets: Sequence[FeatureSet],
-    config: BuildConfig | None = None,
-    executor: Any = None,
-    build_info: dict[str, Any] | None = None,
-    report: dict[str, Any] | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-) -> BuildResult:
-    """Build (or complete) a store from work units; see the module docstring for the guarantees.
-
-    A shard whose worker process dies past the executor's retries becomes failure rows (stage `worker`) and
-    is tried again by the next run; an interrupt cancels the work in flight and leaves the store resumable."""
-    build = open_build(store, name, units, feature_sets, config, build_info, overwrite=overwrite)
-    written: list[ShardRecord] = []
-    started = time.monotonic()
-
-    def failed(shard: Shard, exc: Exception) -> ShardRecord:
-        deaths = worker_deaths(exc)
-        if deaths is None:
-            raise exc
-        reason = (f"worker died {deaths} time{'s' if deaths > 1 else ''} processing this shard (likely out of "
-                  "memory or a crash in a native library); rerun the build to try it again")
-        log.error("%s: shard %s (%s): %s", name, shard.shard_id, ", ".join(u.unit_id for u in shard.units[:3]), reason)
-        return write_failed_shard(shard, str(build.root), reason, build.config)
-
-    def waiting(running: Sequence[Shard], queued: Sequence[Shard]) -> None:
-        ids = ", ".join(s.shard_id for s in running[:8]) + (", ..." if len(running) > 8 else "")
-        log.info("%s: %.0f s in, %d shards running (%s), %d queued", name, time.monotonic() - started, len(running),
-                 ids or "none yet", len(queued))
-
-    try:
-        bar = tqdm(total=len(build.shards), initial=build.skipped, desc=f"{name}: shards", unit="shard", disable=not progress)
-        args = (str(build.root), process, build.feature_sets, build.config)
-        results = map_unordered(write_shard, build.todo, executor, *args, on_error=failed, on_wait=waiting,
-                                wait_s=WAIT_LOG_S)
-        with closing(results):  # Ctrl-C or an error: cancel what is still queued or running
-            for rec in results:
-                written.append(rec)
-                bar.update(1)
-                bar.set_postfix(segments=sum(r.n_segments for r in written), failures=sum(r.n_failures for r in written))
-        bar.close()
-    except BaseException:
-        build.close()
-        raise
-    return build.finish(written, report)
-
-
-def run_plan(plan: BuildPlan, store: str | os.PathLike, executor: Any = None, progress: bool = True,
-             overwrite: bool = False) -> BuildResult:
-    return build_store(store, plan.name, plan.units, plan.process, plan.feature_sets, plan.config,
-                       executor=executor, build_info=plan.build_info, report=plan.report, progress=progress,
-                       overwrite=overwrite)

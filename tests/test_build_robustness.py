@@ -21,8 +21,9 @@ import pytest
 
 from feature_schemas import Store, validate
 from flows.dask_cluster import WORKER_RETRIES, dask_client
-from pipelines import store_writer
-from pipelines.store_writer import BuildConfig, build_store
+from pipelines import build as build_module
+from pipelines.build import build_store
+from pipelines.store_writer import BuildConfig
 from tests import media_fixtures as mf
 from tests import synthetic_recipe as syn
 
@@ -62,9 +63,9 @@ def test_a_dying_worker_is_retried_then_recorded_and_the_next_run_retries_it(tmp
 
 def test_waiting_names_the_unfinished_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(store_writer, "WAIT_LOG_S", 0.05)
+    monkeypatch.setattr(build_module, "WAIT_LOG_S", 0.05)
     units = syn.make_units(2, sleep=0.5)
-    with caplog.at_level(logging.INFO, logger="pipelines.store_writer"), cf.ThreadPoolExecutor(2) as pool:
+    with caplog.at_level(logging.INFO, logger="pipelines.build"), cf.ThreadPoolExecutor(2) as pool:
         build_store(tmp_path / "s", "syn", units, syn.process, syn.FEATURE_SETS, BuildConfig(units_per_shard=1),
                     executor=pool, progress=False)
     lines = [r.getMessage() for r in caplog.records if "running" in r.getMessage()]

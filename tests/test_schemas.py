@@ -23,7 +23,8 @@ from feature_schemas import (
     validate_aligned,
     validate_segments,
 )
-from pipelines.store_writer import BuildConfig, build_store
+from pipelines.build import build_store
+from pipelines.store_writer import BuildConfig
 from tests import synthetic_recipe as syn
 
 

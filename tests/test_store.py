@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from feature_schemas import Manifest, Store, StoreError, coverage_column, validate
+from pipelines.build import build_store
 from pipelines.collapse import CollapseConfig
 from pipelines.records import WordFeatures, Words
-from pipelines.store_writer import BuildConfig, build_store
+from pipelines.store_writer import BuildConfig
 from tests import synthetic_recipe as syn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +157,8 @@ def test_second_build_on_same_store_refuses(tmp_path: Path) -> None:
 
 KILL_SCRIPT = """
 import sys
-from pipelines.store_writer import BuildConfig, build_store
+from pipelines.build import build_store
+from pipelines.store_writer import BuildConfig
 from tests import synthetic_recipe as syn
 build_store(sys.argv[1], "synthetic", syn.make_units(12, sleep=0.05), syn.process, syn.FEATURE_SETS,
             BuildConfig(units_per_shard=1, keep_frames=True), progress=False)

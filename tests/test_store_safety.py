@@ -13,8 +13,9 @@ import pytest
 from feature_schemas import ChecksumError, Manifest, OutsideStoreError, Store, StoreError, validate
 from flows.cli import main
 from mmolre.synthetic import SyntheticSpec, write_synthetic_store
+from pipelines.build import build_store
 from pipelines.card import CARD_IDS
-from pipelines.store_writer import BuildConfig, build_store
+from pipelines.store_writer import BuildConfig
 from tests import synthetic_recipe as syn
 from tests.csd_fixtures import write_mosei_fixture
 

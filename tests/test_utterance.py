@@ -214,8 +214,8 @@ def _presence_unit(unit):  # noqa: ANN001, ANN202 - a store writer process funct
 
 def test_writer_marks_absent_and_non_finite_vectors_and_fails_a_wrong_one_alone(tmp_path: Path) -> None:
     from feature_schemas import FeatureSet
+    from pipelines.build import build_store
     from pipelines.records import WorkUnit
-    from pipelines.store_writer import build_store
 
     fs = FeatureSet("summary", ("a", "b", "c", "d"), "visual", "test", level="utterance")
     result = build_store(tmp_path / "s", "presence", [WorkUnit("u", "k")], _presence_unit, [fs], progress=False)

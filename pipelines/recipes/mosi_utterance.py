@@ -28,9 +28,10 @@ import numpy as np
 
 from feature_schemas import FeatureSet, labels_record
 
+from ..build import run_build
 from ..inputs import RowError, check_id, read_mosi_labels
 from ..records import Failure, PipelineError, SegmentRecord, UnitResult, Words, WorkUnit
-from ..store_writer import BuildConfig, BuildPlan, BuildResult, run_plan
+from ..store_writer import BuildConfig, BuildPlan, BuildResult
 
 RECIPE_VERSION = "mosi-utterance/1"
 SOURCE = "mosi-utterance"
@@ -205,7 +206,7 @@ def plan_mosi_utterance(
     seed: int = 0,
     config: BuildConfig | None = None,
 ) -> BuildPlan:
-    """Units (one per video), feature sets and the split report, for `run_plan` or a Prefect flow."""
+    """Units (one per video), feature sets and the split report, for `pipelines.build.run_build` or a Prefect flow."""
     root = Path(root).resolve()
     label_path = (Path(labels) if labels is not None else root.parent / "label.csv").resolve()
     release = read_release(root, label_path)
@@ -263,4 +264,4 @@ def build_mosi_utterance(
 ) -> BuildResult:
     """Build a store from the release's folder; returns the store writer's `BuildResult`."""
     plan = plan_mosi_utterance(root, labels, valid_fraction, seed, config)
-    return run_plan(plan, store, executor=executor, progress=progress)
+    return run_build(plan, store, executor=executor, show_bar=progress)

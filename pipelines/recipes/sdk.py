@@ -27,6 +27,7 @@ import numpy as np
 
 from feature_schemas import EMOTIONS, FeatureSet, labels_record
 
+from ..build import run_build
 from ..collapse import CollapseConfig
 from ..csd import FEATURE_ROLES, ROLES, CsdFile, CsdInfo, discover, interval_faults, segment_fault, words_of
 from ..folds import DATASETS, resolve_folds, split_of, video_id_of
@@ -40,7 +41,7 @@ from ..records import (
     Words,
     WorkUnit,
 )
-from ..store_writer import BuildConfig, BuildPlan, BuildResult, run_plan
+from ..store_writer import BuildConfig, BuildPlan, BuildResult
 
 RECIPE_VERSION = "sdk/1"
 GLOVE_MATCH_TOLERANCE = 1e-3  # seconds: a GloVe row belongs to a word when both ends agree this closely
@@ -394,7 +395,7 @@ def plan_sdk(
     folds: Mapping[str, Sequence[str]] | str | os.PathLike | None = None,
     batch_videos: int = 4,
 ) -> BuildPlan:
-    """Everything decided before work runs: units, feature sets, drop report; for `run_plan` or a Prefect flow."""
+    """Everything decided before work runs: units, feature sets, drop report; for `pipelines.build.run_build` or a Prefect flow."""
     units, feature_sets, report = sdk_units(csd_dir, dataset, sets, batch_videos=batch_videos, folds=folds)
     build_info = {
         "recipe": RECIPE_VERSION,
@@ -424,4 +425,4 @@ def build_sdk(
     """Build a store from a folder of CMU-MOSEI/MOSI .csd files; returns the store writer's `BuildResult`."""
     config = BuildConfig(collapse=CollapseConfig(mode=mode), keep_frames=keep_frames, units_per_shard=units_per_shard)
     plan = plan_sdk(csd_dir, dataset, sets, config, folds=folds, batch_videos=batch_videos)
-    return run_plan(plan, store, executor=executor, progress=progress)
+    return run_build(plan, store, executor=executor, show_bar=progress)

@@ -1,0 +1,1 @@
+"""Stages of the build driver: how a unit of one source kind becomes segment records."""
