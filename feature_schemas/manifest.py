@@ -98,10 +98,17 @@ class Manifest:
 
     @classmethod
     def load(cls, store: str | os.PathLike) -> Manifest:
-        path = Path(store) / LAYOUT["manifest"]
-        if not path.is_file():
-            raise StoreError(f"{store}: not a feature store (no {LAYOUT['manifest']})")
-        return cls.from_json(path.read_text(), source=str(path))
+        """The manifest of a store at a local path or a URL (s3://, gs://, ...)."""
+        data, source = read_manifest(store)
+        return cls.from_bytes(data, source)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "manifest.json") -> Manifest:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise StoreError(f"{source}: not valid JSON (not UTF-8: {e.reason} at byte {e.start})") from None
+        return cls.from_json(text, source=source)
 
     def save(self, store: str | os.PathLike) -> Path:
         path = Path(store) / LAYOUT["manifest"]
@@ -122,6 +129,33 @@ def _labels(value: Any) -> dict[str, Any]:
         if key in value and not (isinstance(value[key], list) and all(isinstance(c, str) for c in value[key])):
             raise ValueError(f"labels.{key} must be a list of names")
     return value
+
+
+def read_manifest(store: str | os.PathLike) -> tuple[bytes, str]:
+    """(bytes, where shown) of a store's manifest.json: a local file, or one object read through fsspec with
+    errors of storage access (no bucket, no permission, no endpoint) as StoreError naming the URL."""
+    from .storage import display, is_url, local_path
+
+    if not is_url(store):
+        path = local_path(store) / LAYOUT["manifest"]
+        if not path.is_file():
+            raise StoreError(f"{store}: not a feature store (no {LAYOUT['manifest']})")
+        return path.read_bytes(), str(path)
+    from .remote import open_filesystem, store_error
+
+    fs, root = open_filesystem(store)
+    source = f"{display(store).rstrip('/')}/{LAYOUT['manifest']}"
+    try:
+        return fs.cat_file(f"{root}/{LAYOUT['manifest']}"), source
+    except FileNotFoundError as e:
+        detail = str(e) if "bucket" in str(e).lower() else ""
+        raise StoreError(f"{display(store)}: not a feature store (no {LAYOUT['manifest']}"
+                         + (f"; {detail}" if detail else "") + ")") from None
+    except Exception as e:
+        error = store_error(store, e)
+        if error is None:
+            raise
+        raise error from None
 
 
 def schema_major(version: Any) -> int | None:

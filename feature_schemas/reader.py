@@ -1,13 +1,17 @@
 """Reading a store: whole tables, one split, streamed batches or one segment as numpy.
 
 Only pyarrow is needed; every read goes through the manifest's file list so a split is read alone and
-half-written files (hidden temporaries) are never seen.
+half-written files (hidden temporaries) are never seen. A store at a URL (`s3://bucket/prefix`, `gs://`, ...)
+is read through fsspec without a local copy (feature_schemas.remote); local paths keep the operating system.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,9 @@ import pyarrow.parquet as pq
 from .arrays import column_lists, column_vectors, utterance_vectors
 from .errors import ChecksumError, StoreError
 from .feature_set import FeatureSet
-from .manifest import FileEntry, Manifest, file_problem, sha256_file
+from .manifest import FileEntry, Manifest, file_problem, read_manifest, sha256_file
 from .paths import contained
+from .remote import ObjectInfo, key_inside, list_objects, object_problem, open_filesystem, reading
 from .spec import (
     SPLITS,
     aligned_schema,
@@ -32,6 +37,7 @@ from .spec import (
     segments_schema,
     utterance_schema,
 )
+from .storage import Location, display, is_url, local_path
 
 # Files whose sha256 matched their manifest in this process, by (absolute path, mtime_ns, size): each shard is
 # hashed once, and again only when it changes on disk.
@@ -58,20 +64,91 @@ def checked_file(root: Path, rel: str, entry: FileEntry) -> Path:
     return path
 
 
+def _remote_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors of storage access while a remote store's method reads become a StoreError naming the store."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        if self.fs is None:
+            return method(self, *args, **kwargs)
+        with reading(self.location):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def open_parquet(store: Location, path: str | os.PathLike) -> pq.ParquetFile:
+    """One of a store's files (a path `Store.files` gave) opened for reading, in any process: for a URL store
+    the filesystem is looked up again per process, so a forked or spawned DataLoader worker reads on its own."""
+    if not is_url(store):
+        return pq.ParquetFile(path)
+    fs = open_filesystem(store)[0]
+    with reading(store, f" ({path})"):
+        return pq.ParquetFile(os.fspath(path), filesystem=fs)
+
+
 class Store:
-    """A feature store on disk. `Store(path).aligned(split="train", feature_sets=["covarep"])`.
+    """A feature store on disk or at a URL. `Store(path).aligned(split="train", feature_sets=["covarep"])`,
+    `Store("s3://bucket/prefix")` (credentials and endpoint from the environment, e.g. AWS_ENDPOINT_URL).
 
-    Every file is checked against the manifest before it is read (see `checked_file`)."""
+    Every file is checked against the manifest before it is read (see `checked_file`): a local file's size and
+    sha256 (hashed once per file version), a remote object's size from one listing (its sha256 with
+    `verify=True` or `validate`: hashing means reading every byte)."""
 
-    def __init__(self, path: str | os.PathLike, verify: bool = False) -> None:
-        self.path = Path(path)
-        self.manifest = Manifest.load(self.path)
+    def __init__(self, path: Location, verify: bool = False) -> None:
+        self.fs: Any = None  # the fsspec filesystem of a URL store; None for a local one
+        self._objects: dict[str, ObjectInfo] | None = None
+        if is_url(path):
+            self.url = os.fspath(path)  # as given, to open; shown and recorded only as `location`
+            self.fs, self.root = open_filesystem(self.url)
+            self.path: Path | str = display(self.url)
+        else:
+            self.path = local_path(path)
+            self.url, self.root = os.fspath(self.path), os.fspath(self.path)
+        data, source = read_manifest(path)
+        self.manifest = Manifest.from_bytes(data, source)
+        self.manifest_sha256 = hashlib.sha256(data).hexdigest()
         for rel in self.manifest.files:  # refuse a manifest naming files outside the store before anything reads
-            contained(self.path, rel, "manifest")
+            self._where(rel)
         if verify:
             problems = self.verify()
             if problems:
                 raise ChecksumError(f"{self.path}: " + "; ".join(problems))
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as it may be shown or recorded (a URL without credentials)."""
+        return str(self.path)
+
+    @property
+    def remote(self) -> bool:
+        return self.fs is not None
+
+    def _where(self, rel: str) -> Path | str:
+        """A manifest path as a path to read: inside the store (or OutsideStoreError)."""
+        if self.fs is None:
+            return contained(self.path, rel, "manifest")
+        return key_inside(self.url, self.root, rel, "manifest")
+
+    def objects(self) -> dict[str, ObjectInfo]:
+        """A remote store's objects (store-relative path -> size, ETag), listed once per Store."""
+        if self._objects is None:
+            self._objects = list_objects(self.fs, self.root, self.url)
+        return self._objects
+
+    def _checked(self, rel: str, entry: FileEntry) -> Path | str:
+        if self.fs is None:
+            return checked_file(self.path, rel, entry)
+        key = self._where(rel)
+        info = self.objects().get(str(key)[len(self.root) + 1:])
+        problem = object_problem(self.fs, str(key), info, entry.sha256, self.url, check_sha256=False, size=entry.bytes)
+        if problem:
+            raise ChecksumError(f"{self.location}/{rel}: {problem}; rerun the build that made the store to rewrite it")
+        return key
+
+    def open_parquet(self, path: str | os.PathLike) -> pq.ParquetFile:
+        """A file `files()` gave, opened for reading (footer read; row groups on demand)."""
+        return open_parquet(self.url, path)
 
     # -- what is in it ---------------------------------------------------------------------------
     @property
@@ -92,12 +169,14 @@ class Store:
     def splits(self) -> list[str]:
         return self.manifest.splits()
 
-    def files(self, table: str, split: str | None = None) -> list[Path]:
-        """One table's files (of one split), each checked against the manifest before a reader gets it."""
+    @_remote_errors
+    def files(self, table: str, split: str | None = None) -> list[Path] | list[str]:
+        """One table's files (of one split), each checked against the manifest before a reader gets it: paths
+        for a local store, keys of its filesystem (`self.fs`) for a URL store."""
         if split is not None and split not in SPLITS:
             raise StoreError(f"unknown split {split!r}; a store has {', '.join(SPLITS)}")
-        return [
-            checked_file(self.path, rel, e)
+        return [  # type: ignore[return-value]
+            self._checked(rel, e)
             for rel, e in sorted(self.manifest.files.items())
             if e.table == table and (split is None or e.split == split) and e.rows > 0
         ]
@@ -120,17 +199,25 @@ class Store:
         if not hasattr(self, "_aligned_cols"):
             # one file's footer names the columns; reading that needs no checksum of every aligned shard
             first = next((rel for rel, e in sorted(self.manifest.files.items()) if e.table == "aligned"), None)
-            self._aligned_cols = set(pq.read_schema(contained(self.path, first, "manifest")).names) if first else set()
+            if first is None:
+                self._aligned_cols = set()
+            else:
+                with reading(self.url, f" ({first})") if self.fs is not None else _nothing():
+                    self._aligned_cols = set(pq.read_schema(os.fspath(self._where(first)), filesystem=self.fs).names)
         return self._aligned_cols
 
     def dataset(self, table: str, split: str | None = None) -> ds.Dataset:
-        """A lazy pyarrow dataset over one table (and split); nothing is read until asked."""
-        return ds.dataset([str(p) for p in self.files(table, split)], schema=self._schema(table), format="parquet")
+        """A lazy pyarrow dataset over one table (and split); nothing is read until asked. A URL store's dataset
+        reads through its fsspec filesystem (`self.fs`)."""
+        return ds.dataset([os.fspath(p) for p in self.files(table, split)], schema=self._schema(table), format="parquet",
+                          filesystem=self.fs)
 
     # -- whole tables ----------------------------------------------------------------------------
+    @_remote_errors
     def segments(self, split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         return self.dataset("segments", split).to_table(columns=list(columns) if columns else None)
 
+    @_remote_errors
     def aligned(
         self,
         split: str | None = None,
@@ -139,6 +226,7 @@ class Store:
     ) -> pa.Table:
         return self.dataset("aligned", split).to_table(columns=self.aligned_columns(feature_sets, columns))
 
+    @_remote_errors
     def utterance(
         self,
         split: str | None = None,
@@ -164,11 +252,13 @@ class Store:
             cols += [name, present_column(name)]
         return cols
 
+    @_remote_errors
     def frames(self, feature_set: str, split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         if feature_set not in self.frame_sets():
             raise StoreError(f"{self.path}: no frame-level set {feature_set!r} (has: {', '.join(self.frame_sets()) or 'none'})")
         return self.dataset(f"frames/{feature_set}", split).to_table(columns=list(columns) if columns else None)
 
+    @_remote_errors
     def failures(self) -> pa.Table:
         return self.dataset("failures").to_table()
 
@@ -184,7 +274,8 @@ class Store:
         """Record batches one after another; memory is bounded by `batch_size`, not by the store."""
         cols = self.aligned_columns(feature_sets, columns) if table == "aligned" else (list(columns) if columns else None)
         for path in self.files(table, split):
-            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols)
+            with reading(self.url) if self.fs is not None else _nothing():
+                yield from self.open_parquet(path).iter_batches(batch_size=batch_size, columns=cols)
 
     def aligned_columns(self, feature_sets: Sequence[str] | None, columns: Sequence[str] | None = None) -> list[str] | None:
         """The aligned table's columns to read: `columns` (default: every word column) plus each named feature set
@@ -201,6 +292,7 @@ class Store:
         return cols
 
     # -- one segment -----------------------------------------------------------------------------
+    @_remote_errors
     def segment(self, segment_id: str, feature_sets: Sequence[str] | None = None) -> dict[str, Any]:
         """One segment's words, labels and features as numpy arrays (word-level: (W, D); utterance-level: (D,)
         with `{set}__present`)."""
@@ -236,7 +328,18 @@ class Store:
 
     # -- integrity -------------------------------------------------------------------------------
     def verify(self) -> list[str]:
-        """Files missing or whose size or sha256 differs from the manifest."""
-        found = ((rel, file_problem(contained(self.path, rel, "manifest"), entry.sha256, size=entry.bytes))
-                 for rel, entry in sorted(self.manifest.files.items()))
+        """Files missing or whose size or sha256 differs from the manifest (a URL store's objects are streamed
+        to hash them)."""
+        if self.fs is None:
+            found = ((rel, file_problem(contained(self.path, rel, "manifest"), entry.sha256, size=entry.bytes))
+                     for rel, entry in sorted(self.manifest.files.items()))
+        else:
+            objects = self.objects()
+            found = ((rel, object_problem(self.fs, str(self._where(rel)), objects.get(str(self._where(rel))[len(self.root) + 1:]),
+                                          entry.sha256, self.url, size=entry.bytes))
+                     for rel, entry in sorted(self.manifest.files.items()))
         return [f"{rel}: {problem}" for rel, problem in found if problem]
+
+
+def _nothing() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()

@@ -3,6 +3,7 @@ column and row id instead of failing at the first."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -17,8 +18,9 @@ import pyarrow.parquet as pq
 from .arrays import utterance_vectors
 from .errors import StoreError
 from .feature_set import FeatureSet
-from .manifest import Manifest, file_problem
-from .paths import BUILD_DIR, OutsideStoreError, contained, normalise, stored_files
+from .manifest import FileEntry, Manifest, file_problem
+from .paths import BUILD_DIR, OutsideStoreError, contained, normalise, stored_files, table_roots
+from .remote import ObjectInfo, key_inside, list_objects, open_filesystem, reading, scrub
 from .spec import (
     EMOTIONS,
     SPLITS,
@@ -31,6 +33,7 @@ from .spec import (
     segments_schema,
     utterance_schema,
 )
+from .storage import is_url, local_path
 
 
 @dataclass(frozen=True)
@@ -197,28 +200,23 @@ def validate_failures(table: pa.Table) -> list[Problem]:
 
 
 def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationReport:
-    """Validate a whole store: manifest, paths, checksums, files it does not list, each table, keys across tables."""
-    root = Path(store)
+    """Validate a whole store: manifest, paths, checksums, files it does not list, each table, keys across tables.
+    A store at a URL (s3://, gs://, ...) is validated in place: each object is read once, hashed and parsed."""
     try:
-        manifest = Manifest.load(root)
+        manifest = Manifest.load(store)
+        files = _RemoteFiles(store) if is_url(store) else _LocalFiles(local_path(store))
+        problems = files.layout_problems(manifest)
     except StoreError as e:
         return ValidationReport([Problem("manifest", None, None, str(e))])
-    problems = _layout_problems(root, manifest)
     tables: dict[str, list[pa.Table]] = {}
     for rel, entry in sorted(manifest.files.items()):
         try:
-            path = contained(root, rel, "manifest")
+            t, problem = files.read(rel, entry, check_files)
         except OutsideStoreError:
             problems.append(Problem("manifest", None, None, f"{rel!r}: path leads outside the store (refused, not read)"))
             continue
-        problem = file_problem(path, entry.sha256, check_sha256=check_files, size=entry.bytes)
-        if problem:
+        if t is None:
             problems.append(Problem(entry.table, None, None, f"{rel}: {problem}"))
-            continue
-        try:
-            t = pq.read_table(path)
-        except Exception as e:  # noqa: BLE001 - any reader error means the file is unusable
-            problems.append(Problem(entry.table, None, None, f"{rel}: unreadable Parquet ({e})"))
             continue
         if t.num_rows != entry.rows:
             problems.append(Problem(entry.table, None, None, f"{rel}: {t.num_rows} rows, manifest says {entry.rows}"))
@@ -256,6 +254,79 @@ def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationRe
     if failures is not None:
         problems += validate_failures(failures)
     return ValidationReport(problems)
+
+
+class _LocalFiles:
+    """A local store's files: read with the operating system, as every earlier release did."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def layout_problems(self, manifest: Manifest) -> list[Problem]:
+        return _layout_problems(self.root, manifest)
+
+    def read(self, rel: str, entry: FileEntry, check_files: bool) -> tuple[pa.Table | None, str | None]:
+        """(table, None) for a file that is what the manifest says and parses, else (None, what is wrong)."""
+        path = contained(self.root, rel, "manifest")
+        problem = file_problem(path, entry.sha256, check_sha256=check_files, size=entry.bytes)
+        if problem:
+            return None, problem
+        try:
+            return pq.read_table(path), None
+        except Exception as e:  # noqa: BLE001 - any reader error means the file is unusable
+            return None, f"unreadable Parquet ({e})"
+
+
+class _RemoteFiles:
+    """A URL store's objects: listed once; each listed object downloaded once to hash and parse it."""
+
+    def __init__(self, location: str | os.PathLike) -> None:
+        self.location = os.fspath(location)
+        self.fs, self.root = open_filesystem(self.location)
+        self.objects = list_objects(self.fs, self.root, self.location)
+
+    def layout_problems(self, manifest: Manifest) -> list[Problem]:
+        """Objects in the table folders the manifest does not list, and build state left in a finished store."""
+        listed = {normalise(rel) for rel in manifest.files}
+        tops = tuple(f"{top}/" for top in table_roots())
+        out = [Problem("store", None, None, f"{rel!r}: file not in the manifest (globbing readers would read it too); remove it")
+               for rel in sorted(self.objects) if rel.startswith(tops) and rel not in listed]
+        if any(rel.startswith(f"{BUILD_DIR}/") for rel in self.objects):
+            out.append(Problem("store", None, None, f"{BUILD_DIR}/: build state in the store (a build is running, or was "
+                                                    "killed: rerun it to finish)"))
+        for rel in sorted(r for r in self.objects if r.startswith(f"{BUILD_DIR}/shards/") and r.endswith(".json")):
+            try:
+                with reading(self.location):
+                    files = json.loads(self.fs.cat_file(f"{self.root}/{rel}")).get("files", {})
+            except (StoreError, ValueError, AttributeError):
+                continue  # an unreadable record is rewritten by the next build
+            for name in files if isinstance(files, dict) else ():
+                try:
+                    key_inside(self.location, self.root, name, "shard record")
+                except OutsideStoreError:
+                    out.append(Problem("store", None, None, f"{rel}: names {name!r}, outside the store (a rebuild "
+                                                            "refuses it; remove the record)"))
+        return out
+
+    def read(self, rel: str, entry: FileEntry, check_files: bool) -> tuple[pa.Table | None, str | None]:
+        key = key_inside(self.location, self.root, rel, "manifest")
+        info: ObjectInfo | None = self.objects.get(key[len(self.root) + 1:])
+        if info is None:
+            return None, "file listed in the manifest is missing"
+        if entry.bytes is not None and info.size != entry.bytes:
+            return None, (f"sha256 differs from the manifest (size {info.size} bytes, the manifest says {entry.bytes}: "
+                          "file changed or truncated)")
+        try:
+            with reading(self.location, f" ({rel})"):
+                data = self.fs.cat_file(key)
+        except StoreError as e:
+            return None, str(e)
+        if check_files and hashlib.sha256(data).hexdigest() != entry.sha256:
+            return None, "sha256 differs from the manifest (file changed or corrupt)"
+        try:
+            return pq.read_table(pa.BufferReader(data)), None
+        except Exception as e:  # noqa: BLE001 - any reader error means the file is unusable
+            return None, f"unreadable Parquet ({scrub(str(e))})"
 
 
 def _layout_problems(root: Path, manifest: Manifest) -> list[Problem]:
