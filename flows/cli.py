@@ -175,14 +175,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from feature_schemas import validate
+    from feature_schemas.storage import display
 
-    report = validate(args.store)
-    print("\n".join(_escape(line) for line in f"{args.store}: {report}".splitlines()))
+    report = validate(args.store)  # a path or a URL (s3://bucket/prefix: objects checked in place)
+    print("\n".join(_escape(line) for line in f"{display(args.store)}: {report}".splitlines()))
     return EXIT_OK if report.ok else EXIT_FAILURES
 
 
 # -- model ------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from feature_schemas.storage import display
     from flows.summary import metrics_line
     from mmolre.evaluation import results_json
     from mmolre.train import train
@@ -199,7 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if results.get("test"):
             print(metrics_line("test", results["test"]))
         else:
-            print(f"test: none (the store {args.store} has no test split; the run is not tested)")
+            print(f"test: none (the store {_escape(display(args.store))} has no test split; the run is not tested)")
             if results.get("valid"):
                 print(metrics_line("valid", results["valid"]))
     print(f"run: {args.out} (report: {Path(args.out) / 'report.md'})")

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -34,6 +33,8 @@ from feature_schemas import (
     present_column,
     utterance_vectors,
 )
+from feature_schemas.reader import open_parquet
+from feature_schemas.storage import is_url
 
 from .tasks import TaskSpec
 from .text_encoder import TOKEN_KEYS, encode_words, written_words
@@ -43,7 +44,7 @@ from .text_encoder import TOKEN_KEYS, encode_words, written_words
 class Unit:
     """A slice of one row group of one aligned file: the smallest piece one worker reads."""
 
-    path: str
+    path: str  # a local path, or a key of the store's filesystem (s3://... stores: read in place, no local copy)
     row_group: int
     part: int  # which slice of the row group (row groups are split when there are too few to share out)
     parts: int
@@ -105,7 +106,8 @@ class StoreDataset(IterableDataset):
 
     `rank`/`world_size` shard across distributed processes and DataLoader workers shard further; with
     `shuffle` the unit order and a `shuffle_buffer` of rows change with `set_epoch`. `max_len` caps the words,
-    dropping them from the end (`truncate="right"`, keep the beginning) or from the start (`"left"`)."""
+    dropping them from the end (`truncate="right"`, keep the beginning) or from the start (`"left"`).
+    `store` may be a URL (`s3://bucket/prefix`): row groups are then read from object storage as they are needed."""
 
     def __init__(
         self,
@@ -127,10 +129,11 @@ class StoreDataset(IterableDataset):
     ) -> None:
         if truncate not in ("left", "right"):
             raise ValueError(f"truncate must be left or right, not {truncate!r}")
-        self.store_path = Path(store)
+        self.store_path: str | Path = store if is_url(store) else Path(store)  # as given, to open (never shown)
         store_obj = Store(self.store_path)
+        self.shown = store_obj.location  # a URL without credentials, for messages
         if split not in store_obj.splits():
-            raise StoreError(f"{self.store_path}: no {split!r} split (has: {', '.join(store_obj.splits()) or 'none'})")
+            raise StoreError(f"{self.shown}: no {split!r} split (has: {', '.join(store_obj.splits()) or 'none'})")
         utterance_sets = set(store_obj.utterance_sets())
         self.word_sets = [m for m in feature_sets if m not in utterance_sets]
         self.utterance_sets = [m for m in feature_sets if m in utterance_sets]
@@ -144,7 +147,7 @@ class StoreDataset(IterableDataset):
         self.tokenizer, self.text_set, self.max_tokens = tokenizer, text_set, max_tokens
         if tokenizer is not None:
             if text_set not in self.word_sets:
-                raise StoreError(f"{self.store_path}: a fine-tuned text encoder replaces a word-level text set, and "
+                raise StoreError(f"{self.shown}: a fine-tuned text encoder replaces a word-level text set, and "
                                  f"{text_set!r} is not one of the sets used ({', '.join(self.word_sets) or 'none'})")
             has_written = "words_written" in store_obj._aligned_columns()
             self.columns = [c for c in self.columns if c != text_set] + ["words"] + (["words_written"] if has_written else [])
@@ -154,10 +157,10 @@ class StoreDataset(IterableDataset):
         self.rank, self.world_size, self.read_rows = rank, world_size, read_rows
         self.epoch = 0
         self.labels = SegmentLabels(store_obj, split, tasks)
-        self.row_groups = [
+        self.row_groups = [  # footers only: one small ranged read per file of a URL store
             (str(p), rg, md.row_group(rg).num_rows)
             for p in store_obj.files(self.table, split)
-            for md in [pq.read_metadata(p)]
+            for md in [store_obj.open_parquet(p).metadata]
             for rg in range(md.num_row_groups)
         ]
         self.num_rows = sum(n for _, _, n in self.row_groups)
@@ -210,7 +213,7 @@ class StoreDataset(IterableDataset):
 
     # -- reading -------------------------------------------------------------------------------
     def _read_unit(self, u: Unit) -> Iterator[dict[str, Any]]:
-        pf = pq.ParquetFile(u.path)
+        pf = open_parquet(self.store_path, u.path)
         sizes = _split_rows(pf.metadata.row_group(u.row_group).num_rows, u.parts)
         skip, take = sum(sizes[: u.part]), sizes[u.part]
         seen = 0
@@ -237,7 +240,7 @@ class StoreDataset(IterableDataset):
             try:
                 labels = self.labels.get(sid)
             except KeyError:
-                raise StoreError(f"{self.store_path}: aligned row {sid!r} has no row in the segments table ({self.split})") from None
+                raise StoreError(f"{self.shown}: aligned row {sid!r} has no row in the segments table ({self.split})") from None
             x, mask, tokens = {}, {}, None
             for m in self.feature_sets:
                 if self.utterance is not None and m in self.utterance.values:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from feature_schemas import Store, StoreError, coverage_column, sha256_file
+from feature_schemas import Store, StoreError, coverage_column
+from feature_schemas.manifest import read_manifest
+from feature_schemas.storage import display, is_url
 
 from .baselines import build_model
 from .checkpoint import load_checkpoint, load_weights
@@ -98,35 +101,51 @@ def _shown(path: Any) -> str:
 
 def describe_run(info: dict[str, Any], store: str | Path | None = None) -> str:
     """One line naming the run, the store used (the run's own unless `store`) and the run's test n."""
-    used = Path(store) if store is not None else Path(info["store"])
-    own = store is None or used.resolve() == Path(info["store"]).resolve()
+    used = store if store is not None else info["store"]
+    own = store is None or _same_store(used, info["store"])
     sha = info.get("store_sha256")
-    if own and sha and (used / "manifest.json").is_file() and sha256_file(used / "manifest.json") != sha:
+    if own and sha and (now := _manifest_sha256(used)) is not None and now != sha:
         own_text = f"the run's training store, CHANGED since training (manifest sha256 was {sha[:12]})"
     else:
         own_text = "the run's training store" if own else f"not the run's training store {_shown(info['store'])}"
     tested = f"tested on {info['test_n']} segments" if info["test_n"] else "not tested (no test split)"
     return (f"run {_shown(info['run'])} ({info['model']}, best epoch {info['best_epoch']}); "
-            f"store {_shown(used)} ({own_text}); {tested}")
+            f"store {_shown(display(used))} ({own_text}); {tested}")
+
+
+def _same_store(a: str | Path, b: str | Path) -> bool:
+    """Whether two store locations name the same store (URLs compared as shown, paths resolved)."""
+    if is_url(a) or is_url(b):
+        return display(a).rstrip("/") == display(b).rstrip("/")
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _manifest_sha256(store: str | Path) -> str | None:
+    """The sha256 of a store's manifest now, None when it cannot be read (describe_run only informs)."""
+    try:
+        return hashlib.sha256(read_manifest(store)[0]).hexdigest()
+    except (StoreError, OSError):
+        return None
 
 
 def evaluate(run: str | Path, split: str = "test", store: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
     """Metrics of a run's best checkpoint on one split of `store` (default: the store it was trained on)."""
     dev = resolve_device(device)
     model, config, meta = load_run(run, dev)
-    store = Path(store or meta["store"])
+    store = store or meta["store"]
+    store = store if is_url(store) else Path(store)
     s = Store(store)
     missing = [m for m in meta["feature_sets"] if m not in s.aligned_sets() + s.utterance_sets()]
     if missing:
-        raise StoreError(f"{store}: lacks the feature set(s) {', '.join(missing)} the run {run} was trained on")
+        raise StoreError(f"{s.location}: lacks the feature set(s) {', '.join(missing)} the run {run} was trained on")
     for m in meta["feature_sets"]:
         if m == meta["dataset_kwargs"].get("text_set"):
             continue  # read as words by the run's own encoder
         if s.feature_sets[m].dim != meta["arch"]["input_dims"][m]:
-            raise StoreError(f"{store}: feature set {m!r} has {s.feature_sets[m].dim} dims, the run expects {meta['arch']['input_dims'][m]}")
+            raise StoreError(f"{s.location}: feature set {m!r} has {s.feature_sets[m].dim} dims, the run expects {meta['arch']['input_dims'][m]}")
     ds = StoreDataset(store, split, meta["feature_sets"], model.tasks, meta["max_len"], meta["truncate"], **meta["dataset_kwargs"])
     preds = predict_split(model, ds, dev, max(64, config.batch_size), 0, config.amp, config.sentiment_loss)
-    return {"run": str(run), "store": str(store), "store_manifest_sha256": sha256_file(store / "manifest.json"),
+    return {"run": str(run), "store": s.location, "store_manifest_sha256": s.manifest_sha256,
             "split": split, "n": len(preds["segment_id"]), "metrics": score(preds)}
 
 

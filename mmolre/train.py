@@ -27,7 +27,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from feature_schemas import Store, StoreError, atomic_write_text, sha256_file
+from feature_schemas import Store, StoreError, atomic_write_text
+from feature_schemas.storage import display, is_url
 
 from .baselines import build_model, count_parameters
 from .checkpoint import check_inputs, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
@@ -165,7 +166,7 @@ def _label_weights(ds: StoreDataset, cfg: TrainConfig) -> tuple[dict[str, torch.
     return pos, cls
 
 
-def covered_feature_sets(store: Path, feature_sets: list[str]) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+def covered_feature_sets(store: Path | str, feature_sets: list[str]) -> tuple[list[str], dict[str, str], dict[str, Any]]:
     """The feature sets that cover at least one word of the train split, the ones left out (with why), and the
     train split's input statistics of those kept. A modality with no usable word (a text-only store's audio, a
     face set where no face was found) cannot be learnt from and would only add noise and parameters."""
@@ -173,10 +174,10 @@ def covered_feature_sets(store: Path, feature_sets: list[str]) -> tuple[list[str
     dropped = {m: "covers no word of the train split" for m in feature_sets if covered[m] == 0}
     kept = [m for m in feature_sets if m not in dropped]
     if not kept:
-        raise StoreError(f"{store}: none of the feature sets {', '.join(feature_sets)} covers a word of the train split; "
+        raise StoreError(f"{display(store)}: none of the feature sets {', '.join(feature_sets)} covers a word of the train split; "
                          "nothing to learn from (check the build's failures with `mmolre inspect`)")
     for m, why in dropped.items():
-        log.warning("%s: leaving out feature set %r: it %s", store, m, why)
+        log.warning("%s: leaving out feature set %r: it %s", display(store), m, why)
     return kept, dropped, {m: stats[m] for m in kept}
 
 
@@ -229,9 +230,10 @@ def _param_checksum(module: torch.nn.Module) -> float:
 def train(store: str | Path, out: str | Path, model: str = "mmolre", config: TrainConfig | None = None) -> dict[str, Any]:
     """Train `model` on `store`, writing checkpoints, results.json, plots and report.md into `out`.
 
+    `store` may be a URL (`s3://bucket/prefix`): batches stream from object storage, nothing is copied locally.
     Returns the results dict (also on non-main distributed ranks, where it lacks evaluation)."""
     cfg = config or TrainConfig()
-    store, out = Path(store).resolve(), Path(out)
+    store, out = (store if is_url(store) else Path(store).resolve()), Path(out)
     ctx = init_from_env(cfg.device)
     try:
         return _train(store, out, model, cfg, ctx)
@@ -239,13 +241,14 @@ def train(store: str | Path, out: str | Path, model: str = "mmolre", config: Tra
         shutdown(ctx)
 
 
-def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
+def _train(store: Path | str, out: Path, model_name: str, cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     device = ctx.device
     seed_everything(cfg.seed, cfg.deterministic)
     store_obj = Store(store)
+    shown = store_obj.location  # what messages, checkpoints and results.json name: a URL without credentials
     splits = store_obj.splits()
     if "train" not in splits:
-        raise StoreError(f"{store}: no train split (has: {', '.join(splits) or 'none'}); nothing to train on")
+        raise StoreError(f"{shown}: no train split (has: {', '.join(splits) or 'none'}); nothing to train on")
     # default: the word-level sets; a store with none (utterance-level only) trains on its utterance-level sets
     feature_sets = list(cfg.feature_sets or store_obj.aligned_sets() or store_obj.utterance_sets())
     tasks = infer_tasks(store_obj, cfg.tasks, cfg.sentiment_target, cfg.emotion_target)
@@ -281,7 +284,7 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
         if video_loader.mean_segments_per_video < 2:
             notes.append(f"context=true, but the train split has {video_loader.mean_segments_per_video:.2f} segments per "
                          "video on average: little context to learn from (are video ids shared by segments?)")
-            log.warning("%s: %s", store, notes[-1])
+            log.warning("%s: %s", shown, notes[-1])
     pos_w, cls_w = _label_weights(train_ds, cfg)
     weighting = TaskWeighting(arch.tasks, cfg.task_weighting, cfg.task_weights)
     step_module = TrainStep(net, weighting, cfg.sentiment_loss, cfg.balance_weight, pos_w, cls_w).to(device)
@@ -297,18 +300,18 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     if valid_ds is None:
         notes.append("no valid split: model selection keeps the last epoch (selects on train_loss"
                      + (f", not {select}" if select not in ("auto", "loss") else "") + ")")
-        log.warning("%s: %s", store, notes[-1])
+        log.warning("%s: %s", shown, notes[-1])
         minimize = True
     if "test" not in splits:
         notes.append("no test split: the run is not tested (no test metrics)")
-        log.warning("%s: %s", store, notes[-1])
+        log.warning("%s: %s", shown, notes[-1])
     state = {"epoch": 0, "step": 0, "best_value": math.inf if minimize else -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
         ck = load_checkpoint(last_path, map_location=device)
         if ck.get("model_name") != model_name:
             raise RunError(f"{last_path}: a checkpoint of {ck.get('model_name')!r}, not {model_name!r}; use another output directory")
-        check_inputs(last_path, ck, feature_sets, arch.input_dims, str(store))
+        check_inputs(last_path, ck, feature_sets, arch.input_dims, shown)
         load_weights(step_module, ck["train_step"], last_path)
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -328,7 +331,7 @@ def _train(store: Path, out: Path, model_name: str, cfg: TrainConfig, ctx: DistC
     epochs_this_run = 0
     status = "completed"
     meta = {
-        "model_name": model_name, "arch": arch.to_dict(), "feature_sets": feature_sets, "store": str(store),
+        "model_name": model_name, "arch": arch.to_dict(), "feature_sets": feature_sets, "store": shown,
         "max_len": cfg.max_len, "truncate": cfg.truncate, "checkpoint_version": CHECKPOINT_VERSION,
         "text_encoder": cfg.text_encoder, "text_set": text[2] if text is not None else None,
     }
@@ -454,14 +457,14 @@ def _num(v: Any) -> str:
 
 
 def _finish(
-    store: Path, store_obj: Store, out: Path, model_name: str, cfg: TrainConfig, net: torch.nn.Module, state: dict[str, Any],
+    store: Path | str, store_obj: Store, out: Path, model_name: str, cfg: TrainConfig, net: torch.nn.Module, state: dict[str, Any],
     feature_sets: list[str], arch: Any, device: torch.device, throughput: dict[str, Any], status: str, extra: dict[str, Any],
     ds_text: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on valid and test, write predictions, results.json, plots and report.md."""
     results: dict[str, Any] = {
         "model": model_name, "run": str(out.resolve()),
-        "store": {"path": str(store), "manifest_sha256": sha256_file(store / "manifest.json")},
+        "store": {"path": store_obj.location, "manifest_sha256": store_obj.manifest_sha256},
         "store_name": store_obj.manifest.name, "feature_sets": feature_sets, "arch": arch.to_dict(),
         "splits": {s: store_obj.manifest.rows("segments", s) for s in store_obj.splits()},
         "tasks": [t.to_dict() for t in arch.tasks], "config": cfg.to_dict(), "parameters": count_parameters(net),
