@@ -84,7 +84,9 @@ def open_parquet(store: Location, path: str | os.PathLike) -> pq.ParquetFile:
         return pq.ParquetFile(path)
     fs = open_filesystem(store)[0]
     with reading(store, f" ({path})"):
-        return pq.ParquetFile(os.fspath(path), filesystem=fs)
+        # no read-ahead cache: each row group's column chunks are fetched by ranged reads (pyarrow pre-buffers and
+        # coalesces them); fsspec's default 50 MB read-ahead would fetch the rest of the file for every row group
+        return pq.ParquetFile(fs.open(os.fspath(path), "rb", cache_type="none"))
 
 
 class Store:
@@ -150,6 +152,21 @@ class Store:
         """A file `files()` gave, opened for reading (footer read; row groups on demand)."""
         return open_parquet(self.url, path)
 
+    def _arrow_fs(self) -> Any:
+        """The filesystem pyarrow datasets read through: None (local), or the store's fsspec filesystem opening
+        objects without read-ahead, so a projection or a filter fetches only the column chunks it needs."""
+        if self.fs is None:
+            return None
+        if not hasattr(self, "_pyfs"):
+            from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+            class RangedReads(FSSpecHandler):
+                def open_input_file(self, path: str) -> Any:
+                    return pa.PythonFile(self.fs.open(path, mode="rb", cache_type="none"), mode="r")
+
+            self._pyfs = PyFileSystem(RangedReads(self.fs))
+        return self._pyfs
+
     # -- what is in it ---------------------------------------------------------------------------
     @property
     def feature_sets(self) -> dict[str, FeatureSet]:
@@ -210,7 +227,7 @@ class Store:
         """A lazy pyarrow dataset over one table (and split); nothing is read until asked. A URL store's dataset
         reads through its fsspec filesystem (`self.fs`)."""
         return ds.dataset([os.fspath(p) for p in self.files(table, split)], schema=self._schema(table), format="parquet",
-                          filesystem=self.fs)
+                          filesystem=self._arrow_fs())
 
     # -- whole tables ----------------------------------------------------------------------------
     @_remote_errors
