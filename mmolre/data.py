@@ -13,6 +13,7 @@ utterance-level sets is streamed from its utterance table instead of the aligned
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from feature_schemas import (
     utterance_vectors,
 )
 from feature_schemas.reader import open_parquet
+from feature_schemas.remote import reading
 from feature_schemas.storage import is_url
 
 from .tasks import TaskSpec
@@ -213,6 +215,11 @@ class StoreDataset(IterableDataset):
 
     # -- reading -------------------------------------------------------------------------------
     def _read_unit(self, u: Unit) -> Iterator[dict[str, Any]]:
+        # a URL store: storage errors mid-epoch (endpoint gone, object removed) become a StoreError naming the store
+        with reading(self.store_path) if is_url(self.store_path) else contextlib.nullcontext():
+            yield from self._read_rows(u)
+
+    def _read_rows(self, u: Unit) -> Iterator[dict[str, Any]]:
         pf = open_parquet(self.store_path, u.path)
         sizes = _split_rows(pf.metadata.row_group(u.row_group).num_rows, u.parts)
         skip, take = sum(sizes[: u.part]), sizes[u.part]
