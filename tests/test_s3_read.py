@@ -225,3 +225,46 @@ def test_cli_inspect_validate_and_errors_on_urls(url: str, s3: S3, local: Path) 
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert len(errors) == 1 and errors[0].startswith(f"mmolre: error: {url}: cannot reach the object store"), errors
     no_secret(info.stdout, info.stderr, checked.stdout, checked.stderr, proc.stdout, proc.stderr)
+
+
+def test_exports_read_the_url_store(url: str, local: Path, tmp_path: Path) -> None:
+    import h5py
+    import numpy as np
+
+    from pipelines.csd import write_csd
+    from pipelines.mmsa_pickle import export_mmsa
+
+    def datasets(path: Path) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return {k: v for k, v in out.items() if "/data/" in k}  # metadata holds a fresh uuid per file
+
+    a = datasets(write_csd(url, "audio_lld", tmp_path / "remote.csd"))
+    b = datasets(write_csd(local, "audio_lld", tmp_path / "local.csd"))
+    assert a.keys() == b.keys() and len(a) > 2 and all(np.array_equal(a[k], b[k]) for k in a)
+    # the MMSA pickle: the same bytes from the URL as from the local copy
+    assert export_mmsa(url, tmp_path / "remote.pkl").read_bytes() == export_mmsa(local, tmp_path / "local.pkl").read_bytes()
+
+
+def test_permission_and_credential_errors_name_the_url_and_mask_secrets() -> None:
+    """moto's server does not enforce permissions, so the client's own AccessDenied error is built and translated
+    by s3fs exactly as a denied GET would be."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+    from s3fs.errors import translate_boto_error
+
+    from feature_schemas.remote import store_error
+
+    denied = translate_boto_error(ClientError({"Error": {"Code": "AccessDenied", "Message": f"denied for {SECRET}"}},
+                                              "GetObject"))
+    assert isinstance(denied, PermissionError)
+    os.environ["MMOLRE_TEST_SECRET_TOKEN"] = SECRET  # any secret-named variable's value is masked
+    try:
+        error = store_error("s3://user:pw@bucket/store", denied)
+    finally:
+        del os.environ["MMOLRE_TEST_SECRET_TOKEN"]
+    assert isinstance(error, StoreError)
+    assert str(error).startswith("s3://bucket/store: permission denied (check the credentials")
+    assert SECRET not in str(error) and "pw@" not in str(error) and "***" in str(error)
+    missing = store_error("s3://bucket/store", NoCredentialsError())
+    assert missing is not None and "no credentials found" in str(missing)
