@@ -103,7 +103,8 @@ class Store:
         if is_url(path):
             self.url = os.fspath(path)  # as given, to open; shown and recorded only as `location`
             self.fs, self.root = open_filesystem(self.url)
-            self.path: Path | str = display(self.url)
+            shown = display(self.url)
+            self.path: Path | str = shown.rstrip("/") if not shown.rstrip("/").endswith(":/") else shown
         else:
             self.path = local_path(path)
             self.url, self.root = os.fspath(self.path), os.fspath(self.path)

@@ -83,7 +83,8 @@ def no_secret(*texts: str | bytes) -> None:
 def test_store_url_reads_the_same_rows_as_the_local_store(url: str, local: Path) -> None:
     remote, here = Store(url), Store(local)
     assert remote.remote and not here.remote
-    assert remote.location == url and remote.manifest_sha256 == sha256_file(local / "manifest.json")
+    assert remote.location == url == Store(url + "/").location
+    assert remote.manifest_sha256 == sha256_file(local / "manifest.json")
     assert remote.splits() == here.splits() and remote.aligned_sets() == here.aligned_sets()
     assert sort_rows(remote.segments()).equals(sort_rows(here.segments()))
     for split in here.splits():
