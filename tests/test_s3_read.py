@@ -269,3 +269,19 @@ def test_permission_and_credential_errors_name_the_url_and_mask_secrets() -> Non
     assert SECRET not in str(error) and "pw@" not in str(error) and "***" in str(error)
     missing = store_error("s3://bucket/store", NoCredentialsError())
     assert missing is not None and "no credentials found" in str(missing)
+
+
+@pytest.mark.slow
+def test_training_from_the_url_equals_training_from_the_local_copy(synthetic_url: str, synthetic: Path, tmp_path: Path) -> None:
+    from mmolre.config import TrainConfig
+    from mmolre.train import train
+
+    cfg = TrainConfig.from_dict({"epochs": 2, "batch_size": 16, "progress": False, "arch": dict(TINY_ARCH), "seed": 0,
+                                 "device": "cpu", "deterministic": True})
+    remote = train(synthetic_url, tmp_path / "remote", config=cfg)
+    here = train(synthetic, tmp_path / "local", config=cfg)
+    assert remote["store"]["path"] == synthetic_url and remote["store"]["manifest_sha256"] == here["store"]["manifest_sha256"]
+    def learnt(history: list[dict]) -> list[dict]:  # what the model saw and learnt, without the wall-clock keys
+        return [{k: v for k, v in e.items() if "seconds" not in k and "per_s" not in k} for e in history]
+
+    assert learnt(remote["history"]) == learnt(here["history"]) and remote["test"] == here["test"]
