@@ -139,12 +139,16 @@ class Store:
             self._objects = list_objects(self.fs, self.root, self.url)
         return self._objects
 
+    def _object(self, rel: str) -> tuple[str, ObjectInfo | None]:
+        """A manifest path of a URL store: its key, and what the listing says of it (None: no such object)."""
+        key = str(self._where(rel))
+        return key, self.objects().get(key[len(self.root) + 1:])
+
     def _checked(self, rel: str, entry: FileEntry) -> Path | str:
         if self.fs is None:
             return checked_file(self.path, rel, entry)
-        key = self._where(rel)
-        info = self.objects().get(str(key)[len(self.root) + 1:])
-        problem = object_problem(self.fs, str(key), info, entry.sha256, self.url, check_sha256=False, size=entry.bytes)
+        key, info = self._object(rel)
+        problem = object_problem(self.fs, key, info, entry.sha256, self.url, check_sha256=False, size=entry.bytes)
         if problem:
             raise ChecksumError(f"{self.location}/{rel}: {problem}; rerun the build that made the store to rewrite it")
         return key
@@ -220,13 +224,13 @@ class Store:
             if first is None:
                 self._aligned_cols = set()
             else:
-                with reading(self.url, f" ({first})") if self.fs is not None else _nothing():
-                    self._aligned_cols = set(pq.read_schema(os.fspath(self._where(first)), filesystem=self.fs).names)
+                with reading(self.url, f" ({first})") if self.fs is not None else contextlib.nullcontext():
+                    self._aligned_cols = set(pq.read_schema(os.fspath(self._where(first)), filesystem=self._arrow_fs()).names)
         return self._aligned_cols
 
     def dataset(self, table: str, split: str | None = None) -> ds.Dataset:
         """A lazy pyarrow dataset over one table (and split); nothing is read until asked. A URL store's dataset
-        reads through its fsspec filesystem (`self.fs`)."""
+        reads through its fsspec filesystem (`self.fs`, ranged reads)."""
         return ds.dataset([os.fspath(p) for p in self.files(table, split)], schema=self._schema(table), format="parquet",
                           filesystem=self._arrow_fs())
 
@@ -292,7 +296,7 @@ class Store:
         """Record batches one after another; memory is bounded by `batch_size`, not by the store."""
         cols = self.aligned_columns(feature_sets, columns) if table == "aligned" else (list(columns) if columns else None)
         for path in self.files(table, split):
-            with reading(self.url) if self.fs is not None else _nothing():
+            with reading(self.url) if self.fs is not None else contextlib.nullcontext():
                 yield from self.open_parquet(path).iter_batches(batch_size=batch_size, columns=cols)
 
     def aligned_columns(self, feature_sets: Sequence[str] | None, columns: Sequence[str] | None = None) -> list[str] | None:
@@ -352,12 +356,6 @@ class Store:
             found = ((rel, file_problem(contained(self.path, rel, "manifest"), entry.sha256, size=entry.bytes))
                      for rel, entry in sorted(self.manifest.files.items()))
         else:
-            objects = self.objects()
-            found = ((rel, object_problem(self.fs, str(self._where(rel)), objects.get(str(self._where(rel))[len(self.root) + 1:]),
-                                          entry.sha256, self.url, size=entry.bytes))
+            found = ((rel, object_problem(self.fs, *self._object(rel), entry.sha256, self.url, size=entry.bytes))
                      for rel, entry in sorted(self.manifest.files.items()))
         return [f"{rel}: {problem}" for rel, problem in found if problem]
-
-
-def _nothing() -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext()
