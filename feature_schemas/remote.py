@@ -30,12 +30,13 @@ _CLIENT_MODULES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsf
                              "fsspec", "urllib3", "requests"})
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|ACCOUNT_KEY|ACCESS_KEY|CREDENTIAL|SAS", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_USERINFO = re.compile(r"[^\s/\"'@:]+:[^\s/\"'@]+@")  # `user:secret@` without a scheme (a bucket name as a client quotes it)
 
 
 def scrub(text: str) -> str:
     """`text` with any `user:secret@` of a URL removed and the values of secret-looking environment variables
     (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_STORAGE_ACCOUNT_KEY, ...) masked."""
-    text = _URL_USERINFO.sub(r"\1", text)
+    text = _USERINFO.sub("", _URL_USERINFO.sub(r"\1", text))
     for name, value in os.environ.items():
         if _SECRET_NAME.search(name) and len(value) >= 6 and value in text:
             text = text.replace(value, "***")
@@ -43,8 +44,12 @@ def scrub(text: str) -> str:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return scrub(text[0] if text else type(e).__name__)
+    """The message's first line (and the next, when the first only announces it, as botocore's validation does)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return scrub(text.split(": Bucket name must match")[0])  # botocore's regexes after it say nothing more
 
 
 def problem_of(e: BaseException) -> str | None:
@@ -91,6 +96,9 @@ def open_filesystem(location: Location) -> tuple[Any, str]:
     """(fsspec filesystem, root path within it) of a URL store; an unknown scheme or a missing filesystem
     package is a StoreError. fsspec keeps one instance per process and options (a forked DataLoader worker
     gets its own), so calling this per read is cheap."""
+    if display(location) != os.fspath(location):
+        raise StoreError(f"{display(location)}: credentials in a URL are refused (a URL ends up in logs and "
+                         "records); give them in the environment instead (for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
     try:
         fs, root = filesystem(location)
     except ValueError as e:

@@ -139,6 +139,14 @@ def test_missing_store_and_bucket_are_named(s3: S3) -> None:  # noqa: F811
     assert "no-such-bucket-x" in str(validate("s3://no-such-bucket-x/st"))
 
 
+def test_credentials_in_a_url_and_bad_bucket_names_are_refused_without_echoing_them(s3: S3) -> None:  # noqa: F811
+    with pytest.raises(StoreError, match=r"^s3://bucket/x: credentials in a URL are refused") as e:
+        Store(f"s3://AKIDEXAMPLE:{SECRET}@bucket/x")
+    assert SECRET not in str(e.value)
+    with pytest.raises(StoreError, match=r'^s3://bad_bucket!/x: .*Invalid bucket name "bad_bucket!"$'):
+        Store("s3://bad_bucket!/x")
+
+
 def test_manifest_paths_outside_the_store_are_refused(s3: S3, local: Path) -> None:  # noqa: F811
     url = upload(s3, local, "escape")
     manifest = json.loads((local / "manifest.json").read_text())
