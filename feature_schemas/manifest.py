@@ -103,7 +103,13 @@ class Manifest:
             raise StoreError(f"{store}: not a feature store (no {LAYOUT['manifest']})")
         return cls.from_json(path.read_text(), source=str(path))
 
-    def save(self, store: str | os.PathLike) -> Path:
+    def save(self, store: str | os.PathLike) -> Path | str:
+        """Write `manifest.json`: atomically renamed into a local folder, one whole PUT at a URL."""
+        from .storage import RemoteFiles, is_url
+
+        if is_url(store):
+            RemoteFiles(os.fspath(store)).put(LAYOUT["manifest"], self.to_json().encode())
+            return f"{os.fspath(store).rstrip('/')}/{LAYOUT['manifest']}"
         path = Path(store) / LAYOUT["manifest"]
         atomic_write_text(path, self.to_json())
         return path
