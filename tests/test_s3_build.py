@@ -39,13 +39,13 @@ def local_hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*.parquet"))}
 
 
-def s3_objects(s3, prefix: str) -> dict[str, bytes]:  # noqa: ANN001 - the fixture's S3
+def s3_objects(s3, prefix: str) -> dict[str, bytes]:  # noqa: ANN001, F811 - the fixture's S3
     fs = s3.filesystem()
     base = f"{s3.bucket}/{prefix}"
     return {k[len(base) + 1:]: fs.cat_file(k) for k in fs.find(base)}
 
 
-def s3_hashes(s3, prefix: str) -> dict[str, str]:  # noqa: ANN001
+def s3_hashes(s3, prefix: str) -> dict[str, str]:  # noqa: ANN001, F811
     return {k: hashlib.sha256(v).hexdigest() for k, v in s3_objects(s3, prefix).items() if k.endswith(".parquet")}
 
 
