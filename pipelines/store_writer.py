@@ -1063,6 +1063,8 @@ class StoreBuild:
         for sid in self.files.record_ids():
             self.files.remove(_record_rel(sid))
         self.files.remove(PLAN_FILE)
+        if self.files.remote:  # a worker killed mid-upload leaves its temporary key: the next run would, too
+            self.files.clean_temporaries()
         self.finished = True
 
     def close(self) -> None:
