@@ -183,3 +183,34 @@ def test_cli_builds_mosei_into_s3(s3, csd_dir: Path, tmp_path: Path) -> None:  #
     assert unreachable.returncode == 1
     assert unreachable.stderr.startswith(f"mmolre: error: {s3.url('cli')}") and "Traceback" not in unreachable.stderr
     assert SECRET not in unreachable.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_work_pool_worker_builds_mosei_into_s3(s3, csd_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`make deploy` + `make worker` (a process work pool), then `build-mosei-features/default` into s3://; the
+    worker's environment carries the S3 endpoint and credentials, the run's parameters only the URL."""
+    from flows.local_prefect import prefect_server, run_deployment
+
+    venv = Path(sys.executable).parents[1]
+    with prefect_server(tmp_path / "prefect") as env:
+        env = {**env, **s3.env(), "PYTHONPATH": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        make = ["make", "-C", str(REPO), f"VENV={venv}", "-o", str(venv / ".installed"),
+                f"PREFECT_ENV=PREFECT_HOME={env['PREFECT_HOME']} PREFECT_API_URL={env['PREFECT_API_URL']}"]
+        deploy = subprocess.run([*make, "deploy"], env=env, capture_output=True, text=True, timeout=300)
+        assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
+        with open(tmp_path / "worker.log", "w") as log:
+            worker = subprocess.Popen([*make, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        try:
+            done = run_deployment(env, "build-mosei-features/default",
+                                  {"csd_dir": str(csd_dir), "store": s3.url("pool"), "n_workers": 0,
+                                   "batch_videos": 1, "units_per_shard": 1}, timeout=300)
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+        assert done.returncode == 0, done.stdout[-3000:] + (tmp_path / "worker.log").read_text()[-3000:]
+        assert "Completed" in done.stdout
+    local = run_build(sdk_plan(csd_dir), tmp_path / "local", show_bar=False)
+    assert local.n_segments and s3_hashes(s3, "pool") == local_hashes(tmp_path / "local")
+    assert SECRET not in (tmp_path / "worker.log").read_text() + done.stdout
