@@ -504,6 +504,10 @@ class RemoteDir:
     def __init__(self, url: str) -> None:
         self.files = RemoteFiles(url)
         self.shown = self.files.shown
+        self._sizes: dict[str, int] | None = None  # one listing serves every resume check; kept up to date
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_sizes": None}
 
     @property
     def location(self) -> str:
@@ -516,7 +520,7 @@ class RemoteDir:
         return bool(self.files.listing())
 
     def is_folder(self) -> bool:
-        return not self.files.size("")  # an object at the prefix itself: not a store
+        return self.files.size("") is None  # an object at the prefix itself: not a store
 
     def names(self) -> list[str]:
         return [n for n in self.files.listing() if n != BUILD_DIR]
@@ -539,6 +543,8 @@ class RemoteDir:
         tmp = f"{folder}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
         self.files.put(tmp, data)
         self.files.move(tmp, rel)
+        if self._sizes is not None:
+            self._sizes[rel] = len(data)
         return hashlib.sha256(data).hexdigest(), len(data)
 
     def record_ids(self) -> list[str]:
@@ -552,7 +558,9 @@ class RemoteDir:
 
     def problem(self, rel: str, sha256: str, size: int | None) -> str | None:
         contained_key(self.files.url, rel, "shard record")
-        actual = self.files.size(rel)
+        if self._sizes is None:
+            self._sizes = self.files.sizes()
+        actual = self._sizes.get(rel)
         if actual is None:
             return "file listed in the manifest is missing"
         if size is not None and actual != size:
@@ -564,6 +572,8 @@ class RemoteDir:
 
     def remove(self, rel: str) -> None:
         self.files.remove(rel)
+        if self._sizes is not None:
+            self._sizes.pop(rel, None)
 
     def clean_temporaries(self) -> None:
         for rel in self.files.listing(recursive=True):

@@ -145,6 +145,29 @@ def test_live_lease_refuses_a_second_build_and_a_stale_one_is_taken_over(s3, cap
     files.remove(LOCK_FILE)
 
 
+def test_url_that_is_not_a_store_or_names_keys_outside_it_is_refused_and_left_alone(s3) -> None:  # noqa: F811
+    from feature_schemas import OutsideStoreError
+    from feature_schemas.storage import RemoteFiles
+
+    units = syn.make_units(2)
+    other = RemoteFiles(s3.url("notastore"))
+    other.put("photos/cat.jpg", b"not ours")
+    with pytest.raises(StoreError, match=r"notastore: is not empty and not a store \(found 'photos'\)"):
+        build_store(s3.url("notastore"), "synthetic", units, syn.process, syn.FEATURE_SETS, progress=False)
+    assert other.get("photos/cat.jpg")[0] == b"not ours" and other.get(LOCK_FILE) is None
+
+    url = s3.url("crafted")
+    build_store(url, "synthetic", units, syn.process, syn.FEATURE_SETS, progress=False)
+    crafted = RemoteFiles(url)
+    manifest = json.loads(crafted.get("manifest.json")[0])
+    entry = next(iter(manifest["files"].values()))
+    manifest["files"]["../notastore/photos/cat.jpg"] = entry
+    crafted.put("manifest.json", json.dumps(manifest).encode())
+    with pytest.raises(OutsideStoreError, match="'../notastore/photos/cat.jpg' is not a relative path inside the store"):
+        build_store(url, "synthetic", units, syn.process, syn.FEATURE_SETS, progress=False, overwrite=True)
+    assert other.get("photos/cat.jpg")[0] == b"not ours"
+
+
 def test_lease_is_renewed_while_the_build_runs_and_a_lost_lease_stops_the_commit(s3) -> None:  # noqa: F811
     from feature_schemas.storage import RemoteFiles
 
