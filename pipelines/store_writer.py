@@ -666,29 +666,13 @@ class ObjectLock:
         return None
 
     def acquire(self) -> ObjectLock:
-        where = f"{self.files.shown}/{LOCK_FILE}"
         conditional = self.files.conditional_writes
         try:
+            if not conditional and self.files.get(LOCK_FILE) is not None:
+                raise FileExistsError(LOCK_FILE)  # judged below, as a refused conditional PUT is
             self.etag = self.files.put(LOCK_FILE, self._body(), exclusive=conditional)
         except FileExistsError:
-            got = self.files.get(LOCK_FILE)
-            data, etag = got if got is not None else (b"", None)
-            try:
-                info = json.loads(data)
-            except ValueError:
-                info = {}
-            info = info if isinstance(info, dict) else {}
-            why = self._stale(info) if got is not None else "it was just released"
-            if why is None:
-                raise StoreError(f"{self.files.shown}: another build is writing this store ({self._holder(info)}); "
-                                 f"wait for it to finish (a build that died frees {where} when its lease ends)") from None
-            log.warning("%s: taking over the lock of a build that is gone (%s; %s)", self.files.shown, why, self._holder(info))
-            try:
-                self.etag = (self.files.put(LOCK_FILE, self._body(), if_match=etag) if etag is not None
-                             else self.files.put(LOCK_FILE, self._body(), exclusive=True))
-            except FileExistsError:
-                raise StoreError(f"{self.files.shown}: another build took over this store's lock at the same time; "
-                                 "wait for it to finish") from None
+            self._take_over(conditional)
         if not conditional:  # no conditional PUT: the last writer wins, so read back who that was
             time.sleep(0.5)
             got = self.files.get(LOCK_FILE)
@@ -697,6 +681,32 @@ class ObjectLock:
         self._thread = threading.Thread(target=self._renew_loop, name="mmolre-lock-lease", daemon=True)
         self._thread.start()
         return self
+
+    def _take_over(self, conditional: bool) -> None:
+        """The lock object exists: refuse while its holder may be writing, else replace it (only the version
+        read, where the store can make that condition)."""
+        got = self.files.get(LOCK_FILE)
+        data, etag = got if got is not None else (b"", None)
+        try:
+            info = json.loads(data)
+        except ValueError:
+            info = {}
+        info = info if isinstance(info, dict) else {}
+        why = self._stale(info) if got is not None else "it was just released"
+        if why is None:
+            raise StoreError(f"{self.files.shown}: another build is writing this store ({self._holder(info)}); wait for "
+                             f"it to finish (a build that died frees {self.files.shown}/{LOCK_FILE} when its lease ends)")
+        log.warning("%s: taking over the lock of a build that is gone (%s; %s)", self.files.shown, why, self._holder(info))
+        try:
+            if not conditional:
+                self.etag = self.files.put(LOCK_FILE, self._body())
+            elif etag is not None:
+                self.etag = self.files.put(LOCK_FILE, self._body(), if_match=etag)
+            else:
+                self.etag = self.files.put(LOCK_FILE, self._body(), exclusive=True)
+        except FileExistsError:
+            raise StoreError(f"{self.files.shown}: another build took over this store's lock at the same time; "
+                             "wait for it to finish") from None
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.lease_s / 3):

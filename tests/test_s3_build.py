@@ -237,3 +237,27 @@ def test_work_pool_worker_builds_mosei_into_s3(s3, csd_dir: Path, tmp_path: Path
     local = run_build(sdk_plan(csd_dir), tmp_path / "local", show_bar=False)
     assert local.n_segments and s3_hashes(s3, "pool") == local_hashes(tmp_path / "local")
     assert SECRET not in (tmp_path / "worker.log").read_text() + done.stdout
+
+
+def test_a_filesystem_without_conditional_writes_locks_by_reading_back(tmp_path: Path) -> None:
+    """fsspec's in-memory filesystem stands for one without S3's conditional PUT: the lock is written, read back
+    after a pause, and a live one still refuses a second build; the store still equals a local build."""
+    import fsspec
+
+    from feature_schemas.storage import RemoteFiles
+
+    units = syn.make_units(4)
+    url = "memory://mmolre-test/store"
+    build_store(url, "synthetic", units, syn.process, syn.FEATURE_SETS, BuildConfig(units_per_shard=2), progress=False)
+    build_store(tmp_path / "local", "synthetic", units, syn.process, syn.FEATURE_SETS, BuildConfig(units_per_shard=2),
+                progress=False)
+    fs = fsspec.filesystem("memory")
+    got = {p.split("/store/", 1)[1]: hashlib.sha256(fs.cat_file(p)).hexdigest() for p in fs.find("/mmolre-test/store")
+           if p.endswith(".parquet")}
+    assert got == local_hashes(tmp_path / "local")
+    files = RemoteFiles(url)
+    assert not files.conditional_writes
+    with ObjectLock(files), pytest.raises(StoreError, match="another build is writing this store"):
+        ObjectLock(RemoteFiles(url)).acquire()
+    assert files.get(LOCK_FILE) is None
+    fs.rm("/mmolre-test", recursive=True)
