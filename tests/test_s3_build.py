@@ -89,6 +89,7 @@ print(json.dumps({"written": r.shards_written, "skipped": r.shards_skipped}))
 """
 
 
+@pytest.mark.slow
 def test_killed_build_resumes_from_the_url_and_equals_a_local_build(s3, tmp_path: Path) -> None:  # noqa: F811
     build_store(tmp_path / "local", "synthetic", syn.make_units(10), syn.process, syn.FEATURE_SETS,
                 BuildConfig(units_per_shard=1), progress=False)
@@ -188,6 +189,7 @@ def test_lease_is_renewed_while_the_build_runs_and_a_lost_lease_stops_the_commit
     files.remove(LOCK_FILE)
 
 
+@pytest.mark.slow
 def test_cli_builds_mosei_into_s3(s3, csd_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     env = {**os.environ, **s3.env(), "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "flows.cli", "build", "mosei", "--csd-dir", str(csd_dir), "--out", s3.url("cli"),
