@@ -79,7 +79,7 @@ class RemoteFiles:
     def fs(self) -> Any:
         if self._fs is None:
             try:
-                self._fs, self._base = filesystem(self.url)
+                self._fs, self._base = _writer_filesystem(self.url)
             except ValueError as e:
                 from .errors import StoreError
 
@@ -203,6 +203,29 @@ class RemoteFiles:
         except Exception as e:  # noqa: BLE001
             raise self._error(rels[0], e, "read") from None
         return {keys[k]: v for k, v in found.items() if k in keys and isinstance(v, bytes)}
+
+
+_CREDENTIAL_ENV = ("AWS_", "GOOGLE_", "GCS", "AZURE_", "FSSPEC_")
+_WRITER_FILESYSTEMS: dict[tuple[str, frozenset[tuple[str, str]]], Any] = {}  # (scheme://bucket, env) -> fs
+
+
+def _writer_filesystem(url: str) -> tuple[Any, str]:
+    """`filesystem(url)`, one instance per scheme and credential environment: fsspec's own instance cache ignores
+    the environment, so a process whose `AWS_ENDPOINT_URL` changed (a test's new server, another profile) would
+    keep talking to the old endpoint."""
+    import fsspec
+
+    scheme, _, rest = url.partition("://")
+    where = f"{scheme}://{rest.split('/', 1)[0]}"  # a bucket or an account may carry its own options
+    env = frozenset((k, v) for k, v in os.environ.items() if k.startswith(_CREDENTIAL_ENV))
+    cached = _WRITER_FILESYSTEMS.get((where, env))
+    if cached is None:
+        try:
+            cached, _ = fsspec.core.url_to_fs(url, skip_instance_cache=True)
+        except (ImportError, ValueError) as e:
+            raise ValueError(f"{display(url)}: cannot open this location ({e})") from None
+        _WRITER_FILESYSTEMS[(where, env)] = cached
+    return cached, cached._strip_protocol(url)
 
 
 def _storage_reason(e: BaseException) -> str:

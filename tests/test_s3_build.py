@@ -263,3 +263,20 @@ def test_a_filesystem_without_conditional_writes_locks_by_reading_back(tmp_path:
         ObjectLock(RemoteFiles(url)).acquire()
     assert files.get(LOCK_FILE) is None
     fs.rm("/mmolre-test", recursive=True)
+
+
+def test_a_changed_endpoint_in_the_environment_is_followed(s3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """fsspec caches filesystem instances regardless of the environment; the writer does not reuse one made for
+    another endpoint (a second test module's server, another profile)."""
+    from feature_schemas.storage import RemoteFiles
+
+    from .s3_fixtures import _free_port
+
+    RemoteFiles(s3.url("first")).put("x", b"1")  # an instance for the module's endpoint now exists
+    dead = f"http://127.0.0.1:{_free_port()}"
+    for key, value in (("AWS_ENDPOINT_URL", dead), ("AWS_ENDPOINT_URL_S3", dead), ("AWS_MAX_ATTEMPTS", "1")):
+        monkeypatch.setenv(key, value)
+    with pytest.raises(StoreError, match="cannot read .*endpoint unreachable"):
+        RemoteFiles(s3.url("first")).get("x")
+    monkeypatch.undo()
+    assert RemoteFiles(s3.url("first")).get("x")[0] == b"1"
