@@ -129,6 +129,7 @@ class RemoteFiles:
     def get(self, rel: str) -> tuple[bytes, str | None] | None:
         """(contents, ETag) of one object, or None when it does not exist."""
         try:
+            self.fs.invalidate_cache(self.key(rel))  # a cached listing may predate another process's write
             info = self.fs.info(self.key(rel))
             data = self.fs.cat_file(self.key(rel))
         except FileNotFoundError:
@@ -141,6 +142,7 @@ class RemoteFiles:
     def size(self, rel: str) -> int | None:
         """The object's size in bytes, or None when it does not exist."""
         try:
+            self.fs.invalidate_cache(self.key(rel))
             info = self.fs.info(self.key(rel))
         except FileNotFoundError:
             return None
