@@ -101,7 +101,10 @@ class RemoteFiles:
         from .errors import StoreError
 
         where = f"{self.shown}/{rel}" if rel else self.shown
-        reason = _storage_reason(e)
+        reason = re.sub(r"//[^/@\s]*@", "//", _storage_reason(e))  # userinfo in any URL the library echoed
+        userinfo = _userinfo(self.url)
+        if userinfo:
+            reason = reason.replace(userinfo, "")
         return StoreError(f"{where}: cannot {doing} ({reason})")
 
     def put(self, rel: str, data: bytes, *, exclusive: bool = False, if_match: str | None = None) -> str | None:
@@ -228,6 +231,12 @@ def _writer_filesystem(url: str) -> tuple[Any, str]:
             raise ValueError(f"{display(url)}: cannot open this location ({e})") from None
         _WRITER_FILESYSTEMS[(where, env)] = cached
     return cached, cached._strip_protocol(url)
+
+
+def _userinfo(url: str) -> str:
+    """The `user:secret@` of a URL, '' when none."""
+    m = _USERINFO.match(url)
+    return m.group(0)[len(m.group(1)):] if m else ""
 
 
 def _storage_reason(e: BaseException) -> str:

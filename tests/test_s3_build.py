@@ -280,3 +280,11 @@ def test_a_changed_endpoint_in_the_environment_is_followed(s3, monkeypatch: pyte
         RemoteFiles(s3.url("first")).get("x")
     monkeypatch.undo()
     assert RemoteFiles(s3.url("first")).get("x")[0] == b"1"
+
+
+def test_credentials_put_into_a_url_never_reach_a_message(s3) -> None:  # noqa: F811
+    url = f"s3://AKIAEXAMPLE:{SECRET}@{s3.bucket}/inline"
+    with pytest.raises(StoreError) as caught:
+        build_store(url, "synthetic", syn.make_units(1), syn.process, syn.FEATURE_SETS, progress=False)
+    assert SECRET not in str(caught.value) and "AKIAEXAMPLE" not in str(caught.value)
+    assert str(caught.value).startswith(f"s3://{s3.bucket}/inline")
