@@ -668,16 +668,16 @@ class ObjectLock:
     def acquire(self) -> ObjectLock:
         conditional = self.files.conditional_writes
         try:
-            if not conditional and self.files.get(LOCK_FILE) is not None:
+            if self.files.get(LOCK_FILE) is not None:  # also where a server ignores the PUT's condition
                 raise FileExistsError(LOCK_FILE)  # judged below, as a refused conditional PUT is
             self.etag = self.files.put(LOCK_FILE, self._body(), exclusive=conditional)
         except FileExistsError:
             self._take_over(conditional)
-        if not conditional:  # no conditional PUT: the last writer wins, so read back who that was
+        if not conditional:  # no conditional PUT: the last writer wins, so let a racing one land first
             time.sleep(0.5)
-            got = self.files.get(LOCK_FILE)
-            if got is None or json.loads(got[0]).get("owner") != self.owner:
-                raise StoreError(f"{self.files.shown}: another build is writing this store; wait for it to finish")
+        got = self.files.get(LOCK_FILE)  # read back who holds it
+        if got is None or json.loads(got[0]).get("owner") != self.owner:
+            raise StoreError(f"{self.files.shown}: another build is writing this store; wait for it to finish")
         self._thread = threading.Thread(target=self._renew_loop, name="mmolre-lock-lease", daemon=True)
         self._thread.start()
         return self
