@@ -165,6 +165,51 @@ def generate(folder: Path, scale: str, seed: int = 0) -> dict:
             "videos_missing_facet": len(no_facet), "hours": round(float(durations.sum()) / 3600, 1)}
 
 
+def _store_target(args: argparse.Namespace, work: Path) -> Path | str:
+    """Where the store goes: WORKDIR/store, or `--store URL` (its bucket served by moto in-process with --moto)."""
+    if args.store is None:
+        return work / "store"
+    if args.moto:
+        import os
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()  # a daemon thread
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+        os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"})
+        from feature_schemas.storage import filesystem
+
+        fs, path = filesystem(args.store)
+        fs.mkdir(path.split("/", 1)[0])
+    from feature_schemas.storage import filesystem
+
+    fs, path = filesystem(args.store)
+    if fs.find(path):
+        fs.rm(path, recursive=True)  # a fresh build each run, as the local folder is removed
+    return args.store
+
+
+def _store_label(store: Path | str, args: argparse.Namespace) -> str:
+    return ("moto in-process " if args.moto else "") + str(store) if isinstance(store, str) else "local disk"
+
+
+def _store_bytes(store: Path | str) -> int:
+    if isinstance(store, str):
+        from feature_schemas.storage import filesystem
+
+        fs, path = filesystem(store)
+        fs.invalidate_cache()
+        return int(fs.du(path))
+    return sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=sorted(SCALES), default="small")
@@ -174,10 +219,14 @@ def main() -> None:
     ap.add_argument("--batch-videos", type=int, default=4)
     ap.add_argument("--units-per-shard", type=int, default=16)
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    ap.add_argument("--store", default=None,
+                    help="build into this URL (s3://bucket/prefix, ...; endpoint and credentials from the environment) "
+                         "instead of WORKDIR/store; with --moto, an S3 API started in this process (objects in memory)")
+    ap.add_argument("--moto", action="store_true", help="serve --store's bucket from moto in this process")
     args = ap.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix=f"mosei_{args.scale}_"))
-    csd_dir, store = work / "csd", work / "store"
+    csd_dir, store = work / "csd", _store_target(args, work)
     try:
         t0 = time.perf_counter()
         if not (csd_dir / "folds.json").is_file():
@@ -187,7 +236,8 @@ def main() -> None:
         gen_s = time.perf_counter() - t0
         input_bytes = sum(p.stat().st_size for p in csd_dir.glob("*.csd"))
         print(f"inputs: {counts} {input_bytes / 1e9:.2f} GB in {gen_s:.0f} s", file=sys.stderr, flush=True)
-        shutil.rmtree(store, ignore_errors=True)
+        if not isinstance(store, str):
+            shutil.rmtree(store, ignore_errors=True)
 
         with RssSampler() as rss:
             t1 = time.perf_counter()
@@ -209,7 +259,11 @@ def main() -> None:
         from feature_schemas import validate
 
         t2 = time.perf_counter()
-        report = validate(store, check_files=False)
+        try:
+            report = validate(store, check_files=False)
+        except Exception as e:  # noqa: BLE001 - a reader without URL support yet: the build figures still stand
+            print(f"validate: {type(e).__name__}: {e}", file=sys.stderr)
+            report = None
         validate_s = time.perf_counter() - t2
         m = result.manifest.report
         out = {
@@ -226,8 +280,9 @@ def main() -> None:
             "segments_per_s": round(result.n_segments / build_s, 1),
             "peak_rss_mb": round(rss.peak / 2**20),
             "processes_at_peak": rss.peak_processes,
-            "store_mb": round(sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 2**20, 1),
-            "valid": report.ok,
+            "store": _store_label(store, args),
+            "store_mb": round(_store_bytes(store) / 2**20, 1),
+            "valid": report.ok if report is not None else None,
             "validate_s": round(validate_s, 1),
             "n_ids_missing": m.get("n_ids_missing"),
             "n_labelled_videos_in_no_fold": m.get("n_labelled_videos_in_no_fold"),

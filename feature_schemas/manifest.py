@@ -110,7 +110,13 @@ class Manifest:
             raise StoreError(f"{source}: not valid JSON (not UTF-8: {e.reason} at byte {e.start})") from None
         return cls.from_json(text, source=source)
 
-    def save(self, store: str | os.PathLike) -> Path:
+    def save(self, store: str | os.PathLike) -> Path | str:
+        """Write `manifest.json`: atomically renamed into a local folder, one whole PUT at a URL."""
+        from .storage import RemoteFiles, is_url
+
+        if is_url(store):
+            RemoteFiles(os.fspath(store)).put(LAYOUT["manifest"], self.to_json().encode())
+            return f"{os.fspath(store).rstrip('/')}/{LAYOUT['manifest']}"
         path = Path(store) / LAYOUT["manifest"]
         atomic_write_text(path, self.to_json())
         return path

@@ -63,3 +63,19 @@ def stored_files(root: str | os.PathLike) -> list[str]:
 def normalise(rel: str) -> str:
     """A manifest path in the form `stored_files` gives (no `./`, no doubled slashes)."""
     return Path(os.path.normpath(rel)).as_posix()
+
+
+def contained_key(root: str, rel: object, what: str = "file") -> str:
+    """`rel` as a key inside the store at URL `root`, when it is a relative key that stays inside it.
+
+    Object stores have no symlinks, so the check is on the text: no absolute path, no `..` or `.` part, no empty
+    part, no NUL. Raises OutsideStoreError naming the store (as `display` shows it) otherwise."""
+    from .storage import display
+
+    bad = not isinstance(rel, str) or not rel or "\0" in rel or rel.startswith("/") or "\\" in rel
+    if not bad:
+        parts = rel.split("/")
+        bad = any(p in ("", ".", "..") for p in parts)
+    if bad:
+        raise OutsideStoreError(f"{display(root)}: {what} path {rel!r} is not a relative path inside the store; refused")
+    return rel

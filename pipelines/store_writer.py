@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
 import json
 import logging
 import os
+import socket
+import threading
+import time
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -55,10 +61,13 @@ from feature_schemas import (
     validate_segments,
     vectors_to_arrow,
 )
+from feature_schemas.paths import contained_key
+from feature_schemas.storage import RemoteFiles, is_url, local_path
 
 from .card import write_card
 from .collapse import CollapseConfig, collapse_segment
-from .leakage import has_leakage, leakage_lines, store_leakage
+from .leakage import COLUMNS as LEAKAGE_COLUMNS
+from .leakage import find_leakage, has_leakage, leakage_lines, store_leakage
 from .records import Failure, PipelineError, SegmentRecord, UnitResult, WorkUnit
 
 log = logging.getLogger(__name__)
@@ -116,7 +125,7 @@ class BuildPlan:
 
 @dataclass
 class BuildResult:
-    store: Path
+    store: Path | str  # a local folder, or the store's URL as `display` shows it
     manifest: Manifest
     shards_written: int
     shards_skipped: int
@@ -340,7 +349,7 @@ def write_shard(
     config: BuildConfig,
 ) -> ShardRecord:
     """Process a shard's units and write its files; the shard record is the commit point."""
-    root = Path(store)
+    d = store_dir(store)
     recs: list[SegmentRecord] = []
     cols: list[dict[str, Any]] = []
     failures: list[Failure] = []
@@ -371,8 +380,9 @@ def write_shard(
     files: dict[str, dict[str, Any]] = {}
 
     def put(table: pa.Table, name: str, rel: str, split: str | None) -> None:
+        sha256, size = d.write_parquet(table, rel, config)
         files[rel] = {"table": name, "split": split, "shard": shard.shard_id, "rows": table.num_rows,
-                      "sha256": _write_parquet(table, root / rel, config), "bytes": (root / rel).stat().st_size}
+                      "sha256": sha256, "bytes": size}
 
     for split in sorted({r.segment["split"] for r in recs}):
         in_split = pc.equal(segments.column("split"), split)
@@ -391,42 +401,404 @@ def write_shard(
         put(_failures_table(failures), "failures", table_path("failures", shard=shard.shard_id), None)
     notes = sorted(notes, key=lambda n: (n.get("item_id", ""), n.get("stage", "")))[:MAX_NOTES]
     record = ShardRecord(shard.shard_id, shard.key, files, dict(sorted(counters.items())), len(recs), len(failures), notes)
-    atomic_write_text(root / SHARD_RECORDS / f"part-{shard.shard_id}.json", json.dumps(asdict(record), indent=1, sort_keys=True))
+    d.write_text(_record_rel(shard.shard_id), json.dumps(asdict(record), indent=1, sort_keys=True))
     return record
 
 
+# -- where the store lives: a local folder (the OS directly) or a URL (fsspec) ----------------------
+class LocalDir:
+    """A store in a local folder: today's code path (atomic renames, fsync, fcntl lock), byte for byte."""
+
+    remote = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.shown = str(root)
+
+    @property
+    def location(self) -> Path:
+        return self.root
+
+    def check(self, rel: object, what: str) -> None:
+        contained(self.root, rel, what)
+
+    def exists(self) -> bool:
+        return self.root.exists()
+
+    def is_folder(self) -> bool:
+        return self.root.is_dir()
+
+    def names(self) -> list[str]:
+        """The store folder's entries but the build state."""
+        return sorted(p.name for p in self.root.iterdir() if p.name != BUILD_DIR)
+
+    def has(self, rel: str) -> bool:
+        return (self.root / rel).exists()
+
+    def read_text(self, rel: str) -> str | None:
+        try:
+            return (self.root / rel).read_text()
+        except OSError:
+            return None
+
+    def write_text(self, rel: str, text: str) -> None:
+        atomic_write_text(self.root / rel, text)
+
+    def write_parquet(self, table: pa.Table, rel: str, config: BuildConfig) -> tuple[str, int]:
+        path = self.root / rel
+        return _write_parquet(table, path, config), path.stat().st_size
+
+    def record_ids(self) -> list[str]:
+        """The shard ids of the records of a build in progress."""
+        return [path.stem.removeprefix("part-") for path in sorted((self.root / SHARD_RECORDS).glob("part-*.json"))]
+
+    def record_texts(self) -> dict[str, str]:
+        """Every shard record of a build in progress, by shard id, as text (unreadable ones left out)."""
+        out = {}
+        for sid in self.record_ids():
+            if (text := self.read_text(_record_rel(sid))) is not None:
+                out[sid] = text
+        return out
+
+    def problem(self, rel: str, sha256: str, size: int | None) -> str | None:
+        return file_problem(contained(self.root, rel, "shard record"), sha256, size=size)
+
+    def size(self, rel: str) -> int:
+        return (self.root / rel).stat().st_size
+
+    def remove(self, rel: str) -> None:
+        (self.root / rel).unlink(missing_ok=True)
+
+    def clean_temporaries(self) -> None:
+        for tmp in self.root.rglob(TEMPORARY_GLOB):
+            tmp.unlink(missing_ok=True)
+
+    def prune_folders(self) -> None:
+        """Folders left empty in the table tree, deepest first."""
+        for top in table_roots():
+            for folder, _, _ in sorted(os.walk(self.root / top), reverse=True):
+                with contextlib.suppress(OSError):
+                    Path(folder).rmdir()  # only succeeds when empty
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> StoreLock:
+        return StoreLock(self.root).__enter__()
+
+    def load_manifest(self) -> Manifest:
+        return Manifest.load(self.root)
+
+    def read_columns(self, rel: str, columns: Sequence[str]) -> pa.Table:
+        return pq.read_table(self.root / rel, columns=list(columns))
+
+
+class RemoteDir:
+    """A store at a URL (`s3://bucket/prefix`, ...) through fsspec. Each Parquet file goes to a temporary key and
+    is then copied to its name; records, plan, card and manifest are single PUTs (whole or absent on an object
+    store), the manifest last. Resume checks each listed object's presence and size (hashing would download the
+    whole store). Credentials come only from the filesystem's environment; messages show `display(url)`."""
+
+    remote = True
+
+    def __init__(self, url: str) -> None:
+        self.files = RemoteFiles(url)
+        self.shown = self.files.shown
+        self._sizes: dict[str, int] | None = None  # one listing serves every resume check; kept up to date
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_sizes": None}
+
+    @property
+    def location(self) -> str:
+        return self.files.url
+
+    def check(self, rel: object, what: str) -> None:
+        contained_key(self.files.url, rel, what)
+
+    def exists(self) -> bool:
+        return bool(self.files.listing())
+
+    def is_folder(self) -> bool:
+        return self.files.size("") is None  # an object at the prefix itself: not a store
+
+    def names(self) -> list[str]:
+        return [n for n in self.files.listing() if n != BUILD_DIR]
+
+    def has(self, rel: str) -> bool:
+        return self.files.size(rel) is not None
+
+    def read_text(self, rel: str) -> str | None:
+        got = self.files.get(rel)
+        return None if got is None else got[0].decode(errors="replace")
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.files.put(rel, text.encode())
+
+    def write_parquet(self, table: pa.Table, rel: str, config: BuildConfig) -> tuple[str, int]:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression=config.compression, row_group_size=config.row_group_rows)
+        data = sink.getvalue().to_pybytes()
+        folder, _, name = rel.rpartition("/")
+        tmp = f"{folder}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
+        self.files.put(tmp, data)
+        self.files.move(tmp, rel)
+        if self._sizes is not None:
+            self._sizes[rel] = len(data)
+        return hashlib.sha256(data).hexdigest(), len(data)
+
+    def record_ids(self) -> list[str]:
+        names = [r.rpartition("/")[2] for r in self.files.listing(SHARD_RECORDS)]
+        return [n[len("part-"):-len(".json")] for n in names if fnmatch.fnmatch(n, "part-*.json")]
+
+    def record_texts(self) -> dict[str, str]:
+        found = self.files.get_many([_record_rel(sid) for sid in self.record_ids()])
+        return {rel.rpartition("/")[2][len("part-"):-len(".json")]: data.decode(errors="replace")
+                for rel, data in sorted(found.items())}
+
+    def problem(self, rel: str, sha256: str, size: int | None) -> str | None:
+        contained_key(self.files.url, rel, "shard record")
+        if self._sizes is None:
+            self._sizes = self.files.sizes()
+        actual = self._sizes.get(rel)
+        if actual is None:
+            return "file listed in the manifest is missing"
+        if size is not None and actual != size:
+            return f"size {actual} bytes, the manifest says {size}: object replaced or truncated"
+        return None
+
+    def size(self, rel: str) -> int:
+        return int(self.files.size(rel) or 0)
+
+    def remove(self, rel: str) -> None:
+        self.files.remove(rel)
+        if self._sizes is not None:
+            self._sizes.pop(rel, None)
+
+    def clean_temporaries(self) -> None:
+        for rel in self.files.listing(recursive=True):
+            if fnmatch.fnmatch(rel.rpartition("/")[2], TEMPORARY_GLOB):
+                self.files.remove(rel)
+
+    def prune_folders(self) -> None:
+        """Object stores have no folders to leave behind."""
+
+    def prepare(self) -> None:
+        """Nothing to create: a key's prefix exists as soon as an object is under it."""
+
+    def lock(self) -> ObjectLock:
+        return ObjectLock(self.files).acquire()
+
+    def load_manifest(self) -> Manifest:
+        text = self.read_text(LAYOUT["manifest"])
+        if text is None:
+            raise StoreError(f"{self.shown}: not a feature store (no {LAYOUT['manifest']})")
+        return Manifest.from_json(text, source=f"{self.shown}/{LAYOUT['manifest']}")
+
+    def read_columns(self, rel: str, columns: Sequence[str]) -> pa.Table:
+        return pq.read_table(self.files.key(rel), columns=list(columns), filesystem=self.files.fs)
+
+
+StoreDir = LocalDir | RemoteDir
+
+
+def store_dir(store: str | os.PathLike) -> StoreDir:
+    """Where a build writes: a URL goes through fsspec, anything else (a path, `file://`) is a local folder."""
+    return RemoteDir(os.fspath(store)) if is_url(store) else LocalDir(local_path(store))
+
+
+LEASE_ENV = "MMOLRE_LOCK_LEASE_S"  # how long a build's lock on object storage stays valid unless renewed
+DEFAULT_LEASE_S = 120.0
+
+
+def _lease_s() -> float:
+    try:
+        return max(1.0, float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S)))
+    except ValueError:
+        return DEFAULT_LEASE_S
+
+
+def _process_started(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+class ObjectLock:
+    """The lock of a build on object storage: `_build/lock`, an object naming its owner (a random id, host, pid)
+    and the time its lease ends. Created only if absent (S3's conditional PUT), renewed by a thread every third of
+    the lease while the build runs, deleted when it ends. A lock whose lease ran out, or whose owner is a process
+    on this host that no longer exists, is stale: taken over with a warning. A live one refuses the build."""
+
+    def __init__(self, files: RemoteFiles, lease_s: float | None = None) -> None:
+        self.files = files
+        self.lease_s = lease_s or _lease_s()
+        self.owner = uuid.uuid4().hex
+        self.etag: str | None = None
+        self.lost: str | None = None  # why the lock is no longer ours (another build took it over)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def _body(self) -> bytes:
+        pid = os.getpid()
+        return json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": pid,
+                           "pid_started": _process_started(pid), "lease_s": self.lease_s,
+                           "expires": time.time() + self.lease_s}, sort_keys=True).encode()
+
+    def _holder(self, info: dict[str, Any]) -> str:
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(float(info.get("expires") or 0)))
+        return f"host {info.get('host', '?')}, pid {info.get('pid', '?')}, lease until {until}"
+
+    def _stale(self, info: dict[str, Any]) -> str | None:
+        """Why the holder is gone, or None when it may still be writing."""
+        try:
+            expires = float(info["expires"])
+        except (KeyError, TypeError, ValueError):
+            return "unreadable lock"
+        if expires < time.time():
+            return f"its lease ended at {time.strftime('%H:%M:%S UTC', time.gmtime(expires))}"
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+            started = _process_started(info["pid"])
+            if started is None or (info.get("pid_started") is not None and abs(started - float(info["pid_started"])) > 1):
+                return f"its process {info['pid']} on this host is gone"
+        return None
+
+    def acquire(self) -> ObjectLock:
+        conditional = self.files.conditional_writes
+        try:
+            if self.files.get(LOCK_FILE) is not None:  # also where a server ignores the PUT's condition
+                raise FileExistsError(LOCK_FILE)  # judged below, as a refused conditional PUT is
+            self.etag = self.files.put(LOCK_FILE, self._body(), exclusive=conditional)
+        except FileExistsError:
+            self._take_over(conditional)
+        if not conditional:  # no conditional PUT: the last writer wins, so let a racing one land first
+            time.sleep(0.5)
+        got = self.files.get(LOCK_FILE)  # read back who holds it
+        if got is None or json.loads(got[0]).get("owner") != self.owner:
+            raise StoreError(f"{self.files.shown}: another build is writing this store; wait for it to finish")
+        self._thread = threading.Thread(target=self._renew_loop, name="mmolre-lock-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _take_over(self, conditional: bool) -> None:
+        """The lock object exists: refuse while its holder may be writing, else replace it (only the version
+        read, where the store can make that condition)."""
+        got = self.files.get(LOCK_FILE)
+        data, etag = got if got is not None else (b"", None)
+        try:
+            info = json.loads(data)
+        except ValueError:
+            info = {}
+        info = info if isinstance(info, dict) else {}
+        why = self._stale(info) if got is not None else "it was just released"
+        if why is None:
+            raise StoreError(f"{self.files.shown}: another build is writing this store ({self._holder(info)}); wait for "
+                             f"it to finish (a build that died frees {self.files.shown}/{LOCK_FILE} when its lease ends)")
+        log.warning("%s: taking over the lock of a build that is gone (%s; %s)", self.files.shown, why, self._holder(info))
+        try:
+            if not conditional:
+                self.etag = self.files.put(LOCK_FILE, self._body())
+            elif etag is not None:
+                self.etag = self.files.put(LOCK_FILE, self._body(), if_match=etag)
+            else:
+                self.etag = self.files.put(LOCK_FILE, self._body(), exclusive=True)
+        except FileExistsError:
+            raise StoreError(f"{self.files.shown}: another build took over this store's lock at the same time; "
+                             "wait for it to finish") from None
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            self.renew()
+
+    def renew(self) -> None:
+        """Extend the lease; only the version this build wrote may be replaced."""
+        with self._guard:
+            if self.lost or self._stop.is_set():
+                return
+            try:
+                if self.files.conditional_writes:
+                    self.etag = self.files.put(LOCK_FILE, self._body(), if_match=self.etag)
+                else:
+                    self.files.put(LOCK_FILE, self._body())
+            except FileExistsError:
+                self.lost = "another build took over this store's lock (this build's lease ran out unrenewed)"
+                log.error("%s: %s", self.files.shown, self.lost)
+            except StoreError as e:  # a transient outage: try again at the next beat, the lease still runs
+                log.warning("%s: could not renew the build lock: %s", self.files.shown, e)
+
+    def check(self) -> None:
+        """Raise StoreError when the lock is no longer this build's (before the manifest is written)."""
+        if self.lost is None:
+            got = self.files.get(LOCK_FILE)
+            owner = json.loads(got[0]).get("owner") if got is not None else None
+            if owner != self.owner:
+                self.lost = "the lock was removed or taken over by another build"
+        if self.lost:
+            raise StoreError(f"{self.files.shown}: {self.lost}; not writing the manifest: rerun the build")
+
+    def release(self, remove: bool = False) -> None:
+        """Stop renewing and delete the lock object if it is still this build's (always: a finished or failed
+        build both free the store; `remove` is the local lock's signature)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._thread = None
+        with self._guard:
+            if self.lost is None:
+                with contextlib.suppress(StoreError):
+                    self.files.remove(LOCK_FILE)
+
+    def __enter__(self) -> ObjectLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 # -- the whole build --------------------------------------------------------------------------------
-def _load_record(root: Path, shard_id: str) -> ShardRecord | None:
+def _record_rel(shard_id: str) -> str:
+    return f"{SHARD_RECORDS}/part-{shard_id}.json"
+
+
+def _parse_record(d: StoreDir, shard_id: str, text: str | None) -> ShardRecord | None:
     """A build-in-progress record; None when unreadable or not a record of that shard (its shard is rewritten).
     Raises OutsideStoreError when it names a file outside the store: a crafted record never gets a file deleted."""
-    path = root / SHARD_RECORDS / f"part-{shard_id}.json"
+    if text is None:
+        return None
     try:
-        record = ShardRecord(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+        record = ShardRecord(**json.loads(text))
+    except (ValueError, TypeError):
         return None
     if record.shard_id != shard_id or not isinstance(record.key, str) or not isinstance(record.files, dict):
         return None
     for rel, entry in record.files.items():
         try:
-            contained(root, rel, "shard record")
+            d.check(rel, "shard record")
         except OutsideStoreError as e:
-            raise OutsideStoreError(f"{e} (in {path}; remove that record, or {root / BUILD_DIR}, and rerun)") from None
+            raise OutsideStoreError(f"{e} (in {d.shown}/{_record_rel(shard_id)}; remove that record, or "
+                                    f"{d.shown}/{BUILD_DIR}, and rerun)") from None
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             return None
     return record
 
 
-def _build_records(root: Path) -> dict[str, ShardRecord]:
+def _load_record(d: StoreDir, shard_id: str) -> ShardRecord | None:
+    return _parse_record(d, shard_id, d.read_text(_record_rel(shard_id)))
+
+
+def _build_records(d: StoreDir) -> dict[str, ShardRecord]:
     """Every readable shard record of a build in progress, by shard id."""
     out = {}
-    for path in sorted((root / SHARD_RECORDS).glob("part-*.json")):
-        sid = path.stem.removeprefix("part-")
-        if (record := _load_record(root, sid)) is not None:
+    for sid, text in d.record_texts().items():
+        if (record := _parse_record(d, sid, text)) is not None:
             out[sid] = record
     return out
 
 
-def _manifest_records(root: Path, manifest: Manifest | None) -> dict[str, ShardRecord]:
+def _manifest_records(d: StoreDir, manifest: Manifest | None) -> dict[str, ShardRecord]:
     """A finished store's shards as records (files, input key, counters), so a rerun resumes from the manifest
     alone. Raises OutsideStoreError when the manifest names a file outside the store."""
     if manifest is None:
@@ -439,7 +811,7 @@ def _manifest_records(root: Path, manifest: Manifest | None) -> dict[str, ShardR
     notes = notes if isinstance(notes, dict) else {}
     files: dict[str, dict[str, dict[str, Any]]] = {}
     for rel, entry in manifest.files.items():
-        contained(root, rel, "manifest")
+        d.check(rel, "manifest")
         files.setdefault(entry.shard, {})[rel] = entry.to_dict()
     out = {}
     for sid in sorted(set(files) | set(keys)):
@@ -453,24 +825,21 @@ def _manifest_records(root: Path, manifest: Manifest | None) -> dict[str, ShardR
     return out
 
 
-def _record_intact(root: Path, record: ShardRecord) -> bool:
-    return not any(file_problem(contained(root, rel, "shard record"), e["sha256"], size=e.get("bytes"))
-                   for rel, e in record.files.items())
+def _record_intact(d: StoreDir, record: ShardRecord) -> bool:
+    return not any(d.problem(rel, e["sha256"], e.get("bytes")) for rel, e in record.files.items())
 
 
-def _remove_record(root: Path, record: ShardRecord, keep: frozenset[str] = frozenset(), record_file: bool = True) -> None:
+def _remove_record(d: StoreDir, record: ShardRecord, keep: frozenset[str] = frozenset(), record_file: bool = True) -> None:
     """Delete a shard's files (but those in `keep`) and its build record. Every path is checked before any is
     deleted, so a record naming `/abs` or `../x` deletes nothing."""
-    paths = [contained(root, rel, "shard record") for rel in record.files if rel not in keep]
-    for path in paths:
-        path.unlink(missing_ok=True)
+    rels = [rel for rel in record.files if rel not in keep]
+    for rel in rels:
+        d.check(rel, "shard record")
+    for rel in rels:
+        d.remove(rel)
     if record_file:
-        contained(root, f"{SHARD_RECORDS}/part-{record.shard_id}.json", "shard record").unlink(missing_ok=True)
-
-
-def _clean_temporaries(root: Path) -> None:
-    for tmp in root.rglob(TEMPORARY_GLOB):
-        tmp.unlink(missing_ok=True)
+        d.check(_record_rel(record.shard_id), "shard record")
+        d.remove(_record_rel(record.shard_id))
 
 
 def _canonical(value: Any) -> str:
@@ -483,10 +852,10 @@ def recipe_identity(build: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in build.items() if k not in (*INPUT_KEYS, *RESUME_KEYS, "labels")}  # labels come from the rows
 
 
-def _read_plan(root: Path) -> dict[str, Any] | None:
+def _read_plan(d: StoreDir) -> dict[str, Any] | None:
     try:
-        plan = json.loads((root / PLAN_FILE).read_text())
-    except (OSError, ValueError):
+        plan = json.loads(d.read_text(PLAN_FILE) or "")
+    except ValueError:
         return None
     return plan.get("identity") if isinstance(plan, dict) and isinstance(plan.get("identity"), dict) else None
 
@@ -500,24 +869,25 @@ class _Target:
     remove_build_state: bool = False  # the other build's records, their files and its plan
 
 
-def _inspect_target(root: Path, identity: dict[str, Any], overwrite: bool) -> _Target:
-    """Decide, changing nothing, whether a build may write into `root`: an empty folder, a store (or unfinished
+def _inspect_target(d: StoreDir, identity: dict[str, Any], overwrite: bool) -> _Target:
+    """Decide, changing nothing, whether a build may write into the store: an empty folder, a store (or unfinished
     build) of the same recipe and configuration, or anything with `overwrite`. Raises StoreError otherwise, and
     for any path the old manifest or records name outside the store."""
-    if not root.exists():
+    root = d.shown
+    if not d.exists():
         return _Target()
-    if not root.is_dir():
+    if not d.is_folder():
         raise StoreError(f"{root}: exists and is not a folder; choose another --out")
-    plan = _read_plan(root)
+    plan = _read_plan(d)
     manifest, unreadable = None, ""
-    if (root / LAYOUT["manifest"]).exists():
+    if d.has(LAYOUT["manifest"]):
         try:
-            manifest = Manifest.load(root)
+            manifest = d.load_manifest()
         except StoreError as e:
             unreadable = f"; its {LAYOUT['manifest']} is unreadable: {e}"
-    contents = sorted(p.name for p in root.iterdir() if p.name != BUILD_DIR)
-    records = _build_records(root)  # raises for a record naming a file outside the store
-    _manifest_records(root, manifest)  # and for such a manifest entry
+    contents = d.names()
+    records = _build_records(d)  # raises for a record naming a file outside the store
+    _manifest_records(d, manifest)  # and for such a manifest entry
     if not contents and plan is None:  # empty, or a build killed before it planned anything
         return _Target(manifest=None, remove_build_state=bool(records))
     found = plan if plan is not None else (recipe_identity(manifest.build) if manifest is not None else None)
@@ -538,23 +908,20 @@ def _inspect_target(root: Path, identity: dict[str, Any], overwrite: bool) -> _T
     return _Target(manifest=manifest, remove_store=manifest is not None, remove_build_state=True)
 
 
-def _remove_old(root: Path, target: _Target) -> None:
+def _remove_old(d: StoreDir, target: _Target) -> None:
     """Carry out `_inspect_target`'s removals: only what the old manifest lists, its card and manifest, and the
     old build state; then folders left empty in the table tree."""
     if target.remove_build_state:
-        for record in _build_records(root).values():
-            _remove_record(root, record)
-        (root / PLAN_FILE).unlink(missing_ok=True)
+        for record in _build_records(d).values():
+            _remove_record(d, record)
+        d.remove(PLAN_FILE)
     if target.remove_store and target.manifest is not None:
-        for record in _manifest_records(root, target.manifest).values():
-            _remove_record(root, record, record_file=False)
-        (root / LAYOUT["card"]).unlink(missing_ok=True)
-        (root / LAYOUT["manifest"]).unlink(missing_ok=True)
+        for record in _manifest_records(d, target.manifest).values():
+            _remove_record(d, record, record_file=False)
+        d.remove(LAYOUT["card"])
+        d.remove(LAYOUT["manifest"])
         target.manifest = None
-    for top in table_roots():
-        for folder, _, _ in sorted(os.walk(root / top), reverse=True):  # deepest first
-            with contextlib.suppress(OSError):
-                Path(folder).rmdir()  # only succeeds when empty
+    d.prune_folders()
 
 
 class StoreLock:
@@ -612,13 +979,17 @@ def _merge_report(recipe_report: dict[str, Any] | None, records: list[ShardRecor
     return report
 
 
-def _check_build(root: Path, records: Sequence[ShardRecord], report: dict[str, Any]) -> None:
+def _check_build(d: StoreDir, records: Sequence[ShardRecord], report: dict[str, Any]) -> None:
     """Leakage between splits (read back from the segments files just written) and the warnings a build must
     not keep quiet: shared sentences or videos across splits, mostly guessed word times, nothing written."""
     rels = [rel for r in records for rel, e in r.files.items() if e["table"] == "segments"]
+    root = d.shown
     try:
-        report["leakage"] = store_leakage(root, rels)
-    except (OSError, pa.ArrowException) as e:
+        if d.remote:
+            report["leakage"] = find_leakage([row for rel in sorted(rels) for row in d.read_columns(rel, LEAKAGE_COLUMNS).to_pylist()])
+        else:
+            report["leakage"] = store_leakage(d.location, rels)
+    except (OSError, StoreError, pa.ArrowException) as e:
         log.error("%s: could not check the splits for leakage: %s", root, e)
         report["leakage"] = None
     warnings: list[str] = []
@@ -649,7 +1020,7 @@ class StoreBuild:
 
     `pipelines.build.run_build` writes `todo` on an executor (or a caller's own scheduler) and then calls `finish`."""
 
-    root: Path
+    root: Path | str  # a local folder, or the store's URL
     name: str
     shards: list[Shard]
     todo: list[Shard]
@@ -657,8 +1028,15 @@ class StoreBuild:
     feature_sets: list[FeatureSet]
     config: BuildConfig
     build_info: dict[str, Any]
-    lock: StoreLock
+    lock: StoreLock | ObjectLock
     finished: bool = False  # the manifest records every shard: release the lock with the rest of _build/
+    dir: StoreDir | None = None  # where the files go (None: the local folder `root`)
+
+    @property
+    def files(self) -> StoreDir:
+        if self.dir is None:
+            self.dir = LocalDir(Path(self.root))
+        return self.dir
 
     @property
     def skipped(self) -> int:
@@ -673,7 +1051,7 @@ class StoreBuild:
             if missing:  # a worker died past its retries: keep what was written, say what to rerun
                 report = {**(report or {}), "incomplete_shards": missing}
                 log.error("%s: %d shards were not written (%s); rerun the same build to complete them",
-                          self.root, len(missing), ", ".join(missing[:5]))
+                          self.files.shown, len(missing), ", ".join(missing[:5]))
             manifest = Manifest(
                 name=self.name,
                 feature_sets={fs.name: fs for fs in self.feature_sets},
@@ -685,24 +1063,28 @@ class StoreBuild:
                 report=_merge_report(report, records),
                 labels=dict(self.build_info.get("labels") or {}),  # the recipe's label vocabularies (feature_schemas.labels)
             )
-            _check_build(self.root, records, manifest.report)
-            manifest.save(self.root)
-            write_card(self.root, manifest)
+            _check_build(self.files, records, manifest.report)
+            if isinstance(self.lock, ObjectLock):
+                self.lock.check()  # the manifest is the commit point: only while this build holds the store
+            write_card(self.files.location, manifest)
+            manifest.save(self.files.location)
             self._drop_build_state()
         finally:
             self.close()
         n_written = len({r.shard_id for r in written} - set(self.done))  # what this run wrote, not what it planned
-        return BuildResult(self.root, manifest, n_written, self.skipped, manifest.report["segments"], manifest.report["failures"])
+        return BuildResult(self.files.shown if self.files.remote else self.root, manifest, n_written, self.skipped, manifest.report["segments"], manifest.report["failures"])
 
     def _file_entry(self, rel: str, entry: dict[str, Any]) -> FileEntry:
         size = entry.get("bytes")
-        return FileEntry.from_dict({**entry, "bytes": size if size is not None else (self.root / rel).stat().st_size})
+        return FileEntry.from_dict({**entry, "bytes": size if size is not None else self.files.size(rel)})
 
     def _drop_build_state(self) -> None:
         """The manifest now records every shard: remove the records, the plan and (on release) the lock."""
-        for path in (self.root / SHARD_RECORDS).glob("part-*.json"):
-            path.unlink(missing_ok=True)
-        (self.root / PLAN_FILE).unlink(missing_ok=True)
+        for sid in self.files.record_ids():
+            self.files.remove(_record_rel(sid))
+        self.files.remove(PLAN_FILE)
+        if self.files.remote:  # a worker killed mid-upload leaves its temporary key: the next run would, too
+            self.files.clean_temporaries()
         self.finished = True
 
     def close(self) -> None:
@@ -718,41 +1100,41 @@ def open_build(
     build_info: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> StoreBuild:
-    """Check the output folder (refusing, with nothing changed, a non-empty folder that is not a store of this
+    """Check the output folder or URL (refusing, with nothing changed, a non-empty one that is not a store of this
     recipe and configuration unless `overwrite`), lock it, remove what a killed build left, and work out which
     shards still need writing: a shard whose key matches its record or the manifest and whose files are intact
     is kept."""
     config = config or BuildConfig()
-    root = Path(store)
+    d = store_dir(store)
     build_info = dict(build_info or {})
     shards = plan_shards(units, feature_sets, config, build_info)
     identity = recipe_identity(build_info)
-    target = _inspect_target(root, identity, overwrite)
-    root.mkdir(parents=True, exist_ok=True)
-    lock = StoreLock(root).__enter__()
+    target = _inspect_target(d, identity, overwrite)
+    d.prepare()
+    lock = d.lock()
     try:
-        _remove_old(root, target)
+        _remove_old(d, target)
         plan = {"name": name, "identity": json.loads(_canonical(identity))}  # read back as _inspect_target compares it
-        atomic_write_text(root / PLAN_FILE, json.dumps(plan, indent=1, sort_keys=True))
-        _clean_temporaries(root)
-        from_build = _build_records(root)
-        from_manifest = _manifest_records(root, target.manifest)
+        d.write_text(PLAN_FILE, json.dumps(plan, indent=1, sort_keys=True))
+        d.clean_temporaries()
+        from_build = _build_records(d)
+        from_manifest = _manifest_records(d, target.manifest)
         planned = {s.shard_id for s in shards}
         for sid in sorted((set(from_build) | set(from_manifest)) - planned):  # shards from a different, larger plan
             if sid in from_build:
-                _remove_record(root, from_build[sid])
+                _remove_record(d, from_build[sid])
             if sid in from_manifest:
-                _remove_record(root, from_manifest[sid], record_file=False)
+                _remove_record(d, from_manifest[sid], record_file=False)
         done: dict[str, ShardRecord] = {}
         todo: list[Shard] = []
         for s in shards:
             in_build, in_manifest = from_build.get(s.shard_id), from_manifest.get(s.shard_id)
-            keep = next((r for r in (in_build, in_manifest) if r is not None and r.key == s.key and _record_intact(root, r)), None)
+            keep = next((r for r in (in_build, in_manifest) if r is not None and r.key == s.key and _record_intact(d, r)), None)
             kept = frozenset(keep.files) if keep is not None else frozenset()
             if in_build is not None and in_build is not keep:
-                _remove_record(root, in_build, kept)
+                _remove_record(d, in_build, kept)
             if in_manifest is not None and in_manifest is not keep:
-                _remove_record(root, in_manifest, kept, record_file=False)
+                _remove_record(d, in_manifest, kept, record_file=False)
             if keep is not None:
                 done[s.shard_id] = keep
             else:
@@ -761,19 +1143,20 @@ def open_build(
         lock.release()
         raise
     log.info("%s: %d shards to write, %d already written", name, len(todo), len(done))
-    return StoreBuild(root, name, shards, todo, done, list(feature_sets), config, build_info, lock)
+    return StoreBuild(d.location, name, shards, todo, done, list(feature_sets), config, build_info, lock, dir=d)
 
 
 def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfig) -> ShardRecord:
     """Record a shard that could not be processed at all (its worker process kept dying): one failure row per
     unit, and a record whose key is not the plan's, so the next run of the same build tries the shard again."""
-    root = Path(store)
+    d = store_dir(store)
     failures = sorted((Failure(u.unit_id, "worker", reason, u.payload.get("source_path")) for u in shard.units),
                       key=lambda f: f.item_id)
     rel = table_path("failures", shard=shard.shard_id)
     table = _failures_table(failures)
+    sha256, size = d.write_parquet(table, rel, config)
     files = {rel: {"table": "failures", "split": None, "shard": shard.shard_id, "rows": table.num_rows,
-                   "sha256": _write_parquet(table, root / rel, config), "bytes": (root / rel).stat().st_size}}
+                   "sha256": sha256, "bytes": size}}
     record = ShardRecord(shard.shard_id, f"failed:{shard.key}", files, {"shards_failed": 1}, 0, len(failures))
-    atomic_write_text(root / SHARD_RECORDS / f"part-{shard.shard_id}.json", json.dumps(asdict(record), indent=1, sort_keys=True))
+    d.write_text(_record_rel(shard.shard_id), json.dumps(asdict(record), indent=1, sort_keys=True))
     return record
