@@ -40,12 +40,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.audio import extract_audio  # noqa: E402
 from pipelines.collapse import collapse_segment  # noqa: E402
+from pipelines.extract.audio import extract_audio  # noqa: E402
+from pipelines.extract.text import encode_words  # noqa: E402
+from pipelines.extract.words.align import align_transcript  # noqa: E402
+from pipelines.extract.words.asr import transcribe  # noqa: E402
+from pipelines.extract.words.normalise import transcript_words, written_words  # noqa: E402
 from pipelines.media import probe, read_audio  # noqa: E402
 from pipelines.recipes.videos import VideoConfig, build_videos  # noqa: E402
-from pipelines.text import encode_words  # noqa: E402
-from pipelines.words import align_transcript, transcribe, transcript_words, written_words  # noqa: E402
 
 DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or REPO.parent / "shared" / "data")  # env: a git worktree
 

@@ -14,6 +14,7 @@ import pytest
 from feature_schemas import Store, coverage_column, validate
 from pipelines.inputs import read_meld, read_mosi_labels
 from pipelines.recipes.videos import VideoConfig, build_videos, process_video_unit, video_units
+from pipelines.stages.media import MediaUnit, RejectedRows, TextUnit
 from tests import media_fixtures as mf
 
 OOV = "zorbleflax quintaplume vexillocrat snarfblat grumbotic wibblywob"
@@ -146,12 +147,13 @@ def test_units_are_per_video_and_picklable(inputs: Path) -> None:
     config = VideoConfig(face=None)
     units, sets, report = video_units(inputs, config)
     assert [fs.name for fs in sets] == ["text_minilm", "egemaps", "text_minilm_sentence", "egemaps_functionals"]
-    kinds = [u.payload["kind"] for u in units]
-    assert kinds.count("video") == 5 and kinds.count("text") == 1 and kinds.count("failures") == 1
-    mosi_unit = next(u for u in units if u.payload.get("path") == str(mf.MOSI_CLIP))
-    assert [s.segment_id for s in mosi_unit.payload["specs"]] == ["mosi", "mosi_asr", "mosi_oov"]
+    kinds = [type(u.payload) for u in units]
+    assert kinds.count(MediaUnit) == 5 and kinds.count(TextUnit) == 1 and kinds.count(RejectedRows) == 1
+    mosi_unit = next(u for u in units if isinstance(u.payload, MediaUnit) and u.payload.path == str(mf.MOSI_CLIP))
+    assert [s.segment_id for s in mosi_unit.payload.specs] == ["mosi", "mosi_asr", "mosi_oov"]
     process = pickle.loads(pickle.dumps(functools.partial(process_video_unit, config=config)))
-    unit = pickle.loads(pickle.dumps(next(u for u in units if u.payload["kind"] == "text")))
+    unit = pickle.loads(pickle.dumps(next(u for u in units if isinstance(u.payload, TextUnit))))
+    assert unit.payload.absent == (("egemaps", 25),)  # the build's audio set, which a unit without media cannot fill
     result = process(unit)
     assert [r.segment_id for r in result.records] == ["txt"] and set(result.records[0].frames) == {"egemaps"}
     assert set(result.records[0].utterance_features) == {"text_minilm_sentence"}  # text only: no audio functionals
@@ -176,7 +178,7 @@ def test_text_only_label_file_without_face(tmp_path: Path) -> None:
 
 def test_word_vectors_read_each_word_with_its_punctuation(tmp_path: Path) -> None:
     """MELD's "What?" is stored as the word "What", and its vector is MiniLM's reading of "What?"."""
-    from pipelines.text import encode_words
+    from pipelines.extract.text import encode_words
 
     mf.need(mf.MELD_DIR / "dev_sent_emo.csv")
     parsed = read_meld(mf.MELD_DIR / "dev_sent_emo.csv", "valid")
@@ -201,7 +203,8 @@ def test_audio_file_with_utterance_times(tmp_path: Path) -> None:
     manifest.write_text("\n".join(lines) + "\n")
     config = VideoConfig(face="dlib")
     units, _, _ = video_units(manifest, config)
-    assert len(units) == 1 and len(units[0].payload["specs"]) == len(utterances)
+    assert len(units) == 1 and len(units[0].payload.specs) == len(utterances)
+    assert not units[0].payload.pictures  # a .wav: the face backend is not started for it
     build_videos(manifest, tmp_path / "s", config, progress=False)
     store = Store(tmp_path / "s")
     assert validate(store.path).ok and store.failures().num_rows == 0
