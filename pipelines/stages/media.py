@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -41,6 +41,8 @@ from ..records import (
     Words,
     WorkUnit,
 )
+
+_E = TypeVar("_E")
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ class VideoConfig:
         return out
 
 
-def _typed(extractor: Any, cls: type[Any]) -> Any:
+def _typed(extractor: object, cls: type[_E]) -> _E:
+    """The registry's extractor as the class the stage uses it as (a plug-in under a built-in name may not be)."""
     if not isinstance(extractor, cls):
         raise PipelineError(f"extractor {extractor!r} is not a {cls.__name__}", stage="extract")
     return extractor
@@ -197,7 +200,7 @@ def absent_sets(config: VideoConfig, declared: Sequence[FeatureSet], audio: bool
 
 def process_video_unit(unit: WorkUnit, config: VideoConfig) -> UnitResult:
     """Features of one unit; a problem with one segment is a failure of that segment only."""
-    p: Any = unit.payload
+    p: object = unit.payload
     if isinstance(p, RejectedRows):
         return UnitResult(failures=list(p.failures), report={"rows_rejected": len(p.failures)})
     if isinstance(p, TextUnit):
