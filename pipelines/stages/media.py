@@ -385,7 +385,24 @@ def _torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _one_segment(s: SegmentSpec, media: _Decoded, extractors: Sequence[FrameExtractor], unit: MediaUnit,
+@dataclass(frozen=True)
+class _Run:
+    """A frame extractor of the unit with the names of the sets it fills (asked once per unit)."""
+
+    extractor: FrameExtractor
+    set_name: str
+    utterance_name: str | None  # its utterance-level set, None when it has none or the build writes none
+
+
+def _runs(extractors: Sequence[FrameExtractor], config: VideoConfig) -> list[_Run]:
+    out = []
+    for ex in extractors:
+        companion = ex.utterance_set() if config.utterance else None
+        out.append(_Run(ex, ex.feature_set().name, companion.name if companion is not None else None))
+    return out
+
+
+def _one_segment(s: SegmentSpec, media: _Decoded, runs: Sequence[_Run], unit: MediaUnit,
                  config: VideoConfig, log: _Log) -> _Pending:
     stage = "read"
     try:
@@ -394,13 +411,12 @@ def _one_segment(s: SegmentSpec, media: _Decoded, extractors: Sequence[FrameExtr
         words, transcript = _words(s, seg, media, config, log)
         frames = _zero_frames(unit.absent)
         utterance: dict[str, np.ndarray] = {}
-        for ex in extractors:  # audio, then face: the stage a failure is counted under is the extractor's kind
-            stage = ex.kind
-            fs = ex.feature_set()
-            frames[fs.name] = ex.extract(seg)
-            if config.utterance and (companion := ex.utterance_set()) is not None:
-                if (vector := ex.utterance(seg, frames[fs.name])) is not None:
-                    utterance[companion.name] = vector
+        for run in runs:  # audio, then face: the stage a failure is counted under is the extractor's kind
+            stage = run.extractor.kind
+            frames[run.set_name] = run.extractor.extract(seg)
+            if run.utterance_name is not None:
+                if (vector := run.extractor.utterance(seg, frames[run.set_name])) is not None:
+                    utterance[run.utterance_name] = vector
         return _Pending(s, s.segment_row(seg.start, seg.end, transcript), words, frames,
                         written_words(transcript, words.words), utterance)
     except PipelineError as e:
@@ -424,13 +440,13 @@ def _process_media(unit: MediaUnit, config: VideoConfig) -> UnitResult:
     except PipelineError as e:
         return UnitResult([], [Failure(s.segment_id, e.stage, str(e), str(path)) for s in unit.specs],
                           {"segments_failed": len(unit.specs), "videos_unreadable": 1})
-    extractors = config.frame_extractors(audio=True, video=unit.pictures)
-    if any(ex.kind == "face" for ex in extractors) and media.has_video:
+    runs = _runs(config.frame_extractors(audio=True, video=unit.pictures), config)
+    if any(r.extractor.kind == "face" for r in runs) and media.has_video:
         _torch_threads(config.threads)
     pending: list[_Pending] = []
     for s in unit.specs:
         try:
-            pending.append(_one_segment(s, media, extractors, unit, config, log))
+            pending.append(_one_segment(s, media, runs, unit, config, log))
         except _SegmentFailed as f:
             log.failures.append(f.failure)
     log.report["video_ms"] += int(round(media.end * 1000))
