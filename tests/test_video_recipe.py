@@ -218,3 +218,61 @@ def test_audio_file_with_utterance_times(tmp_path: Path) -> None:
     assert set(store.aligned_sets()) == {"text_minilm", "egemaps"}  # an audio file: no face set to declare
     frames = store.manifest.report["counters"]
     assert frames["files_without_video"] == 1 and frames["segments.forced"] >= len(utterances) - 2
+
+
+PLAN_PROBE = """
+import json, pickle, sys
+from pipelines.recipes.videos import VideoConfig, video_units
+units, sets, _ = video_units(sys.argv[1], VideoConfig(face="mediapipe"))
+open(sys.argv[2], "wb").write(pickle.dumps(units))
+print(json.dumps({"sets": [fs.name for fs in sets],
+                  "loaded": {m: m in sys.modules for m in ("torch", "transformers", "mediapipe")}}))
+"""
+
+# a fresh process, as a build worker: unpickles one unit and processes it
+UNIT_PROBE = """
+import json, pickle, sys
+from pipelines.recipes.videos import VideoConfig, process_video_unit
+from pipelines.stages.media import MediaUnit, TextUnit
+kind = {"text": TextUnit, "wav": MediaUnit}[sys.argv[2]]
+units = pickle.loads(open(sys.argv[1], "rb").read())
+unit = next(u for u in units if isinstance(u.payload, kind) and (kind is TextUnit or u.payload.path.endswith(".wav")))
+result = process_video_unit(unit, VideoConfig(face="mediapipe"))
+print(json.dumps({"failures": len(result.failures), "loaded": {m: m in sys.modules for m in ("av", "mediapipe", "opensmile")},
+                  "frames": {k: len(v.values) for k, v in result.records[0].frames.items()}}))
+"""
+
+
+@pytest.mark.slow
+def test_units_start_only_the_extractors_their_media_feeds(tmp_path: Path) -> None:
+    """A build with a video, a .wav and a text-only row declares every set; planning loads no model, a worker's
+    .wav unit never starts the face backend (zero face frames instead), a text-only unit neither PyAV nor
+    openSMILE."""
+    import os
+    import subprocess
+    import sys
+
+    mf.need(mf.MOSI_CLIP, mf.TWO_SPEAKERS)
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"video_path": str(mf.MOSI_CLIP), "segment_id": "v", "transcript": "hello", "split": "train"},
+            {"video_path": str(mf.TWO_SPEAKERS), "segment_id": "w", "start": 6.6, "end": 9.0,
+             "transcript": "hello hello oh hello", "split": "train"},
+            {"segment_id": "t", "transcript": "What a film!", "split": "test"}]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def run(script: str, *args: str) -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    plan = run(PLAN_PROBE, str(manifest), str(tmp_path / "units.pkl"))
+    assert plan["sets"][:3] == ["text_minilm", "egemaps", "face_mediapipe"]
+    assert not any(plan["loaded"].values())  # planning loads no model: no torch, transformers or mediapipe
+    wav = run(UNIT_PROBE, str(tmp_path / "units.pkl"), "wav")
+    assert wav["failures"] == 0 and wav["frames"]["face_mediapipe"] == 0 and wav["frames"]["egemaps"] > 100
+    assert not wav["loaded"]["mediapipe"]
+    text = run(UNIT_PROBE, str(tmp_path / "units.pkl"), "text")
+    assert text["failures"] == 0 and text["frames"] == {"egemaps": 0, "face_mediapipe": 0}
+    assert text["loaded"] == {"av": False, "mediapipe": False, "opensmile": False}
