@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from feature_schemas import FeatureSet
 from ..media import SAMPLE_RATE
 from ..records import FrameFeatures, PipelineError
 from .base import FrameExtractor, Kind, SegmentMedia, empty_frames, importable
+
+if TYPE_CHECKING:
+    import opensmile
+
 
 _SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 _LEVELS = {"lld": "LowLevelDescriptors", "functionals": "Functionals"}
@@ -43,7 +47,7 @@ class AudioConfig:
 
 
 @lru_cache(maxsize=4)
-def smile(feature_set: str = "egemaps", level: str = "lld") -> Any:
+def smile(feature_set: str = "egemaps", level: str = "lld") -> opensmile.Smile:
     """One openSMILE extractor per process and configuration (building it parses the config, ~0.2 s)."""
     import opensmile
 

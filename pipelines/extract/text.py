@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from feature_schemas import FeatureSet
 
 from ..records import PipelineError, WordFeatures
 from .base import Extractor, Kind, importable
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def model_path(config: TextConfig) -> str:
 
 
 @lru_cache(maxsize=2)
-def _load(path: str) -> tuple[Any, Any]:
+def _load(path: str) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -82,7 +85,7 @@ def _load(path: str) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def load_text_model(config: TextConfig = TextConfig()) -> tuple[Any, Any]:
+def load_text_model(config: TextConfig = TextConfig()) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
     """(tokenizer, model), loaded once per process."""
     return _load(model_path(config))
 

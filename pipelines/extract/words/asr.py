@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from ...media import SAMPLE_RATE
 from ...records import PipelineError, Words
 from ..base import Extractor, Kind, SegmentMedia, importable, package_version
 from .normalise import QUOTES, is_english, strip_punct
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
 
 
 @dataclass(frozen=True)
@@ -46,13 +49,13 @@ def default_asr_model() -> str:
 
 
 @lru_cache(maxsize=2)
-def _whisper(path: str, compute_type: str, threads: int) -> Any:
+def _whisper(path: str, compute_type: str, threads: int) -> WhisperModel:
     from faster_whisper import WhisperModel
 
     return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads)
 
 
-def whisper_model(config: AsrConfig) -> Any:
+def whisper_model(config: AsrConfig) -> WhisperModel:
     path = config.model_path or default_asr_model()
     if not Path(path).exists():
         raise PipelineError(f"Whisper model {path} does not exist (AsrConfig.model_path)", stage="align",

@@ -14,6 +14,8 @@ from ...media import SAMPLE_RATE
 from .normalise import number_words
 
 if TYPE_CHECKING:
+    from pocketsphinx import Decoder
+
     from .align import AlignConfig
 
 # --- letter-to-sound rules --------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ class Pronouncer:
     `how` counts the sources used (dictionary, contraction, parts, number, suffix, acronym, rules); `learned`
     remembers the source of words added earlier to this decoder, so counts do not depend on what ran before."""
 
-    decoder: Any
+    decoder: Decoder
     how: dict[str, int]
     learned: dict[str, str] = field(default_factory=dict)
 
@@ -183,7 +185,7 @@ class Pronouncer:
 
 
 @lru_cache(maxsize=4)
-def _decoder(hmm: str | None, dictionary: str | None) -> tuple[Any, dict[str, str]]:
+def _decoder(hmm: str | None, dictionary: str | None) -> tuple[Decoder, dict[str, str]]:
     """The decoder, and the words added to its dictionary (word -> how it was pronounced), which live with it."""
     from pocketsphinx import Decoder
 
