@@ -8,7 +8,8 @@ store, audio files only make no face set. Every record carries every declared se
 video or media gets zero frames for that set, so its words have coverage 0 there. A segment whose `language`
 is not English skips the English aligner, Whisper and text encoder (uniform word times, text coverage 0),
 and the build report's notes and counters say so, as they do for every alignment fallback. Rows rejected
-while reading the inputs become failure rows of the store through one extra unit.
+while reading the inputs become failure rows of the store through one extra unit. Unit payloads are the media
+stage's typed units (`MediaUnit`, `TextUnit`, `RejectedRows` in pipelines/stages/media.py).
 """
 
 from __future__ import annotations
