@@ -22,15 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.face import get_backend
-from pipelines.face._frames import sample_frames
+from pipelines.extract.face import get_backend
+from pipelines.extract.face.frames import sample_frames
+from pipelines.extract.registry import names
 from pipelines.records import PipelineError
 
 DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 FILES = ["mosi/raw/Oz06ZWiO20M_6.mp4", "faces/single_face.mp4", "faces/no_face.mp4", "faces/face_noface.mov",
          "faces/WolfgangLanger_Pexels.mp4", "cremad/1001_DFA_ANG_XX.flv", "cremad/1001_DFA_DIS_XX.flv",
          "cremad/1001_DFA_FEA_XX.flv", "cremad/1001_DFA_NEU_XX.flv"]
-BACKENDS = ("dlib", "mediapipe", "pyfeat", "openface")
+BACKENDS = tuple(names("face"))
 
 
 def _decode_settings(backend: Any) -> dict[str, Any]:
@@ -53,12 +54,12 @@ def measure(name: str, files: list[Path], fps: float, repeats: int) -> dict[str,
     backend = get_backend(name, fps=fps)
     settings = _decode_settings(backend)
     dims = backend.feature_set().dims
-    backend.extract(files[0])  # load models, warm caches
+    backend.extract_video(files[0])  # load models, warm caches
     total = decode = seconds = 0.0
     frames = with_face = 0
     per_clip = {}
     for f in files:
-        t_all, ff = _best(lambda f=f: backend.extract(f), repeats)
+        t_all, ff = _best(lambda f=f: backend.extract_video(f), repeats)
         t_dec, sf = _best(lambda f=f: sample_frames(f, None, None, fps, **settings), repeats)
         n = sum(im is not None for im in sf.images)
         total, decode, frames = total + t_all, decode + t_dec, frames + n

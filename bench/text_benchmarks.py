@@ -67,9 +67,9 @@ def build_store(name: str, work: Path) -> Path:
     import pyarrow.parquet as pq
 
     from feature_schemas import Store
+    from pipelines.extract.text import text_feature_set
     from pipelines.inputs import read_meld, read_mosi_labels
     from pipelines.recipes.videos import VideoConfig, build_videos
-    from pipelines.text import text_feature_set
 
     store = work / f"{name}_text"
     cfg = VideoConfig(face=None, align=False, transcribe=False, asr_fallback=False, threads=2, text_batch_size=64)

@@ -40,12 +40,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.audio import extract_audio  # noqa: E402
 from pipelines.collapse import collapse_segment  # noqa: E402
+from pipelines.extract.audio import extract_audio  # noqa: E402
+from pipelines.extract.registry import names  # noqa: E402
+from pipelines.extract.text import encode_words  # noqa: E402
+from pipelines.extract.words.align import align_transcript  # noqa: E402
+from pipelines.extract.words.asr import transcribe  # noqa: E402
+from pipelines.extract.words.normalise import transcript_words, written_words  # noqa: E402
 from pipelines.media import probe, read_audio  # noqa: E402
 from pipelines.recipes.videos import VideoConfig, build_videos  # noqa: E402
-from pipelines.text import encode_words  # noqa: E402
-from pipelines.words import align_transcript, transcribe, transcript_words, written_words  # noqa: E402
 
 DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or REPO.parent / "shared" / "data")  # env: a git worktree
 
@@ -66,7 +69,7 @@ def clips() -> list[tuple[Path, str | None]]:
 
 def stage_times(items: list[tuple[Path, str | None]], config: VideoConfig) -> dict[str, Any]:
     """Seconds per stage over all clips, after one untimed pass that loads every model."""
-    face = config.face_backend()
+    face = next((ex for ex in config.frame_extractors() if ex.kind == "face"), None)
     acfg, tcfg = config.audio_config(), config.text_config()
     if config.threads:
         import torch
@@ -98,7 +101,7 @@ def stage_times(items: list[tuple[Path, str | None]], config: VideoConfig) -> di
             t_audio = time.perf_counter()
             timed["audio"] += t_audio - t_words
             if face is not None and info.has_video:
-                frames.append(face.extract(path, 0.0, duration, config.fps))
+                frames.append(face.extract_video(path, 0.0, duration, config.fps))
             t_face = time.perf_counter()
             timed["face"] += t_face - t_audio
             encode_words([words or ["silence"]], tcfg, [written_words(transcript, words) if words else ["silence"]])
@@ -192,7 +195,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4, help="links per clip in the end-to-end build")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fps", type=float, default=VideoConfig.fps)
-    ap.add_argument("--face", default=VideoConfig.face, help="mediapipe (default) | dlib | pyfeat | openface | none")
+    ap.add_argument("--face", default=VideoConfig.face, choices=(*names("face"), "none"), help="face backend (default mediapipe)")
     ap.add_argument("--no-align", action="store_true", help="spread words instead of forced alignment")
     ap.add_argument("--skip-stages", action="store_true")
     args = ap.parse_args()

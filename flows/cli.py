@@ -21,6 +21,7 @@ from typing import Any
 
 from flows.options import build_config, model_name, text_settings, train_config, video_config
 from pipelines.collapse import MODES
+from pipelines.extract.registry import names as extractor_names
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
 EXIT_EMPTY, EXIT_INTERRUPTED = 4, 130  # EXIT_EMPTY: a build wrote no segment at all
@@ -255,6 +256,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_extractors(args: argparse.Namespace) -> int:
+    """Every registered extractor: kind, dimensions, version and whether it can run here (why not)."""
+    from pipelines.extract.registry import describe
+
+    infos = describe()
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return EXIT_OK
+    rows = [(i.name, i.kind, "-" if i.dims is None else str(i.dims), i.version or "-",
+             "yes" if i.available else f"no: {_escape(i.reason)}") for i in infos]
+    header = ("name", "kind", "dims", "version", "available")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
+    for r in [header, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
@@ -311,7 +329,7 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_build_sdk, dataset=dataset)
     p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
     p.add_argument("--input", required=True, help="folder, manifest or video file")
-    p.add_argument("--face", choices=("dlib", "mediapipe", "pyfeat", "openface", "none"), default="mediapipe",
+    p.add_argument("--face", choices=(*extractor_names("face"), "none"), default="mediapipe",
                    help="face backend (mediapipe: face mesh + expression probabilities; dlib: 68 landmarks)")
     p.add_argument("--fps", type=float, default=None, help="video frames per second to analyse")
     p.add_argument("--split", default=None, help="split for inputs that name none")
@@ -393,10 +411,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--run", required=True)
     p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
-    p.add_argument("--face", choices=("dlib", "mediapipe", "pyfeat", "openface", "none"), default=None,
+    p.add_argument("--face", choices=(*extractor_names("face"), "none"), default=None,
                    help="face backend (default: the one the run's training store was built with)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("extractors", help="the audio, face, text and words extractors: dims, version, can they run here")
+    p.add_argument("--json", action="store_true", help="a JSON list of {name, kind, dims, dim_names, version, available, reason}")
+    p.set_defaults(func=cmd_extractors)
 
     p = sub.add_parser("demo", help="the whole path on bundled media: videos -> store -> model -> report")
     p.add_argument("--out", default="demo_out")

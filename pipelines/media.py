@@ -1,8 +1,10 @@
-"""Decoding media with PyAV: 16 kHz mono float32 audio and RGB frames sampled at a chosen rate.
+"""Decoding media with PyAV: what a file holds (probe) and its audio as 16 kHz mono float32 samples.
+Face backends sample their own frames (pipelines/extract/face/frames.py).
 
 Every failure to read a file becomes a `PipelineError(stage="decode")` naming the file and what is wrong
 (empty, not a media file or truncated before its index, no decodable stream). A file without an audio
 stream is not an error: `read_audio` returns None and the caller records that the segment has no audio.
+PyAV is imported on first decode, so checking paths (`path_problem`) in a text-only build never loads it.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from .records import PipelineError
+
+if TYPE_CHECKING:
+    import av
 
 SAMPLE_RATE = 16000
 
@@ -70,6 +74,8 @@ def path_problem(path: str | Path, what: str = "a media file") -> str | None:
 
 def open_media(path: str | Path) -> av.container.InputContainer:
     """Open a file for reading, turning every way it can be unreadable into one clear PipelineError."""
+    import av
+
     path = Path(path)
     problem = path_problem(path)
     if problem is not None:
@@ -83,6 +89,8 @@ def open_media(path: str | Path) -> av.container.InputContainer:
 
 
 def probe(path: str | Path) -> MediaInfo:
+    import av
+
     with open_media(path) as c:
         video = c.streams.video[0] if c.streams.video else None
         audio = c.streams.audio[0] if c.streams.audio else None
@@ -107,6 +115,8 @@ def read_audio(path: str | Path, start: float | None = None, end: float | None =
                rate: int = SAMPLE_RATE) -> np.ndarray | None:
     """Mono float32 samples at `rate`, sample 0 at time `start` (or 0) of the file; None when the file has no
     audio stream. A stream that ends early (truncated file) yields what decodes; nothing at all is an error."""
+    import av
+
     path = Path(path)
     start = max(0.0, start or 0.0)
     with open_media(path) as c:
@@ -144,72 +154,6 @@ def read_audio(path: str | Path, start: float | None = None, end: float | None =
     if end is not None:
         samples = samples[: max(0, int(round((end - start) * rate)))]
     return np.ascontiguousarray(samples)
-
-
-def iter_frames(path: str | Path, fps: float = 5.0, start: float | None = None, end: float | None = None,
-                max_side: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
-    """(t, rgb uint8 HxWx3) at t = start + k / fps, each the decoded frame on screen at time t.
-
-    `max_side` scales frames down (keeping the aspect) when their longer side exceeds it, which is much cheaper
-    here than in the consumer. Raises PipelineError when there is no video stream or nothing decodes."""
-    path = Path(path)
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, not {fps}")
-    start = max(0.0, start or 0.0)
-    step = 1.0 / fps
-    with open_media(path) as c:
-        if not c.streams.video:
-            raise _error(path, "has no video stream")
-        stream = c.streams.video[0]
-        stream.thread_type = "AUTO"
-        width, height = stream.codec_context.width, stream.codec_context.height
-        size = None
-        if max_side and width and height and max(width, height) > max_side:
-            scale = max_side / max(width, height)
-            size = (max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2))
-        frame_dur = 1.0 / float(stream.average_rate) if stream.average_rate else step
-        if start > 1.0:
-            c.seek(int(max(0.0, start - 0.5) * av.time_base), backward=True, any_frame=False)
-        k = 0
-        t_next = start
-        prev: av.VideoFrame | None = None
-        prev_t = 0.0
-        n_decoded = 0
-
-        def rgb(frame: av.VideoFrame) -> np.ndarray:
-            if size is not None:
-                return frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-            return frame.to_ndarray(format="rgb24")
-
-        try:
-            for frame in c.decode(stream):
-                n_decoded += 1
-                t = frame.time if frame.time is not None else prev_t + frame_dur
-                if prev is not None:
-                    # `prev` is on screen over [prev_t, t): emit every sample time in it
-                    image = None
-                    while t_next < t and (end is None or t_next < end):
-                        if t_next >= prev_t - 1e-6:
-                            image = rgb(prev) if image is None else image
-                            yield round(t_next, 9), image
-                        k += 1
-                        t_next = start + k * step
-                if end is not None and t_next >= end:
-                    return
-                prev, prev_t = frame, t
-        except av.error.FFmpegError as e:
-            if n_decoded == 0:
-                raise _error(path, f"video stream does not decode: {e}") from None
-        if prev is None:
-            raise _error(path, "video stream has no decodable frames")
-        last_end = prev_t + frame_dur
-        image = None
-        while t_next < last_end and (end is None or t_next < end):
-            if t_next >= prev_t - 1e-6:
-                image = rgb(prev) if image is None else image
-                yield round(t_next, 9), image
-            k += 1
-            t_next = start + k * step
 
 
 def cut(samples: np.ndarray, start: float, end: float | None, rate: int = SAMPLE_RATE, offset: float = 0.0) -> np.ndarray:

@@ -165,6 +165,12 @@ def plan_shards(
 
 
 # -- one shard (runs on a worker) -------------------------------------------------------------------
+def _unit_source(unit: WorkUnit) -> str | None:
+    """The file a unit reads: its payload's `source_path` (a dict key, or a typed payload's attribute)."""
+    p = unit.payload
+    return p.get("source_path") if isinstance(p, dict) else getattr(p, "source_path", None)
+
+
 def _process_unit(unit: WorkUnit, process: Callable[[WorkUnit], UnitResult]) -> UnitResult:
     try:
         result = process(unit)
@@ -173,7 +179,7 @@ def _process_unit(unit: WorkUnit, process: Callable[[WorkUnit], UnitResult]) -> 
     except Exception as e:  # noqa: BLE001 - one bad unit must never stop the build
         where = traceback.extract_tb(e.__traceback__)[-1]
         reason = f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})"
-        return UnitResult(failures=[Failure(unit.unit_id, "process", reason, unit.payload.get("source_path"))])
+        return UnitResult(failures=[Failure(unit.unit_id, "process", reason, _unit_source(unit))])
     if not isinstance(result, UnitResult):
         return UnitResult(failures=[Failure(unit.unit_id, "process", f"process returned {type(result).__name__}, not UnitResult")])
     return result
@@ -1150,7 +1156,7 @@ def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfi
     """Record a shard that could not be processed at all (its worker process kept dying): one failure row per
     unit, and a record whose key is not the plan's, so the next run of the same build tries the shard again."""
     d = store_dir(store)
-    failures = sorted((Failure(u.unit_id, "worker", reason, u.payload.get("source_path")) for u in shard.units),
+    failures = sorted((Failure(u.unit_id, "worker", reason, _unit_source(u)) for u in shard.units),
                       key=lambda f: f.item_id)
     rel = table_path("failures", shard=shard.shard_id)
     table = _failures_table(failures)

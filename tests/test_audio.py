@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.audio import AudioConfig, audio_feature_set, empty_frames, extract_audio
+from pipelines.extract.audio import AudioConfig, audio_feature_set, extract_audio
+from pipelines.extract.base import empty_frames
 from pipelines.media import cut, read_audio
 from tests import media_fixtures as mf
 

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.face import available_backends, geometry, get_backend
-from pipelines.face.dlib_backend import DIMS as DLIB_DIMS
-from pipelines.face.openface_csv import DEFAULT_COLUMNS, main_face_rows, map_openface_rows
-from pipelines.face.pyfeat_backend import (
+from pipelines.extract.face import available_backends, geometry, get_backend
+from pipelines.extract.face.dlib_backend import DIMS as DLIB_DIMS
+from pipelines.extract.face.openface_csv import DEFAULT_COLUMNS, main_face_rows, map_openface_rows
+from pipelines.extract.face.pyfeat_backend import (
     AU_COLUMNS,
     EMOTION_COLUMNS,
     WEIGHTS_ENV,
@@ -24,10 +24,11 @@ from pipelines.face.pyfeat_backend import (
     map_pyfeat_frame,
     required_files,
 )
-from pipelines.face.pyfeat_backend import DIMS as PYFEAT_DIMS
+from pipelines.extract.face.pyfeat_backend import DIMS as PYFEAT_DIMS
 from pipelines.records import PipelineError
+from tests import media_fixtures as mf
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = mf.DATA  # the shared data nearest above the checkout (a worktree sits one level deeper)
 FACES = DATA / "faces"
 MOSI_CLIP = DATA / "mosi" / "raw" / "Oz06ZWiO20M_6.mp4"
 
@@ -47,7 +48,7 @@ def dlib_backend():
 def mosi_frames(dlib_backend):
     if not MOSI_CLIP.is_file():
         pytest.skip(f"MOSI clip not found at {MOSI_CLIP}")
-    return dlib_backend.extract(MOSI_CLIP)
+    return dlib_backend.extract_video(MOSI_CLIP)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_dlib_mosi_clip_face_landmarks_pose(dlib_backend, mosi_frames):
 
 @needs_mosi
 def test_dlib_segment_times_match_whole_video(dlib_backend, mosi_frames):
-    part = dlib_backend.extract(MOSI_CLIP, start=2.0, end=4.0)  # seeks; must land on the same frames
+    part = dlib_backend.extract_video(MOSI_CLIP, start=2.0, end=4.0)  # seeks; must land on the same frames
     np.testing.assert_allclose(part.start, 2.0 + np.arange(10) / 5.0)
     np.testing.assert_array_equal(part.valid, mosi_frames.valid[10:20])
     np.testing.assert_allclose(part.values, mosi_frames.values[10:20], atol=1e-5)
@@ -111,13 +112,13 @@ def test_dlib_segment_times_match_whole_video(dlib_backend, mosi_frames):
 
 @needs_faces
 def test_dlib_single_face_found(dlib_backend):
-    ff = dlib_backend.extract(FACES / "single_face.mp4")
+    ff = dlib_backend.extract_video(FACES / "single_face.mp4")
     assert len(ff.valid) >= 12 and ff.valid.mean() >= 0.9  # 2.4 s
     smile = ff.values[ff.valid, DLIB_DIMS.index("mouth_width")]
     assert np.all(smile > 0.5)  # a broad smile: the mouth is wider than half the inter-ocular distance
     # a backend travels to worker processes as its settings and gives the same features there
     clone = pickle.loads(pickle.dumps(dlib_backend))
-    np.testing.assert_array_equal(clone.extract(FACES / "single_face.mp4", end=1.0).values, ff.values[:5])
+    np.testing.assert_array_equal(clone.extract_video(FACES / "single_face.mp4", end=1.0).values, ff.values[:5])
     json.dumps(dlib_backend.feature_set().to_dict())  # provenance is plain JSON
 
 
@@ -137,7 +138,7 @@ def test_dlib_reads_strided_images(dlib_backend):
 
 @needs_faces
 def test_dlib_no_face_all_invalid(dlib_backend):
-    ff = dlib_backend.extract(FACES / "no_face.mp4", fps=3)
+    ff = dlib_backend.extract_video(FACES / "no_face.mp4", fps=3)
     assert len(ff.valid) >= 10
     assert not ff.valid.any()
     assert (ff.values == 0).all() and (ff.confidence == 0).all()
@@ -145,7 +146,7 @@ def test_dlib_no_face_all_invalid(dlib_backend):
 
 @needs_faces
 def test_dlib_hevc_face_appears_and_disappears(dlib_backend):
-    ff = dlib_backend.extract(FACES / "face_noface.mov", fps=3)
+    ff = dlib_backend.extract_video(FACES / "face_noface.mov", fps=3)
     assert 0 < ff.valid.sum() < len(ff.valid)
     assert ff.valid[0] and not ff.valid[-1]  # the face leaves the shot
     assert np.isfinite(ff.values[ff.valid]).all()
@@ -174,15 +175,16 @@ def multi_face_video(tmp_path_factory) -> Path:
 @needs_faces
 def test_dlib_main_face_is_the_largest_and_stays_so(multi_face_video):
     full = get_backend("dlib", detect_height=None)  # the small faces need full resolution
-    largest = full.extract_image(FACES / "multi_face.jpg")
-    best = get_backend("dlib", detect_height=None, main_face="score").extract_image(FACES / "multi_face.jpg")
+    grey = cv2.imread(str(FACES / "multi_face.jpg"), cv2.IMREAD_GRAYSCALE)
+    largest = full.observe(grey)
+    best = get_backend("dlib", detect_height=None, main_face="score").observe(grey)
     assert largest is not None and best is not None and largest.n_faces >= 3
 
     def area(box):
         return (box[2] - box[0]) * (box[3] - box[1])
 
     assert area(largest.box) > area(best.box) and best.score > largest.score  # the two rules pick different faces
-    ff = full.extract(multi_face_video, fps=5)
+    ff = full.extract_video(multi_face_video, fps=5)
     assert ff.valid.all() and len(ff.valid) == 5
     # every frame shows the same (largest) face: its shape, not the highest-scoring face's
     dist_largest = np.abs(ff.values[:, LM] - largest.values[LM]).max(axis=1)
@@ -195,14 +197,14 @@ def test_broken_videos_raise_pipeline_error(dlib_backend, tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.raises(PipelineError, match="empty.mp4") as err:
-        dlib_backend.extract(empty)
+        dlib_backend.extract_video(empty)
     assert err.value.stage == "face" and err.value.source_path == str(empty)
 
     cut = tmp_path / "cut.mp4"  # index (moov) at the end: the cut loses it
     data = (FACES / "single_face.mp4").read_bytes()
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(PipelineError, match="cut.mp4") as err:
-        dlib_backend.extract(cut)
+        dlib_backend.extract_video(cut)
     assert err.value.stage == "face"
 
     # index first ("faststart"), then cut: opens fine, decoding fails half way
@@ -216,11 +218,11 @@ def test_broken_videos_raise_pipeline_error(dlib_backend, tmp_path):
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
     with pytest.raises(PipelineError, match="truncated.mp4") as err:
-        dlib_backend.extract(truncated)
+        dlib_backend.extract_video(truncated)
     assert err.value.stage == "face"
 
     with pytest.raises(PipelineError, match="not found"):
-        dlib_backend.extract(tmp_path / "missing.mp4")
+        dlib_backend.extract_video(tmp_path / "missing.mp4")
 
 
 # ---------------------------------------------------------------- py-feat
@@ -307,7 +309,7 @@ def test_openface_values_equal_the_csv(openface_csv):
     assert fs.dims == tuple(c.lower() for c in DEFAULT_COLUMNS) and fs.dim == 17 + 3 + 6
     assert fs.dims[0] == "au01_r" and "pose_ry" in fs.dims and "gaze_1_z" in fs.dims
     step = 0.001  # this sample's timestamps advance 1 ms per frame
-    ff = backend.extract(FACES / "OpenFace_Test.mp4", fps=1 / step)
+    ff = backend.extract_video(FACES / "OpenFace_Test.mp4", fps=1 / step)
     assert ff.values.shape == (len(raw), fs.dim)
     np.testing.assert_allclose(ff.values, raw[list(DEFAULT_COLUMNS)].to_numpy(np.float32), rtol=1e-6)
     np.testing.assert_array_equal(ff.valid, raw["success"].to_numpy() == 1)
@@ -321,7 +323,7 @@ def test_openface_resampling_and_failed_rows(openface_csv):
     df.loc[5, "success"] = 0  # OpenFace lost the face here
     native = map_openface_rows(df)
     assert not native.valid[5] and (native.values[5] == 0).all() and native.valid.sum() == len(df) - 1
-    coarse = get_backend("openface", csv_path=str(FACES / "OpenFace_Test.csv"), fps=40.0).extract("any.mp4")
+    coarse = get_backend("openface", csv_path=str(FACES / "OpenFace_Test.csv"), fps=40.0).extract_video("any.mp4")
     assert len(coarse.start) == 4  # 0.1 s at 40 per second
     # each interval carries the row on display at its midpoint: 12.5 ms -> row 12, 37.5 ms -> row 37, ...
     expected = df.loc[[12, 37, 62, 87], list(DEFAULT_COLUMNS)].to_numpy(np.float32)
@@ -337,7 +339,7 @@ def test_openface_multi_face_rows_and_missing_csv(openface_csv, tmp_path):
     assert rows["frame"].tolist() == [1, 2, 3]
     assert rows["face_id"].tolist() == [0, 1, 1]  # the most confident face that OpenFace tracked successfully
     with pytest.raises(PipelineError, match="no OpenFace CSV") as err:
-        get_backend("openface", csv_dir=str(tmp_path)).extract(tmp_path / "clip.mp4")
+        get_backend("openface", csv_dir=str(tmp_path)).extract_video(tmp_path / "clip.mp4")
     assert err.value.stage == "face" and str(tmp_path / "clip.csv") in str(err.value)
 
 

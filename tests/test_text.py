@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.extract.text import TextConfig, encode_words, load_text_model, text_feature_set
 from pipelines.records import PipelineError
-from pipelines.text import TextConfig, encode_words, load_text_model, text_feature_set
 
 
 def _minilm_path() -> str:
@@ -66,7 +66,7 @@ def test_batching_and_order_do_not_change_vectors(tiny: TextConfig) -> None:
 def test_written_forms_pool_punctuation_into_their_word(tiny: TextConfig) -> None:
     """Reading the words as written equals one forward pass over the transcript, each word pooling the
     sub-words of its own text, punctuation included."""
-    from pipelines.words import transcript_words, written_words
+    from pipelines.extract.words.normalise import transcript_words, written_words
 
     text = "What?! You can't be serious... No."
     words, written = transcript_words(text), written_words(text)

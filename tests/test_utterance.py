@@ -233,8 +233,8 @@ def test_writer_marks_absent_and_non_finite_vectors_and_fails_a_wrong_one_alone(
 @pytest.mark.slow
 def test_video_build_writes_utterance_sets_by_default(tmp_path: Path) -> None:
     """A real CMU-MOSI clip: eGeMAPS functionals (88), MiniLM's pooled sentence vector, the dlib face summary."""
+    from pipelines.extract.text import encode_words
     from pipelines.recipes.videos import VideoConfig, build_videos
-    from pipelines.text import encode_words
 
     clip = DATA / "mosi" / "raw" / "Oz06ZWiO20M_6.mp4"
     if not clip.is_file():
@@ -251,7 +251,7 @@ def test_video_build_writes_utterance_sets_by_default(tmp_path: Path) -> None:
     summary = seg["face_dlib_summary"]
     assert summary.shape == (s.feature_sets["face_dlib"].dim + 1,) and 0 < summary[-1] <= 1
     words = list(seg["words"])
-    from pipelines.words import written_words
+    from pipelines.extract.words.normalise import written_words
 
     expected = encode_words([words], written=[written_words(seg["transcript"], words)])[0].sentence
     np.testing.assert_allclose(seg["text_minilm_sentence"], expected, atol=1e-5)

@@ -14,6 +14,7 @@ import pytest
 from feature_schemas import Store, coverage_column, validate
 from pipelines.inputs import read_meld, read_mosi_labels
 from pipelines.recipes.videos import VideoConfig, build_videos, process_video_unit, video_units
+from pipelines.stages.media import MediaUnit, RejectedRows, TextUnit
 from tests import media_fixtures as mf
 
 OOV = "zorbleflax quintaplume vexillocrat snarfblat grumbotic wibblywob"
@@ -146,12 +147,13 @@ def test_units_are_per_video_and_picklable(inputs: Path) -> None:
     config = VideoConfig(face=None)
     units, sets, report = video_units(inputs, config)
     assert [fs.name for fs in sets] == ["text_minilm", "egemaps", "text_minilm_sentence", "egemaps_functionals"]
-    kinds = [u.payload["kind"] for u in units]
-    assert kinds.count("video") == 5 and kinds.count("text") == 1 and kinds.count("failures") == 1
-    mosi_unit = next(u for u in units if u.payload.get("path") == str(mf.MOSI_CLIP))
-    assert [s.segment_id for s in mosi_unit.payload["specs"]] == ["mosi", "mosi_asr", "mosi_oov"]
+    kinds = [type(u.payload) for u in units]
+    assert kinds.count(MediaUnit) == 5 and kinds.count(TextUnit) == 1 and kinds.count(RejectedRows) == 1
+    mosi_unit = next(u for u in units if isinstance(u.payload, MediaUnit) and u.payload.path == str(mf.MOSI_CLIP))
+    assert [s.segment_id for s in mosi_unit.payload.specs] == ["mosi", "mosi_asr", "mosi_oov"]
     process = pickle.loads(pickle.dumps(functools.partial(process_video_unit, config=config)))
-    unit = pickle.loads(pickle.dumps(next(u for u in units if u.payload["kind"] == "text")))
+    unit = pickle.loads(pickle.dumps(next(u for u in units if isinstance(u.payload, TextUnit))))
+    assert unit.payload.absent == (("egemaps", 25),)  # the build's audio set, which a unit without media cannot fill
     result = process(unit)
     assert [r.segment_id for r in result.records] == ["txt"] and set(result.records[0].frames) == {"egemaps"}
     assert set(result.records[0].utterance_features) == {"text_minilm_sentence"}  # text only: no audio functionals
@@ -176,7 +178,7 @@ def test_text_only_label_file_without_face(tmp_path: Path) -> None:
 
 def test_word_vectors_read_each_word_with_its_punctuation(tmp_path: Path) -> None:
     """MELD's "What?" is stored as the word "What", and its vector is MiniLM's reading of "What?"."""
-    from pipelines.text import encode_words
+    from pipelines.extract.text import encode_words
 
     mf.need(mf.MELD_DIR / "dev_sent_emo.csv")
     parsed = read_meld(mf.MELD_DIR / "dev_sent_emo.csv", "valid")
@@ -201,7 +203,8 @@ def test_audio_file_with_utterance_times(tmp_path: Path) -> None:
     manifest.write_text("\n".join(lines) + "\n")
     config = VideoConfig(face="dlib")
     units, _, _ = video_units(manifest, config)
-    assert len(units) == 1 and len(units[0].payload["specs"]) == len(utterances)
+    assert len(units) == 1 and len(units[0].payload.specs) == len(utterances)
+    assert not units[0].payload.pictures  # a .wav: the face backend is not started for it
     build_videos(manifest, tmp_path / "s", config, progress=False)
     store = Store(tmp_path / "s")
     assert validate(store.path).ok and store.failures().num_rows == 0
@@ -215,3 +218,61 @@ def test_audio_file_with_utterance_times(tmp_path: Path) -> None:
     assert set(store.aligned_sets()) == {"text_minilm", "egemaps"}  # an audio file: no face set to declare
     frames = store.manifest.report["counters"]
     assert frames["files_without_video"] == 1 and frames["segments.forced"] >= len(utterances) - 2
+
+
+PLAN_PROBE = """
+import json, pickle, sys
+from pipelines.recipes.videos import VideoConfig, video_units
+units, sets, _ = video_units(sys.argv[1], VideoConfig(face="mediapipe"))
+open(sys.argv[2], "wb").write(pickle.dumps(units))
+print(json.dumps({"sets": [fs.name for fs in sets],
+                  "loaded": {m: m in sys.modules for m in ("torch", "transformers", "mediapipe")}}))
+"""
+
+# a fresh process, as a build worker: unpickles one unit and processes it
+UNIT_PROBE = """
+import json, pickle, sys
+from pipelines.recipes.videos import VideoConfig, process_video_unit
+from pipelines.stages.media import MediaUnit, TextUnit
+kind = {"text": TextUnit, "wav": MediaUnit}[sys.argv[2]]
+units = pickle.loads(open(sys.argv[1], "rb").read())
+unit = next(u for u in units if isinstance(u.payload, kind) and (kind is TextUnit or u.payload.path.endswith(".wav")))
+result = process_video_unit(unit, VideoConfig(face="mediapipe"))
+print(json.dumps({"failures": len(result.failures), "loaded": {m: m in sys.modules for m in ("av", "mediapipe", "opensmile")},
+                  "frames": {k: len(v.values) for k, v in result.records[0].frames.items()}}))
+"""
+
+
+@pytest.mark.slow
+def test_units_start_only_the_extractors_their_media_feeds(tmp_path: Path) -> None:
+    """A build with a video, a .wav and a text-only row declares every set; planning loads no model, a worker's
+    .wav unit never starts the face backend (zero face frames instead), a text-only unit neither PyAV nor
+    openSMILE."""
+    import os
+    import subprocess
+    import sys
+
+    mf.need(mf.MOSI_CLIP, mf.TWO_SPEAKERS)
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"video_path": str(mf.MOSI_CLIP), "segment_id": "v", "transcript": "hello", "split": "train"},
+            {"video_path": str(mf.TWO_SPEAKERS), "segment_id": "w", "start": 6.6, "end": 9.0,
+             "transcript": "hello hello oh hello", "split": "train"},
+            {"segment_id": "t", "transcript": "What a film!", "split": "test"}]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def run(script: str, *args: str) -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    plan = run(PLAN_PROBE, str(manifest), str(tmp_path / "units.pkl"))
+    assert plan["sets"][:3] == ["text_minilm", "egemaps", "face_mediapipe"]
+    assert not any(plan["loaded"].values())  # planning loads no model: no torch, transformers or mediapipe
+    wav = run(UNIT_PROBE, str(tmp_path / "units.pkl"), "wav")
+    assert wav["failures"] == 0 and wav["frames"]["face_mediapipe"] == 0 and wav["frames"]["egemaps"] > 100
+    assert not wav["loaded"]["mediapipe"]
+    text = run(UNIT_PROBE, str(tmp_path / "units.pkl"), "text")
+    assert text["failures"] == 0 and text["frames"] == {"egemaps": 0, "face_mediapipe": 0}
+    assert text["loaded"] == {"av": False, "mediapipe": False, "opensmile": False}

@@ -7,24 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.extract.words.align import AlignConfig, align_transcript, match_asr, speech_region, spread
+from pipelines.extract.words.asr import AsrConfig, transcribe
+from pipelines.extract.words.g2p import PHONES, Pronouncer, letter_to_sound
+from pipelines.extract.words.normalise import alignment_key, number_words, transcript_words, written_words
 from pipelines.media import cut, read_audio
 from pipelines.records import PipelineError
-from pipelines.words import (
-    PHONES,
-    AlignConfig,
-    AsrConfig,
-    Pronouncer,
-    align_transcript,
-    alignment_key,
-    letter_to_sound,
-    match_asr,
-    number_words,
-    speech_region,
-    spread,
-    transcribe,
-    transcript_words,
-    written_words,
-)
 from tests import media_fixtures as mf
 
 
@@ -103,7 +91,7 @@ def test_alignment_does_not_depend_on_what_the_decoder_aligned_before(mosi_audio
     """The cached decoder once carried front-end state over: the same clip's confidences moved by ~3e-4
     depending on the segment aligned before it (the first segment of each worker differed)."""
     mf.need(mf.TWO_SPEAKERS, mf.TWO_SPEAKERS_STM)
-    from pipelines.words import _decoder
+    from pipelines.extract.words.g2p import _decoder
 
     words = transcript_words(mf.mosi_transcript())
     config = AlignConfig(asr_fallback=False)

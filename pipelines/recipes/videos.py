@@ -8,7 +8,8 @@ store, audio files only make no face set. Every record carries every declared se
 video or media gets zero frames for that set, so its words have coverage 0 there. A segment whose `language`
 is not English skips the English aligner, Whisper and text encoder (uniform word times, text coverage 0),
 and the build report's notes and counters say so, as they do for every alignment fallback. Rows rejected
-while reading the inputs become failure rows of the store through one extra unit.
+while reading the inputs become failure rows of the store through one extra unit. Unit payloads are the media
+stage's typed units (`MediaUnit`, `TextUnit`, `RejectedRows` in pipelines/stages/media.py).
 """
 
 from __future__ import annotations
@@ -27,9 +28,17 @@ from feature_schemas import FeatureSet, labels_record
 
 from ..inputs import AUDIO_SUFFIXES, ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
 from ..records import Failure, PipelineError, WorkUnit
-from ..stages.media import FACE_BACKENDS, VideoConfig, feature_sets_for, process_video_unit
+from ..stages.media import (
+    MediaUnit,
+    RejectedRows,
+    TextUnit,
+    VideoConfig,
+    absent_sets,
+    feature_sets_for,
+    process_video_unit,
+)
 
-__all__ = ["FACE_BACKENDS", "VideoConfig", "build_videos", "feature_sets_for", "plan_videos", "process_video_unit", "video_units"]
+__all__ = ["VideoConfig", "build_videos", "feature_sets_for", "plan_videos", "process_video_unit", "video_units"]
 
 RECIPE_VERSION = "videos/1"
 
@@ -102,20 +111,21 @@ def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
     units: list[WorkUnit] = []
     for path, specs in sorted(by_video.items()):
         key = _digest([RECIPE_VERSION, _file_key(Path(path)), [_spec_key(s) for s in specs]])
-        units.append(WorkUnit(f"video:{path}", key, {"kind": "video", "path": path, "specs": specs,
-                                                     "source_path": path}))
+        pictures = Path(path).suffix.lower() not in AUDIO_SUFFIXES
+        units.append(WorkUnit(f"video:{path}", key, MediaUnit(path, tuple(specs), pictures,
+                                                              absent_sets(config, feature_sets, True, pictures))))
     step = max(1, config.text_segments_per_unit)
     text_only.sort(key=lambda s: (s.split, s.segment_id))
+    no_media = absent_sets(config, feature_sets, False, False)
     for i in range(0, len(text_only), step):
         batch = text_only[i: i + step]
         key = _digest([RECIPE_VERSION, [_spec_key(s) for s in batch]])
         units.append(WorkUnit(f"text:{batch[0].segment_id}..{batch[-1].segment_id}", key,
-                              {"kind": "text", "specs": batch, "source_path": batch[0].source_path}))
+                              TextUnit(tuple(batch), batch[0].source_path, no_media)))
     if parsed.failures:
         failures = list(parsed.failures)
         key = _digest([RECIPE_VERSION, [asdict(f) for f in failures]])
-        units.append(WorkUnit("input-rejections", key, {"kind": "failures", "failures": failures,
-                                                        "source_path": parsed.path}))
+        units.append(WorkUnit("input-rejections", key, RejectedRows(tuple(failures), parsed.path)))
     report = {
         "input": parsed.source,
         "input_path": parsed.path,

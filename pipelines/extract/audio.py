@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from feature_schemas import FeatureSet
 
-from .media import SAMPLE_RATE
-from .records import FrameFeatures, PipelineError
+from ..media import SAMPLE_RATE
+from ..records import FrameFeatures, PipelineError
+from .base import FrameExtractor, Kind, SegmentMedia, empty_frames, importable
+
+if TYPE_CHECKING:
+    import opensmile
+
 
 _SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 _LEVELS = {"lld": "LowLevelDescriptors", "functionals": "Functionals"}
@@ -42,7 +47,7 @@ class AudioConfig:
 
 
 @lru_cache(maxsize=4)
-def smile(feature_set: str = "egemaps", level: str = "lld") -> Any:
+def smile(feature_set: str = "egemaps", level: str = "lld") -> opensmile.Smile:
     """One openSMILE extractor per process and configuration (building it parses the config, ~0.2 s)."""
     import opensmile
 
@@ -65,11 +70,6 @@ def audio_feature_set(config: AudioConfig = AudioConfig()) -> FeatureSet:
         frame_rate=100.0 if config.level == "lld" else None,
         description=f"openSMILE {_SETS[config.feature_set]} {_LEVELS[config.level]} of 16 kHz mono audio",
     )
-
-
-def empty_frames(dim: int) -> FrameFeatures:
-    """No frames at all: a segment without audio (or without video for the face sets)."""
-    return FrameFeatures(np.zeros(0), np.zeros(0), np.zeros((0, dim), np.float32))
 
 
 def extract_audio(samples: np.ndarray | None, offset: float = 0.0, config: AudioConfig = AudioConfig(),
@@ -111,3 +111,45 @@ def extract_functionals(samples: np.ndarray | None, config: AudioConfig = AudioC
     if len(fr.values) == 0 or not bool(fr.valid[0]):
         return None
     return fr.values[0]
+
+
+class OpenSmileExtractor(FrameExtractor):
+    """openSMILE frames of a segment's audio (none without audio); with LLDs, the segment's functionals as its
+    utterance-level vector. Registered once per openSMILE feature set: `egemaps`, `compare`."""
+
+    kind: ClassVar[Kind] = "audio"
+    config_class = AudioConfig
+
+    def __init__(self, config: AudioConfig | None = None) -> None:
+        super().__init__(config)
+        if self.config.feature_set != self.name:
+            raise PipelineError(f"audio extractor {self.name!r} computes the {self.name} set, not "
+                                f"{self.config.feature_set!r}", stage="audio")
+
+    def availability(self) -> tuple[bool, str]:
+        return importable("opensmile")
+
+    def feature_set(self) -> FeatureSet:
+        return audio_feature_set(self.config)
+
+    def extract(self, media: SegmentMedia) -> FrameFeatures:
+        return extract_audio(media.audio, media.start, self.config, item_id=media.segment_id)
+
+    def utterance_set(self) -> FeatureSet | None:
+        """None when the frames already are functionals (the word-level set is `<set>_functionals`)."""
+        return functionals_feature_set(self.config) if self.config.level != "functionals" else None
+
+    def utterance(self, media: SegmentMedia, frames: FrameFeatures) -> np.ndarray | None:
+        if self.config.level == "functionals":
+            return None
+        return extract_functionals(media.audio, self.config, item_id=media.segment_id)
+
+
+class EgemapsExtractor(OpenSmileExtractor):
+    name = "egemaps"
+    defaults: ClassVar[dict[str, Any]] = {"feature_set": "egemaps"}
+
+
+class CompareExtractor(OpenSmileExtractor):
+    name = "compare"
+    defaults: ClassVar[dict[str, Any]] = {"feature_set": "compare"}

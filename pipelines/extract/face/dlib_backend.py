@@ -14,16 +14,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import dlib
 import numpy as np
 
 import feature_schemas
 
-from ..records import FrameFeatures, PipelineError
+from ...records import FrameFeatures, PipelineError
 from . import geometry
-from ._frames import sample_frames
-from .base import STAGE, FaceBackend, invalid_frames, register_backend
+from .base import STAGE, FaceBackend, invalid_frames
+from .frames import sample_frames
 
 DIMS: tuple[str, ...] = (
     geometry.LANDMARK_DIMS + geometry.POSE_DIMS + geometry.EXPRESSION_DIMS + ("face_found", "face_score")
@@ -84,15 +83,25 @@ def score_to_confidence(score: float) -> float:
     return 1.0 / (1.0 + math.exp(-2.0 * score))
 
 
-@register_backend
 class DlibBackend(FaceBackend):
     name = "dlib"
     config_class = DlibConfig
 
-    def __init__(self, config: DlibConfig | None = None) -> None:
-        super().__init__(config)
-        self._predictor_path = self.config.predictor_path or default_predictor_path()
-        _models(self._predictor_path)  # fail at construction, not on the first video
+    def availability(self) -> tuple[bool, str]:
+        try:
+            path = self.config.predictor_path or default_predictor_path()
+        except ImportError:
+            return False, "python package 'face_recognition_models' (the 68-point shape predictor) is not installed"
+        if not Path(path).is_file():
+            return False, f"{path}: dlib 68-point shape predictor not found"
+        return True, ""
+
+    def load(self) -> None:
+        _models(self._predictor_path)
+
+    @property
+    def _predictor_path(self) -> str:
+        return self.config.predictor_path or default_predictor_path()
 
     def feature_set(self) -> feature_schemas.FeatureSet:
         return feature_schemas.FeatureSet(
@@ -138,27 +147,7 @@ class DlibBackend(FaceBackend):
         box = (float(rect.left()), float(rect.top()), float(rect.right()), float(rect.bottom()))
         return FaceObservation(box, score, score_to_confidence(score), points, values.astype(np.float32), len(rects))
 
-    def extract_image(self, image: str | os.PathLike[str] | np.ndarray) -> FaceObservation | None:
-        """The main face of a still image (a path or an RGB/grey array), detected after the same downscaling
-        as video frames; box and landmarks are returned in the original image's pixels."""
-        if isinstance(image, np.ndarray):
-            grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        else:
-            grey = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
-            if grey is None:
-                raise PipelineError(f"{image}: cannot read image", stage=STAGE, source_path=str(image))
-        h, w = grey.shape[:2]
-        scale = 1.0
-        if self.config.detect_height is not None and h > self.config.detect_height:
-            scale = self.config.detect_height / h
-            grey = cv2.resize(grey, (max(2, round(w * scale)), self.config.detect_height), interpolation=cv2.INTER_AREA)
-        obs = self.observe(grey)
-        if obs is not None and scale != 1.0:
-            obs.box = tuple(v / scale for v in obs.box)  # type: ignore[assignment]
-            obs.landmarks = obs.landmarks / scale
-        return obs
-
-    def extract(
+    def extract_video(
         self, video_path: str | os.PathLike[str], start: float | None = None, end: float | None = None,
         fps: float | None = None,
     ) -> FrameFeatures:

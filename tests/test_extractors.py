@@ -1,0 +1,106 @@
+"""The extractor interface and registry, through the real packages and the real `mmolre extractors` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.extract import registry
+from pipelines.extract.base import Extractor, FrameExtractor, SegmentMedia
+from pipelines.extract.face.pyfeat_backend import WEIGHTS_ENV
+from pipelines.records import PipelineError
+from tests import media_fixtures as mf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=full_env,
+                          timeout=120)
+
+
+def test_registry_lists_every_kind_once_without_importing_them() -> None:
+    assert registry.names("face") == ["mediapipe", "dlib", "pyfeat", "openface"]
+    assert registry.names("audio") == ["egemaps", "compare"]
+    assert registry.names("text") == ["minilm"] and registry.names("words") == ["pocketsphinx", "whisper"]
+    assert len(set(registry.names())) == len(registry.names()) == 9
+    with pytest.raises(PipelineError, match="unknown audio extractor 'mfcc'; choose one of egemaps, compare"):
+        registry.get("mfcc", "audio")
+    with pytest.raises(PipelineError, match="unknown face backend 'egemaps'"):
+        registry.get("egemaps", "face")  # a real name, but not of that kind
+    with pytest.raises(PipelineError, match="unknown settings.*levle"):
+        registry.get("egemaps", levle="functionals")
+
+
+def test_every_extractor_has_the_interface() -> None:
+    for name in registry.names():
+        ex = registry.get(name)
+        assert isinstance(ex, Extractor) and ex.name == name and ex.kind in ("audio", "face", "text", "words")
+        ok, why = ex.availability()
+        assert isinstance(ok, bool) and (ok or why)
+        fs = ex.feature_set() if name != "pyfeat" or ok else None
+        if ex.kind == "words":
+            assert fs is None and ex.version()
+        elif fs is not None:
+            assert fs.dim == len(fs.dims) > 0 and fs.extractor_version
+    assert registry.get("egemaps") is registry.get("egemaps")  # one instance per process and settings
+    assert registry.get("compare", level="functionals").feature_set().name == "compare_functionals"
+
+
+def test_audio_extractor_reads_segment_media() -> None:
+    """openSMILE through the interface: frames in seconds of the file, and the segment's functionals."""
+    mf.need(mf.TWO_SPEAKERS)
+    from pipelines.media import cut, read_audio
+
+    audio = cut(read_audio(mf.TWO_SPEAKERS), 6.5, 9.0)
+    ex = registry.get("egemaps")
+    assert isinstance(ex, FrameExtractor)
+    media = SegmentMedia("seg", 6.5, 9.0, mf.TWO_SPEAKERS, audio)
+    frames = ex.extract(media)
+    assert frames.values.shape[1] == 25 and 6.5 <= frames.start[0] < 6.6 and frames.end[-1] <= 9.0 + 1e-6
+    summary = ex.utterance(media, frames)
+    assert summary is not None and summary.shape == (ex.utterance_set().dim,) and np.isfinite(summary).all()
+    none = ex.extract(SegmentMedia("silent", 0.0, 1.0))  # no audio: no frames, not an error
+    assert none.values.shape == (0, 25) and ex.utterance(SegmentMedia("silent", 0.0, 1.0), none) is None
+
+
+def test_face_extractor_gives_no_frames_for_a_file_without_pictures() -> None:
+    mf.need(mf.TWO_SPEAKERS)
+    ex = registry.get("openface")
+    frames = ex.extract(SegmentMedia("wav", 0.0, 2.0, mf.TWO_SPEAKERS, None, has_video=False))
+    assert frames.values.shape == (0, ex.feature_set().dim)
+
+
+def test_cli_extractors_json_lists_every_extractor() -> None:
+    proc = run_cli("extractors", "--json", env={WEIGHTS_ENV: ""})
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert [e["name"] for e in listed] == registry.names()
+    for e in listed:
+        assert set(e) == {"name", "kind", "dims", "dim_names", "version", "available", "reason"}
+        assert e["dims"] is None or e["dims"] == len(e["dim_names"])
+    by_name = {e["name"]: e for e in listed}
+    for name in ("mediapipe", "egemaps"):  # both ship with their packages: they run here
+        assert by_name[name]["available"] is True and by_name[name]["reason"] == ""
+    assert by_name["egemaps"]["dims"] == 25 and by_name["egemaps"]["dim_names"][0] == "Loudness_sma3"
+    assert by_name["mediapipe"]["kind"] == "face" and "fer_happy" in by_name["mediapipe"]["dim_names"]
+    pyfeat = by_name["pyfeat"]  # no local weights here
+    assert pyfeat["available"] is False and "weights" in pyfeat["reason"] and pyfeat["dims"] == 168
+
+
+def test_cli_extractors_table() -> None:
+    proc = run_cli("extractors", env={WEIGHTS_ENV: ""})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["name", "kind", "dims", "version", "available"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == set(registry.names())
+    assert rows["egemaps"].split()[1:3] == ["audio", "25"] and rows["egemaps"].rstrip().endswith("yes")
+    assert "no: pyfeat face backend: no weights folder given" in rows["pyfeat"]
