@@ -7,16 +7,8 @@ describes. Nothing here knows Prefect. Depends on `feature_schemas` only.
 
 from .build import build_store, run_build
 from .collapse import CollapseConfig, Collapsed, collapse, collapse_segment
-from .records import (
-    Failure,
-    FrameFeatures,
-    PipelineError,
-    SegmentRecord,
-    UnitResult,
-    WordFeatures,
-    Words,
-    WorkUnit,
-)
+from .errors import PipelineError
+from .records import Failure, FrameFeatures, SegmentRecord, UnitResult, WordFeatures, Words, WorkUnit
 from .store_writer import BuildConfig, BuildPlan, BuildResult
 
 __all__ = [

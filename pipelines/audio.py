@@ -15,8 +15,9 @@ import numpy as np
 
 from feature_schemas import FeatureSet
 
+from .errors import PipelineError
 from .media import SAMPLE_RATE
-from .records import FrameFeatures, PipelineError
+from .records import FrameFeatures
 
 _SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 _LEVELS = {"lld": "LowLevelDescriptors", "functionals": "Functionals"}

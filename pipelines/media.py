@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .records import PipelineError
+from .errors import PipelineError
 
 SAMPLE_RATE = 16000
 

@@ -58,8 +58,9 @@ from feature_schemas import (
 
 from .card import write_card
 from .collapse import CollapseConfig, collapse_segment
+from .errors import PipelineError
 from .leakage import has_leakage, leakage_lines, store_leakage
-from .records import Failure, PipelineError, SegmentRecord, UnitResult, WorkUnit
+from .records import Failure, SegmentRecord, UnitResult, WorkUnit
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +104,17 @@ class ShardRecord:
 
 @dataclass
 class BuildPlan:
-    """Everything a recipe decides before any work runs; `run_plan` or a Prefect flow carries it out."""
+    """Everything a recipe decides before any work runs, nothing callable: the units, the stage that turns a
+    unit into records (a name `pipelines.build` resolves) and that stage's options; `run_build` carries it out."""
 
     name: str
     units: list[WorkUnit]
-    process: Callable[[WorkUnit], UnitResult]  # picklable: a top-level function or functools.partial
+    stage: str  # "media", "csd", "mmsa", "utterance" (pipelines.build.STAGES)
     feature_sets: list[FeatureSet]
     config: BuildConfig
     build_info: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    options: Any = None  # the stage's typed, picklable configuration (e.g. VideoConfig)
 
 
 @dataclass
@@ -164,7 +167,7 @@ def _process_unit(unit: WorkUnit, process: Callable[[WorkUnit], UnitResult]) -> 
     except Exception as e:  # noqa: BLE001 - one bad unit must never stop the build
         where = traceback.extract_tb(e.__traceback__)[-1]
         reason = f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})"
-        return UnitResult(failures=[Failure(unit.unit_id, "process", reason, unit.payload.get("source_path"))])
+        return UnitResult(failures=[Failure(unit.unit_id, "process", reason, unit.source_path)])
     if not isinstance(result, UnitResult):
         return UnitResult(failures=[Failure(unit.unit_id, "process", f"process returned {type(result).__name__}, not UnitResult")])
     return result
@@ -768,7 +771,7 @@ def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfi
     """Record a shard that could not be processed at all (its worker process kept dying): one failure row per
     unit, and a record whose key is not the plan's, so the next run of the same build tries the shard again."""
     root = Path(store)
-    failures = sorted((Failure(u.unit_id, "worker", reason, u.payload.get("source_path")) for u in shard.units),
+    failures = sorted((Failure(u.unit_id, "worker", reason, u.source_path) for u in shard.units),
                       key=lambda f: f.item_id)
     rel = table_path("failures", shard=shard.shard_id)
     table = _failures_table(failures)

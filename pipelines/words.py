@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import PipelineError
 from .media import SAMPLE_RATE, to_pcm16
-from .records import PipelineError, Words
+from .records import Words
 
 # --- transcript normalisation ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.errors import PipelineError
 from pipelines.face import available_backends, geometry, get_backend
 from pipelines.face.dlib_backend import DIMS as DLIB_DIMS
 from pipelines.face.openface_csv import DEFAULT_COLUMNS, main_face_rows, map_openface_rows
@@ -25,7 +26,6 @@ from pipelines.face.pyfeat_backend import (
     required_files,
 )
 from pipelines.face.pyfeat_backend import DIMS as PYFEAT_DIMS
-from pipelines.records import PipelineError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACES = DATA / "faces"

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.records import PipelineError
+from pipelines.errors import PipelineError
 
 # ../shared/data beside the checkout; MMOLRE_SHARED_DATA points elsewhere (a git worktree, another machine)
 DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")

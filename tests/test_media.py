@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.errors import PipelineError
 from pipelines.media import SAMPLE_RATE, cut, iter_frames, probe, read_audio, to_pcm16
-from pipelines.records import PipelineError
 from tests import media_fixtures as mf
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.records import PipelineError
+from pipelines.errors import PipelineError
 from pipelines.text import TextConfig, encode_words, load_text_model, text_feature_set
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.errors import PipelineError
 from pipelines.media import cut, read_audio
-from pipelines.records import PipelineError
 from pipelines.words import (
     PHONES,
     AlignConfig,

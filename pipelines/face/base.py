@@ -19,7 +19,8 @@ import numpy as np
 
 import feature_schemas
 
-from ..records import FrameFeatures, PipelineError
+from ..errors import PipelineError
+from ..records import FrameFeatures
 
 STAGE = "face"
 DEFAULT_BACKEND = "mediapipe"

@@ -20,7 +20,8 @@ import numpy as np
 
 import feature_schemas
 
-from ..records import FrameFeatures, PipelineError
+from ..errors import PipelineError
+from ..records import FrameFeatures
 from . import geometry
 from ._frames import sample_frames
 from .base import STAGE, FaceBackend, invalid_frames, register_backend

@@ -27,19 +27,11 @@ from ..audio import (
     extract_functionals,
     functionals_feature_set,
 )
+from ..errors import PipelineError
 from ..face.summary import summarise_frames, summary_feature_set
 from ..inputs import SegmentSpec
 from ..media import SAMPLE_RATE, cut, probe, read_audio
-from ..records import (
-    Failure,
-    FrameFeatures,
-    PipelineError,
-    SegmentRecord,
-    UnitResult,
-    WordFeatures,
-    Words,
-    WorkUnit,
-)
+from ..records import Failure, FrameFeatures, SegmentRecord, UnitResult, WordFeatures, Words, WorkUnit
 from ..text import TextConfig, encode_words, sentence_feature_set, text_feature_set
 from ..words import (
     AlignConfig,
