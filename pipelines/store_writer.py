@@ -681,7 +681,8 @@ class StoreBuild:
                 name=self.name,
                 feature_sets={fs.name: fs for fs in self.feature_sets},
                 files={rel: self._file_entry(rel, e) for r in records for rel, e in r.files.items()},
-                build={**self.build_info, "writer": self.config.to_dict(),  # "config" stays the recipe's
+                build={**{k: v for k, v in self.build_info.items() if k != "labels"},  # labels: stored once, below
+                       "writer": self.config.to_dict(),  # "config" stays the recipe's
                        "shards": {r.shard_id: r.key for r in records},  # what a rerun compares: no _build/ needed
                        "shard_counters": {r.shard_id: r.counters for r in records if r.counters},
                        "shard_notes": {r.shard_id: r.notes for r in records if r.notes}},

@@ -128,8 +128,10 @@ def test_every_route_stores_the_same_labels(tmp_path: Path) -> None:
         {"a": "positive", "b": "negative", "c": "neutral", "unknown": "positive"}
     for store in (csv_store, jsonl_store, tmp_path / "mmsa", tmp_path / "csd"):
         assert validate(store).ok, store
-        labels = Manifest.load(store).labels
+        manifest = Manifest.load(store)
+        labels = manifest.labels
         assert labels["emotions"] == list(EMOTIONS) and labels["sentiment_classes"] == ["negative", "neutral", "positive"]
+        assert "labels" not in manifest.build  # recorded once, in `labels`
 
 
 def test_absent_emotions_are_zero_and_no_emotion_field_is_unknown(tmp_path: Path) -> None:
