@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,10 +165,31 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
     if config.context:  # its model reads whole videos, not one segment
         raise RunError("predict_segment: this run was trained with context (each utterance sees its video's others); "
                        "score it with `mmolre evaluate`, which batches whole videos")
+    seg = _segment_inputs(words_features, meta, next(model.parameters()).device)
+    with torch.no_grad():
+        out = model(seg.x, seg.mask)
+    return _explained(model, out, meta["feature_sets"], seg)
+
+
+@dataclass
+class _SegmentInputs:
+    """One segment as the model reads it (a batch of one), and which of its words it kept."""
+
+    x: dict[str, torch.Tensor]
+    mask: dict[str, torch.Tensor]
+    n_words: int
+    keep: np.ndarray  # indices of the words within max_len
+    utterance: set[str]  # the sets given as one vector per segment
+
+
+def _segment_inputs(words_features: dict[str, np.ndarray], meta: dict[str, Any], device: torch.device) -> _SegmentInputs:
+    """Check the given sets against the run's (dims, one word count), cut to max_len as training did, and
+    tokenize the words for a fine-tuned text encoder."""
     sets = meta["feature_sets"]
     dims = meta["arch"]["input_dims"]
     text = meta.get("dataset_kwargs") or {}
     text_set = text.get("text_set")
+    written: list[str] = []
     if text_set:
         if "words" not in words_features:
             raise ValueError("predict_segment: this run fine-tunes its text encoder and needs the segment's words (key 'words')")
@@ -190,7 +212,6 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
     if max_len is not None and W > max_len:
         keep = keep[:max_len] if meta["truncate"] == "right" else keep[W - max_len :]
     T = max(1, len(keep))
-    device = next(model.parameters()).device
     x, mask = {}, {}
     for m in sets:
         if m in utterance:  # a one-step sequence, as in training
@@ -217,8 +238,12 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
         x["__input_ids"] = torch.from_numpy(ids)[None].to(device)
         x["__attention_mask"] = torch.ones_like(x["__input_ids"])
         x["__word_ids"] = torch.from_numpy(wids)[None].to(device)
-    with torch.no_grad():
-        out = model(x, mask)
+    return _SegmentInputs(x, mask, W, keep, utterance)
+
+
+def _explained(model: nn.Module, out: dict[str, Any], sets: list[str], seg: _SegmentInputs) -> dict[str, Any]:
+    """The predictions, and per task the modality weights, word weights and each word's contribution."""
+    W, keep = seg.n_words, seg.keep
     result: dict[str, Any] = {"words": W, "used_words": keep.tolist(), "tasks": {}}
     for t in model.tasks:
         p = task_predictions(t, out["outputs"][t.name])[0]
@@ -235,7 +260,7 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
         mw = out["modality_weights"][t.name][0].float().cpu().numpy()
         per_word, contrib = {}, np.zeros(W)
         for j, m in enumerate(sets):
-            if m in utterance:  # no words to weigh: the modality weight says how much it counted
+            if m in seg.utterance:  # no words to weigh: the modality weight says how much it counted
                 per_word[m] = []
                 continue
             w = np.zeros(W)
