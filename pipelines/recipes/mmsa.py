@@ -190,12 +190,13 @@ def plan_mmsa(
     segments_per_unit: int = 256,
 ) -> BuildPlan:
     """Everything decided before work runs (the pickle read through the restricted unpickler, ids checked,
-    units cut); for `pipelines.build.run_build` or a Prefect flow."""
+    units cut); for `pipelines.build.run_build` or a Prefect flow. `config` None: the writer's BuildConfig with
+    MMSA_UNITS_PER_SHARD units per shard, as the CLI and the flow use (a shard's key covers its size)."""
     units, options, feature_sets, report = mmsa_units(path, names, aligned, segments_per_unit)
     build_info = {"recipe": RECIPE_VERSION, "file": str(Path(path).resolve()), "aligned": report["aligned"],
                   "segments_per_unit": segments_per_unit, "labels": report.pop("labels")}
-    return BuildPlan(name or Path(path).stem, units, "mmsa", feature_sets, config or BuildConfig(), build_info, report,
-                     options)
+    config = config if config is not None else BuildConfig(units_per_shard=MMSA_UNITS_PER_SHARD)
+    return BuildPlan(name or Path(path).stem, units, "mmsa", feature_sets, config, build_info, report, options)
 
 
 def import_mmsa(
