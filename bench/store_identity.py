@@ -11,8 +11,8 @@ shared by both, so the units' input keys (paths, sizes, mtimes) are the same. Ca
 - `csd`: a synthetic MOSEI-shaped .csd release (bench/build_mosei_scale.py's generator, its faults included:
   ids missing from FACET, labelled videos in no fold, -inf in COVAREP) through `build_sdk`;
 - `csd-fixture`: the test suite's small release (tests/csd_fixtures.py: GloVe, OpenFace, damaged rows);
-- `text`: a text-only manifest, the first `--segments` rows of CMU-MOSI's label.csv (`mmolre build videos`,
-  words untimed, the packaged MiniLM encoder);
+- `text`: a text-only manifest, `--segments` rows spread over CMU-MOSI's label.csv, all three splits
+  (`mmolre build videos`, words untimed, the packaged MiniLM encoder);
 - `utterance`: CMU-MOSI's bc-LSTM release (`mmolre build mosi-utterance`, 2,199 segments);
 - `mmsa`: an MMSA pickle exported (by the working tree) from the `csd` store, imported (`mmolre build mmsa`).
 
@@ -99,8 +99,9 @@ def make_inputs(work: Path, cases: list[str], segments: int) -> dict[str, Path]:
         paths["text"].parent.mkdir(parents=True, exist_ok=True)
         with open(DATA / "mosi" / "label.csv", newline="") as f:
             rows = list(csv.reader(f))
+        step = max(1, (len(rows) - 1) // max(1, segments))  # spread over the file: it is sorted by split
         with open(paths["text"], "w", newline="") as f:
-            csv.writer(f).writerows(rows[: segments + 1])
+            csv.writer(f).writerows([rows[0], *rows[1::step][:segments]])
     if "utterance" in cases:
         paths["utterance"] = DATA / "mosi" / "utterance"
     return paths
@@ -144,7 +145,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ref", default="a3bec01", help="git revision to compare the working tree with")
     ap.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    ap.add_argument("--segments", type=int, default=300, help="rows of the text-only manifest")
+    ap.add_argument("--segments", type=int, default=400, help="rows of the text-only manifest")
     ap.add_argument("--work", type=Path, default=None, help="inputs, stores and logs (default: a temp dir, removed)")
     args = ap.parse_args()
 
