@@ -22,6 +22,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from feature_schemas import EMOTIONS
+
 from .errors import PipelineError
 
 # Keys the SDK's `deploy()` asks for on stdin when absent; we always write all of them.
@@ -48,7 +50,7 @@ COVAREP_DIMS: tuple[str, ...] = (
     + tuple(f"HMPDD_{i}" for i in range(13))
 )
 
-LABEL_DIMS_MOSEI: tuple[str, ...] = ("sentiment", "happy", "sad", "anger", "surprise", "disgust", "fear")
+LABEL_DIMS_MOSEI: tuple[str, ...] = ("sentiment", *EMOTIONS)  # the release's label columns, in file order
 
 
 @dataclass(frozen=True)
