@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import PipelineError
 from pipelines.extract.face import get_backend
 from pipelines.extract.face.frames import sample_frames
 from pipelines.extract.registry import names
-from pipelines.records import PipelineError
 
 DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 FILES = ["mosi/raw/Oz06ZWiO20M_6.mp4", "faces/single_face.mp4", "faces/no_face.mp4", "faces/face_noface.mov",

@@ -195,7 +195,7 @@ def file_problem(path: Path, sha256: str, check_sha256: bool = True, size: int |
     if not path.is_file():
         return "file listed in the manifest is missing"
     if size is not None and (actual := path.stat().st_size) != size:
-        return f"sha256 differs from the manifest (size {actual} bytes, the manifest says {size}: file changed or truncated)"
+        return f"size differs from the manifest ({actual} bytes, the manifest says {size}): file changed or truncated"
     if check_sha256 and sha256_file(path) != sha256:
         return "sha256 differs from the manifest (file changed or corrupt)"
     return None

@@ -53,8 +53,8 @@ def checked_file(root: Path, rel: str, entry: FileEntry) -> Path:
     except OSError:
         raise ChecksumError(f"{path}: file listed in the manifest is missing; rerun the build that made the store") from None
     if entry.bytes is not None and st.st_size != entry.bytes:
-        raise ChecksumError(f"{path}: sha256 differs from the manifest (size {st.st_size} bytes, the manifest says "
-                            f"{entry.bytes}: file changed or truncated); rerun the build that made the store to rewrite it")
+        raise ChecksumError(f"{path}: size differs from the manifest ({st.st_size} bytes, the manifest says "
+                            f"{entry.bytes}): file changed or truncated; rerun the build that made the store to rewrite it")
     key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
     if _VERIFIED.get(key) != entry.sha256:
         if sha256_file(path) != entry.sha256:

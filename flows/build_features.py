@@ -18,6 +18,7 @@ from prefect.exceptions import MissingContextError
 from flows.dask_cluster import local_dask_config, task_runner
 from flows.options import build_config, video_config
 from flows.summary import build_summary_markdown, summarize_build
+from pipelines.build import Stage
 from pipelines.collapse import Mode
 from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD
 from pipelines.store_writer import (
@@ -66,17 +67,18 @@ def run_build_plan(plan: BuildPlan, store: str, dask_address: str | None, n_work
     """Open the build, write the missing shards on Dask (inline with n_workers=0), finish the manifest, publish
     a summary artifact (inside a flow run)."""
     logger = _logger()
+    stage = Stage(plan.stage, plan.options)  # until this loop moves into pipelines.build.run_build
     build = open_build(store, plan.name, plan.units, plan.feature_sets, plan.config, plan.build_info, overwrite=overwrite)
     logger.info("%s: %d units in %d shards, %d already written", plan.name, len(plan.units), len(build.shards), build.skipped)
     try:
         records: list[ShardRecord] = []
         if build.todo and n_workers == 0:
-            records = [write_shard(s, str(build.root), plan.process, build.feature_sets, build.config) for s in build.todo]
+            records = [write_shard(s, str(build.root), stage, build.feature_sets, build.config) for s in build.todo]
         elif build.todo:
             runner = task_runner(dask_address, n_workers)
             with local_dask_config(dask_address):  # workers that exit at once when the flow closes the cluster
                 records = write_shards.with_options(task_runner=runner)(
-                    build.todo, str(build.root), plan.process, build.feature_sets, build.config
+                    build.todo, str(build.root), stage, build.feature_sets, build.config
                 )
     except BaseException:
         build.close()
@@ -182,7 +184,7 @@ def build_mmsa_features(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """An MMSA pickle (aligned_50.pkl / unaligned_50.pkl), read without running its code -> feature store."""
-    from pipelines.mmsa_pickle import plan_mmsa
+    from pipelines.recipes.mmsa import plan_mmsa
 
     names = {m: n for m, n in (("text", text_name), ("audio", audio_name), ("vision", vision_name)) if n}
     config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)

@@ -93,7 +93,7 @@ def cmd_build_videos(args: argparse.Namespace) -> int:
 
 
 def cmd_build_mmsa(args: argparse.Namespace) -> int:
-    from pipelines.mmsa_pickle import MMSA_UNITS_PER_SHARD, plan_mmsa
+    from pipelines.recipes.mmsa import MMSA_UNITS_PER_SHARD, plan_mmsa
 
     names = {m: n for m, n in (("text", args.text_name), ("audio", args.audio_name), ("vision", args.vision_name)) if n}
     aligned = {"auto": None, "yes": True, "no": False}[args.aligned]
@@ -282,14 +282,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "csd":
-        from pipelines.csd import write_csd
+        from pipelines.export.csd import write_csd
 
         for name in args.sets or []:
             path = Path(args.out) / f"{name}.csd"
             write_csd(args.store, name, path, level=args.level)
             print(f"wrote {path}")
     else:
-        from pipelines.mmsa_pickle import export_mmsa
+        from pipelines.export.mmsa import export_mmsa
 
         path = export_mmsa(args.store, args.out, text=args.text, audio=args.audio, vision=args.vision)
         print(f"wrote {path}")
@@ -442,7 +442,7 @@ _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def _our_errors() -> tuple[type, ...]:
     """Our error types among the modules loaded (an error can only come from a loaded module; importing
     mmolre just to name RunError would load torch)."""
-    where = {"feature_schemas.errors": "StoreError", "pipelines.records": "PipelineError", "mmolre.errors": "RunError",
+    where = {"feature_schemas.errors": "StoreError", "pipelines.errors": "PipelineError", "mmolre.errors": "RunError",
              "flows.options": "OptionError"}
     return tuple(getattr(sys.modules[m], n) for m, n in where.items() if m in sys.modules)
 

@@ -207,12 +207,6 @@ class StoreDataset(IterableDataset):
         """The fewest batches any rank gets: every rank stops there so distributed steps stay in lock-step."""
         return min(self.batches_per_epoch(batch_size, num_workers, r) for r in range(self.world_size))
 
-    def rows_for_rank(self, num_workers: int, rank: int | None = None) -> int:
-        rank = self.rank if rank is None else rank
-        w = max(1, num_workers)
-        slots = self.assignment(num_workers)
-        return sum(u.rows for i in range(w) for u in slots[rank * w + i])
-
     # -- reading -------------------------------------------------------------------------------
     def _read_unit(self, u: Unit) -> Iterator[dict[str, Any]]:
         # a URL store: storage errors mid-epoch (endpoint gone, object removed) become a StoreError naming the store

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +70,27 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
 def run_summary(run: str | Path) -> dict[str, Any]:
     """What a run is, for users to check before trusting its numbers: model, best epoch, the store it learnt from
     (path and manifest sha256) and how many segments its test split scored (`test_n`, 0 when it was not tested).
-    Read from results.json, falling back to best.pt for runs that have none."""
+    Read from results.json, falling back to best.pt for runs that have none. Read once per process while those
+    files stay unchanged (`mmolre predict` names the run before predicting and again in its output)."""
     run = Path(run)
+    return dict(_run_summary(str(run), _run_files_stamp(run)))
+
+
+def _run_files_stamp(run: Path) -> tuple[tuple[int, int] | None, ...]:
+    """(mtime, size) of results.json and best.pt (None where absent): a changed run is read again."""
+    out = []
+    for name in ("results.json", "best.pt"):
+        try:
+            st = (run / name).stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _run_summary(run_dir: str, stamp: tuple[tuple[int, int] | None, ...]) -> dict[str, Any]:
+    run = Path(run_dir)
     results_path = run / "results.json"
     results: dict[str, Any] = {}
     if results_path.is_file():
@@ -163,10 +184,31 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
     if config.context:  # its model reads whole videos, not one segment
         raise RunError("predict_segment: this run was trained with context (each utterance sees its video's others); "
                        "score it with `mmolre evaluate`, which batches whole videos")
+    seg = _segment_inputs(words_features, meta, next(model.parameters()).device)
+    with torch.no_grad():
+        out = model(seg.x, seg.mask)
+    return _explained(model, out, meta["feature_sets"], seg)
+
+
+@dataclass
+class _SegmentInputs:
+    """One segment as the model reads it (a batch of one), and which of its words it kept."""
+
+    x: dict[str, torch.Tensor]
+    mask: dict[str, torch.Tensor]
+    n_words: int
+    keep: np.ndarray  # indices of the words within max_len
+    utterance: set[str]  # the sets given as one vector per segment
+
+
+def _segment_inputs(words_features: dict[str, np.ndarray], meta: dict[str, Any], device: torch.device) -> _SegmentInputs:
+    """Check the given sets against the run's (dims, one word count), cut to max_len as training did, and
+    tokenize the words for a fine-tuned text encoder."""
     sets = meta["feature_sets"]
     dims = meta["arch"]["input_dims"]
     text = meta.get("dataset_kwargs") or {}
     text_set = text.get("text_set")
+    written: list[str] = []
     if text_set:
         if "words" not in words_features:
             raise ValueError("predict_segment: this run fine-tunes its text encoder and needs the segment's words (key 'words')")
@@ -189,7 +231,6 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
     if max_len is not None and W > max_len:
         keep = keep[:max_len] if meta["truncate"] == "right" else keep[W - max_len :]
     T = max(1, len(keep))
-    device = next(model.parameters()).device
     x, mask = {}, {}
     for m in sets:
         if m in utterance:  # a one-step sequence, as in training
@@ -216,8 +257,12 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
         x["__input_ids"] = torch.from_numpy(ids)[None].to(device)
         x["__attention_mask"] = torch.ones_like(x["__input_ids"])
         x["__word_ids"] = torch.from_numpy(wids)[None].to(device)
-    with torch.no_grad():
-        out = model(x, mask)
+    return _SegmentInputs(x, mask, W, keep, utterance)
+
+
+def _explained(model: nn.Module, out: dict[str, Any], sets: list[str], seg: _SegmentInputs) -> dict[str, Any]:
+    """The predictions, and per task the modality weights, word weights and each word's contribution."""
+    W, keep = seg.n_words, seg.keep
     result: dict[str, Any] = {"words": W, "used_words": keep.tolist(), "tasks": {}}
     for t in model.tasks:
         p = task_predictions(t, out["outputs"][t.name])[0]
@@ -234,7 +279,7 @@ def predict_segment(run: str | Path | Run, words_features: dict[str, np.ndarray]
         mw = out["modality_weights"][t.name][0].float().cpu().numpy()
         per_word, contrib = {}, np.zeros(W)
         for j, m in enumerate(sets):
-            if m in utterance:  # no words to weigh: the modality weight says how much it counted
+            if m in seg.utterance:  # no words to weigh: the modality weight says how much it counted
                 per_word[m] = []
                 continue
             w = np.zeros(W)

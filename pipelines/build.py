@@ -1,6 +1,8 @@
-"""The build driver: a recipe's plan -> shards written on any executor -> manifest.
+"""The build driver: a recipe's plan -> shards on any executor -> the plan's stage per unit -> the writer.
 
-It owns the loop that the CLI and the Prefect flows share. Where the shards run is the caller's choice: an
+A plan names its stage ("media", "csd", "mmsa", "utterance"); `STAGES` says which function of
+`pipelines.stages` that is, and the driver binds the plan's options to it when it writes shards, so control
+runs one way: recipe -> plan -> driver -> stage -> writer. The driver owns the loop that the CLI and the Prefect flows share. Where the shards run is the caller's choice: an
 executor (None inline, a concurrent.futures pool or a Dask Client) or a `map_shards` function that schedules
 them itself (a Prefect flow passes one that makes one task run per shard). What a caller sees of the progress
 is its choice too: a `progress` callback hears after every shard, so a flow can update an artifact while the
@@ -9,6 +11,7 @@ command line draws a bar. Nothing here imports Prefect.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -19,7 +22,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .errors import PipelineError
 from .executors import map_unordered, worker_deaths
+from .records import UnitResult, WorkUnit
 from .store_writer import (
     BuildPlan,
     BuildResult,
@@ -34,6 +39,16 @@ from .store_writer import (
 log = logging.getLogger(__name__)
 
 WAIT_LOG_S = 30.0  # while no shard finishes, say which are running this often
+
+# stage name -> (module, function): function(unit, options) -> UnitResult. Imported where a shard runs, so a
+# .csd build never imports the media stack.
+STAGES: dict[str, tuple[str, str]] = {
+    "media": ("pipelines.stages.media", "process_video_unit"),
+    "csd": ("pipelines.stages.csd", "process_csd_unit"),
+    "mmsa": ("pipelines.stages.mmsa", "process_mmsa_unit"),
+    "utterance": ("pipelines.stages.utterance", "process_utterance_unit"),
+    "function": ("pipelines.build", "call_function"),  # build_store's own processing function (tests, one-offs)
+}
 
 
 @dataclass(frozen=True)
@@ -90,11 +105,36 @@ def _executor_map(executor: Any, build: StoreBuild) -> MapShards:
     return run
 
 
+def call_function(unit: WorkUnit, function: Callable[[WorkUnit], UnitResult]) -> UnitResult:
+    """The "function" stage: the options are the processing function itself (picklable: top level or a partial)."""
+    return function(unit)
+
+
+class Stage:
+    """A plan's stage with its options bound: `stage(unit) -> UnitResult`. Picklable (a name and the options),
+    so it travels to any worker; the function is looked up there, once."""
+
+    def __init__(self, name: str, options: Any = None) -> None:
+        if name not in STAGES:
+            raise PipelineError(f"unknown stage {name!r} (known: {', '.join(STAGES)})", stage="plan")
+        self.name, self.options = name, options
+        self._function: Callable[[WorkUnit, Any], UnitResult] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "options": self.options, "_function": None}
+
+    def __call__(self, unit: WorkUnit) -> UnitResult:
+        if self._function is None:
+            module, function = STAGES[self.name]
+            self._function = getattr(importlib.import_module(module), function)
+        return self._function(unit, self.options)
+
+
 class _ShardWriter:
     """`write_shard` with the build's arguments bound; a picklable object, so it travels to any worker."""
 
-    def __init__(self, plan: BuildPlan, build: StoreBuild) -> None:
-        self.args = (str(build.root), plan.process, build.feature_sets, build.config)
+    def __init__(self, stage: Stage, build: StoreBuild) -> None:
+        self.args = (str(build.root), stage, build.feature_sets, build.config)
 
     def __call__(self, shard: Shard) -> ShardRecord:
         return write_shard(shard, *self.args)
@@ -106,6 +146,7 @@ def run_build(plan: BuildPlan, store: str | os.PathLike, *, executor: Any = None
 
     An interrupt or an error cancels the work in flight and leaves the store resumable; a shard missing at the
     end is named in the report's `incomplete_shards` and written by the next run."""
+    writer_stage = Stage(plan.stage, plan.options)  # an unknown stage fails here, before the store is touched
     build = open_build(store, plan.name, plan.units, plan.feature_sets, plan.config, plan.build_info, overwrite=overwrite)
     written: list[ShardRecord] = []
     mapper = map_shards or _executor_map(executor, build)
@@ -115,7 +156,7 @@ def run_build(plan: BuildPlan, store: str | os.PathLike, *, executor: Any = None
         state = BuildProgress(plan.name, len(build.shards), build.skipped, build.skipped, 0, 0)
         if progress is not None:
             progress(state)
-        records = mapper(_ShardWriter(plan, build), build.todo)
+        records = mapper(_ShardWriter(writer_stage, build), build.todo)
         with closing(records) if hasattr(records, "close") else nullcontext():  # stop early: cancel what is queued
             for rec in records:
                 written.append(rec)
@@ -136,9 +177,10 @@ def build_store(store: str | os.PathLike, name: str, units: Sequence[Any], proce
                 feature_sets: Sequence[Any], config: Any = None, executor: Any = None,
                 build_info: dict[str, Any] | None = None, report: dict[str, Any] | None = None, progress: bool = True,
                 overwrite: bool = False) -> BuildResult:
-    """A build from work units and a processing function, without a recipe (tests, one-off imports)."""
+    """A build from work units and a processing function, without a recipe (tests, one-off imports): the
+    "function" stage, with `process` (picklable) as its options."""
     from .store_writer import BuildConfig
 
-    plan = BuildPlan(name, list(units), process, list(feature_sets), config or BuildConfig(), dict(build_info or {}),
-                     dict(report or {}))
+    plan = BuildPlan(name, list(units), "function", list(feature_sets), config or BuildConfig(),
+                     dict(build_info or {}), dict(report or {}), process)
     return run_build(plan, store, executor=executor, show_bar=progress, overwrite=overwrite)

@@ -87,9 +87,12 @@ def _dask_unordered(fn: Callable[..., R], items: list[T], client: Any, args: tup
     todo = list(reversed(items))
     futures: dict[Any, T] = {}
     pending: set[Any] = set()
+    threads = _threads(client)  # one round trip to the scheduler; asked again only when the workers may have changed
     try:
         while todo or pending:
-            free = max(1, _threads(client)) - len(pending)
+            if threads == 0:  # no worker known yet (or the scheduler could not say): ask each round until one is
+                threads = _threads(client)
+            free = max(1, threads) - len(pending)
             while todo and free > 0:
                 item = todo.pop()
                 fut = client.submit(fn, item, *args, pure=False)
@@ -99,6 +102,7 @@ def _dask_unordered(fn: Callable[..., R], items: list[T], client: Any, args: tup
             try:
                 done, not_done = wait(list(pending), timeout=wait_s, return_when="FIRST_COMPLETED")
             except TimeoutError:
+                threads = _threads(client)  # workers may have joined or left while nothing finished
                 if on_wait is not None:
                     running = _dask_running(client)
                     unfinished = [f for f in futures if f in pending]
@@ -106,6 +110,8 @@ def _dask_unordered(fn: Callable[..., R], items: list[T], client: Any, args: tup
                             [futures[f] for f in unfinished if f.key not in running] + todo[::-1])
                 continue
             pending = set(not_done)
+            if any(fut.status == "error" for fut in done):  # perhaps a worker died: its threads are gone
+                threads = _threads(client)
             for fut in done:
                 result = _outcome(fut, futures.pop(fut), on_error)
                 fut.release()

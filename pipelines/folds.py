@@ -15,7 +15,7 @@ from pathlib import Path
 
 from feature_schemas import SPLITS
 
-from .records import PipelineError
+from .errors import PipelineError
 
 DATASETS = ("mosei", "mosi")
 

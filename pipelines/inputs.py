@@ -45,7 +45,8 @@ from feature_schemas import (
     emotion_class_set,
 )
 
-from .records import Failure, PipelineError
+from .errors import PipelineError
+from .records import Failure
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .records import PipelineError
+from .errors import PipelineError
 
 if TYPE_CHECKING:
     import av

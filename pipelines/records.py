@@ -1,8 +1,8 @@
-"""What a recipe or extractor hands to the store writer: plain dataclasses of numpy arrays.
+"""What a recipe, a stage or an extractor hands on: plain dataclasses of numpy arrays.
 
-A recipe turns its inputs into `WorkUnit`s (a video, or a batch of SDK ids); processing a unit yields
-`SegmentRecord`s and `Failure`s. The writer collapses frames to words, shards and writes; it never needs to
-know where the data came from.
+A recipe turns its inputs into `WorkUnit`s (a video, or a batch of SDK ids); a stage processes a unit into
+`SegmentRecord`s and `Failure`s (errors: `pipelines.errors`). The writer collapses frames to words, shards
+and writes; it never needs to know where the data came from.
 """
 
 from __future__ import annotations
@@ -13,24 +13,22 @@ from typing import Any
 import numpy as np
 
 
-class PipelineError(Exception):
-    """An input could not be processed; the message names the file or segment and what is wrong."""
-
-    def __init__(self, message: str, stage: str = "read", item_id: str | None = None, source_path: str | None = None):
-        super().__init__(message)
-        self.stage = stage
-        self.item_id = item_id
-        self.source_path = source_path
-
-
 @dataclass(frozen=True)
 class WorkUnit:
     """One independently processable input. `key` changes whenever the unit's inputs change (file sizes and
-    mtimes, or a content hash), so a rerun can skip units whose outputs are already written."""
+    mtimes, or a content hash), so a rerun can skip units whose outputs are already written. `payload` is the
+    stage's typed unit (e.g. `stages.csd.CsdVideos`), picklable; its `source_path`, when it has one, names the
+    input in failure rows."""
 
     unit_id: str
     key: str
-    payload: dict[str, Any] = field(default_factory=dict)  # recipe-specific, must be picklable
+    payload: Any = None
+
+    @property
+    def source_path(self) -> str | None:
+        """The input a failure of the whole unit is reported against (None when the payload names none)."""
+        p = self.payload
+        return p.get("source_path") if isinstance(p, dict) else getattr(p, "source_path", None)
 
 
 @dataclass

@@ -66,9 +66,10 @@ from feature_schemas.storage import RemoteFiles, is_url, local_path
 
 from .card import write_card
 from .collapse import CollapseConfig, collapse_segment
+from .errors import PipelineError
 from .leakage import COLUMNS as LEAKAGE_COLUMNS
 from .leakage import find_leakage, has_leakage, leakage_lines, store_leakage
-from .records import Failure, PipelineError, SegmentRecord, UnitResult, WorkUnit
+from .records import Failure, SegmentRecord, UnitResult, WorkUnit
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +113,17 @@ class ShardRecord:
 
 @dataclass
 class BuildPlan:
-    """Everything a recipe decides before any work runs; `run_plan` or a Prefect flow carries it out."""
+    """Everything a recipe decides before any work runs, nothing callable: the units, the stage that turns a
+    unit into records (a name `pipelines.build` resolves) and that stage's options; `run_build` carries it out."""
 
     name: str
     units: list[WorkUnit]
-    process: Callable[[WorkUnit], UnitResult]  # picklable: a top-level function or functools.partial
+    stage: str  # "media", "csd", "mmsa", "utterance" (pipelines.build.STAGES)
     feature_sets: list[FeatureSet]
     config: BuildConfig
     build_info: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    options: Any = None  # the stage's typed, picklable configuration (e.g. VideoConfig)
 
 
 @dataclass
@@ -165,12 +168,6 @@ def plan_shards(
 
 
 # -- one shard (runs on a worker) -------------------------------------------------------------------
-def _unit_source(unit: WorkUnit) -> str | None:
-    """The file a unit reads: its payload's `source_path` (a dict key, or a typed payload's attribute)."""
-    p = unit.payload
-    return p.get("source_path") if isinstance(p, dict) else getattr(p, "source_path", None)
-
-
 def _process_unit(unit: WorkUnit, process: Callable[[WorkUnit], UnitResult]) -> UnitResult:
     try:
         result = process(unit)
@@ -179,7 +176,7 @@ def _process_unit(unit: WorkUnit, process: Callable[[WorkUnit], UnitResult]) -> 
     except Exception as e:  # noqa: BLE001 - one bad unit must never stop the build
         where = traceback.extract_tb(e.__traceback__)[-1]
         reason = f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})"
-        return UnitResult(failures=[Failure(unit.unit_id, "process", reason, _unit_source(unit))])
+        return UnitResult(failures=[Failure(unit.unit_id, "process", reason, unit.source_path)])
     if not isinstance(result, UnitResult):
         return UnitResult(failures=[Failure(unit.unit_id, "process", f"process returned {type(result).__name__}, not UnitResult")])
     return result
@@ -1062,7 +1059,8 @@ class StoreBuild:
                 name=self.name,
                 feature_sets={fs.name: fs for fs in self.feature_sets},
                 files={rel: self._file_entry(rel, e) for r in records for rel, e in r.files.items()},
-                build={**self.build_info, "writer": self.config.to_dict(),  # "config" stays the recipe's
+                build={**{k: v for k, v in self.build_info.items() if k != "labels"},  # labels: stored once, below
+                       "writer": self.config.to_dict(),  # "config" stays the recipe's
                        "shards": {r.shard_id: r.key for r in records},  # what a rerun compares: no _build/ needed
                        "shard_counters": {r.shard_id: r.counters for r in records if r.counters},
                        "shard_notes": {r.shard_id: r.notes for r in records if r.notes}},
@@ -1156,7 +1154,7 @@ def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfi
     """Record a shard that could not be processed at all (its worker process kept dying): one failure row per
     unit, and a record whose key is not the plan's, so the next run of the same build tries the shard again."""
     d = store_dir(store)
-    failures = sorted((Failure(u.unit_id, "worker", reason, _unit_source(u)) for u in shard.units),
+    failures = sorted((Failure(u.unit_id, "worker", reason, u.source_path) for u in shard.units),
                       key=lambda f: f.item_id)
     rel = table_path("failures", shard=shard.shard_id)
     table = _failures_table(failures)

@@ -12,15 +12,8 @@ import time
 import numpy as np
 
 from feature_schemas import FeatureSet
-from pipelines.records import (
-    FrameFeatures,
-    PipelineError,
-    SegmentRecord,
-    UnitResult,
-    WordFeatures,
-    Words,
-    WorkUnit,
-)
+from pipelines.errors import PipelineError
+from pipelines.records import FrameFeatures, SegmentRecord, UnitResult, WordFeatures, Words, WorkUnit
 
 FEATURE_SETS = [
     FeatureSet("audio_lld", tuple(f"a{i}" for i in range(5)), "audio", "synthetic", "1", {"hz": 100}, 100.0),

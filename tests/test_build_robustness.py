@@ -184,3 +184,29 @@ def test_map_unordered_turns_errors_into_results_and_closing_cancels_the_rest() 
         with closing(map_unordered(_record_and_return, range(2, 22), pool, seen)) as results:
             assert next(results) in range(2, 22)  # then stop, as Ctrl-C would
     assert len(seen) < 20  # what had not started was cancelled, not run
+
+
+def _square(item: int) -> int:
+    return item * item
+
+
+def test_dask_map_asks_the_scheduler_for_its_threads_once_not_per_task() -> None:
+    """Each `client.nthreads()` is a round trip to the scheduler: asked once for a run with steady workers (and
+    again only on a wait timeout, a failed task or while no worker is known)."""
+    from distributed import Client, LocalCluster
+
+    from pipelines.executors import map_unordered
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        calls: list[int] = []
+        real = client.nthreads
+
+        def counted(*args: object, **kwargs: object) -> dict:
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        client.nthreads = counted  # the real call, counted
+        got = sorted(map_unordered(_square, range(30), client))
+    assert got == [i * i for i in range(30)]
+    assert len(calls) == 1

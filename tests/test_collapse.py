@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.collapse import EPSILON, CollapseConfig, collapse, collapse_segment
-from pipelines.records import FrameFeatures, PipelineError, Words
+from pipelines.errors import PipelineError
+from pipelines.records import FrameFeatures, Words
 
 MODES = ["mean", "weighted", "max", "std"]
 

@@ -20,10 +20,10 @@ from pipelines.csd import (
     inspect_csd,
     role_of,
     words_of,
-    write_csd,
 )
+from pipelines.errors import PipelineError
+from pipelines.export.csd import write_csd
 from pipelines.recipes.sdk import build_sdk
-from pipelines.records import PipelineError
 
 from .csd_fixtures import TEST_C, TOKENS, TRAIN_A, write_mosei_fixture
 
@@ -185,7 +185,8 @@ def test_real_mosi_opinion_labels() -> None:
         truth = {r["id"]: float(r["label"]) for r in csv.DictReader(f)}
     n = compared = 0
     with CsdFile(MOSI_LABELS) as f:
-        for vid, feats, ivs in f.iter_entries():
+        for vid in f.ids():
+            feats, ivs = f.features(vid), f.intervals(vid)
             assert feats.shape == (len(ivs), 1)
             for i in range(len(ivs)):
                 n += 1
@@ -199,7 +200,7 @@ def test_real_mosi_opinion_labels() -> None:
 
 def test_ids_that_would_nest_hdf5_groups_are_refused(tmp_path: Path) -> None:
     """`export csd` writes one group per segment id: an id with '/' would become nested groups (and collide)."""
-    from pipelines.csd import write_sequence
+    from pipelines.export.csd import write_sequence
 
     for key in ("a/b", "..", "a\x1bb"):
         entries = iter([(key, np.zeros((1, 2), np.float32), np.zeros((1, 2)))])

@@ -57,7 +57,6 @@ def test_shards_cover_the_split_once_and_batch_counts_are_known(mosei: Path, wor
         ds.set_epoch(1)
         batches = list(make_loader(ds, 4, num_workers=workers))
         assert len(batches) == ds.batches_per_epoch(4, workers)
-        assert sum(len(b["segment_id"]) for b in batches) == ds.rows_for_rank(workers)
         seen += [s for b in batches for s in b["segment_id"]]
     assert sorted(seen) == sorted(Store(mosei).segments("train").column("segment_id").to_pylist())
 

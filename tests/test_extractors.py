@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.errors import PipelineError
 from pipelines.extract import registry
 from pipelines.extract.base import Extractor, FrameExtractor, SegmentMedia
 from pipelines.extract.face.pyfeat_backend import WEIGHTS_ENV
-from pipelines.records import PipelineError
 from tests import media_fixtures as mf
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.errors import PipelineError
 from pipelines.extract.face import available_backends, geometry, get_backend
 from pipelines.extract.face.dlib_backend import DIMS as DLIB_DIMS
 from pipelines.extract.face.openface_csv import DEFAULT_COLUMNS, main_face_rows, map_openface_rows
@@ -25,7 +26,6 @@ from pipelines.extract.face.pyfeat_backend import (
     required_files,
 )
 from pipelines.extract.face.pyfeat_backend import DIMS as PYFEAT_DIMS
-from pipelines.records import PipelineError
 from tests import media_fixtures as mf
 
 DATA = mf.DATA  # the shared data nearest above the checkout (a worktree sits one level deeper)

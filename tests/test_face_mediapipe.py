@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.records import PipelineError
+from pipelines.errors import PipelineError
 from tests import media_fixtures as mf
 
 # ../shared/data beside the checkout; MMOLRE_SHARED_DATA points elsewhere (a git worktree, another machine)

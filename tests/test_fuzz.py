@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from pipelines.collapse import CollapseConfig, collapse
 from pipelines.csd import CsdFile
+from pipelines.errors import PipelineError
 from pipelines.inputs import read_manifest
-from pipelines.records import PipelineError
 
 FUZZ = settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.errors import PipelineError
 from pipelines.inputs import (
     check_id,
     discover_inputs,
@@ -16,7 +17,6 @@ from pipelines.inputs import (
     read_mosi_labels,
     read_video,
 )
-from pipelines.records import PipelineError
 from tests.media_fixtures import MELD_DIR, MOSI_CLIP, MOSI_ID, MOSI_LABELS, mosi_transcript, need
 
 

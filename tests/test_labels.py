@@ -25,7 +25,7 @@ from feature_schemas import (
     validate,
 )
 from pipelines.inputs import read_manifest, resolve_emotion_classes
-from pipelines.mmsa_pickle import import_mmsa
+from pipelines.recipes.mmsa import import_mmsa
 from pipelines.recipes.sdk import build_sdk
 from pipelines.recipes.videos import VideoConfig, build_videos
 from tests import media_fixtures as mf
@@ -128,8 +128,10 @@ def test_every_route_stores_the_same_labels(tmp_path: Path) -> None:
         {"a": "positive", "b": "negative", "c": "neutral", "unknown": "positive"}
     for store in (csv_store, jsonl_store, tmp_path / "mmsa", tmp_path / "csd"):
         assert validate(store).ok, store
-        labels = Manifest.load(store).labels
+        manifest = Manifest.load(store)
+        labels = manifest.labels
         assert labels["emotions"] == list(EMOTIONS) and labels["sentiment_classes"] == ["negative", "neutral", "positive"]
+        assert "labels" not in manifest.build  # recorded once, in `labels`
 
 
 def test_absent_emotions_are_zero_and_no_emotion_field_is_unknown(tmp_path: Path) -> None:
@@ -153,7 +155,7 @@ def test_one_rule_for_object_columns_and_mmsa_rows(given_emotions: dict[str, flo
     """Any set of given emotions: an `emotions` object, per-emotion columns (as CSV text) and an MMSA
     `emotion_labels` row with NaN for the rest all store the same six values."""
     from pipelines.inputs import check_labels
-    from pipelines.mmsa_pickle import _row_labels
+    from pipelines.stages.mmsa import _row_labels
 
     expected = [given_emotions.get(e, 0.0) if given_emotions else None for e in EMOTIONS]
     as_object = check_labels({"emotions": json.dumps(given_emotions)}) if given_emotions else check_labels({})
@@ -266,7 +268,7 @@ def test_model_on_cremad_classes_predicts_them(cremad: Path, tmp_path: Path) -> 
 
 
 def test_mmsa_export_and_import_keep_classes_and_set(cremad: Path, tmp_path: Path) -> None:
-    from pipelines.mmsa_pickle import export_mmsa
+    from pipelines.export.mmsa import export_mmsa
 
     pkl = export_mmsa(cremad, tmp_path / "cremad.pkl")
     import_mmsa(pkl, tmp_path / "back", progress=False)

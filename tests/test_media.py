@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.errors import PipelineError
 from pipelines.extract.face.frames import SampledFrames, sample_frames
 from pipelines.media import SAMPLE_RATE, cut, probe, read_audio, to_pcm16
-from pipelines.records import PipelineError
 from tests import media_fixtures as mf
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from feature_schemas import Store, validate
-from pipelines.mmsa_pickle import MmsaPickleError, export_mmsa, import_mmsa, read_mmsa
+from pipelines.errors import MmsaPickleError
+from pipelines.export.mmsa import export_mmsa
+from pipelines.recipes.mmsa import import_mmsa, read_mmsa
 from pipelines.recipes.sdk import build_sdk
 
 from .csd_fixtures import TEST_C, TRAIN_A, write_mosei_fixture
@@ -181,7 +183,7 @@ def test_pickle_bomb_is_refused_quickly_with_bounded_memory(tmp_path: Path) -> N
         (tmp_path / name).write_bytes(data)
     script = (  # VmHWM: the peak resident size of this process image (ru_maxrss may carry the parent's over)
         "import sys\n"
-        "from pipelines.mmsa_pickle import MmsaPickleError, read_mmsa\n"
+        "from pipelines.errors import MmsaPickleError\nfrom pipelines.recipes.mmsa import read_mmsa\n"
         "def peak():\n"
         "    return [int(ln.split()[1]) for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0]\n"
         "before = peak()\n"
@@ -208,7 +210,7 @@ def test_pickle_bomb_is_refused_quickly_with_bounded_memory(tmp_path: Path) -> N
 def test_amplification_through_memo_is_capped(tmp_path: Path) -> None:
     """One 1 MiB bytes object referenced 200 times to make 200 arrays: refused once the arrays pass the
     budget (4 x the file size + 64 MiB, here a small budget given directly)."""
-    from pipelines.mmsa_pickle import load_restricted
+    from pipelines.unpickle import load_restricted
 
     one = pickle.dumps([np.zeros(2**17)] * 1, protocol=4)
     assert load_restricted(_write_bytes(tmp_path / "one.pkl", one), budget=4 * 2**20)[0].shape == (2**17,)
@@ -266,7 +268,8 @@ def test_build_mmsa_flow_and_its_registration(tmp_path: Path) -> None:
 MUTANTS = """
 import pickle, random, sys
 import numpy as np
-from pipelines.mmsa_pickle import MmsaPickleError, load_restricted
+from pipelines.errors import MmsaPickleError
+from pipelines.unpickle import load_restricted
 seed, proto, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 rng = random.Random(seed)
 base = pickle.dumps({"train": {"id": np.array(["a$_$1", "b$_$2"], dtype=object),

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from feature_schemas import EMOTIONS, Store, validate
+from pipelines.errors import PipelineError
 from pipelines.folds import standard_folds
-from pipelines.recipes.sdk import build_sdk, process_sdk_unit, sdk_units
-from pipelines.records import PipelineError
+from pipelines.recipes.sdk import build_sdk, sdk_units
+from pipelines.stages.csd import process_csd_unit
 
 from .csd_fixtures import (
     NO_FOLD,
@@ -117,27 +118,27 @@ def test_glove_off_the_word_times_is_collapsed_as_frames(fixture_dir: Path, tmp_
 
 
 def test_units_change_with_their_inputs(fixture_dir: Path) -> None:
-    units, sets, _ = sdk_units(fixture_dir, "mosei", batch_videos=2)
-    assert [len(u.payload["videos"]) for u in units] == [2, 1]
-    again, _, _ = sdk_units(fixture_dir, "mosei", batch_videos=2)
+    units, _, sets, _ = sdk_units(fixture_dir, "mosei", batch_videos=2)
+    assert [len(u.payload.videos) for u in units] == [2, 1]
+    again, _, _, _ = sdk_units(fixture_dir, "mosei", batch_videos=2)
     assert [u.key for u in units] == [u.key for u in again]
     cov = fixture_dir / "CMU_MOSEI_COVAREP.csd"
     st = cov.stat()
     os.utime(cov, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     try:
-        touched, _, _ = sdk_units(fixture_dir, "mosei", batch_videos=2)
+        touched, _, _, _ = sdk_units(fixture_dir, "mosei", batch_videos=2)
     finally:
         os.utime(cov, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert all(a.key != b.key for a, b in zip(units, touched, strict=True))
-    only, sets, _ = sdk_units(fixture_dir, "mosei", sets=["covarep"])
+    only, options, sets, _ = sdk_units(fixture_dir, "mosei", sets=["covarep"])
     assert [fs.name for fs in sets] == ["covarep"] and only[0].key not in {u.key for u in units}
-    result = process_sdk_unit(only[0])
+    result = process_csd_unit(only[0], options)
     assert not result.failures and set(result.records[0].frames) == {"covarep"}
 
 
 def test_custom_folds_and_clear_errors(fixture_dir: Path, tmp_path: Path) -> None:
-    units, _, report = sdk_units(fixture_dir, "mosei", folds={"train": [TRAIN_A, NO_FOLD], "test": ["absent"]})
-    videos = {v: i["split"] for u in units for v, i in u.payload["videos"].items()}
+    units, _, _, report = sdk_units(fixture_dir, "mosei", folds={"train": [TRAIN_A, NO_FOLD], "test": ["absent"]})
+    videos = {v: i.split for u in units for v, i in u.payload.videos.items()}
     assert videos == {TRAIN_A: "train", NO_FOLD: "train"}
     assert report["fold_ids_without_labels"]["test"] == ["absent"]
     with pytest.raises(PipelineError, match="openface2"):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.errors import PipelineError
 from pipelines.extract.text import TextConfig, encode_words, load_text_model, text_feature_set
-from pipelines.records import PipelineError
 
 
 def _minilm_path() -> str:

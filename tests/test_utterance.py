@@ -174,7 +174,8 @@ def test_hf_datasets_mmsa_export_and_inspect(store: Path, tmp_path: Path) -> Non
     assert {k: ds[k].num_rows for k in ds} == {s: Store(store).utterance(s).num_rows for s in ("train", "valid", "test")}
     row = ds["test"][0]
     assert len(row["bclstm_audio"]) == 73 and row["bclstm_audio__present"] is True
-    from pipelines.mmsa_pickle import export_mmsa, read_mmsa
+    from pipelines.export.mmsa import export_mmsa
+    from pipelines.recipes.mmsa import read_mmsa
 
     data = read_mmsa(export_mmsa(store, tmp_path / "mosi.pkl"))
     assert data["test"]["audio"].shape == (752, 1, 73) and data["test"]["vision"].shape == (752, 1, 100)

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.errors import PipelineError
 from pipelines.extract.words.align import AlignConfig, align_transcript, match_asr, speech_region, spread
 from pipelines.extract.words.asr import AsrConfig, transcribe
 from pipelines.extract.words.g2p import PHONES, Pronouncer, letter_to_sound
 from pipelines.extract.words.normalise import alignment_key, number_words, transcript_words, written_words
 from pipelines.media import cut, read_audio
-from pipelines.records import PipelineError
 from tests import media_fixtures as mf
 
 

@@ -15,8 +15,9 @@ import numpy as np
 
 from feature_schemas import FeatureSet
 
+from ..errors import PipelineError
 from ..media import SAMPLE_RATE
-from ..records import FrameFeatures, PipelineError
+from ..records import FrameFeatures
 from .base import FrameExtractor, Kind, SegmentMedia, empty_frames, importable
 
 if TYPE_CHECKING:

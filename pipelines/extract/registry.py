@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..records import PipelineError
+from ..errors import PipelineError
 from .base import KINDS, Extractor, Kind
 
 # name -> (kind, "module:Class"); the order is the order `names()` and `mmolre extractors` list them in

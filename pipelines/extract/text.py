@@ -22,7 +22,8 @@ import numpy as np
 
 from feature_schemas import FeatureSet
 
-from ..records import PipelineError, WordFeatures
+from ..errors import PipelineError
+from ..records import WordFeatures
 from .base import Extractor, Kind, importable
 
 if TYPE_CHECKING:

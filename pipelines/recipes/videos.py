@@ -14,7 +14,6 @@ stage's typed units (`MediaUnit`, `TextUnit`, `RejectedRows` in pipelines/stages
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -26,8 +25,9 @@ from typing import Any
 
 from feature_schemas import FeatureSet, labels_record
 
+from ..errors import PipelineError
 from ..inputs import AUDIO_SUFFIXES, ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
-from ..records import Failure, PipelineError, WorkUnit
+from ..records import Failure, WorkUnit
 from ..stages.media import (
     MediaUnit,
     RejectedRows,
@@ -146,8 +146,9 @@ def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
 def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_config: Any = None,
                 split: str | None = None, name: str | None = None,
                 emotion_classes: str | Sequence[str] | None = None) -> Any:
-    """Everything decided before work runs (units, feature sets, report) as the writer's BuildPlan, for
-    `pipelines.build.run_build` or a Prefect flow. `build_config` None: the writer's BuildConfig with 2 videos per shard, so a
+    """Everything decided before work runs (units, feature sets, report) as the writer's BuildPlan for the
+    media stage (`stages.media.process_video_unit`, options: `config`), for `pipelines.build.run_build` or a
+    Prefect flow. `build_config` None: the writer's BuildConfig with 2 videos per shard, so a
     few videos still spread over the workers. `split`: a MELD file's split, a manifest's default split or a
     single video's. `emotion_classes`: the store's emotion class set (a known set's name or class names;
     None: found from the rows); it is recorded in the manifest's `labels`."""
@@ -158,8 +159,8 @@ def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_con
     info = {"recipe": RECIPE_VERSION, "config": config.to_dict(), "input": report.get("input_path"),
             "labels": labels_record(classes)}
     name = name or Path(str(report.get("input_path") or "videos")).stem
-    return BuildPlan(name, units, functools.partial(process_video_unit, config=config), sets,
-                     build_config if build_config is not None else BuildConfig(units_per_shard=VIDEO_UNITS_PER_SHARD), info, report)
+    build_config = build_config if build_config is not None else BuildConfig(units_per_shard=VIDEO_UNITS_PER_SHARD)
+    return BuildPlan(name, units, "media", sets, build_config, info, report, config)
 
 
 def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig = VideoConfig(),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...records import PipelineError
+from ...errors import PipelineError
 
 STAGE = "face"
 EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ...records import PipelineError
+from ...errors import PipelineError
 
 STAGE = "face"
 

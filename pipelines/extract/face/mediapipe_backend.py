@@ -32,7 +32,8 @@ import numpy as np
 
 import feature_schemas
 
-from ...records import FrameFeatures, PipelineError
+from ...errors import PipelineError
+from ...records import FrameFeatures
 from . import fer_model, geometry
 from .base import STAGE, FaceBackend, invalid_frames
 from .frames import sample_frames

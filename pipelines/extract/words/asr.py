@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from ...errors import PipelineError
 from ...media import SAMPLE_RATE
-from ...records import PipelineError, Words
+from ...records import Words
 from ..base import Extractor, Kind, SegmentMedia, importable, package_version
 from .normalise import QUOTES, is_english, strip_punct
 

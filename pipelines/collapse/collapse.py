@@ -3,7 +3,7 @@
 CMU-MultimodalSDK's `mmdataset.align` compares every word with every frame of its video (O(words x frames),
 days and tens of GB on MOSEI) and lets NaN/-inf through. Here frames are sorted once, each word finds a
 contiguous run of candidate frames by `searchsorted` (on starts, and on the running maximum of ends), and
-a compiled loop (`pipelines.collapse_kernels`, numba) walks each word's run once: the SDK's overlap test,
+a compiled loop (`pipelines.collapse.kernels`, numba) walks each word's run once: the SDK's overlap test,
 then float64 sums (or max, or the two passes of std) straight from the stored float32 values, each frame's
 finiteness checked the first time it is read. No Python loop over words or frames, no (word, frame) pair
 arrays, no float64 copy of the features: the frames are read about once, which is what bounds the time.
@@ -50,7 +50,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from .records import FrameFeatures, PipelineError, Words
+from ..errors import PipelineError
+from ..records import FrameFeatures, Words
 
 EPSILON = 10e-4  # the SDK's module constant, in seconds
 
@@ -155,7 +156,7 @@ def collapse(
 ) -> Collapsed:
     """Collapse (N, D) frames to (W, D) word vectors; see the module docstring for which frames count."""
     # numba and LLVM load on first use, not with every `import pipelines`
-    from . import collapse_kernels as kernels
+    from . import kernels
 
     values, fs, fe, ws, we, ok = _check_inputs(values, frame_start, frame_end, word_start, word_end, valid)
     if values.dtype not in (np.float32, np.float64):

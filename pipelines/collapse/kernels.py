@@ -1,4 +1,4 @@
-"""The compiled inner loops of `pipelines.collapse` (numba): one pass over each word's candidate frames.
+"""The compiled inner loops of `pipelines.collapse.collapse` (numba): one pass over each word's candidate frames.
 
 A NumPy formulation materialises the (word, frame) pairs, a float64 copy of the frames and a sparse matrix;
 on MOSEI-sized inputs that is memory traffic several times the size of the features. Here each word walks
