@@ -241,7 +241,7 @@ def test_exports_read_the_url_store(url: str, local: Path, tmp_path: Path) -> No
     import numpy as np
 
     from pipelines.csd import write_csd
-    from pipelines.mmsa_pickle import export_mmsa
+    from pipelines.export.mmsa import export_mmsa
 
     def datasets(path: Path) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

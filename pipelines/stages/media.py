@@ -23,6 +23,7 @@ import numpy as np
 
 from feature_schemas import FeatureSet
 
+from ..errors import PipelineError
 from ..extract import registry
 from ..extract.audio import AudioConfig
 from ..extract.base import FrameExtractor, SegmentMedia, empty_frames
@@ -34,7 +35,6 @@ from ..inputs import SegmentSpec
 from ..records import (
     Failure,
     FrameFeatures,
-    PipelineError,
     SegmentRecord,
     UnitResult,
     WordFeatures,
