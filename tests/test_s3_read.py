@@ -240,7 +240,7 @@ def test_exports_read_the_url_store(url: str, local: Path, tmp_path: Path) -> No
     import h5py
     import numpy as np
 
-    from pipelines.csd import write_csd
+    from pipelines.export.csd import write_csd
     from pipelines.export.mmsa import export_mmsa
 
     def datasets(path: Path) -> dict[str, np.ndarray]:
