@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 import pytest
 
 from feature_schemas import Store, validate
 from flows.local_prefect import prefect_server, run_deployment, served_deployments
 
-from .csd_fixtures import write_mosei_fixture
+from .csd_fixtures import TRAIN_A, TRAIN_B, damage_entry, write_mosei_fixture
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -51,7 +52,9 @@ def _what_the_ui_shows(api: str, flow_run: UUID) -> tuple[list[Any], list[Any]]:
 def test_build_mosei_features_deployment(served: dict[str, str], tmp_path: Path) -> None:
     csd = tmp_path / "csd"
     csd.mkdir()
-    write_mosei_fixture(csd)
+    paths = write_mosei_fixture(csd)
+    damage_entry(paths["labels"], TRAIN_B, {0: (np.nan, 4.0)})  # a failure row
+    damage_entry(paths["covarep"], TRAIN_A, {100: (np.nan, 1.01)})  # a frame dropped and counted
     store = tmp_path / "store"
     # two videos per unit, one unit per shard: the three videos in folds make two shards, named by their videos
     params = {"csd_dir": str(csd), "store": str(store), "mode": "mean", "n_workers": 2, "batch_videos": 2,
@@ -74,7 +77,9 @@ def test_build_mosei_features_deployment(served: dict[str, str], tmp_path: Path)
     assert "## Drop report" in summary.data
     assert "labelled videos in no fold (not imported): 1 (`zz_not_in_any_fold`)" in summary.data
     assert "ids missing from the `facet42` sequence: 1" in summary.data
-    assert "non-finite frames (covarep): 3" in summary.data and "leakage: none" in summary.data
+    assert "non-finite frames (covarep): 3" in summary.data and "intervals dropped (covarep.nonfinite): 1" in summary.data
+    assert "leakage: none" in summary.data
+    assert "## Top failure reasons" in summary.data and f"| {TRAIN_B}[0] | " in summary.data and "is not finite" in summary.data
 
     # a second run finds every shard written: no task run, progress at 100 from the start, nothing rewritten
     again = run_deployment(served, "build-mosei-features/default", params, timeout=600)
