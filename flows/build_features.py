@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
 from prefect.futures import as_completed
 
-from flows.dask_cluster import local_dask_config, task_runner
+from flows.dask_cluster import dask_client, local_dask_config, task_runner
 from flows.options import build_config, video_config
 from flows.summary import build_summary_markdown, summarize_build
 from pipelines.build import BuildProgress, WriteShard, run_build, shard_title
@@ -164,6 +165,19 @@ def _warn_relative(**paths: str | None) -> None:
                               Path(value).resolve())
 
 
+@contextmanager
+def _where_shards_run(naming: ShardNaming, dask_address: str | None, n_workers: int | None) -> Iterator[dict[str, Any]]:
+    """The driver's scheduling arguments: Prefect task runs inside a flow run; outside one (the flow's function
+    called directly, `flow.fn(...)`) the command line's plain executor, so no Prefect API is needed."""
+    if _in_flow_run():
+        yield {"map_shards": PrefectShards(naming, dask_address, n_workers)}
+    elif n_workers == 0:
+        yield {"executor": None}
+    else:
+        with dask_client(dask_address, n_workers) as client:
+            yield {"executor": client}
+
+
 def run_build_plan(plan: BuildPlan, store: str, naming: ShardNaming, dask_address: str | None, n_workers: int | None,
                    overwrite: bool = False) -> dict[str, Any]:
     """Carry out a recipe's plan with the build driver, Prefect-backed; publish the summary with its drop report.
@@ -172,9 +186,9 @@ def run_build_plan(plan: BuildPlan, store: str, naming: ShardNaming, dask_addres
     and a rerun completes it."""
     logger = _logger()
     logger.info("%s: %d units, written to %s", plan.name, len(plan.units), store)
-    result = run_build(plan, store, map_shards=PrefectShards(naming, dask_address, n_workers),
-                       progress=ArtifactProgress(artifact_key(plan.name, "progress")), show_bar=False,
-                       overwrite=overwrite)
+    with _where_shards_run(naming, dask_address, n_workers) as where:
+        result = run_build(plan, store, progress=ArtifactProgress(artifact_key(plan.name, "progress")), show_bar=False,
+                           overwrite=overwrite, **where)
     summary = summarize_build(result)
     if _in_flow_run():
         create_markdown_artifact(build_summary_markdown(summary), key=artifact_key(plan.name),

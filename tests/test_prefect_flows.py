@@ -88,6 +88,15 @@ def test_build_mosei_features_deployment(served: dict[str, str], tmp_path: Path)
     task_runs, artifacts = _what_the_ui_shows(served["PREFECT_API_URL"], _flow_run_id(again))
     assert task_runs == [] and [a.data for a in artifacts if a.type == "progress"] == [100]
 
+    # inline (no Dask): the same task runs, and the same Parquet files
+    inline = run_deployment(served, "build-mosei-features/default",
+                            params | {"store": str(tmp_path / "inline"), "n_workers": 0}, timeout=600)
+    assert inline.returncode == 0, inline.stdout[-3000:]
+    task_runs, _ = _what_the_ui_shows(served["PREFECT_API_URL"], _flow_run_id(inline))
+    assert sorted(t.name for t in task_runs) == ["shard 00000: 2 videos", "shard 00001: 1 video"]
+    assert {k: f.sha256 for k, f in Store(tmp_path / "inline").manifest.files.items()} == \
+        {k: f.sha256 for k, f in s.manifest.files.items()}
+
 
 def test_every_deployment_describes_its_parameters(served: dict[str, str]) -> None:
     """The run form shows each parameter's description (from the flow's `Args:` docstring)."""
