@@ -17,10 +17,10 @@ from feature_schemas import Store, validate
 from flows.local_prefect import prefect_server, run_deployment, served_deployments
 
 from .csd_fixtures import TRAIN_A, TRAIN_B, damage_entry, write_mosei_fixture
+from .media_fixtures import DATA  # the nearest shared/data above the checkout (worktrees too)
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEPLOYMENTS = ["build-mosei-features/default", "build-mosi-features/default", "extract-video-features/default",
                "train-mmolre/default", "video-to-model/default", "build-mosi-utterance/default"]
 
