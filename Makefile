@@ -10,9 +10,11 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install test demo lint server serve deploy worker clean
 
-# A local Prefect server: SQLite under .prefect/, bound to 127.0.0.1 only.
+# A local Prefect server: SQLite under .prefect/, bound to 127.0.0.1 only. `PREFECT_PORT=4300 make server` moves
+# it; serve/deploy/worker talk to an exported PREFECT_API_URL as it is, else to the local server on PREFECT_PORT.
 PREFECT_PORT ?= 4200
-PREFECT_ENV := PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
+PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+PREFECT_ENV = PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=$(PREFECT_API_URL)
 
 install: $(STAMP)
 
@@ -37,7 +39,8 @@ demo: $(STAMP)
 	$(BIN)/python -m flows.demo
 
 server: $(STAMP)
-	$(PREFECT_ENV) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+		$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 serve: $(STAMP)
 	$(PREFECT_ENV) $(BIN)/python -m flows.serve

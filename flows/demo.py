@@ -64,7 +64,9 @@ def run_demo(out: str | Path = "demo_out") -> dict:
     print(f"  trained model : {result / 'run'}")
     print(f"  report        : {result / 'report.md'}  and {result / 'run' / 'report.md'}")
     print(f"  {metrics_line('test', summary['train'].get('test') or {})}")
-    print("  to browse the flow runs: make server (then open http://127.0.0.1:4200)")
+    make = "make server" if port == DEMO_PORT else f"PREFECT_PORT={port} make server"
+    print(f"  to browse the flow runs: {make} (then open http://127.0.0.1:{port}; a build's run shows its shards, "
+          "progress and drop report)")
     return summary
 
 

@@ -25,8 +25,13 @@ def all_flows() -> list:
             video_to_model, build_mosi_utterance]
 
 
+def summary_line(description: str | None) -> str | None:
+    """A flow's docstring up to its `Args:` section (those become the parameters' own descriptions)."""
+    return " ".join((description or "").split("\n\n", 1)[0].split()) or None
+
+
 def deployments(name: str = DEPLOYMENT_NAME) -> list:
-    return [f.to_deployment(name=name, tags=["mmolre"], description=(f.description or "").strip() or None) for f in all_flows()]
+    return [f.to_deployment(name=name, tags=["mmolre"], description=summary_line(f.description)) for f in all_flows()]
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Any
@@ -36,6 +37,7 @@ def top_failure_reasons(store: Any, n: int = 3) -> list[dict[str, Any]]:
 
 
 def summarize_build(result: Any) -> dict[str, Any]:
+    """What a build did, for the CLI (`--json`), the flows' return value and the summary artifact."""
     m = result.manifest  # as the build just wrote it; only the first failures are read back
     failures = Store(result.store).dataset("failures").head(50).to_pylist() if result.n_failures else []
     return {
@@ -52,12 +54,69 @@ def summarize_build(result: Any) -> dict[str, Any]:
         "incomplete_shards": m.report.get("incomplete_shards", []),
         "leakage": m.report.get("leakage"),
         "warnings": m.report.get("warnings", []),
-        "top_failure_reasons": top_failure_reasons(result.store) if result.n_failures and not result.n_segments else [],
+        "top_failure_reasons": top_failure_reasons(result.store) if result.n_failures else [],
     }
 
 
+IDS_SHOWN = 10  # ids listed per drop; the manifest keeps them all
+
+
+def _ids(ids: Any) -> str:
+    """A count and the first ids of a list, escaped for a markdown table or list."""
+    ids = list(ids or [])
+    shown = ", ".join(f"`{i}`" for i in ids[:IDS_SHOWN])
+    return f"{len(ids)}" + (f" ({shown}{', ...' if len(ids) > IDS_SHOWN else ''})" if ids else "")
+
+
+def _counter_label(key: str) -> str:
+    """`nonfinite_frames.covarep` -> `non-finite frames (covarep)`."""
+    what, _, where = key.partition(".")
+    what = what.replace("nonfinite", "non-finite").replace("_", " ")
+    return f"{what} ({where})" if where else what
+
+
+def _counter_lines(counters: dict[str, int]) -> list[str]:
+    """Non-finite values and dropped intervals first (what was cleaned away), then every other counter."""
+    cleaned = {k: v for k, v in counters.items() if v and k.startswith(("nonfinite_", "intervals_dropped.", "absent_"))}
+    lines = [f"- {_counter_label(k)}: {v}" for k, v in cleaned.items()]
+    rest = {k: v for k, v in counters.items() if k not in cleaned}
+    if rest:
+        lines += ["", "| counter | count |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rest.items()]]
+    return lines
+
+
+def drop_report_lines(report: dict[str, Any]) -> list[str]:
+    """The recipe's drop report and the writer's cleaning counters as markdown: ids missing from a sequence,
+    labelled videos in no fold, rows rejected, non-finite values; every recipe's keys where it has them."""
+    lines: list[str] = []
+    if "labelled_videos_in_no_fold" in report:
+        lines.append(f"- labelled videos in no fold (not imported): {_ids(report['labelled_videos_in_no_fold'])}")
+    for role, ids in (report.get("ids_missing") or {}).items():
+        if ids:
+            lines.append(f"- ids missing from the `{role}` sequence: {_ids(ids)}")
+    for split, ids in (report.get("fold_ids_without_labels") or {}).items():
+        if ids:
+            lines.append(f"- {split} fold ids without labels: {_ids(ids)}")
+    for key, what in (("rows_rejected", "input rows rejected"), ("rows_failed", "release rows failed"),
+                      ("without_continuous_label", "segments without a continuous label")):
+        if report.get(key):
+            lines.append(f"- {what}: {report[key]}")
+    for split, n in (report.get("ids_rejected") or {}).items():
+        lines.append(f"- {split}: {n} pickle rows rejected (bad or duplicate ids)")
+    if report.get("incomplete_shards"):
+        lines.append(f"- shards not written (rerun to complete): {_ids(report['incomplete_shards'])}")
+    if not lines:
+        lines.append("- nothing dropped by the recipe")
+    return lines + ["", "### Cleaning counters", "", *_counter_lines(report.get("counters") or {})]
+
+
 def build_summary_markdown(summary: dict[str, Any]) -> str:
+    """The build's Prefect artifact: splits, feature sets, the drop report, leakage, warnings and failures."""
+    from pipelines.card import shorten_lists
+    from pipelines.leakage import leakage_lines
+
     c = summary["counts"]
+    report = summary.get("report") or {}
     lines = [
         f"# Feature store `{summary['store']}`",
         "",
@@ -70,13 +129,33 @@ def build_summary_markdown(summary: dict[str, Any]) -> str:
         "| feature set | dims |",
         "| --- | --- |",
         *[f"| {n} | {d} |" for n, d in summary["feature_sets"].items()],
+        "",
+        "## Drop report",
+        "",
+        *drop_report_lines(report),
+        "",
+        "## Leakage between splits",
+        "",
+        "```",
+        *leakage_lines(summary.get("leakage")),
+        "```",
     ]
     if summary.get("warnings"):
-        lines += ["", "## Warnings", "", "```", *summary["warnings"], "```"]
+        lines += ["", "## Warnings", "", *[f"- {w}" for w in summary["warnings"]]]
+    if summary.get("top_failure_reasons"):
+        lines += ["", "## Top failure reasons", "", "| count | stage | example |", "| --- | --- | --- |"]
+        lines += [f"| {r['count']} | {r['stage']} | {_cell(r['example'])} |" for r in summary["top_failure_reasons"]]
     if summary["failures"]:
         lines += ["", "## Failures", "", "| item | stage | reason |", "| --- | --- | --- |"]
-        lines += [f"| {f['item_id']} | {f['stage']} | {f['reason'].replace('|', '/')[:200]} |" for f in summary["failures"]]
+        lines += [f"| {_cell(f['item_id'])} | {f['stage']} | {_cell(f['reason'])} |" for f in summary["failures"]]
+    full = json.dumps(shorten_lists({k: v for k, v in report.items() if k != "leakage"}, IDS_SHOWN), indent=1,
+                      sort_keys=True, default=str)
+    lines += ["", "## Full build report", "", "```json", full, "```"]
     return "\n".join(lines)
+
+
+def _cell(text: Any, width: int = 200) -> str:
+    return str(text).replace("|", "/").replace("\n", " ")[:width]
 
 
 def _is_support(key: str) -> bool:

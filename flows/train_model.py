@@ -43,9 +43,24 @@ def train_mmolre(
     text_model: str | None = None,
     context: bool = False,
 ) -> dict[str, Any]:
-    """Train on `store` into run folder `out`; CUDA with bf16 when present, CPU otherwise. `text_encoder`
-    "finetune" trains a Hugging Face encoder (`text_model`, default the packaged MiniLM) over the store's words;
-    `context` lets each utterance see the others of its video (as `mmolre train --context`)."""
+    """Train on `store` into run folder `out`, evaluate the best checkpoint, publish the metrics; CUDA with bf16
+    when present, CPU otherwise.
+
+    Args:
+        store: The feature store to train on, an absolute path on the machine serving this flow.
+        out: The run folder (checkpoints, results.json, report.md), an absolute path on the serving machine; a
+            run already there resumes from its last checkpoint.
+        model: mmolre, hard-sharing, dense-moe or single-task.
+        task_name: The task of a single-task model: sentiment or emotion.
+        config_file: A TrainConfig YAML/JSON file on the serving machine; empty: the defaults.
+        overrides: TrainConfig settings as key=value (e.g. epochs=2, batch_size=16, arch.d_model=64), applied last.
+        epochs: Training epochs; empty: the configuration's.
+        seed: Random seed; empty: the configuration's.
+        device: auto, cpu, cuda or cuda:N; empty: the configuration's (auto).
+        text_encoder: frozen (the store's word vectors) or finetune (a Hugging Face encoder over the store's words).
+        text_model: The encoder finetune trains, a local model folder; empty: the packaged MiniLM.
+        context: Let each utterance see the others of its video (utterance-level sets; as `mmolre train --context`).
+    """
     config = train_config(config_file, overrides or [], epochs=epochs, seed=seed, device=device,
                           context=True if context else None, **text_settings(text_encoder, text_model))
     name = model_name(model, task_name)

@@ -101,7 +101,25 @@ def video_to_model(
     emotion_classes: str | None = None,
 ) -> dict[str, Any]:
     """Point it at videos with transcripts and labels; get a reusable store, a trained model and a report.
-    `emotion_classes`: meld, cremad, ravdess, iemocap or comma-separated names (None: found from the labels)."""
+
+    Args:
+        input: An MMSA-FET folder, a manifest (CSV/JSONL with video_path, transcript, labels, split) or one video
+            file; an absolute path on the machine serving this flow.
+        out: Folder for everything it makes (store/, run/, report.md, timeline.png), an absolute path on the
+            serving machine.
+        face: Face backend: mediapipe, dlib, pyfeat, openface (CSV next to each video) or none.
+        fps: Face frames sampled per second; empty: 5.
+        mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
+        model: mmolre, hard-sharing, dense-moe or single-task.
+        epochs: Training epochs; empty: the configuration's.
+        config_file: A TrainConfig YAML/JSON file on the serving machine; empty: the defaults.
+        overrides: TrainConfig settings as key=value (e.g. epochs=2, batch_size=16), applied last.
+        seed: Random seed; empty: the configuration's.
+        dask_address: An existing Dask scheduler (tcp://host:8786); empty: a local cluster on the serving machine.
+        n_workers: Worker processes of the local cluster (empty: one per core, fewer if memory is short; 0: inline,
+            no Dask).
+        emotion_classes: meld, cremad, ravdess, iemocap or comma-separated class names; empty: found from the labels.
+    """
     logger = get_run_logger()
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)

@@ -3,19 +3,24 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
+import numpy as np
 import pytest
 
 from feature_schemas import Store, validate
 from flows.local_prefect import prefect_server, run_deployment, served_deployments
 
-from .csd_fixtures import write_mosei_fixture
+from .csd_fixtures import TRAIN_A, TRAIN_B, damage_entry, write_mosei_fixture
+from .media_fixtures import DATA  # the nearest shared/data above the checkout (worktrees too)
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEPLOYMENTS = ["build-mosei-features/default", "build-mosi-features/default", "extract-video-features/default",
                "train-mmolre/default", "video-to-model/default", "build-mosi-utterance/default"]
 
@@ -27,24 +32,82 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         yield env
 
 
+def _flow_run_id(done: subprocess.CompletedProcess) -> UUID:
+    """The flow run `prefect deployment run` created (it prints `UUID: ...`)."""
+    found = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout)
+    assert found, done.stdout[-2000:]
+    return UUID(found.group(1))
+
+
+def _what_the_ui_shows(api: str, flow_run: UUID) -> tuple[list[Any], list[Any]]:
+    """The flow run's task runs and artifacts, read through the Prefect API as the UI reads them."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    only = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run]))
+    with SyncPrefectClient(api) as client:
+        return client.read_task_runs(flow_run_filter=only), client.read_artifacts(flow_run_filter=only)
+
+
 def test_build_mosei_features_deployment(served: dict[str, str], tmp_path: Path) -> None:
     csd = tmp_path / "csd"
     csd.mkdir()
-    write_mosei_fixture(csd)
+    paths = write_mosei_fixture(csd)
+    damage_entry(paths["labels"], TRAIN_B, {0: (np.nan, 4.0)})  # a failure row
+    damage_entry(paths["covarep"], TRAIN_A, {100: (np.nan, 1.01)})  # a frame dropped and counted
     store = tmp_path / "store"
-    done = run_deployment(served, "build-mosei-features/default",
-                          {"csd_dir": str(csd), "store": str(store), "mode": "mean", "n_workers": 2}, timeout=600)
+    # two videos per unit, one unit per shard: the three videos in folds make two shards, named by their videos
+    params = {"csd_dir": str(csd), "store": str(store), "mode": "mean", "n_workers": 2, "batch_videos": 2,
+              "units_per_shard": 1}
+    done = run_deployment(served, "build-mosei-features/default", params, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Completed" in done.stdout
     assert validate(store).ok
     s = Store(store)
     assert s.segments().num_rows > 0 and set(s.aligned_sets()) >= {"covarep"}
     assert s.manifest.report["n_labelled_videos_in_no_fold"] == 1
-    # a second run finds every shard written and writes nothing
-    again = run_deployment(served, "build-mosei-features/default",
-                           {"csd_dir": str(csd), "store": str(store), "mode": "mean", "n_workers": 2}, timeout=600)
+    assert sorted(s.manifest.build["shards"]) == ["00000", "00001"]
+
+    task_runs, artifacts = _what_the_ui_shows(served["PREFECT_API_URL"], _flow_run_id(done))
+    assert sorted(t.name for t in task_runs) == ["shard 00000: 2 videos", "shard 00001: 1 video"]
+    assert all(t.state is not None and t.state.is_completed() for t in task_runs)
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert len(progress) == 1 and progress[0].data == 100
+    [summary] = [a for a in artifacts if a.type == "markdown"]
+    assert "## Drop report" in summary.data
+    assert "labelled videos in no fold (not imported): 1 (`zz_not_in_any_fold`)" in summary.data
+    assert "ids missing from the `facet42` sequence: 1" in summary.data
+    assert "non-finite frames (covarep): 3" in summary.data and "intervals dropped (covarep.nonfinite): 1" in summary.data
+    assert "leakage: none" in summary.data
+    assert "## Top failure reasons" in summary.data and f"| {TRAIN_B}[0] | " in summary.data and "is not finite" in summary.data
+
+    # a second run finds every shard written: no task run, progress at 100 from the start, nothing rewritten
+    again = run_deployment(served, "build-mosei-features/default", params, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:]
     assert Store(store).manifest.files == s.manifest.files
+    task_runs, artifacts = _what_the_ui_shows(served["PREFECT_API_URL"], _flow_run_id(again))
+    assert task_runs == [] and [a.data for a in artifacts if a.type == "progress"] == [100]
+
+    # inline (no Dask): the same task runs, and the same Parquet files
+    inline = run_deployment(served, "build-mosei-features/default",
+                            params | {"store": str(tmp_path / "inline"), "n_workers": 0}, timeout=600)
+    assert inline.returncode == 0, inline.stdout[-3000:]
+    task_runs, _ = _what_the_ui_shows(served["PREFECT_API_URL"], _flow_run_id(inline))
+    assert sorted(t.name for t in task_runs) == ["shard 00000: 2 videos", "shard 00001: 1 video"]
+    assert {k: f.sha256 for k, f in Store(tmp_path / "inline").manifest.files.items()} == \
+        {k: f.sha256 for k, f in s.manifest.files.items()}
+
+
+def test_every_deployment_describes_its_parameters(served: dict[str, str]) -> None:
+    """The run form shows each parameter's description (from the flow's `Args:` docstring)."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(served["PREFECT_API_URL"]) as client:
+        for name in [*DEPLOYMENTS, "build-mmsa-features/default"]:
+            schema = client.read_deployment_by_name(name).parameter_openapi_schema
+            undescribed = [p for p, v in schema["properties"].items() if not v.get("description")]
+            assert schema["properties"] and not undescribed, (name, undescribed)
+    assert "absolute path" in schema["properties"]["store"]["description"]
 
 
 @pytest.fixture(scope="module")
