@@ -14,6 +14,7 @@ import ast
 import json
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,16 @@ def role_of(root_name: str | None, filename: str) -> str | None:
 
 
 # -- metadata ----------------------------------------------------------------------------------------
+_PARSE_LOCK = threading.Lock()
+
+
+def _literal(text: str) -> Any:
+    """`ast.literal_eval` one thread at a time: CPython 3.11's parser can fail with "AST constructor recursion
+    depth mismatch" when two threads parse at once (cpython#106905), and a served flow has Prefect's threads."""
+    with _PARSE_LOCK:
+        return ast.literal_eval(text)
+
+
 def decode_metadata_value(value: Any) -> Any:
     """One metadata value -> a Python value. The release stores JSON text in one-element byte arrays; the
     SDK's writer stores `str(value)` (a Python repr for lists); some files hold string arrays or scalars."""
@@ -121,7 +132,7 @@ def decode_metadata_value(value: Any) -> Any:
             return [_text(v) if isinstance(v, (bytes, str, np.bytes_, np.str_)) else _plain(v) for v in value.reshape(-1)]
     if isinstance(value, (bytes, np.bytes_, str, np.str_)):
         text = _text(value)
-        for parse in (json.loads, ast.literal_eval):
+        for parse in (json.loads, _literal):
             try:
                 return parse(text)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
