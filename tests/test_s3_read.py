@@ -171,8 +171,14 @@ def test_plain_pyarrow_reads_the_url_store(url: str, s3: S3, local: Path) -> Non
 
 
 @pytest.mark.slow
-def test_hugging_face_datasets_reads_the_url_store(url: str, s3: S3, local: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_hugging_face_datasets_reads_the_url_store(url: str, s3: S3, local: Path, tmp_path: Path,  # noqa: F811
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
     from datasets import load_dataset
+
+    # `make test` exports HF_HUB_OFFLINE=1 (no model hub here), and datasets then refuses every remote URL, an S3
+    # endpoint on 127.0.0.1 included; a user reading a store from object storage leaves it unset.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
 
     d = load_dataset("parquet", data_files={"train": f"{url}/segments/train/*.parquet"}, split="train",
                      storage_options={"client_kwargs": {"endpoint_url": s3.endpoint}}, cache_dir=str(tmp_path / "hf"))
