@@ -23,7 +23,7 @@ def synthetic_store(root: Path, labels: str = "mosei", **spec: object) -> Path:
 
 
 def writer_store(root: Path, n_videos: int = 9) -> Path:
-    """A store built by pipelines.store_writer.build_store (frames collapsed to words, failures table, manifest)."""
+    """A store built by pipelines.build.build_store (frames collapsed to words, failures table, manifest)."""
     from pipelines.build import build_store
     from pipelines.store_writer import BuildConfig
     from tests import synthetic_recipe as recipe

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.build import build_store, run_build
-from pipelines.store_writer import SHARD_RECORDS, BuildConfig
+from pipelines.store_dirs import SHARD_RECORDS
+from pipelines.store_writer import BuildConfig
 
 from . import synthetic_recipe as syn
 from .csd_fixtures import write_mosei_fixture

@@ -24,7 +24,8 @@ import pytest
 from feature_schemas import StoreError
 from pipelines.build import build_store, run_build
 from pipelines.recipes.sdk import plan_sdk
-from pipelines.store_writer import LOCK_FILE, SHARD_RECORDS, BuildConfig, ObjectLock
+from pipelines.store_dirs import LOCK_FILE, SHARD_RECORDS, ObjectLock
+from pipelines.store_writer import BuildConfig
 
 from . import synthetic_recipe as syn
 from .csd_fixtures import write_mosei_fixture
@@ -136,7 +137,7 @@ def test_live_lease_refuses_a_second_build_and_a_stale_one_is_taken_over(s3, cap
 
     files = RemoteFiles(url)  # another machine's build whose lease ran out: stale, whatever its pid
     files.put(LOCK_FILE, json.dumps({"owner": "x", "host": "elsewhere", "pid": 1, "expires": time.time() - 5}).encode())
-    with caplog.at_level(logging.WARNING, logger="pipelines.store_writer"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.store_dirs"):
         result = build_store(url, "synthetic", units, syn.process, syn.FEATURE_SETS, progress=False)
     assert result.n_segments and "its lease ended" in caplog.text
 

@@ -148,7 +148,7 @@ def test_dask_local_cluster_build_equals_inline(tmp_path: Path) -> None:
 
 
 def test_second_build_on_same_store_refuses(tmp_path: Path) -> None:
-    from pipelines.store_writer import StoreLock
+    from pipelines.store_dirs import StoreLock
 
     (tmp_path / "s").mkdir()
     with StoreLock(tmp_path / "s"), pytest.raises(StoreError, match="another build is writing this store"):
