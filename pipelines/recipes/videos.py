@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feature_schemas import FeatureSet, labels_record
 
@@ -39,6 +39,9 @@ from ..stages.media import (
 )
 
 __all__ = ["VideoConfig", "build_videos", "feature_sets_for", "plan_videos", "process_video_unit", "video_units"]
+
+if TYPE_CHECKING:
+    from ..store_writer import BuildPlan, BuildResult
 
 RECIPE_VERSION = "videos/1"
 
@@ -145,7 +148,7 @@ def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
 
 def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_config: Any = None,
                 split: str | None = None, name: str | None = None,
-                emotion_classes: str | Sequence[str] | None = None) -> Any:
+                emotion_classes: str | Sequence[str] | None = None) -> BuildPlan:
     """Everything decided before work runs (units, feature sets, report) as the writer's BuildPlan for the
     media stage (`stages.media.process_video_unit`, options: `config`), for `pipelines.build.run_build` or a
     Prefect flow. `build_config` None: the writer's BuildConfig with 2 videos per shard, so a
@@ -165,7 +168,7 @@ def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_con
 
 def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig = VideoConfig(),
                  executor: Any = None, build_config: Any = None, name: str | None = None, split: str | None = None,
-                 progress: bool = True, emotion_classes: str | Sequence[str] | None = None) -> Any:
+                 progress: bool = True, emotion_classes: str | Sequence[str] | None = None) -> BuildResult:
     """Build (or complete) a store from raw videos / label files; returns the writer's BuildResult.
     `executor`: None (inline), a concurrent.futures executor or a Dask Client."""
     from ..build import run_build
