@@ -1,0 +1,177 @@
+"""Inputs at a URL (issue 17, input side), against a real S3 API on 127.0.0.1 (moto's server, tests/s3_fixtures.py).
+
+A MOSEI-shaped .csd release (tests/csd_fixtures.py, written by the SDK's own writer) is uploaded and built from
+`--csd-dir s3://...` into a local store: the same Parquet bytes as a build from the local copy, except the
+segments' `source_path`, which names where each segment was read from. h5py reads the objects by byte ranges,
+never whole. A manifest at a URL, with its clip beside it (relative path) or named by URL, builds the same rows
+as the local manifest. A missing object, bucket or prefix is one clear error (or one failure row), naming the
+URL, never a botocore traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from feature_schemas.storage import list_inputs, resolve_input
+from pipelines.build import run_build
+from pipelines.errors import PipelineError
+from pipelines.recipes.sdk import plan_sdk, sdk_units
+from pipelines.store_writer import BuildConfig
+
+from .csd_fixtures import write_mosei_fixture
+from .s3_fixtures import ENV, S3, s3  # noqa: F401 - the fixture
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = ENV["AWS_SECRET_ACCESS_KEY"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def quiet_server() -> None:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
+
+
+def parquet_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def csd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("csd")
+    write_mosei_fixture(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def csd_url(s3: S3, csd_dir: Path) -> str:  # noqa: F811
+    url = s3.url("releases", "CMU_MOSEI")
+    fs = s3.filesystem()
+    for p in sorted(csd_dir.glob("*.csd")):
+        fs.put_file(str(p), f"{url}/{p.name}")
+    return url
+
+
+def sdk_plan(where: str | Path):  # noqa: ANN201
+    return plan_sdk(where, "mosei", config=BuildConfig(units_per_shard=1), batch_videos=1)
+
+
+def test_csd_release_at_a_url_builds_the_local_store(csd_url: str, csd_dir: Path, tmp_path: Path) -> None:
+    local = run_build(sdk_plan(csd_dir), tmp_path / "local", show_bar=False)
+    remote = run_build(sdk_plan(csd_url), tmp_path / "remote", show_bar=False)
+    assert remote.shards_written == local.shards_written >= 3 and remote.n_segments == local.n_segments > 0
+    want, got = parquet_hashes(tmp_path / "local"), parquet_hashes(tmp_path / "remote")
+    assert set(got) == set(want)
+    assert {k: v for k, v in got.items() if not k.startswith("segments/")} == \
+        {k: v for k, v in want.items() if not k.startswith("segments/")}  # every feature and word, byte for byte
+    for rel in (k for k in want if k.startswith("segments/")):
+        a, b = pq.read_table(tmp_path / "local" / rel), pq.read_table(tmp_path / "remote" / rel)
+        assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
+        assert set(b.column("source_path").to_pylist()) == {f"{csd_url}/CMU_MOSEI_Labels.csd"}
+    manifest = json.loads((tmp_path / "remote/manifest.json").read_text())
+    assert manifest["build"]["csd_dir"] == csd_url
+    assert SECRET not in (tmp_path / "remote/manifest.json").read_text()
+
+    again = run_build(sdk_plan(csd_url), tmp_path / "remote", show_bar=False)  # keys from the listing: resumes
+    assert (again.shards_written, again.shards_skipped) == (0, local.shards_written)
+
+
+def test_unit_keys_come_from_the_listing(s3: S3, csd_url: str, csd_dir: Path) -> None:  # noqa: F811
+    units, options, _, _ = sdk_units(csd_url, "mosei", batch_videos=1)
+    assert all(v.startswith(csd_url + "/") for v in options.files.values())
+    listed = {o.name: o for o in list_inputs(csd_url, ".csd")}
+    assert listed["CMU_MOSEI_COVAREP.csd"].size == (csd_dir / "CMU_MOSEI_COVAREP.csd").stat().st_size
+    assert all(o.version for o in listed.values())  # the ETag
+    local_units, _, _, _ = sdk_units(csd_dir, "mosei", batch_videos=1)
+    assert [u.unit_id for u in units] == [u.unit_id for u in local_units]
+    assert not {u.key for u in units} & {u.key for u in local_units}
+
+    fs = s3.filesystem()  # a changed object (new ETag) changes the keys of the units that read it
+    cov = f"{csd_url}/CMU_MOSEI_COVAREP.csd"
+    fs.pipe_file(cov, fs.cat_file(cov) + b"\0")
+    try:
+        changed, _, _, _ = sdk_units(csd_url, "mosei", batch_videos=1)
+        assert all(a.key != b.key for a, b in zip(units, changed, strict=True))
+    finally:
+        fs.put_file(str(csd_dir / "CMU_MOSEI_COVAREP.csd"), cov)
+
+
+def test_h5py_reads_byte_ranges_not_whole_objects(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+    """A 12 MB COVAREP-shaped object of 40 videos: listing its entries, and one unit's rows of one video, each
+    fetch a small part of it (256 KiB blocks), never the whole object (fsspec's default read-ahead would)."""
+    import h5py
+    import numpy as np
+
+    from pipelines.csd import CsdFile
+
+    path = tmp_path / "CMU_MOSEI_COVAREP.csd"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("COVAREP/data")
+        f.create_group("COVAREP/metadata")
+        for i in range(40):
+            entry = data.create_group(f"video{i:02d}")
+            entry.create_dataset("features", data=rng.normal(size=(1000, 74)).astype(np.float32))
+            entry.create_dataset("intervals", data=np.stack([np.arange(1000) / 100, np.arange(1, 1001) / 100], 1))
+    url = s3.url("wide", path.name)
+    s3.filesystem().put_file(str(path), url)
+    size = path.stat().st_size
+    with CsdFile(url) as f:
+        assert len(f.ids()) == 40 and f.dim() == 74
+        listing = f._remote.cache.total_requested_bytes
+    with CsdFile(url) as f:
+        rows = f.features("video20", 100, 300)
+        ivs = f.intervals("video20")
+        unit = f._remote.cache.total_requested_bytes
+    with h5py.File(path, "r") as local:
+        assert np.array_equal(rows, local["COVAREP/data/video20/features"][100:300])
+    assert ivs.shape == (1000, 2)
+    assert 0 < listing < size / 4 and 0 < unit < size / 4, (listing, unit, size)  # 2.9 and 2.1 of 12.6 MB here
+
+
+def test_missing_inputs_are_named_without_a_traceback(s3: S3, csd_url: str, tmp_path: Path) -> None:  # noqa: F811
+    for where, words in ((s3.url("releases", "nothing-here"), "no .csd files there"),
+                         ("s3://mmolre-no-such-bucket-4xq/CMU_MOSEI", "s3://mmolre-no-such-bucket-4xq/CMU_MOSEI")):
+        with pytest.raises(PipelineError) as e:
+            sdk_plan(where)
+        assert words in str(e.value) and "Traceback" not in str(e.value) and SECRET not in str(e.value)
+
+    env = {**os.environ, **s3.env(), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "flows.cli", "build", "mosei", "--csd-dir", s3.url("releases", "nothing-here"),
+           "--out", str(tmp_path / "s"), "--workers", "0", "--quiet"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"mmolre: error: {s3.url('releases', 'nothing-here')}: no .csd files there")
+    assert len(done.stderr.strip().splitlines()) == 1 and SECRET not in done.stderr
+
+
+def test_an_object_gone_after_planning_fails_its_units_only(s3: S3, csd_url: str, csd_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """FACET deleted between planning and the workers' reads: its units fail with the URL named; a rerun after
+    it is back builds them."""
+    plan = sdk_plan(csd_url)
+    fs = s3.filesystem()
+    facet = f"{csd_url}/CMU_MOSEI_VisualFacet42.csd"
+    fs.rm_file(facet)
+    try:
+        result = run_build(plan, tmp_path / "s", show_bar=False)
+    finally:
+        fs.put_file(str(csd_dir / "CMU_MOSEI_VisualFacet42.csd"), facet)
+    assert result.n_segments == 0 and result.n_failures > 0
+    failures = pq.read_table(tmp_path / "s" / "failures").to_pylist()
+    assert all(f"{facet}: does not exist" in f["reason"] for f in failures)
+    assert not [f for f in failures if "Traceback" in f["reason"] or SECRET in f["reason"]]
+
+
+def test_relative_media_paths_resolve_against_the_manifest_url() -> None:
+    assert resolve_input("s3://b/data/manifest.csv", "clips/a.mp4") == "s3://b/data/clips/a.mp4"
+    assert resolve_input("s3://b/data/manifest.csv", "../x/a.mp4") == "s3://b/x/a.mp4"
+    assert resolve_input("s3://b/data/manifest.csv", "gs://c/a.mp4") == "gs://c/a.mp4"
+    assert resolve_input("/data/manifest.csv", "clips/a.mp4") == "/data/clips/a.mp4"
