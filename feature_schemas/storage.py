@@ -296,9 +296,9 @@ def input_suffix(location: Location) -> str:
 
 
 def resolve_input(base: Location, ref: str) -> str:
-    """A path or URL named inside a file at `base` (a manifest's `video_path`): URLs and absolute local paths as
+    """A path or URL named inside a file at `base` (a manifest's `video_path`): URLs and absolute paths as
     given; a relative one against `base`'s folder (`s3://b/m/manifest.csv` + `clips/a.mp4` -> `s3://b/m/clips/a.mp4`)."""
-    if is_url(ref):
+    if is_url(ref) or ref.startswith("/"):
         return ref
     base_text = os.fspath(base)
     if not is_url(base_text):

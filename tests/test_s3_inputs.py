@@ -10,6 +10,7 @@ URL, never a botocore traceback.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ from pipelines.errors import PipelineError
 from pipelines.recipes.sdk import plan_sdk, sdk_units
 from pipelines.store_writer import BuildConfig
 
+from . import media_fixtures as mf
 from .csd_fixtures import write_mosei_fixture
 from .s3_fixtures import ENV, S3, s3  # noqa: F401 - the fixture
 
@@ -175,3 +177,77 @@ def test_relative_media_paths_resolve_against_the_manifest_url() -> None:
     assert resolve_input("s3://b/data/manifest.csv", "../x/a.mp4") == "s3://b/x/a.mp4"
     assert resolve_input("s3://b/data/manifest.csv", "gs://c/a.mp4") == "gs://c/a.mp4"
     assert resolve_input("/data/manifest.csv", "clips/a.mp4") == "/data/clips/a.mp4"
+
+
+# -- manifests and media at a URL ------------------------------------------------------------------------------
+def _write_manifest(path: Path, transcript: str) -> None:
+    rows = [{"video_path": f"clips/{mf.MOSI_ID}.mp4", "segment_id": "mosi", "transcript": transcript,
+             "sentiment": "1.5", "split": "train"},
+            {"video_path": "clips/gone.mp4", "segment_id": "gone", "transcript": "nothing here", "split": "train"}]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.mark.slow
+def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+    """The manifest and its clip (a relative path) on S3 build the rows the local copy builds; the row whose
+    object is missing fails alone, naming its URL."""
+    mf.need(mf.MOSI_CLIP, mf.MOSI_LABELS)
+    from pipelines.recipes.videos import VideoConfig, build_videos, plan_videos
+
+    local = tmp_path / "local"
+    (local / "clips").mkdir(parents=True)
+    (local / "clips" / f"{mf.MOSI_ID}.mp4").write_bytes(mf.MOSI_CLIP.read_bytes())
+    _write_manifest(local / "manifest.csv", mf.mosi_transcript())
+    url = s3.url("media", "manifest.csv")
+    fs = s3.filesystem()
+    fs.put_file(str(local / "manifest.csv"), url)
+    fs.put_file(str(mf.MOSI_CLIP), s3.url("media", "clips", f"{mf.MOSI_ID}.mp4"))
+    clip_url = s3.url("media", "clips", f"{mf.MOSI_ID}.mp4")
+
+    config = VideoConfig(face=None)
+    assert plan_videos(local / "manifest.csv", config).stage == "media"
+    plan = plan_videos(url, config)
+    assert plan.stage == "media-url" and plan.build_info["input"] == url
+    build_videos(local / "manifest.csv", tmp_path / "from_local", config, progress=False)
+    result = build_videos(url, tmp_path / "from_url", config, progress=False)
+    assert result.n_segments == 1 and result.n_failures == 1
+
+    want, got = parquet_hashes(tmp_path / "from_local"), parquet_hashes(tmp_path / "from_url")
+    aligned = [k for k in want if k.startswith("aligned/")]
+    assert aligned and {k: got.get(k) for k in aligned} == {k: want[k] for k in aligned}
+    seg = [k for k in want if k.startswith("segments/")]
+    for rel in seg:
+        a, b = pq.read_table(tmp_path / "from_local" / rel), pq.read_table(tmp_path / "from_url" / rel)
+        assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
+        assert b.column("source_path").to_pylist() == [clip_url]
+    failures = pq.read_table(tmp_path / "from_url" / "failures").to_pylist()
+    gone = s3.url("media", "clips", "gone.mp4")
+    assert [(f["item_id"], f["source_path"]) for f in failures] == [("gone", gone)]
+    assert f"video {gone} does not exist" in failures[0]["reason"] and SECRET not in failures[0]["reason"]
+
+
+def test_media_urls_in_a_local_manifest_and_a_missing_manifest(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+    from pipelines.inputs import discover_inputs, read_manifest
+
+    clip = s3.url("plain", "clip.wav")
+    s3.filesystem().pipe_file(clip, b"RIFF-not-decoded-here")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"video_path": clip, "transcript": "hi", "split": "test"}) + "\n"
+                        + json.dumps({"video_path": "local.wav", "transcript": "hi", "split": "test"}) + "\n")
+    parsed = read_manifest(manifest)
+    assert [(s.segment_id, s.video_path, s.video_id) for s in parsed.specs] == [("clip_1", clip, "clip")]
+    assert [f.source_path for f in parsed.failures] == [str(tmp_path / "local.wav")]
+
+    missing = s3.url("plain", "no-manifest.csv")
+    with pytest.raises(PipelineError) as e:
+        discover_inputs(missing)
+    assert str(e.value) == f"table {missing} does not exist (no such object, or no such bucket)"
+    env = {**os.environ, **s3.env(), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "flows.cli", "build", "videos", "--input", missing, "--out", str(tmp_path / "s"),
+           "--workers", "0", "--quiet"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith(f"mmolre: error: table {missing} does not exist")
+    assert len(done.stderr.strip().splitlines()) == 1 and SECRET not in done.stderr
