@@ -52,6 +52,8 @@ from feature_schemas import (
     emotion_class_set,
 )
 from feature_schemas.storage import (
+    check_input_url,
+    display,
     input_name,
     input_problem,
     input_suffix,
@@ -290,8 +292,15 @@ def resolve_emotion_classes(parsed: ParsedInputs, declared: str | Sequence[str] 
         specs.append(s if name == value else replace(s, labels={**s.labels, "emotion_class": name}))
     return ParsedInputs(specs, failures, parsed.source, parsed.path), classes
 def _where(path: str | Path) -> Where:
-    """A URL as a string (Path would fold `s3://` into `s3:/`), anything else as a Path."""
-    return str(path) if is_url(path) else Path(path)
+    """A URL as a string (Path would fold `s3://` into `s3:/`), anything else as a Path. A URL with
+    credentials in it is refused without echoing them."""
+    if not is_url(path):
+        return Path(path)
+    try:
+        check_input_url(str(path))
+    except ValueError as e:
+        raise PipelineError(str(e), stage="read", source_path=display(path)) from None
+    return str(path)
 
 
 def _stem(path: Where) -> str:
@@ -442,6 +451,9 @@ def read_mmsa(root: str | Path, label_file: str = "label.csv", raw_dir: str = "R
 def _video_path(manifest: Where, given: str) -> Where:
     """A manifest's `video_path`: a URL as given; a local path with `~` expanded, relative ones against the
     manifest's folder (or its URL)."""
+    if is_url(given) and display(given) != given:
+        raise RowError(f"video path {display(given)} has credentials in its URL; refused (give them in the "
+                       "environment instead, e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
     if is_url(given) or (isinstance(manifest, str) and not given.startswith(("/", "~"))):
         return resolve_input(manifest, given) if isinstance(manifest, str) else given
     video = Path(given)

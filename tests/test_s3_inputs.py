@@ -86,6 +86,30 @@ def test_csd_release_at_a_url_builds_the_local_store(csd_url: str, csd_dir: Path
     assert (again.shards_written, again.shards_skipped) == (0, local.shards_written)
 
 
+@pytest.mark.slow
+def test_cli_builds_from_a_csd_url_on_workers(s3: S3, csd_url: str, csd_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`mmolre build mosei --csd-dir s3://...` on a local Dask cluster: the workers open the objects themselves
+    (the endpoint and credentials from their environment); an unreachable endpoint is one line, exit 1."""
+    env = {**os.environ, **s3.env(), "PYTHONPATH": str(REPO)}
+    run_build(sdk_plan(csd_dir), tmp_path / "local", show_bar=False)
+    cmd = [sys.executable, "-m", "flows.cli", "build", "mosei", "--csd-dir", csd_url, "--out", str(tmp_path / "s"),
+           "--workers", "1", "--units-per-shard", "1", "--batch-videos", "1", "--quiet", "--json"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    want, got = parquet_hashes(tmp_path / "local"), parquet_hashes(tmp_path / "s")
+    assert {k: v for k, v in got.items() if k.startswith("aligned/")} == \
+        {k: v for k, v in want.items() if k.startswith("aligned/")}
+    assert SECRET not in done.stdout + done.stderr
+
+    bad = {**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+           "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}
+    unreachable = subprocess.run([*cmd[:-2], "--workers", "0", "--quiet"], cwd=REPO, env=bad, capture_output=True,
+                                 text=True, timeout=300)
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith(f"mmolre: error: {csd_url}: cannot reach the object store")
+    assert len(unreachable.stderr.strip().splitlines()) == 1 and SECRET not in unreachable.stderr
+
+
 def test_unit_keys_come_from_the_listing(s3: S3, csd_url: str, csd_dir: Path) -> None:  # noqa: F811
     units, options, _, _ = sdk_units(csd_url, "mosei", batch_videos=1)
     assert all(v.startswith(csd_url + "/") for v in options.files.values())
@@ -251,3 +275,19 @@ def test_media_urls_in_a_local_manifest_and_a_missing_manifest(s3: S3, tmp_path:
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.startswith(f"mmolre: error: table {missing} does not exist")
     assert len(done.stderr.strip().splitlines()) == 1 and SECRET not in done.stderr
+
+
+def test_credentials_in_input_urls_are_refused_without_echoing_them(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+    from pipelines.inputs import discover_inputs, read_manifest
+
+    secret_url = f"s3://someone:{SECRET}@{s3.bucket}/releases/CMU_MOSEI"
+    for call in (lambda: sdk_plan(secret_url), lambda: discover_inputs(secret_url + "/m.csv")):
+        with pytest.raises(PipelineError) as e:
+            call()
+        assert "credentials in a URL are refused" in str(e.value) and SECRET not in str(e.value)
+        assert "someone" not in str(e.value)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"video_path,transcript\n{secret_url}/clip.mp4,hello\n")
+    parsed = read_manifest(manifest)
+    assert not parsed.specs and "has credentials in its URL; refused" in parsed.failures[0].reason
+    assert SECRET not in repr(parsed.failures)
