@@ -371,6 +371,13 @@ def open_input(url: str, block_size: int = INPUT_BLOCK_SIZE) -> Any:
                    cache_options={"maxblocks": INPUT_MAX_BLOCKS})
 
 
+def opened_version(f: Any) -> str | None:
+    """The version (ETag, generation, mtime) of the object an `open_input` file object reads; its reads stay on
+    that version (s3fs sends If-Match), so comparing it with the planned one tells whether the object changed."""
+    details = getattr(f, "details", None)
+    return _object("", details).version if isinstance(details, dict) else None
+
+
 def read_input_bytes(url: str) -> bytes:
     """A whole (small) input object: a manifest or label file."""
     fs, path = input_filesystem(url)

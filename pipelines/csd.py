@@ -28,7 +28,15 @@ import h5py
 import numpy as np
 
 from feature_schemas import EMOTIONS
-from feature_schemas.storage import InputObject, input_name, input_problem, is_url, list_inputs, open_input
+from feature_schemas.storage import (
+    InputObject,
+    input_name,
+    input_problem,
+    is_url,
+    list_inputs,
+    open_input,
+    opened_version,
+)
 
 from .errors import PipelineError
 
@@ -171,13 +179,14 @@ def dimension_names(metadata: dict[str, Any], dim: int) -> tuple[str, ...] | Non
 class CsdFile:
     """An open computational sequence; `with CsdFile(path) as f: f.features(vid)` reads one video only.
     `path` is a local path or a URL (read by byte ranges); `self.path` is a Path for a local file and the URL,
-    as a string, otherwise."""
+    as a string, otherwise. `version`: for a URL, the ETag (or other version) the build was planned with; an
+    object that changed since is refused (its rows would not match the unit's key)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, version: str | None = None) -> None:
         self.path: Path | str = str(path) if is_url(path) else Path(path)
         self._remote: Any = None
         try:
-            self._h5 = h5py.File(self._open_remote() if is_url(self.path) else self.path, "r")
+            self._h5 = h5py.File(self._open_remote(version) if is_url(self.path) else self.path, "r")
         except PipelineError:
             raise
         except FileNotFoundError:
@@ -216,13 +225,18 @@ class CsdFile:
         """The file's name (the last part of its path or URL)."""
         return input_name(self.path)
 
-    def _open_remote(self) -> Any:
+    def _open_remote(self, version: str | None) -> Any:
         """The fsspec file object h5py reads through; any failure of the object store is one PipelineError."""
         url = str(self.path)
         try:
             self._remote = open_input(url)
         except Exception as e:  # noqa: BLE001 - botocore/aiohttp errors are not OSErrors
             raise PipelineError(input_problem(url, e), "read", source_path=url) from None
+        now = opened_version(self._remote)
+        if version is not None and now is not None and now != version:
+            self._close_remote()
+            raise PipelineError(f"{url}: changed since the build was planned (version {now}, planned {version}); "
+                                "rerun the build to plan it again", "read", source_path=url)
         return self._remote
 
     def _close_remote(self) -> None:

@@ -196,6 +196,24 @@ def test_an_object_gone_after_planning_fails_its_units_only(s3: S3, csd_url: str
     assert not [f for f in failures if "Traceback" in f["reason"] or SECRET in f["reason"]]
 
 
+def test_an_object_changed_after_planning_is_not_read(s3: S3, csd_url: str, csd_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A unit's key holds the ETag it was planned with; a worker that finds another version refuses to read it
+    (its rows would be stored under the old key), so a rerun plans the new version."""
+    plan = sdk_plan(csd_url)
+    fs = s3.filesystem()
+    cov = f"{csd_url}/CMU_MOSEI_COVAREP.csd"
+    fs.pipe_file(cov, fs.cat_file(cov) + b"\0")  # same HDF5 content, a new ETag
+    try:
+        result = run_build(plan, tmp_path / "s", show_bar=False)
+        assert result.n_segments == 0 and result.n_failures > 0
+        reasons = {f["reason"] for f in pq.read_table(tmp_path / "s" / "failures").to_pylist()}
+        assert all(r.startswith(f"{cov}: changed since the build was planned") for r in reasons), reasons
+        again = run_build(sdk_plan(csd_url), tmp_path / "s", show_bar=False)  # new keys: the object as it is now
+        assert again.shards_written == result.shards_written and again.n_segments > 0 and again.n_failures == 0
+    finally:
+        fs.put_file(str(csd_dir / "CMU_MOSEI_COVAREP.csd"), cov)
+
+
 def test_relative_media_paths_resolve_against_the_manifest_url() -> None:
     assert resolve_input("s3://b/data/manifest.csv", "clips/a.mp4") == "s3://b/data/clips/a.mp4"
     assert resolve_input("s3://b/data/manifest.csv", "../x/a.mp4") == "s3://b/x/a.mp4"
@@ -251,6 +269,8 @@ def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_pat
     gone = s3.url("media", "clips", "gone.mp4")
     assert [(f["item_id"], f["source_path"]) for f in failures] == [("gone", gone)]
     assert f"video {gone} does not exist" in failures[0]["reason"] and SECRET not in failures[0]["reason"]
+    again = build_videos(url, tmp_path / "from_url", config, progress=False)  # keys from HEADs: nothing to redo
+    assert again.shards_written == 0 and again.shards_skipped == result.shards_written
 
 
 def test_media_urls_in_a_local_manifest_and_a_missing_manifest(s3: S3, tmp_path: Path) -> None:  # noqa: F811

@@ -162,7 +162,9 @@ def sdk_units(
         ).hexdigest()
         payload = CsdVideos({v: CsdVideo(split[v], tuple(keys_by_video[v])) for v in vids})
         units.append(WorkUnit(f"{dataset}-{i // step:05d}-{vids[0]}", key, payload))
-    options = CsdOptions(dataset, files, tuple(inputs.sets), dims)
+    sources = {r: inputs.files[r].source for r in file_roles}
+    versions = {r: s.version for r, s in sources.items() if s is not None} or None
+    options = CsdOptions(dataset, files, tuple(inputs.sets), dims, versions)
 
     feature_sets = [feature_set_of(inputs.files[r], dataset) for r in inputs.sets]
     report: dict[str, Any] = {
