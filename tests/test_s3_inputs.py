@@ -110,6 +110,25 @@ def test_cli_builds_from_a_csd_url_on_workers(s3: S3, csd_url: str, csd_dir: Pat
     assert len(unreachable.stderr.strip().splitlines()) == 1 and SECRET not in unreachable.stderr
 
 
+def test_real_mosi_labels_at_a_url_build_the_local_store(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+    """CMU-MOSI's real Opinion Labels .csd (93 videos, 2,199 segments) from S3 and from disk: the same rows."""
+    real = mf.DATA / "mosi" / "CMU_MOSI_Opinion_Labels.csd"
+    mf.need(real)
+    url = s3.url("real", "CMU_MOSI")
+    s3.filesystem().put_file(str(real), f"{url}/{real.name}")
+    config = BuildConfig(units_per_shard=64)
+    local = run_build(plan_sdk(real.parent, "mosi", config=config, batch_videos=8), tmp_path / "local", show_bar=False)
+    remote = run_build(plan_sdk(url, "mosi", config=config, batch_videos=8), tmp_path / "remote", show_bar=False)
+    assert remote.n_segments == local.n_segments == 2199
+    want, got = parquet_hashes(tmp_path / "local"), parquet_hashes(tmp_path / "remote")
+    assert set(got) == set(want)
+    assert {k: v for k, v in got.items() if k.startswith("aligned/")} == \
+        {k: v for k, v in want.items() if k.startswith("aligned/")}
+    for rel in (k for k in want if k.startswith("segments/")):
+        a, b = pq.read_table(tmp_path / "local" / rel), pq.read_table(tmp_path / "remote" / rel)
+        assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
+
+
 def test_unit_keys_come_from_the_listing(s3: S3, csd_url: str, csd_dir: Path) -> None:  # noqa: F811
     units, options, _, _ = sdk_units(csd_url, "mosei", batch_videos=1)
     assert all(v.startswith(csd_url + "/") for v in options.files.values())
