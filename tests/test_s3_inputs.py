@@ -330,3 +330,20 @@ def test_credentials_in_input_urls_are_refused_without_echoing_them(s3: S3, tmp_
     parsed = read_manifest(manifest)
     assert not parsed.specs and "has credentials in its URL; refused" in parsed.failures[0].reason
     assert SECRET not in repr(parsed.failures)
+
+
+def test_meld_and_mosi_label_files_at_a_url_parse_as_the_local_ones(s3: S3) -> None:  # noqa: F811
+    from dataclasses import replace
+
+    from pipelines.inputs import discover_inputs
+
+    meld, mosi = mf.MELD_DIR / "dev_sent_emo.csv", mf.MOSI_LABELS
+    mf.need(meld, mosi)
+    for local, split in ((meld, "valid"), (mosi, None)):
+        url = s3.url("labels", local.name)
+        s3.filesystem().put_file(str(local), url)
+        a, b = discover_inputs(local, split=split), discover_inputs(url, split=split)
+        assert len(b.specs) == len(a.specs) > 100 and b.source == a.source and b.path == url
+        assert [replace(s, source_path=None) for s in b.specs] == [replace(s, source_path=None) for s in a.specs]
+        assert [(f.item_id, f.reason.replace(url, "X")) for f in b.failures] == \
+            [(f.item_id, f.reason.replace(str(local), "X")) for f in a.failures]
