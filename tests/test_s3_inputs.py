@@ -129,6 +129,17 @@ def test_real_mosi_labels_at_a_url_build_the_local_store(s3: S3, tmp_path: Path)
         assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
 
 
+def test_build_mosei_features_flow_takes_a_csd_url(csd_url: str, csd_dir: Path, tmp_path: Path) -> None:
+    """The Prefect flow's function with `csd_dir` a URL (run inline, no Prefect server): the local build's features."""
+    from flows.build_features import build_mosei_features
+
+    build_mosei_features.fn(csd_dir=csd_url, store=str(tmp_path / "s"), n_workers=0, batch_videos=1, units_per_shard=1)
+    run_build(sdk_plan(csd_dir), tmp_path / "local", show_bar=False)
+    want, got = parquet_hashes(tmp_path / "local"), parquet_hashes(tmp_path / "s")
+    assert {k: v for k, v in got.items() if k.startswith("aligned/")} == \
+        {k: v for k, v in want.items() if k.startswith("aligned/")}
+
+
 def test_unit_keys_come_from_the_listing(s3: S3, csd_url: str, csd_dir: Path) -> None:  # noqa: F811
     units, options, _, _ = sdk_units(csd_url, "mosei", batch_videos=1)
     assert all(v.startswith(csd_url + "/") for v in options.files.values())
