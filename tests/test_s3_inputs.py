@@ -17,6 +17,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -299,6 +300,7 @@ def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_pat
     gone = s3.url("media", "clips", "gone.mp4")
     assert [(f["item_id"], f["source_path"]) for f in failures] == [("gone", gone)]
     assert f"video {gone} does not exist" in failures[0]["reason"] and SECRET not in failures[0]["reason"]
+    assert not list(Path(tempfile.gettempdir()).glob("mmolre-media-*"))  # each unit's local copy is deleted
     again = build_videos(url, tmp_path / "from_url", config, progress=False)  # keys from HEADs: nothing to redo
     assert again.shards_written == 0 and again.shards_skipped == result.shards_written
 
@@ -358,3 +360,17 @@ def test_meld_and_mosi_label_files_at_a_url_parse_as_the_local_ones(s3: S3) -> N
         assert [replace(s, source_path=None) for s in b.specs] == [replace(s, source_path=None) for s in a.specs]
         assert [(f.item_id, f.reason.replace(url, "X")) for f in b.failures] == \
             [(f.item_id, f.reason.replace(str(local), "X")) for f in a.failures]
+
+
+def test_a_media_object_gone_before_its_worker_fetches_it_fails_its_segments(s3: S3) -> None:  # noqa: F811
+    from pipelines.inputs import SegmentSpec
+    from pipelines.records import WorkUnit
+    from pipelines.stages.media import MediaUnit, VideoConfig
+    from pipelines.stages.url_media import process_url_media_unit
+
+    gone = s3.url("media", "vanished.mp4")
+    specs = tuple(SegmentSpec(f"v{i}", "v", gone, None, None, "hi", {}, "test", "manifest", gone) for i in range(2))
+    result = process_url_media_unit(WorkUnit("video:" + gone, "k", MediaUnit(gone, specs)), VideoConfig(face=None))
+    assert not result.records and [f.item_id for f in result.failures] == ["v0", "v1"]
+    assert {f.reason for f in result.failures} == {f"{gone}: does not exist (no such object, or no such bucket)"}
+    assert {f.source_path for f in result.failures} == {gone}
