@@ -11,7 +11,9 @@ a manifest or a Prefect artifact.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +254,154 @@ def _storage_reason(e: BaseException) -> str:
     if isinstance(e, FileNotFoundError):
         return f"not found (does the bucket exist?): {text}"
     return f"{name}: {text}"
+
+
+# -- reading inputs from a URL (the build side: .csd releases, manifests, media) ---------------------------
+# h5py asks for small scattered pieces (object headers, B-tree nodes: a few KiB) and then contiguous slices of
+# a video's rows. fsspec's default for s3fs is a 50 MiB read-ahead buffer: one metadata read would pull 50 MiB,
+# and every seek back refills it. A cache of fixed 256 KiB blocks (LRU, at most 64 = 16 MiB per open file)
+# fetches only what is asked for, rounded up to a block, and keeps the metadata blocks h5py revisits.
+INPUT_BLOCK_SIZE = 256 << 10
+INPUT_MAX_BLOCKS = 64
+
+
+@dataclass(frozen=True)
+class InputObject:
+    """One input object as a listing (or HEAD) describes it: what decides whether a unit must be rebuilt.
+    `version` is the ETag (S3, Azure), generation (GCS) or modification time; None when the store gives none."""
+
+    url: str
+    size: int
+    version: str | None
+
+    @property
+    def name(self) -> str:
+        return input_name(self.url)
+
+    def key(self) -> list[Any]:
+        """A unit's input key for this object: the os.stat key's remote twin ([where, size, version])."""
+        return [self.url, self.size, self.version]
+
+
+def input_name(location: Location) -> str:
+    """The file name at the end of a local path or URL (`s3://b/x/CMU_MOSEI_COVAREP.csd` -> `CMU_MOSEI_COVAREP.csd`)."""
+    text = os.fspath(location)
+    return text.rstrip("/").rsplit("/", 1)[-1] if is_url(text) else Path(text).name
+
+
+def input_suffix(location: Location) -> str:
+    """The lower-case suffix of a local path's or URL's file name (`.csd`, `.mp4`), '' when none."""
+    name = input_name(location)
+    return name[name.rfind("."):].lower() if "." in name.strip(".") else ""
+
+
+def resolve_input(base: Location, ref: str) -> str:
+    """A path or URL named inside a file at `base` (a manifest's `video_path`): URLs and absolute paths as
+    given; a relative one against `base`'s folder (`s3://b/m/manifest.csv` + `clips/a.mp4` -> `s3://b/m/clips/a.mp4`)."""
+    if is_url(ref) or ref.startswith("/"):
+        return ref
+    base_text = os.fspath(base)
+    if not is_url(base_text):
+        return str(local_path(base_text).parent / ref)
+    folder = base_text.rstrip("/").rsplit("/", 1)[0]
+    scheme, _, rest = folder.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    joined = posixpath.normpath(posixpath.join("/" + prefix, ref)).lstrip("/")
+    return f"{scheme}://{bucket}/{joined}" if joined else f"{scheme}://{bucket}"
+
+
+def check_input_url(url: str) -> None:
+    """Refuse credentials written into an input URL: a URL ends up in logs, unit keys and failure rows."""
+    if display(url) != url:
+        raise ValueError(f"{display(url)}: credentials in a URL are refused; give them in the environment instead "
+                         "(for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
+
+
+def input_filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) for an input URL; one instance per endpoint environment (see
+    `_writer_filesystem`), made in the process that reads (a Dask worker builds its own)."""
+    check_input_url(url)
+    return _writer_filesystem(url)
+
+
+def _object(url: str, info: dict[str, Any]) -> InputObject:
+    version = None
+    for k in ("ETag", "etag", "generation", "md5Hash", "LastModified", "last_modified", "mtime"):
+        if info.get(k) is not None:
+            value = info[k]
+            version = value.strip('"') if isinstance(value, str) else str(value)
+            break
+    return InputObject(url, int(info.get("size") or 0), version)
+
+
+def _url_of(url: str, fs: Any, path: str) -> str:
+    """`path` (as the filesystem names it) as a URL with `url`'s scheme."""
+    scheme = url.split("://", 1)[0]
+    return f"{scheme}://{fs._strip_protocol(path)}"
+
+
+def stat_input(url: str) -> InputObject:
+    """One object's identity (a HEAD). FileNotFoundError when it is absent or a folder; other errors as the
+    filesystem raises them (see `input_problem`)."""
+    fs, path = input_filesystem(url)
+    fs.invalidate_cache(path)
+    info = fs.info(path)
+    if info.get("type") == "directory":
+        raise IsADirectoryError(f"{display(url)} is a folder")
+    return _object(url, info)
+
+
+def list_inputs(url: str, suffix: str) -> list[InputObject]:
+    """The objects directly under the folder `url` whose names end in `suffix`, sorted by URL, from one listing
+    (their sizes and ETags come with it: no request per object). FileNotFoundError when nothing is there."""
+    fs, path = input_filesystem(url)
+    fs.invalidate_cache(path)
+    found = fs.ls(path.rstrip("/"), detail=True)
+    out = [_object(_url_of(url, fs, info["name"]), info) for info in found
+           if info.get("type", "file") == "file" and info["name"].lower().endswith(suffix)]
+    return sorted(out, key=lambda o: o.url)
+
+
+def open_input(url: str, block_size: int = INPUT_BLOCK_SIZE) -> Any:
+    """A seekable binary file object reading `url` by byte ranges (blocks of `block_size`, LRU-cached): for
+    h5py, which reads a .csd's metadata and one video's rows, never the whole file."""
+    fs, path = input_filesystem(url)
+    fs.invalidate_cache(path)  # a listing cached by this process may predate a change: read the object as it is now
+    return fs.open(path, "rb", block_size=block_size, cache_type="blockcache",
+                   cache_options={"maxblocks": INPUT_MAX_BLOCKS})
+
+
+def opened_version(f: Any) -> str | None:
+    """The version (ETag, generation, mtime) of the object an `open_input` file object reads; its reads stay on
+    that version (s3fs sends If-Match), so comparing it with the planned one tells whether the object changed."""
+    details = getattr(f, "details", None)
+    return _object("", details).version if isinstance(details, dict) else None
+
+
+def read_input_bytes(url: str) -> bytes:
+    """A whole (small) input object: a manifest or label file."""
+    fs, path = input_filesystem(url)
+    return fs.cat_file(path)
+
+
+def fetch_input(url: str, dest: Location) -> None:
+    """Copy one object to a local file (streamed in 8 MiB requests), e.g. a media file for a decoder that opens
+    paths; `dest` is left partial or absent on error, the caller removes it."""
+    fs, path = input_filesystem(url)
+    with fs.open(path, "rb", block_size=8 << 20, cache_type="none") as src, open(dest, "wb") as out:
+        while block := src.read(8 << 20):
+            out.write(block)
+
+
+def input_problem(url: str, e: BaseException) -> str:
+    """`<url>: <what went wrong>` for an error reading an input, one line without credentials or traceback
+    (not found, no such bucket, permission denied, unreachable endpoint, missing credentials)."""
+    from .remote import problem_of, scrub
+
+    if isinstance(e, FileNotFoundError):
+        problem = "does not exist (no such object, or no such bucket)"
+    elif isinstance(e, IsADirectoryError):
+        problem = "is a folder, not a file"
+    else:
+        problem = problem_of(e) or f"{type(e).__name__}: {scrub(str(e).strip().splitlines()[0] if str(e).strip() else '')}"
+    return f"{display(url)}: {problem}"

@@ -230,7 +230,7 @@ def build_mosei_features(
 
     Args:
         csd_dir: Folder of the release's `.csd` files (labels, words, feature sequences), an absolute path on the
-            machine serving this flow.
+            machine serving this flow, or a folder URL (s3://bucket/CMU_MOSEI; read by byte ranges on the workers).
         store: Folder of the feature store to write or complete (absolute path on the serving machine).
         sets: Feature sequences to import by role (e.g. covarep, facet42, glove); empty: every one found.
         mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
@@ -263,7 +263,7 @@ def build_mosi_features(
 
     Args:
         csd_dir: Folder of the release's `.csd` files (labels, words, feature sequences), an absolute path on the
-            machine serving this flow.
+            machine serving this flow, or a folder URL (s3://bucket/CMU_MOSEI; read by byte ranges on the workers).
         store: Folder of the feature store to write or complete (absolute path on the serving machine).
         sets: Feature sequences to import by role (e.g. covarep, facet41, glove); empty: every one found.
         mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
@@ -298,7 +298,7 @@ def extract_video_features(
 
     Args:
         input: An MMSA-FET folder, a manifest (CSV/JSONL with video_path, transcript, labels, split) or one video
-            file; an absolute path on the machine serving this flow.
+            file; an absolute path on the machine serving this flow, or a URL (s3://bucket/manifest.csv).
         store: Folder of the feature store to write or complete (absolute path on the serving machine).
         face: Face backend: mediapipe, dlib, pyfeat, openface (CSV next to each video) or none.
         fps: Face frames sampled per second; empty: 5.

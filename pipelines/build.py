@@ -47,6 +47,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "csd": ("pipelines.stages.csd", "process_csd_unit"),
     "mmsa": ("pipelines.stages.mmsa", "process_mmsa_unit"),
     "utterance": ("pipelines.stages.utterance", "process_utterance_unit"),
+    "media-url": ("pipelines.stages.url_media", "process_url_media_unit"),  # media at URLs: a local copy per unit
     "function": ("pipelines.build", "call_function"),  # build_store's own processing function (tests, one-offs)
 }
 

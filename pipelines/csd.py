@@ -6,6 +6,10 @@ datasets). The SDK loads whole files into memory and its users hit KeyErrors, -i
 dimensions; here a file stays open and each video is read on demand (`CsdFile.features(vid, lo, hi)` reads a
 slice), every structural fault is a `PipelineError` naming the file (and video), and dimension names fall
 back to the published ones when the file lacks them.
+
+A .csd may also be an object at a URL (`s3://bucket/CMU_MOSEI/CMU_MOSEI_COVAREP.csd`): h5py then reads it
+through an fsspec file object, by byte ranges (`feature_schemas.storage.open_input`), so a worker fetches only
+the metadata and the rows of its own videos, never the whole file.
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ import h5py
 import numpy as np
 
 from feature_schemas import EMOTIONS
+from feature_schemas.storage import (
+    InputObject,
+    input_name,
+    input_problem,
+    is_url,
+    list_inputs,
+    open_input,
+    opened_version,
+)
 
 from .errors import PipelineError
 
@@ -164,15 +177,23 @@ def dimension_names(metadata: dict[str, Any], dim: int) -> tuple[str, ...] | Non
 
 # -- reading -----------------------------------------------------------------------------------------
 class CsdFile:
-    """An open computational sequence; `with CsdFile(path) as f: f.features(vid)` reads one video only."""
+    """An open computational sequence; `with CsdFile(path) as f: f.features(vid)` reads one video only.
+    `path` is a local path or a URL (read by byte ranges); `self.path` is a Path for a local file and the URL,
+    as a string, otherwise. `version`: for a URL, the ETag (or other version) the build was planned with; an
+    object that changed since is refused (its rows would not match the unit's key)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, version: str | None = None) -> None:
+        self.path: Path | str = str(path) if is_url(path) else Path(path)
+        self._remote: Any = None
         try:
-            self._h5 = h5py.File(self.path, "r")
+            self._h5 = h5py.File(self._open_remote(version) if is_url(self.path) else self.path, "r")
+        except PipelineError:
+            raise
         except FileNotFoundError:
+            self._close_remote()
             raise PipelineError(f"{self.path}: no such .csd file", "read", source_path=str(self.path)) from None
         except OSError as e:
+            self._close_remote()
             raise PipelineError(f"{self.path}: not a readable HDF5 computational sequence ({e})", "read", source_path=str(self.path)) from None
         try:
             groups = [k for k in self._h5.keys() if isinstance(self._h5[k], h5py.Group)]
@@ -193,11 +214,35 @@ class CsdFile:
                     self.metadata[key] = decode_metadata_value(meta[key])
             self.root_name: str = str(self.metadata.get("root name") or self.root)
         except PipelineError:
-            self._h5.close()
+            self.close()
             raise
         except (OSError, KeyError, RuntimeError) as e:
-            self._h5.close()
+            self.close()
             raise self._error(f"is damaged ({e})") from None
+
+    @property
+    def name(self) -> str:
+        """The file's name (the last part of its path or URL)."""
+        return input_name(self.path)
+
+    def _open_remote(self, version: str | None) -> Any:
+        """The fsspec file object h5py reads through; any failure of the object store is one PipelineError."""
+        url = str(self.path)
+        try:
+            self._remote = open_input(url)
+        except Exception as e:  # noqa: BLE001 - botocore/aiohttp errors are not OSErrors
+            raise PipelineError(input_problem(url, e), "read", source_path=url) from None
+        now = opened_version(self._remote)
+        if version is not None and now is not None and now != version:
+            self._close_remote()
+            raise PipelineError(f"{url}: changed since the build was planned (version {now}, planned {version}); "
+                                "rerun the build to plan it again", "read", source_path=url)
+        return self._remote
+
+    def _close_remote(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
 
     def _error(self, what: str, video_id: str | None = None) -> PipelineError:
         where = f"{self.path}" + (f" [{video_id}]" if video_id else "")
@@ -212,6 +257,7 @@ class CsdFile:
 
     def close(self) -> None:
         self._h5.close()
+        self._close_remote()
 
     # what is in it
     def ids(self) -> list[str]:
@@ -325,13 +371,19 @@ def words_of(tokens: Sequence[str], intervals: np.ndarray) -> tuple[list[str], n
 
 @dataclass(frozen=True)
 class CsdInfo:
-    """A recognised sequence in an input folder."""
+    """A recognised sequence in an input folder (`path`: a Path, or a URL as a string; `source`: the object's
+    identity from the listing when it is at a URL)."""
 
-    path: Path
+    path: Path | str
     role: str
     root_name: str
     dim: int | None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    source: InputObject | None = field(default=None, compare=False)
+
+    @property
+    def name(self) -> str:
+        return input_name(self.path)
 
     @property
     def dims(self) -> tuple[str, ...]:
@@ -348,10 +400,10 @@ class CsdInfo:
         return tuple(f"{self.role}_{i}" for i in range(d))
 
 
-def inspect_csd(path: str | os.PathLike) -> CsdInfo | None:
+def inspect_csd(path: str | os.PathLike, source: InputObject | None = None) -> CsdInfo | None:
     """Open a file, recognise its role and check its dimension; None when it is not a standard sequence."""
     with CsdFile(path) as f:
-        role = role_of(f.root_name, f.path.name)
+        role = role_of(f.root_name, f.name)
         if role is None:
             return None
         dim = f.dim()
@@ -362,24 +414,46 @@ def inspect_csd(path: str | os.PathLike) -> CsdInfo | None:
                 f"{f.path}: {role} sequence {f.root_name!r} has {dim} dimensions, expected {' or '.join(map(str, allowed))}",
                 "read", source_path=str(f.path),
             )
-        return CsdInfo(f.path, role, f.root_name, dim, dict(f.metadata))
+        return CsdInfo(f.path, role, f.root_name, dim, dict(f.metadata), source)
+
+
+def _remote_csd_files(url: str) -> list[InputObject]:
+    """The .csd objects directly under a URL, from one listing; a missing bucket or prefix, no permission or an
+    unreachable endpoint is one PipelineError naming the URL."""
+    try:
+        objects = list_inputs(url, ".csd")
+    except FileNotFoundError:
+        objects = []
+    except Exception as e:  # noqa: BLE001 - botocore/aiohttp errors are not OSErrors
+        raise PipelineError(f"{input_problem(url, e)} (listing the .csd files)", "read", source_path=url) from None
+    if not objects:
+        raise PipelineError(f"{url}: no .csd files there; give the folder URL of the release's computational "
+                            "sequences (e.g. s3://bucket/CMU_MOSEI) and check its bucket and prefix", "read", source_path=url)
+    return objects
 
 
 def discover(csd_dir: str | os.PathLike) -> tuple[dict[str, CsdInfo], list[str]]:
-    """The standard sequences in a folder (any subset) by role, and the names of .csd files not recognised."""
-    folder = Path(csd_dir)
-    if not folder.is_dir():
-        raise PipelineError(f"{folder}: not a folder of .csd files", "read", source_path=str(folder))
+    """The standard sequences in a folder or at a folder URL (any subset) by role, and the names of .csd files
+    not recognised."""
+    where: Path | str
+    if is_url(csd_dir):
+        where = str(csd_dir).rstrip("/")
+        candidates = [(o.url, o) for o in _remote_csd_files(where)]
+    else:
+        where = Path(csd_dir)
+        if not where.is_dir():
+            raise PipelineError(f"{where}: not a folder of .csd files", "read", source_path=str(where))
+        candidates = [(p, None) for p in sorted(where.glob("*.csd"))]
     found: dict[str, CsdInfo] = {}
     ignored: list[str] = []
-    for path in sorted(folder.glob("*.csd")):
-        info = inspect_csd(path)
+    for path, source in candidates:
+        info = inspect_csd(path, source)
         if info is None:
-            ignored.append(path.name)
+            ignored.append(input_name(path))
             continue
         if info.role in found:
             raise PipelineError(
-                f"{folder}: two {info.role} sequences ({found[info.role].path.name}, {path.name}); keep one",
+                f"{where}: two {info.role} sequences ({found[info.role].name}, {input_name(path)}); keep one",
                 "read", source_path=str(path),
             )
         found[info.role] = info

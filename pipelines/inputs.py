@@ -22,11 +22,18 @@ rows still build; a problem with the input as a whole (missing file, unknown for
 
 Segment ids are keys that users join on, so they are never rewritten: an id that cannot be a file name
 (empty, containing `/`, `\\`, `..` or control characters, or surrounded by white space) is a failed row.
+
+Inputs at a URL (`s3://bucket/x/manifest.csv`, any fsspec filesystem): a manifest, a MELD or MOSI label file or
+one media file may be given as a URL, and a manifest's `video_path`s may be URLs; relative ones in a manifest
+at a URL resolve against the manifest's URL (absolute local paths stay local). Such a media path stays a
+string (a Path would fold `s3://` into `s3:/`); its object is checked with one HEAD while planning (a missing
+one fails its rows, naming the URL) and fetched by the worker that decodes it (`pipelines.stages.url_media`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -44,9 +51,22 @@ from feature_schemas import (
     class_name,
     emotion_class_set,
 )
+from feature_schemas.storage import (
+    check_input_url,
+    display,
+    input_name,
+    input_problem,
+    input_suffix,
+    is_url,
+    read_input_bytes,
+    resolve_input,
+    stat_input,
+)
 
 from .errors import PipelineError
 from .records import Failure
+
+Where = Path | str  # a local path, or an input URL kept as a string
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
@@ -65,7 +85,7 @@ class SegmentSpec:
 
     segment_id: str
     video_id: str
-    video_path: Path | None
+    video_path: Path | str | None  # a URL stays a string
     start: float | None
     end: float | None
     transcript: str | None
@@ -271,7 +291,34 @@ def resolve_emotion_classes(parsed: ParsedInputs, declared: str | Sequence[str] 
             continue
         specs.append(s if name == value else replace(s, labels={**s.labels, "emotion_class": name}))
     return ParsedInputs(specs, failures, parsed.source, parsed.path), classes
-def _media_problem(path: Path, what: str = "a media file") -> str | None:
+def _where(path: str | Path) -> Where:
+    """A URL as a string (Path would fold `s3://` into `s3:/`), anything else as a Path. A URL with
+    credentials in it is refused without echoing them."""
+    if not is_url(path):
+        return Path(path)
+    try:
+        check_input_url(str(path))
+    except ValueError as e:
+        raise PipelineError(str(e), stage="read", source_path=display(path)) from None
+    return str(path)
+
+
+def _stem(path: Where) -> str:
+    name = input_name(path)
+    return Path(name).stem
+
+
+def _suffix(path: Where) -> str:
+    return input_suffix(path) if isinstance(path, str) else path.suffix.lower()
+
+
+def _media_problem(path: Where, what: str = "a media file") -> str | None:
+    if isinstance(path, str):  # one HEAD: present, a file, not empty
+        try:
+            size = stat_input(path).size
+        except Exception as e:  # noqa: BLE001 - botocore/aiohttp errors are not OSErrors
+            return input_problem(path, e).removeprefix(f"{path}: ")
+        return "is empty (0 bytes)" if size == 0 else None
     from .media import path_problem  # PyAV is imported only when media paths are checked
 
     return path_problem(path, what)
@@ -279,8 +326,13 @@ def _media_problem(path: Path, what: str = "a media file") -> str | None:
 
 # --- table reading --------------------------------------------------------------------------------------
 
-def _require(path: Path, what: str) -> Path:
-    path = Path(path)
+def _require(path: Where, what: str) -> Where:
+    path = _where(path)
+    if isinstance(path, str):
+        problem = _media_problem(path)
+        if problem is not None:
+            raise PipelineError(f"{what} {path} {problem}", stage="read", source_path=path)
+        return path
     if not path.exists():
         raise PipelineError(f"{what} {path} does not exist", stage="read", source_path=str(path))
     if path.is_file() and path.stat().st_size == 0:
@@ -288,13 +340,25 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV (header line) or JSONL file as dicts; an unreadable file raises PipelineError."""
-    path = _require(Path(path), "table")
+def _read_text(path: Where, encoding: str) -> str:
+    if isinstance(path, str):
+        try:
+            return read_input_bytes(path).decode(encoding)
+        except UnicodeDecodeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - botocore/aiohttp errors are not OSErrors
+            raise PipelineError(input_problem(path, e), stage="read", source_path=path) from None
+    return path.read_text(encoding=encoding)
+
+
+def read_rows(path: Where) -> list[dict[str, Any]]:
+    """Rows of a CSV (header line) or JSONL file (a local path or a URL) as dicts; an unreadable file raises
+    PipelineError."""
+    path = _require(path, "table")
     try:
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
+        if _suffix(path) in (".jsonl", ".ndjson"):
             rows = []
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for n, line in enumerate(_read_text(path, "utf-8").splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -305,8 +369,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                     raise PipelineError(f"{path}: line {n} is not a JSON object", stage="read", source_path=str(path))
                 rows.append(obj)
             return rows
+        delimiter = "\t" if _suffix(path) == ".tsv" else ","
+        if isinstance(path, str):
+            text = _read_text(path, "utf-8-sig")
+            return [dict(r) for r in csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)]
         with path.open(newline="", encoding="utf-8-sig") as f:
-            return [dict(r) for r in csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")]
+            return [dict(r) for r in csv.DictReader(f, delimiter=delimiter)]
     except UnicodeDecodeError as e:
         raise PipelineError(f"{path} is not UTF-8 text: {e}", stage="read", source_path=str(path)) from None
     except csv.Error as e:
@@ -320,15 +388,15 @@ def _columns(rows: list[dict[str, Any]]) -> set[str]:
     return cols
 
 
-def _need_columns(path: Path, rows: list[dict[str, Any]], needed: tuple[str, ...]) -> None:
+def _need_columns(path: Where, rows: list[dict[str, Any]], needed: tuple[str, ...]) -> None:
     cols = _columns(rows)
     missing = [c for c in needed if c not in cols]
     if missing:
         raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}", stage="read", source_path=str(path))
 
 
-def _row_failure(path: Path, row_no: int, item: str | None, error: Exception, source_path: str | None = None) -> Failure:
-    return Failure(item_id=item or f"{path.name}:row{row_no}", stage="read",
+def _row_failure(path: Where, row_no: int, item: str | None, error: Exception, source_path: str | None = None) -> Failure:
+    return Failure(item_id=item or f"{input_name(path)}:row{row_no}", stage="read",
                    reason=f"{path}: row {row_no}: {error}", source_path=source_path or str(path))
 
 
@@ -380,11 +448,30 @@ def read_mmsa(root: str | Path, label_file: str = "label.csv", raw_dir: str = "R
     return _drop_duplicates(out)
 
 
+def _video_path(manifest: Where, given: str) -> Where:
+    """A manifest's `video_path`: a URL as given; a local path with `~` expanded, relative ones against the
+    manifest's folder (or its URL)."""
+    if is_url(given) and display(given) != given:
+        raise RowError(f"video path {display(given)} has credentials in its URL; refused (give them in the "
+                       "environment instead, e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+    if is_url(given) or (isinstance(manifest, str) and not given.startswith(("/", "~"))):
+        return resolve_input(manifest, given) if isinstance(manifest, str) else given
+    video = Path(given)
+    try:
+        video = video.expanduser()
+    except RuntimeError:  # "~someone" with no such user: no home to expand to
+        raise RowError(f"video path {str(video)!r} names a home directory that does not exist") from None
+    if not video.is_absolute() and isinstance(manifest, Path):
+        video = manifest.parent / video
+    return video
+
+
 def read_manifest(path: str | Path, default_split: str = "test", check_files: bool = True) -> ParsedInputs:
     """A CSV or JSONL manifest (module docstring lists the columns). Relative `video_path`s resolve against
     the manifest's folder. Without `segment_id`, ids are `<video stem>_<n>` (n counts that video's rows from
-    1) or `<manifest stem>_<row>` for text-only rows; `video_id` defaults to the video's stem."""
-    path = _require(Path(path), "manifest")
+    1) or `<manifest stem>_<row>` for text-only rows; `video_id` defaults to the video's stem. The manifest and
+    its `video_path`s may be URLs; relative ones in a manifest at a URL resolve against its URL."""
+    path = _require(path, "manifest")
     rows = read_rows(path)
     cols = _columns(rows)
     if not ({"video_path", "transcript"} & cols):
@@ -393,20 +480,14 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
     default = check_split(default_split)
     per_video: Counter[str] = Counter()
     out = ParsedInputs(source="manifest", path=str(path))
-    row_no = 1 if path.suffix.lower() in (".jsonl", ".ndjson") else 2
+    row_no = 1 if _suffix(path) in (".jsonl", ".ndjson") else 2
     for n, r in enumerate(rows, start=row_no):
         sid = None if _missing(r.get("segment_id")) else str(r.get("segment_id"))
         src = None
         try:
-            video = None
+            video: Where | None = None
             if not _missing(r.get("video_path")):
-                video = Path(str(r["video_path"]).strip())
-                try:
-                    video = video.expanduser()
-                except RuntimeError:  # "~someone" with no such user: no home to expand to
-                    raise RowError(f"video path {str(video)!r} names a home directory that does not exist") from None
-                if not video.is_absolute():
-                    video = path.parent / video
+                video = _video_path(path, str(r["video_path"]).strip())
                 src = str(video)
                 if check_files and (problem := _media_problem(video)):
                     raise RowError(f"video {video} {problem}")
@@ -416,12 +497,12 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
             if sid is None:
                 if video is not None:
                     per_video[str(video)] += 1
-                    sid = f"{video.stem}_{per_video[str(video)]}"
+                    sid = f"{_stem(video)}_{per_video[str(video)]}"
                 else:
-                    sid = f"{path.stem}_{n}"
+                    sid = f"{_stem(path)}_{n}"
             sid = check_id(sid)
             vid = r.get("video_id")
-            vid = check_id(vid, "video_id") if not _missing(vid) else (video.stem if video is not None else sid)
+            vid = check_id(vid, "video_id") if not _missing(vid) else (_stem(video) if video is not None else sid)
             start = _number(r.get("start"), "start", 0.0)
             end = _number(r.get("end"), "end", 0.0)
             if start is not None and end is not None and end <= start:
@@ -438,12 +519,12 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
 
 def read_video(path: str | Path, segment_id: str | None = None, split: str = "test",
                transcript: str | None = None, labels: dict[str, Any] | None = None) -> ParsedInputs:
-    """One media file as one segment spanning the whole file; the id defaults to the file's stem."""
-    path = Path(path)
+    """One media file (a path or a URL) as one segment spanning the whole file; the id defaults to the file's stem."""
+    path = _where(path)
     if problem := _media_problem(path):
         raise PipelineError(f"video {path} {problem}", stage="read", source_path=str(path))
     try:
-        sid = check_id(segment_id or path.stem)
+        sid = check_id(segment_id or _stem(path))
         spec = SegmentSpec(sid, sid, path, None, None, transcript, check_labels(labels or {}),
                            check_split(split), "video", str(path))
     except RowError as e:
@@ -453,7 +534,7 @@ def read_video(path: str | Path, segment_id: str | None = None, split: str = "te
 
 def read_mosi_labels(path: str | Path) -> ParsedInputs:
     """CMU-MOSI's `id,text,label,mode` label file as text-only segments (video id: the id before its last `_`)."""
-    path = _require(Path(path), "MOSI label file")
+    path = _require(path, "MOSI label file")
     rows = read_rows(path)
     _need_columns(path, rows, ("id", "text", "label", "mode"))
     out = ParsedInputs(source="mosi-labels", path=str(path))
@@ -473,7 +554,7 @@ def read_mosi_labels(path: str | Path) -> ParsedInputs:
 def read_meld(path: str | Path, split: str) -> ParsedInputs:
     """MELD's `*_sent_emo.csv` as text-only segments of one split; ids `<split>_dia<D>_utt<U>` (MELD reuses
     dialogue numbers across its splits), video id `<split>_dia<D>`."""
-    path = _require(Path(path), "MELD file")
+    path = _require(path, "MELD file")
     split = check_split(split)
     rows = read_rows(path)
     _need_columns(path, rows, ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"))
@@ -494,8 +575,11 @@ def read_meld(path: str | Path, split: str) -> ParsedInputs:
 
 def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -> ParsedInputs:
     """Pick the parser from the input's shape: a folder with label.csv (MMSA), a media file, or a table
-    whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's."""
-    path = Path(path)
+    whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's.
+    A URL names one object (a manifest, a label file or a media file), not an MMSA folder."""
+    path = _where(path)
+    if isinstance(path, str):
+        return _discover_url(path, split, **kwargs)
     media = path.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES
     if not path.is_dir() and (problem := _media_problem(path, "a media file" if media else "an input file")):
         raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
@@ -521,3 +605,25 @@ def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -
     if {"id", "text", "label", "mode"} <= cols:
         return read_mosi_labels(path)
     return read_manifest(path, default_split=split or "test", **kwargs)
+
+
+def _discover_url(url: str, split: str | None = None, **kwargs: Any) -> ParsedInputs:
+    """`discover_inputs` for a URL: the object's suffix and, for a table, its header say which format it is."""
+    suffix = input_suffix(url)
+    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
+        return read_video(url, split=split or "test", **kwargs)
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        raise PipelineError(f"{url}: unknown input type {suffix!r} (a URL input is a .csv or .jsonl manifest, a MELD "
+                            "or MOSI label file, or one media file)", stage="read", source_path=url)
+    cols = _columns(read_rows(url))
+    if {"video_id", "clip_id", "mode"} <= cols:
+        raise PipelineError(f"{url}: an MMSA-FET label.csv at a URL is not supported (its Raw/ folder is read by "
+                            "path); copy the folder locally, or give a manifest with video_path URLs", stage="read",
+                            source_path=url)
+    if {"Utterance", "Emotion", "Sentiment"} <= cols:
+        if split is None:
+            raise PipelineError(f"{url}: a MELD file needs split= (train, valid or test)", stage="read", source_path=url)
+        return read_meld(url, split)
+    if {"id", "text", "label", "mode"} <= cols:
+        return read_mosi_labels(url)
+    return read_manifest(url, default_split=split or "test", **kwargs)

@@ -4,6 +4,11 @@ Segments are the label intervals of the labelled videos in a fold; splits are th
 A unit is a batch of videos (`stages.csd.CsdVideos`); the stage (`pipelines.stages.csd`) reads their rows.
 Planning reads only the files' entry lists and shapes and reports the release's known faults: ids missing from
 a sequence, labelled videos in no fold, fold ids without labels.
+
+`csd_dir` may be a folder URL (`s3://bucket/CMU_MOSEI`): the .csd files are found by listing it, planning reads
+their entry lists by byte ranges, and each unit's worker opens the objects itself (pipelines/csd.py). A unit's
+input key then names each object by its URL, size and ETag from the listing instead of its path, size and
+mtime; local folders keep exactly the keys they always had.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_schemas import FeatureSet, labels_record
+from feature_schemas.storage import check_input_url, display, is_url
 
 from ..build import run_build
 from ..collapse import CollapseConfig
@@ -52,7 +58,7 @@ def feature_set_of(info: CsdInfo, dataset: str) -> FeatureSet:
         extractor_version=str(meta.get("computational sequence version", "")),
         config={
             "source": f"CMU-{dataset.upper()} SDK release",
-            "file": info.path.name,
+            "file": info.name,
             "root name": info.root_name,
             "featureset bib citation": str(meta.get("featureset bib citation", "")),
             "level": "word" if info.role == "glove" else "frame",
@@ -65,6 +71,8 @@ def feature_set_of(info: CsdInfo, dataset: str) -> FeatureSet:
 def find_inputs(csd_dir: str | os.PathLike, dataset: str = "mosei", sets: Sequence[str] | None = None) -> SdkInputs:
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, not {dataset!r}")
+    if is_url(csd_dir):
+        csd_dir = _where(csd_dir)
     files, ignored = discover(csd_dir)
     if "labels" not in files:
         raise PipelineError(f"{csd_dir}: no label sequence (All Labels / Opinion Labels .csd); segments come from labels",
@@ -81,9 +89,25 @@ def find_inputs(csd_dir: str | os.PathLike, dataset: str = "mosei", sets: Sequen
     return SdkInputs(dataset, files, tuple(chosen), tuple(ignored))
 
 
-def _file_key(path: Path) -> list[Any]:
+def _file_key(info: CsdInfo) -> list[Any]:
+    """What decides whether a unit must be rebuilt: [path, size, mtime] of a local file (os.stat), [URL, size,
+    ETag] of an object at a URL (from the listing, no request per file)."""
+    if info.source is not None:
+        return info.source.key()
+    path = Path(info.path)
     st = path.stat()
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _where(csd_dir: str | os.PathLike) -> str:
+    """The input folder as the build records it: a local folder resolved, a URL as given (no credentials)."""
+    if is_url(csd_dir):
+        try:
+            check_input_url(str(csd_dir))
+        except ValueError as e:
+            raise PipelineError(str(e), "read", source_path=display(csd_dir)) from None
+        return str(csd_dir).rstrip("/")
+    return str(Path(csd_dir).resolve())
 
 
 def sdk_units(
@@ -126,7 +150,7 @@ def sdk_units(
     file_roles = ["labels"] + roles
     files = {r: str(inputs.files[r].path) for r in file_roles}
     dims = {r: inputs.files[r].dim for r in inputs.sets}
-    file_keys = {r: _file_key(inputs.files[r].path) for r in file_roles}
+    file_keys = {r: _file_key(inputs.files[r]) for r in file_roles}
     units = []
     step = max(1, int(batch_videos))
     for i in range(0, len(in_fold), step):
@@ -138,13 +162,15 @@ def sdk_units(
         ).hexdigest()
         payload = CsdVideos({v: CsdVideo(split[v], tuple(keys_by_video[v])) for v in vids})
         units.append(WorkUnit(f"{dataset}-{i // step:05d}-{vids[0]}", key, payload))
-    options = CsdOptions(dataset, files, tuple(inputs.sets), dims)
+    sources = {r: inputs.files[r].source for r in file_roles}
+    versions = {r: s.version for r, s in sources.items() if s is not None} or None
+    options = CsdOptions(dataset, files, tuple(inputs.sets), dims, versions)
 
     feature_sets = [feature_set_of(inputs.files[r], dataset) for r in inputs.sets]
     report: dict[str, Any] = {
         "recipe": RECIPE_VERSION,
         "dataset": dataset,
-        "files": {r: inputs.files[r].path.name for r in sorted(inputs.files)},
+        "files": {r: inputs.files[r].name for r in sorted(inputs.files)},
         "ignored_files": list(inputs.ignored),
         "labelled_videos": len(labelled_videos),
         "labelled_segments": n_label_segments,
@@ -173,7 +199,7 @@ def plan_sdk(
     build_info = {
         "recipe": RECIPE_VERSION,
         "dataset": dataset,
-        "csd_dir": str(Path(csd_dir).resolve()),
+        "csd_dir": _where(csd_dir),
         "sets": [fs.name for fs in feature_sets],
         "folds": "standard" if folds is None else (str(folds) if isinstance(folds, (str, os.PathLike)) else "given"),
         "batch_videos": batch_videos,

@@ -10,6 +10,11 @@ is not English skips the English aligner, Whisper and text encoder (uniform word
 and the build report's notes and counters say so, as they do for every alignment fallback. Rows rejected
 while reading the inputs become failure rows of the store through one extra unit. Unit payloads are the media
 stage's typed units (`MediaUnit`, `TextUnit`, `RejectedRows` in pipelines/stages/media.py).
+
+Media at a URL (a manifest's `video_path` or the input itself): the unit's key names the object by its URL,
+size and ETag (one HEAD while planning) instead of path, size and mtime, and the plan's stage is `media-url`
+(`pipelines.stages.url_media`), which copies each unit's media to a local temporary file on the worker, runs
+the media stage on it and deletes it. Plans without URL media are unchanged (stage `media`, same keys).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feature_schemas import FeatureSet, labels_record
+from feature_schemas.storage import input_suffix, is_url, stat_input
 
 from ..errors import PipelineError
 from ..inputs import AUDIO_SUFFIXES, ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
@@ -74,7 +80,15 @@ def parse_inputs(input: InputLike, split: str | None = None) -> ParsedInputs:
     return merged
 
 
-def _file_key(path: Path) -> list[Any]:
+def _file_key(path: str | Path) -> list[Any]:
+    """What decides whether a media unit must be rebuilt: [path, size, mtime] (os.stat) of a local file,
+    [URL, size, ETag] (a HEAD) of an object at a URL; [where, None, None] when it cannot be read."""
+    if is_url(path):
+        try:
+            return stat_input(str(path)).key()
+        except Exception:  # noqa: BLE001 - the unit fails on its worker with the reason; the key only has to be stable
+            return [str(path), None, None]
+    path = Path(path)
     try:
         st = path.stat()
         return [str(path.resolve()), st.st_size, st.st_mtime_ns]
@@ -95,7 +109,7 @@ def _digest(obj: Any) -> str:
 def _input_media(specs: Sequence[SegmentSpec]) -> tuple[bool, bool]:
     """(any media, any file that may hold pictures): a set no input can fill is not declared."""
     media = [s.video_path for s in specs if s.video_path is not None]
-    return bool(media), any(Path(p).suffix.lower() not in AUDIO_SUFFIXES for p in media)
+    return bool(media), any(input_suffix(p) not in AUDIO_SUFFIXES for p in media)
 
 
 def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
@@ -113,8 +127,8 @@ def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
             by_video.setdefault(str(s.video_path), []).append(s)
     units: list[WorkUnit] = []
     for path, specs in sorted(by_video.items()):
-        key = _digest([RECIPE_VERSION, _file_key(Path(path)), [_spec_key(s) for s in specs]])
-        pictures = Path(path).suffix.lower() not in AUDIO_SUFFIXES
+        key = _digest([RECIPE_VERSION, _file_key(path), [_spec_key(s) for s in specs]])
+        pictures = input_suffix(path) not in AUDIO_SUFFIXES
         units.append(WorkUnit(f"video:{path}", key, MediaUnit(path, tuple(specs), pictures,
                                                               absent_sets(config, feature_sets, True, pictures))))
     step = max(1, config.text_segments_per_unit)
@@ -163,7 +177,8 @@ def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_con
             "labels": labels_record(classes)}
     name = name or Path(str(report.get("input_path") or "videos")).stem
     build_config = build_config if build_config is not None else BuildConfig(units_per_shard=VIDEO_UNITS_PER_SHARD)
-    return BuildPlan(name, units, "media", sets, build_config, info, report, config)
+    remote = any(isinstance(u.payload, MediaUnit) and is_url(u.payload.path) for u in units)
+    return BuildPlan(name, units, "media-url" if remote else "media", sets, build_config, info, report, config)
 
 
 def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig = VideoConfig(),

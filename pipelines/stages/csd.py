@@ -32,6 +32,7 @@ class CsdOptions:
     files: dict[str, str]  # role -> path (labels, words, and every feature set)
     sets: tuple[str, ...]
     dims: dict[str, int]
+    versions: dict[str, str | None] | None = None  # role -> ETag planned with, for files at a URL
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,8 @@ def process_csd_unit(unit: WorkUnit, options: CsdOptions) -> UnitResult:
     records: list[SegmentRecord] = []
     failures: list[Failure] = []
     with ExitStack() as stack:
-        opened = {role: stack.enter_context(CsdFile(path)) for role, path in options.files.items()}
+        versions = options.versions or {}
+        opened = {role: stack.enter_context(CsdFile(path, versions.get(role))) for role, path in options.files.items()}
         for vid, video in videos.videos.items():
             try:
                 recs = _video_records(vid, video, opened, options, report, failures)
