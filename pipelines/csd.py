@@ -38,7 +38,7 @@ from feature_schemas.storage import (
     opened_version,
 )
 
-from .errors import PipelineError
+from .errors import FETCH_STAGE, PipelineError
 
 # Keys the SDK's `deploy()` asks for on stdin when absent; we always write all of them.
 SDK_METADATA_KEYS: tuple[str, ...] = (
@@ -231,7 +231,7 @@ class CsdFile:
         try:
             self._remote = open_input(url)
         except Exception as e:  # noqa: BLE001 - botocore/aiohttp errors are not OSErrors
-            raise PipelineError(input_problem(url, e), "read", source_path=url) from None
+            raise PipelineError(input_problem(url, e), FETCH_STAGE, source_path=url) from None
         now = opened_version(self._remote)
         if version is not None and now is not None and now != version:
             self._close_remote()

@@ -15,3 +15,6 @@ class PipelineError(Exception):
 
 class MmsaPickleError(PipelineError):
     """A pickle holds something other than numpy arrays and plain containers, or is not MMSA's layout."""
+
+
+FETCH_STAGE = "fetch"  # a worker could not read an input from storage: the shard is tried again by the next run

@@ -48,7 +48,7 @@ from feature_schemas import (
 
 from .card import write_card
 from .collapse import CollapseConfig, collapse_segment
-from .errors import PipelineError
+from .errors import FETCH_STAGE, PipelineError
 from .leakage import COLUMNS as LEAKAGE_COLUMNS
 from .leakage import find_leakage, has_leakage, leakage_lines, store_leakage
 from .records import Failure, SegmentRecord, UnitResult, WorkUnit
@@ -377,7 +377,13 @@ def write_shard(
         failures.sort(key=lambda f: (f.item_id, f.stage, f.reason))
         put(_failures_table(failures), "failures", table_path("failures", shard=shard.shard_id), None)
     notes = sorted(notes, key=lambda n: (n.get("item_id", ""), n.get("stage", "")))[:MAX_NOTES]
-    record = ShardRecord(shard.shard_id, shard.key, files, dict(sorted(counters.items())), len(recs), len(failures), notes)
+    # an input that could not be fetched (storage unreachable, an object missing) is not a fact about the input:
+    # a record whose key is not the plan's makes the next run of the same build write this shard again
+    refetch = any(f.stage == FETCH_STAGE for f in failures)
+    key = f"retry:{shard.key}" if refetch else shard.key
+    if refetch:
+        counters["shards_to_retry"] = counters.get("shards_to_retry", 0) + 1
+    record = ShardRecord(shard.shard_id, key, files, dict(sorted(counters.items())), len(recs), len(failures), notes)
     d.write_text(record_rel(shard.shard_id), json.dumps(asdict(record), indent=1, sort_keys=True))
     return record
 
@@ -585,6 +591,9 @@ def _check_build(d: StoreDir, records: Sequence[ShardRecord], report: dict[str, 
                         if k.startswith("align_fallback.uniform."))
         warnings.append(f"{uniform} of {n} segments have uniformly spaced word times, not aligned ones"
                         + (f" ({why})" if why else "") + "; the build report's notes say why per segment")
+    if retry := counters.get("shards_to_retry", 0):
+        warnings.append(f"{retry} shard{'s' if retry > 1 else ''} could not fetch some inputs from storage (failure stage "
+                        f"`{FETCH_STAGE}`); rerun the same build to try them again")
     if not n:
         warnings.append("no segment was written; see the failures table (`mmolre inspect`)")
     if warnings:

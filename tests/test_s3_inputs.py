@@ -223,8 +223,11 @@ def test_an_object_gone_after_planning_fails_its_units_only(s3: S3, csd_url: str
         fs.put_file(str(csd_dir / "CMU_MOSEI_VisualFacet42.csd"), facet)
     assert result.n_segments == 0 and result.n_failures > 0
     failures = pq.read_table(tmp_path / "s" / "failures").to_pylist()
-    assert all(f"{facet}: does not exist" in f["reason"] for f in failures)
+    assert all(f"{facet}: does not exist" in f["reason"] and f["stage"] == "fetch" for f in failures)
     assert not [f for f in failures if "Traceback" in f["reason"] or SECRET in f["reason"]]
+    assert any("rerun the same build" in w for w in result.manifest.report["warnings"])
+    again = run_build(sdk_plan(csd_url), tmp_path / "s", show_bar=False)  # same keys: fetch failures are retried
+    assert again.shards_written == result.shards_written and again.n_segments > 0 and again.n_failures == 0
 
 
 def test_an_object_changed_after_planning_is_not_read(s3: S3, csd_url: str, csd_dir: Path, tmp_path: Path) -> None:  # noqa: F811
