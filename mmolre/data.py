@@ -405,6 +405,7 @@ class VideoLoader:
 
     def __init__(self, dataset: StoreDataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> None:
         self.rows = list(dataset)
+        self.batch_size = batch_size
         self.groups = video_groups(dataset.store_path, dataset.split, [r["segment_id"] for r in self.rows])
         n_videos = max(1, len(self.groups))
         self.per_batch = max(1, round(batch_size * n_videos / max(1, len(self.rows))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,18 @@ def task_predictions(task: TaskSpec, out: Tensor) -> np.ndarray:
     return torch.softmax(out, dim=-1).cpu().numpy()
 
 
+_VIDEO_LOADERS: weakref.WeakKeyDictionary[StoreDataset, VideoLoader] = weakref.WeakKeyDictionary()
+
+
+def video_loader(dataset: StoreDataset, batch_size: int) -> VideoLoader:
+    """The unshuffled VideoLoader of a split, read once per dataset: a context model is scored on valid every
+    epoch, and a VideoLoader reads its whole split into memory."""
+    loader = _VIDEO_LOADERS.get(dataset)
+    if loader is None or loader.batch_size != batch_size:
+        loader = _VIDEO_LOADERS[dataset] = VideoLoader(dataset, batch_size)
+    return loader
+
+
 @torch.no_grad()
 def predict_split(
     model: nn.Module,
@@ -76,7 +89,7 @@ def predict_split(
     loss_n = {t.name: 0 for t in tasks}
     # a context model sees whole videos; its outputs come back one per segment, in the batch's row order
     context = isinstance(model, VideoContext)
-    loader = VideoLoader(dataset, batch_size) if context else make_loader(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
+    loader = video_loader(dataset, batch_size) if context else make_loader(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
     for batch in loader:
         x, mask, labels = to_device(as_videos(batch), device)
         with autocast(device, amp):

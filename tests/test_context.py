@@ -61,6 +61,21 @@ def test_batches_hold_whole_videos_in_utterance_order(store: Path) -> None:
     assert loader.mean_segments_per_video >= 2
 
 
+def test_valid_is_read_once_for_every_epoch_s_scoring(store: Path) -> None:
+    from mmolre.context import wrap_in_context
+    from mmolre.evaluation import _VIDEO_LOADERS, predict_split
+
+    tasks = (TaskSpec("sentiment", "regression"),)
+    ds = StoreDataset(store, "valid", SETS, tasks)
+    dims = {m: Store(store).feature_sets[m].dim for m in SETS}
+    net = wrap_in_context("mmolre", MMoLREConfig(**TINY_ARCH, input_dims=dims, tasks=tasks), hidden=8)
+    first = predict_split(net, ds, torch.device("cpu"), 16)
+    loader = _VIDEO_LOADERS[ds]
+    second = predict_split(net, ds, torch.device("cpu"), 16)
+    assert _VIDEO_LOADERS[ds] is loader  # the split was read once, not once per epoch
+    assert list(first["segment_id"]) == list(second["segment_id"]) and len(first["segment_id"]) == len(loader.rows)
+
+
 def test_train_with_context_predicts_every_segment_and_evaluate_rebuilds_it(store: Path, tmp_path: Path) -> None:
     from mmolre.inference import evaluate, load_run
     from mmolre.train import train
