@@ -218,13 +218,28 @@ def _parse_landmarks(serialized: bytes) -> np.ndarray:
 
 
 _LOCAL = threading.local()  # one graph per thread and configuration: a graph keeps tracking state
+_SPARE: dict[MediaPipeConfig, Any] = {}  # graphs made by `load` ahead of use, each adopted by one thread
+_SPARE_LOCK = threading.Lock()
 
 
 def _graph(config: MediaPipeConfig) -> Any:
     graphs = _LOCAL.__dict__.setdefault("graphs", {})
     if config not in graphs:
-        graphs[config] = _new_graph(config)
+        with _SPARE_LOCK:
+            spare = _SPARE.pop(config, None)
+        graphs[config] = spare if spare is not None else _new_graph(config)
     return graphs[config]
+
+
+def _make_spare(config: MediaPipeConfig) -> None:
+    """A graph for the next thread that needs one: a worker's warm-up thread builds it, the task thread adopts it
+    (never used by two threads; tracking restarts at every `extract` anyway)."""
+    with _SPARE_LOCK:
+        if config in _SPARE:
+            return
+    graph = _new_graph(config)
+    with _SPARE_LOCK:
+        _SPARE.setdefault(config, graph)
 
 
 @functools.lru_cache(maxsize=1)
@@ -336,7 +351,9 @@ class MediaPipeBackend(FaceBackend):
         return True, ""
 
     def load(self) -> None:
-        _graph(self.config)
+        """The FER network and a face-mesh graph, which the next thread to extract adopts (see `_graph`)."""
+        if self.config not in _LOCAL.__dict__.get("graphs", {}):
+            _make_spare(self.config)
         fer_model.load_model()
 
     def feature_set(self) -> feature_schemas.FeatureSet:
