@@ -286,11 +286,16 @@ def start_warm_up(config: VideoConfig) -> bool:
     return True
 
 
+WARM_UP_WAIT_S = 300.0  # a warm-up still running after this long is not waited for: the unit loads what it needs
+
+
 def _await_warm_up() -> None:
     """Wait for warm-ups started in this process (none: returns at once)."""
     for thread in list(_WARMING.values()):
-        if thread is not threading.current_thread():
-            thread.join()
+        if thread is not threading.current_thread() and thread.is_alive():
+            thread.join(WARM_UP_WAIT_S)
+            if thread.is_alive():
+                log.warning("model warm-up still running after %.0f s; the unit loads its models itself", WARM_UP_WAIT_S)
 
 
 def process_video_unit(unit: WorkUnit, config: VideoConfig) -> UnitResult:
