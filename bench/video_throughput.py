@@ -12,7 +12,8 @@ as they would in a real build). Real-time factor = seconds of video / seconds of
    (openSMILE), face (the chosen backend, which decodes its own frames), text (word vectors). `serial_estimate`
    is 1 / sum(1 / stage factors): one core running every stage.
 2. End to end: `build_videos` over `repeats` links to each clip (distinct files, so distinct units) on a
-   distributed LocalCluster with 2 worker processes, 1 thread each, three builds on the same workers:
+   distributed LocalCluster with 2 worker processes, 1 thread each, with `mmolre build videos`' local-cluster
+   settings (flows.dask_cluster.local_dask_config: forkserver workers), three builds on the same workers:
    `all_stages_cold` gives the silent clips a placeholder transcript so that every stage (alignment with its
    fallbacks, audio, face, text) runs on every clip, on fresh workers (each imports torch and loads every
    model); `all_stages_warm` repeats it into a new store; `as_is_warm` leaves the silent clips without a
@@ -174,6 +175,8 @@ def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeat
     `mmolre build videos` does); `cold_with_startup` counts the cluster's start-up with the cold build."""
     from distributed import Client, LocalCluster
 
+    from flows.dask_cluster import local_dask_config
+
     try:
         from flows.dask_cluster import register_warm_up
     except ImportError:  # a revision from before the WarmUp plugin
@@ -183,6 +186,8 @@ def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeat
     try:
         manifests = {run: make_manifest(tmp, items, repeats, run, placeholder) for run, placeholder in RUNS}
         t = time.perf_counter()
+        settings = local_dask_config()  # the command line's local-cluster settings (forkserver workers, preload)
+        settings.__enter__()
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
         warm_up = warm_up and register_warm_up is not None
@@ -213,6 +218,7 @@ def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeat
         finally:
             client.close()
             cluster.close()
+            settings.__exit__(None, None, None)
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,6 +4,7 @@ change no stored byte, and the plugin really loads them on real worker processes
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,38 @@ def test_warm_config_only_for_builds_with_media(tmp_path: Path) -> None:
     assert warm_config(plan_videos(media, config)) == config
     assert warm_config(plan_videos(text_only, config)) is None
     assert warm_config(None) is None
+
+
+_FORKED = """
+import sys
+from distributed import Client, LocalCluster
+from flows.dask_cluster import local_dask_config, preload_forkserver
+
+def modules():
+    return {m: m in sys.modules for m in ("torch", "pipelines.stages.media", "transformers")}
+
+if __name__ == "__main__":
+    with local_dask_config():
+        if not preload_forkserver():
+            print("no-forkserver")
+            sys.exit(0)
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \\
+                Client(cluster) as client:
+            print(list(client.run(modules).values()))
+"""
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_fork_with_torch_already_imported(tmp_path: Path) -> None:
+    """The command line's local cluster (forkserver workers) preloads torch and the media stage in the forkserver,
+    so each worker starts with them imported (paid once, not per worker); no warm-up plugin involved here. In a
+    fresh process: a forkserver this test process started earlier would not see the preload."""
+    script = tmp_path / "forked.py"
+    script.write_text(_FORKED)
+    r = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    if r.stdout.strip() == "no-forkserver":
+        pytest.skip("no forkserver start method here")
+    assert r.stdout.strip().splitlines()[-1] == str([{"torch": True, "pipelines.stages.media": True,
+                                                      "transformers": False}])
