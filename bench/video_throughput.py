@@ -12,7 +12,8 @@ as they would in a real build). Real-time factor = seconds of video / seconds of
    (openSMILE), face (the chosen backend, which decodes its own frames), text (word vectors). `serial_estimate`
    is 1 / sum(1 / stage factors): one core running every stage.
 2. End to end: `build_videos` over `repeats` links to each clip (distinct files, so distinct units) on a
-   distributed LocalCluster with 2 worker processes, 1 thread each, three builds on the same workers:
+   distributed LocalCluster with 2 worker processes, 1 thread each, with `mmolre build videos`' local-cluster
+   settings (flows.dask_cluster.local_dask_config: forkserver workers), three builds on the same workers:
    `all_stages_cold` gives the silent clips a placeholder transcript so that every stage (alignment with its
    fallbacks, audio, face, text) runs on every clip, on fresh workers (each imports torch and loads every
    model); `all_stages_warm` repeats it into a new store; `as_is_warm` leaves the silent clips without a
@@ -20,6 +21,13 @@ as they would in a real build). Real-time factor = seconds of video / seconds of
    Other work on the machine slows wall time; `worker_cpu_s` (CPU seconds the workers used) and
    `realtime_factor_per_worker_cpu_s` show the pipeline's own cost regardless, and the 1-minute load average
    after each build says how busy the machine was.
+   The workers start loading the build's models as they start (flows.dask_cluster.WarmUp, as `mmolre build
+   videos` does; `--no-warm-up`: on first use); `cold_with_startup` counts the cluster's start-up too (the
+   manifests are written before the cluster starts, so no client work hides the workers' start-up).
+3. `--ref REV`: this bench on REV's code (a temporary git worktree, MMOLRE_BENCH_TREE) and on this tree's,
+   alternating, `--rounds` each, each in a fresh process (stages skipped): medians side by side and the ratios
+   this tree / REV. `cold_worker_cpu_s` there is the workers' CPU from their start to the end of the cold build
+   (imports, warm-up and model loading included).
 The last line printed is one JSON object; `realtime_factor` is the `all_stages_cold` figure (the most
 conservative of the three).
 """
@@ -38,7 +46,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# MMOLRE_BENCH_TREE: measure another checkout's code with this harness (`--ref` does, so both sides run the same bench)
+TREE = Path(os.environ.get("MMOLRE_BENCH_TREE") or REPO)
+sys.path.insert(0, str(TREE))
 
 from pipelines.collapse import collapse_segment  # noqa: E402
 from pipelines.extract.audio import extract_audio  # noqa: E402
@@ -155,21 +165,39 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
-def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeats: int, workers: int) -> dict[str, Any]:
-    """Three builds on one cluster: every stage on every clip (cold, then warm), then the clips as they are."""
+RUNS = (("all_stages_cold", PLACEHOLDER), ("all_stages_warm", PLACEHOLDER), ("as_is_warm", None))
+
+
+def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeats: int, workers: int,
+               warm_up: bool = True) -> dict[str, Any]:
+    """Three builds on one cluster: every stage on every clip (cold, then warm), then the clips as they are.
+    `warm_up`: the workers start loading the build's models as they start (flows.dask_cluster.WarmUp, as
+    `mmolre build videos` does); `cold_with_startup` counts the cluster's start-up with the cold build."""
     from distributed import Client, LocalCluster
+
+    from flows.dask_cluster import local_dask_config
+
+    try:
+        from flows.dask_cluster import register_warm_up
+    except ImportError:  # a revision from before the WarmUp plugin
+        register_warm_up = None
 
     tmp = Path(tempfile.mkdtemp(prefix="video_bench_"))
     try:
+        manifests = {run: make_manifest(tmp, items, repeats, run, placeholder) for run, placeholder in RUNS}
         t = time.perf_counter()
+        settings = local_dask_config()  # the command line's local-cluster settings (forkserver workers, preload)
+        settings.__enter__()
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
-        out: dict[str, Any] = {"files": len(items) * repeats, "workers": workers,
+        warm_up = warm_up and register_warm_up is not None
+        if warm_up:
+            register_warm_up(client, config)
+        out: dict[str, Any] = {"files": len(items) * repeats, "workers": workers, "warm_up": warm_up,
                                "cluster_startup_s": round(time.perf_counter() - t, 2)}
         try:
-            for run, placeholder in (("all_stages_cold", PLACEHOLDER), ("all_stages_warm", PLACEHOLDER),
-                                     ("as_is_warm", None)):
-                manifest, seconds = make_manifest(tmp, items, repeats, run, placeholder)
+            for run, _ in RUNS:
+                manifest, seconds = manifests[run]
                 cpu0 = sum(client.run(_cpu_seconds).values())
                 t = time.perf_counter()
                 result = build_videos(manifest, tmp / f"store_{run}", config, executor=client, progress=False)
@@ -182,12 +210,71 @@ def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeat
                             "load_avg_1min_after": round(os.getloadavg()[0], 2), "segments": result.n_segments,
                             "failures": result.n_failures,
                             "segments_by_method": {k: v for k, v in counters.items() if k.startswith("segments.")}}
+                if run == "all_stages_cold":  # with the cluster's start-up, and the workers' CPU since they started
+                    with_startup = out["cluster_startup_s"] + wall
+                    out["cold_with_startup"] = {"wall_s": round(with_startup, 2),
+                                                "realtime_factor": round(seconds / with_startup, 2),
+                                                "worker_cpu_s": round(cpu + cpu0, 2)}
         finally:
             client.close()
             cluster.close()
+            settings.__exit__(None, None, None)
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _side(tree: Path, passthrough: list[str]) -> dict[str, Any]:
+    """One end-to-end run of this bench on `tree`'s code in a fresh process (stages skipped): its last line."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(tree), "MMOLRE_BENCH_TREE": str(tree), "MMOLRE_SHARED_DATA": str(DATA)}
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "video_throughput.py"), "--skip-stages", *passthrough],
+                       cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        sys.exit(f"bench at {tree} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])["end_to_end"]
+
+
+def _figures(e2e: dict[str, Any]) -> dict[str, float]:
+    cold, warm = e2e["all_stages_cold"], e2e["all_stages_warm"]
+    with_startup = cold["video_seconds"] / (e2e["cluster_startup_s"] + cold["wall_s"])
+    return {"cold": cold["realtime_factor"], "cold_with_startup": round(with_startup, 2),
+            "warm": warm["realtime_factor"], "cold_worker_cpu_s": e2e["cold_with_startup"]["worker_cpu_s"],
+            "warm_worker_cpu_s": warm["worker_cpu_s"], "cluster_startup_s": e2e["cluster_startup_s"],
+            "load_avg_1min": cold["load_avg_1min_after"]}
+
+
+def compare_with(ref: str, rounds: int, passthrough: list[str]) -> dict[str, Any]:
+    """`ref` (a git revision, checked out into a temporary worktree) against this tree, alternating, `rounds`
+    times each, one fresh process per run; medians and this tree / ref ratios (> 1: this tree is faster)."""
+    import statistics
+    import subprocess
+
+    rev = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="video_bench_ref_"))
+    ref_tree = work / "ref"
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(ref_tree), rev], cwd=REPO, check=True,
+                   capture_output=True)
+    runs: dict[str, list[dict[str, float]]] = {"ref": [], "tree": []}
+    try:
+        for k in range(rounds):
+            for side, tree in (("ref", ref_tree), ("tree", REPO)):
+                runs[side].append(_figures(_side(tree, passthrough)))
+                print(json.dumps({"round": k, "side": side, **runs[side][-1]}), flush=True)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(ref_tree)], cwd=REPO, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    medians = {side: {key: round(statistics.median(r[key] for r in rs), 2) for key in rs[0]} for side, rs in runs.items()}
+    ratios = {key: round(medians["tree"][key] / medians["ref"][key], 2)
+              for key in ("cold", "cold_with_startup", "warm") if medians["ref"][key]}
+    cpu = {key: round(medians["ref"][key] - medians["tree"][key], 2) for key in ("cold_worker_cpu_s", "warm_worker_cpu_s")}
+    for key in ("cold", "cold_with_startup", "warm"):
+        print(f"{key:18s} ref {rev}: {medians['ref'][key]:6.2f}x   this tree: {medians['tree'][key]:6.2f}x   "
+              f"ratio {ratios.get(key, float('nan')):.2f}")
+    return {"bench": "video_throughput", "ref": rev, "rounds": rounds, "median": medians, "ratio_tree_over_ref": ratios,
+            "worker_cpu_s_saved": cpu, "runs": runs}
 
 
 def main() -> None:
@@ -198,7 +285,15 @@ def main() -> None:
     ap.add_argument("--face", default=VideoConfig.face, choices=(*names("face"), "none"), help="face backend (default mediapipe)")
     ap.add_argument("--no-align", action="store_true", help="spread words instead of forced alignment")
     ap.add_argument("--skip-stages", action="store_true")
+    ap.add_argument("--no-warm-up", action="store_true", help="workers load models on first use (no WarmUp plugin)")
+    ap.add_argument("--ref", help="also run this git revision's copy of the bench, alternating, and print ratios")
+    ap.add_argument("--rounds", type=int, default=2, help="with --ref: runs per side")
     args = ap.parse_args()
+    if args.ref:
+        passthrough = ["--repeats", str(args.repeats), "--workers", str(args.workers), "--fps", str(args.fps),
+                       "--face", args.face, *(["--no-align"] if args.no_align else [])]
+        print(json.dumps(compare_with(args.ref, args.rounds, passthrough)))
+        return
     config = VideoConfig(fps=args.fps, face=None if args.face == "none" else args.face, align=not args.no_align)
     items = clips()
     out: dict[str, Any] = {"config": {"fps": config.fps, "face": config.face, "align": config.align,
@@ -207,7 +302,7 @@ def main() -> None:
     if not args.skip_stages:
         out["stages"] = stage_times(items, config)
         print(json.dumps(out["stages"]), flush=True)
-    out["end_to_end"] = end_to_end(items, config, args.repeats, args.workers)
+    out["end_to_end"] = end_to_end(items, config, args.repeats, args.workers, warm_up=not args.no_warm_up)
     out["realtime_factor"] = out["end_to_end"]["all_stages_cold"]["realtime_factor"]
     print(json.dumps(out))
 

@@ -38,14 +38,14 @@ def _build_config(args: argparse.Namespace, units_per_shard: int) -> Any:
 
 
 def _run_plan(plan: Any, args: argparse.Namespace) -> int:
-    from flows.dask_cluster import dask_client
+    from flows.dask_cluster import dask_client, warm_config
     from flows.summary import summarize_build
     from pipelines.build import run_build
 
     if args.workers == 0:
         result = run_build(plan, args.out, executor=None, show_bar=not args.quiet, overwrite=args.overwrite)
     else:
-        with dask_client(args.dask_address, args.workers) as client:
+        with dask_client(args.dask_address, args.workers, warm=warm_config(plan)) as client:
             result = run_build(plan, args.out, executor=client, show_bar=not args.quiet, overwrite=args.overwrite)
     summary = summarize_build(result)
     _print_build(summary, args.json)

@@ -13,6 +13,7 @@ from typing import Any
 
 import dask
 import psutil
+from distributed import WorkerPlugin
 
 DASK_ADDRESS_ENV = "MMOLRE_DASK_ADDRESS"
 log = logging.getLogger(__name__)
@@ -76,23 +77,82 @@ CLOSE_TIMEOUT_S = 10.0  # a normal close, workers idle
 INTERRUPT_CLOSE_TIMEOUT_S = 3.0  # after Ctrl-C or an error: workers may be mid-task; don't wait for them
 
 
+# Imported once by the forkserver that a local cluster's workers are forked from, instead of once per worker
+# (torch alone is ~1.5 CPU s per process): pure imports, no model and no thread, so forking after them is safe.
+FORKSERVER_PRELOAD = ("torch", "pipelines.stages.media")
+
+
+def preload_forkserver(modules: tuple[str, ...] = FORKSERVER_PRELOAD) -> bool:
+    """Add `modules` to what distributed's forkserver imports before forking workers. Takes effect only if this
+    process has not started its forkserver yet; False when the start method is not forkserver."""
+    from distributed.utils import get_mp_context
+
+    ctx = get_mp_context()  # sets distributed's own preload list once
+    if ctx.get_start_method() != "forkserver":
+        return False
+    from multiprocessing import forkserver
+
+    current = list(getattr(getattr(forkserver, "_forkserver", None), "_preload_modules", None) or ["distributed"])
+    ctx.set_forkserver_preload(current + [m for m in modules if m not in current])
+    return True
+
+
 @contextmanager
 def local_dask_config(address: str | None = None) -> Iterator[None]:
-    """LOCAL_DASK_CONFIG for as long as a local cluster lives (its restarted workers read it too); nothing
-    when the work goes to an existing cluster, whose own settings stand."""
+    """LOCAL_DASK_CONFIG for as long as a local cluster lives (its restarted workers read it too), and the
+    forkserver preload of FORKSERVER_PRELOAD; nothing when the work goes to an existing cluster, whose own
+    settings stand."""
     if resolve_address(address):
         yield
         return
     with dask.config.set(LOCAL_DASK_CONFIG):
+        preload_forkserver()
         yield
 
 
+class WarmUp(WorkerPlugin):
+    """A Dask worker plugin: as each worker starts (and on the workers already running when it is registered),
+    start loading a build's models in a background thread (`pipelines.stages.media.start_warm_up`), so a cold
+    worker's imports and model loading overlap the client's planning instead of delaying the first unit.
+    `config` is a `VideoConfig` (pickled to the workers)."""
+
+    name = "mmolre-warm-up"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def setup(self, worker: Any = None) -> None:
+        from pipelines.stages.media import start_warm_up
+
+        start_warm_up(self.config)
+
+
+def warm_config(plan: Any) -> Any:
+    """The VideoConfig whose models a build plan's workers should load as they start: a media-stage plan with at
+    least one media file (text-only and imported stores would load models they never use), else None."""
+    from pipelines.stages.media import MediaUnit
+
+    if getattr(plan, "stage", None) != "media" or plan.options is None:
+        return None
+    return plan.options if any(isinstance(u.payload, MediaUnit) for u in plan.units) else None
+
+
+def register_warm_up(client: Any, config: Any) -> None:
+    """Register `WarmUp(config)` on the client's cluster; a cluster that refuses it only loses the head start."""
+    try:
+        client.register_plugin(WarmUp(config), name=WarmUp.name)
+    except Exception as e:  # noqa: BLE001 - warming up is an optimisation, never a reason to fail a build
+        log.warning("Dask: could not register the warm-up plugin (%s: %s); workers load models on first use",
+                    type(e).__name__, e)
+
+
 @contextmanager
-def dask_client(address: str | None = None, n_workers: int | None = None) -> Iterator[Any]:
+def dask_client(address: str | None = None, n_workers: int | None = None, warm: Any = None) -> Iterator[Any]:
     """A distributed Client (an Executor) for plain-function builds from the command line.
 
     A local cluster retries a task whose worker dies `WORKER_RETRIES` times, and is closed on the way out
-    (quickly after an interrupt: running tasks are abandoned, the store they write stays resumable)."""
+    (quickly after an interrupt: running tasks are abandoned, the store they write stays resumable). `warm`: a
+    `VideoConfig` whose models every worker starts loading at once (`WarmUp`)."""
     from distributed import Client, LocalCluster
 
     quiet_dask_logs()
@@ -100,6 +160,8 @@ def dask_client(address: str | None = None, n_workers: int | None = None) -> Ite
     if address:
         with Client(address) as client:
             log.info("Dask: connected to %s (dashboard %s)", address, client.dashboard_link)
+            if warm is not None:
+                register_warm_up(client, warm)
             yield client
         return
     with local_dask_config():
@@ -109,6 +171,8 @@ def dask_client(address: str | None = None, n_workers: int | None = None) -> Ite
         try:
             client = Client(cluster)
             quiet_dask_logs()
+            if warm is not None:
+                register_warm_up(client, warm)
             log.info("Dask: local cluster with %d workers, dashboard %s", len(cluster.workers), client.dashboard_link)
             yield client
             ok = True

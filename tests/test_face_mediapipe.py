@@ -272,3 +272,39 @@ def test_detect_every_frame_mode_agrees_with_tracking(backend, dims):
     assert np.allclose(_fer(static.values, dims).sum(1), 1.0, atol=1e-4)
     pose = slice(0, 3)
     assert np.abs(static.values[:, pose] - tracked.values[:, pose]).mean() < 5.0  # degrees: the same head
+
+
+_LAZY_OR_FULL = """
+import sys, hashlib
+full = sys.argv[2] == "full"
+if full:
+    import mediapipe  # the package's own __init__: every solution, the tasks API, matplotlib
+from pipelines.extract.base import SegmentMedia
+from pipelines.extract.face import get_backend
+from pathlib import Path
+b = get_backend("mediapipe")
+f = b.extract(SegmentMedia("s", 0.0, 2.0, Path(sys.argv[1]), has_video=True))
+print(full or "matplotlib" not in sys.modules, hashlib.sha256(f.values.tobytes() + f.valid.tobytes()).hexdigest())
+"""
+
+
+@needs_cremad
+def test_lean_mediapipe_import_gives_the_same_features_and_skips_matplotlib():
+    """The backend imports only the face-mesh solution (not mediapipe's package __init__, which pulls matplotlib
+    and the tasks API): its features are bit-identical to those after a plain `import mediapipe`, and a later
+    `import mediapipe` still sees the whole package."""
+    out = {}
+    for mode in ("lean", "full"):
+        r = subprocess.run([sys.executable, "-c", _LAZY_OR_FULL, str(CLIPS[0]), mode], capture_output=True, text=True,
+                           timeout=120, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[mode] = r.stdout.split()[-2:]
+    assert out["lean"][0] == "True"  # the lean import left matplotlib out
+    assert out["lean"][1] == out["full"][1]
+    code = ("from pipelines.extract.face.mediapipe_backend import _import_mediapipe; _import_mediapipe(); "
+            "import mediapipe as mp; from mediapipe import tasks; "
+            "print(mp.__version__, mp.solutions.face_mesh.FaceMesh.__name__, mp.solutions.drawing_utils.__name__, "
+            "tasks.__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["0.10.21", "FaceMesh", "mediapipe.python.solutions.drawing_utils", "mediapipe.tasks.python"]

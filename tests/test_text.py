@@ -122,3 +122,82 @@ def test_real_minilm_word_vectors() -> None:
 
     good_a, good_b, table = a.features.values[3], b.features.values[3], c.features.values[1]
     assert cos(good_a, good_b) > 0.8 > cos(good_a, table)
+
+
+def _mosi_segments(n: int) -> tuple[list[list[str]], list[list[str]]]:
+    """The first `n` real CMU-MOSI transcripts with words (as the store reads them) and their written forms."""
+    import csv
+    import os
+
+    from pipelines.extract.words.normalise import transcript_words, written_words
+
+    data = Path(os.environ.get("MMOLRE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    label = data / "mosi" / "label.csv"
+    if not label.is_file():
+        label = Path("/work/shared/data/mosi/label.csv")
+    if not label.is_file():
+        pytest.skip("CMU-MOSI label.csv is not in the shared data")
+    with label.open(newline="") as f:
+        texts = [r["text"] for r in csv.DictReader(f)][:n]
+    words = [transcript_words(t) for t in texts]
+    return [w for w in words if w], [written_words(t) for t, w in zip(texts, words, strict=True) if w]
+
+
+@pytest.mark.parametrize("model", ["minilm", "tiny"])
+def test_light_bert_is_bit_identical_to_transformers(model: str, tiny: TextConfig,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder `encode_words` runs without importing transformers (bert_light) gives exactly transformers'
+    values: same tokens, same word vectors and sentence vectors to the bit, padded and truncated batches included."""
+    from pipelines.extract import bert_light
+    from pipelines.extract.text import model_path
+
+    words, written = _mosi_segments(60)
+    words.append(["word"] * 300)  # longer than max_length: truncated
+    written.append(["word"] * 300)
+    cfg = TextConfig(batch_size=16) if model == "minilm" else tiny
+    assert bert_light.supported(model_path(cfg))
+    light = encode_words(words, cfg, written)
+    monkeypatch.setenv("MMOLRE_TEXT_BACKEND", "transformers")
+    reference = encode_words(words, cfg, written)
+    for a, b in zip(light, reference, strict=True):
+        assert np.array_equal(a.token_ids, b.token_ids) and np.array_equal(a.token_word, b.token_word)
+        assert np.array_equal(a.features.values, b.features.values)
+        assert np.array_equal(a.features.coverage, b.features.coverage)
+        assert a.sentence is not None and b.sentence is not None and np.array_equal(a.sentence, b.sentence)
+    assert light[-1].features.coverage.sum() < 300  # the long one really was cut
+
+
+def test_light_bert_declines_what_it_does_not_reproduce(tmp_path: Path) -> None:
+    """Another architecture or activation, or no tokenizer.json / safetensors: transformers runs it instead."""
+    import json
+    import shutil
+
+    from pipelines.extract import bert_light
+
+    src = Path(_minilm_path())
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(src / name, tmp_path / name)
+    assert not bert_light.supported(tmp_path)  # no model.safetensors
+    (tmp_path / "model.safetensors").symlink_to(src / "model.safetensors")
+    assert bert_light.supported(tmp_path)
+    cfg = json.loads((src / "config.json").read_text())
+    for change in ({"hidden_act": "gelu_new"}, {"model_type": "roberta"}, {"is_decoder": True},
+                   {"position_embedding_type": "relative_key"}):
+        (tmp_path / "config.json").write_text(json.dumps({**cfg, **change}))
+        assert not bert_light.supported(tmp_path), change
+
+
+def test_encoding_does_not_import_transformers() -> None:
+    """The point of bert_light: a build worker encoding words with the packaged MiniLM never imports transformers
+    (whose model loading pulls torch.distributed.tensor, seconds of start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipelines.extract.text import encode_words, TextConfig; "
+            "e = encode_words([['hello', 'world']], TextConfig()); assert e[0].features.values.shape == (2, 384); "
+            "print(sorted(m for m in ('transformers', 'torch.distributed.tensor') if m in sys.modules))")
+    _minilm_path()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -12,11 +12,11 @@ vector with coverage 0 rather than being silently dropped.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -28,6 +28,8 @@ from .base import Extractor, Kind, importable
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+    from .bert_light import TokenBatch
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,53 @@ def _load(path: str) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
 
 
 def load_text_model(config: TextConfig = TextConfig()) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
-    """(tokenizer, model), loaded once per process."""
+    """(tokenizer, model) through transformers, loaded once per process (the reference `encode_words` matches)."""
     return _load(model_path(config))
+
+
+# (tokenise(batch of pre-split words, max_length) -> TokenBatch, forward(ids, mask, types) -> (B, T, D) tensor)
+Encoder = tuple[Callable[[list[list[str]], int], "TokenBatch"], Callable[..., Any]]
+
+
+@lru_cache(maxsize=2)
+def _encoder(path: str, light: bool) -> Encoder:
+    """What `encode_words` runs: a plain BERT through bert_light (no transformers import, same values), any
+    other model through transformers."""
+    if light:
+        from .bert_light import WordPieceTokenizer, load_bert
+
+        try:
+            tokenizer, bert = WordPieceTokenizer(path), load_bert(path)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise PipelineError(f"cannot load text model from {path}: {e}", stage="text", source_path=path) from None
+        return tokenizer, bert
+    hf_tokenizer, model = _load(path)
+
+    def tokenise(batch: list[list[str]], max_length: int) -> TokenBatch:
+        from .bert_light import TokenBatch
+
+        enc = hf_tokenizer(batch, is_split_into_words=True, truncation=True, max_length=max_length, padding=True,
+                           return_tensors="np")
+        ids = np.asarray(enc["input_ids"], np.int64)
+        types = np.asarray(enc["token_type_ids"], np.int64) if "token_type_ids" in enc else None
+        return TokenBatch(ids, np.asarray(enc["attention_mask"], np.int64), types,
+                          [enc.word_ids(r) for r in range(len(batch))])
+
+    def forward(input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+        return model(input_ids=input_ids, attention_mask=attention_mask,
+                     **({"token_type_ids": token_type_ids} if token_type_ids is not None else {})).last_hidden_state
+
+    return tokenise, forward
+
+
+def text_encoder(config: TextConfig = TextConfig()) -> Encoder:
+    """The encoder `encode_words` uses, loaded once per process; MMOLRE_TEXT_BACKEND=transformers forces the
+    transformers path for any model (to compare)."""
+    from .bert_light import supported
+
+    path = model_path(config)
+    light = os.environ.get("MMOLRE_TEXT_BACKEND", "") != "transformers" and supported(path)
+    return _encoder(path, light)
 
 
 def text_feature_set(config: TextConfig = TextConfig()) -> FeatureSet:
@@ -151,10 +198,10 @@ def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextCon
                 raise ValueError(f"written: segment {i} has {len(ws)} words but {len(ts)} written forms")
     source = written if written is not None else segments
 
-    tokenizer, model = load_text_model(config)
+    tokenise, forward = text_encoder(config)
     if config.threads:
         torch.set_num_threads(config.threads)
-    dim = int(model.config.hidden_size)
+    dim = text_feature_set(config).dim
     out: list[EncodedWords | None] = [None] * len(segments)
     order = sorted(range(len(segments)), key=lambda i: len(segments[i]))
     for i in order:
@@ -163,23 +210,22 @@ def encode_words(segments: Sequence[Sequence[str]], config: TextConfig = TextCon
     todo = [i for i in order if segments[i]]
     for b in range(0, len(todo), config.batch_size):
         batch = todo[b: b + config.batch_size]
-        enc = tokenizer([list(source[i]) for i in batch], is_split_into_words=True, truncation=True,
-                        max_length=config.max_length, padding=True, return_tensors="pt")
+        enc = tokenise([list(source[i]) for i in batch], config.max_length)
+        input_ids, attention = torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask)
+        types = torch.from_numpy(enc.token_type_ids) if enc.token_type_ids is not None else None
         with torch.inference_mode():
-            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                           **({"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {})
-                           ).last_hidden_state.float().numpy()
-        mask = enc["attention_mask"].numpy().astype(bool)
+            hidden = forward(input_ids, attention, types).float().numpy()
+        mask = enc.attention_mask.astype(bool)
         for row, i in enumerate(batch):
             n_words = len(segments[i])
-            word_ids = np.array([-1 if w is None else w for w in enc.word_ids(row)], np.int64)
+            word_ids = np.array([-1 if w is None else w for w in enc.word_ids[row]], np.int64)
             sums = np.zeros((n_words, dim), np.float64)
             counts = np.zeros(n_words, np.float64)
             keep = (word_ids >= 0) & mask[row]
             np.add.at(sums, word_ids[keep], hidden[row][keep])
             np.add.at(counts, word_ids[keep], 1.0)
             values = (sums / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
-            ids = enc["input_ids"][row].numpy()[mask[row]]
+            ids = enc.input_ids[row][mask[row]]
             out[i] = EncodedWords(WordFeatures(values, (counts > 0).astype(np.float32)), ids.astype(np.int64),
                                   word_ids[mask[row]], hidden[row][mask[row]].mean(axis=0).astype(np.float32))
     return [o for o in out if o is not None]
@@ -212,7 +258,7 @@ class TransformersTextEncoder(Extractor[Sequence[SegmentText], list[EncodedWords
         return True, ""
 
     def load(self) -> None:
-        load_text_model(self.config)
+        text_encoder(self.config)
 
     def feature_set(self) -> FeatureSet:
         return text_feature_set(self.config)

@@ -13,6 +13,8 @@ counters say so, as they do for every alignment fallback.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -43,6 +45,7 @@ from ..records import (
 )
 
 _E = TypeVar("_E")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -198,9 +201,107 @@ def absent_sets(config: VideoConfig, declared: Sequence[FeatureSet], audio: bool
 
 # --- processing -------------------------------------------------------------------------------------------
 
+# --- start-up: load the build's models once per process, ahead of the first unit ---------------------------
+
+_WARM_LOCK = threading.Lock()
+_WARMING: dict[str, threading.Thread] = {}  # VideoConfig (as JSON) -> the thread loading its models
+
+
+def warm_up(config: VideoConfig) -> dict[str, float]:
+    """Import and load everything a unit of `config` runs (torch, the frame extractors, aligner, Whisper when the
+    build may transcribe, the text encoder, the compiled collapse kernels), so the first unit does not pay for it.
+    Returns seconds per step. An extractor that fails to load is skipped: the unit that needs it reports why."""
+    import time
+
+    seconds: dict[str, float] = {}
+
+    def step(name: str, fn: Any) -> None:
+        t = time.perf_counter()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - the unit loads it again and fails with its own error
+            log.debug("warm-up %s: %s: %s", name, type(e).__name__, e)
+        seconds[name] = round(time.perf_counter() - t, 3)
+
+    step("torch", lambda: _import_torch(config.threads))
+    for ex in config.frame_extractors():
+        step(ex.name, ex.load)
+        if ex.kind == "audio":  # openSMILE builds its extractors on first use: run it once on a second of silence
+            step(f"{ex.name} first run", lambda ex=ex: _run_audio_once(ex, config))
+    if config.align:
+        step("pocketsphinx", lambda: _load_decoder(config))
+    if config.transcribe or config.asr_fallback:
+        step("whisper", config.recogniser().load)
+    step("text", config.text_encoder().load)
+    step("collapse", _warm_collapse)
+    return seconds
+
+
+def _run_audio_once(ex: FrameExtractor, config: VideoConfig) -> None:
+    seg = SegmentMedia("warm-up", 0.0, 1.0, audio=np.zeros(16000, np.float32))
+    frames = ex.extract(seg)
+    if config.utterance:
+        ex.utterance(seg, frames)
+
+
+def _load_decoder(config: VideoConfig) -> None:
+    """The aligner's cached pocketsphinx decoder (its load() is lazy: ~0.3 s on the first segment otherwise)."""
+    from ..extract.words.g2p import Pronouncer
+
+    config.aligner().load()
+    Pronouncer.for_decoder(config.align_config(), {})
+
+
+def _import_torch(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _warm_collapse() -> None:
+    """Run the compiled collapse kernels once (numba's first call loads its cache and target: ~0.5 s)."""
+    from ..collapse import collapse_segment
+
+    frames = FrameFeatures(np.array([0.0, 0.1]), np.array([0.1, 0.2]), np.zeros((2, 2), np.float32),
+                           valid=np.array([True, False]))
+    words = Words(["a"], np.array([0.0]), np.array([0.2]), np.ones(1, np.float32), "forced")
+    collapse_segment(frames, words)
+    collapse_segment(replace(frames, valid=None), words)
+
+
+def start_warm_up(config: VideoConfig) -> bool:
+    """Start `warm_up(config)` in a background thread of this process (a build worker as it starts: its models
+    load while the client plans the build). The first unit of that configuration waits for it rather than
+    loading the same models at the same time. False when one was already started."""
+    import json
+
+    key = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    with _WARM_LOCK:
+        if key in _WARMING:
+            return False
+        thread = threading.Thread(target=warm_up, args=(config,), name="mmolre-warm-up", daemon=True)
+        _WARMING[key] = thread
+        thread.start()
+    return True
+
+
+WARM_UP_WAIT_S = 300.0  # a warm-up still running after this long is not waited for: the unit loads what it needs
+
+
+def _await_warm_up() -> None:
+    """Wait for warm-ups started in this process (none: returns at once)."""
+    for thread in list(_WARMING.values()):
+        if thread is not threading.current_thread() and thread.is_alive():
+            thread.join(WARM_UP_WAIT_S)
+            if thread.is_alive():
+                log.warning("model warm-up still running after %.0f s; the unit loads its models itself", WARM_UP_WAIT_S)
+
+
 def process_video_unit(unit: WorkUnit, config: VideoConfig) -> UnitResult:
     """Features of one unit; a problem with one segment is a failure of that segment only."""
     p: object = unit.payload
+    _await_warm_up()
     if isinstance(p, RejectedRows):
         return UnitResult(failures=list(p.failures), report={"rows_rejected": len(p.failures)})
     if isinstance(p, TextUnit):

@@ -21,6 +21,7 @@ depend on what the process analysed before.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import os
 import threading
@@ -93,10 +94,51 @@ class MediaPipeConfig:
                 raise PipelineError(f"mediapipe face backend: {name} must be in [0, 1]", stage=STAGE)
 
 
+_PACKAGE_LOCK = threading.RLock()
+
+
+def _lazy_package(name: str) -> None:
+    """Put package `name` in sys.modules without running its __init__; the __init__ runs, unchanged, the first
+    time anything reads an attribute that the submodules imported so far do not provide."""
+    import importlib.util
+    import sys
+
+    with _PACKAGE_LOCK:
+        if name in sys.modules:
+            return
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+            raise ImportError(f"no package named {name!r}")
+        module = importlib.util.module_from_spec(spec)
+        loader = spec.loader
+
+        def complete(attr: str) -> Any:
+            with _PACKAGE_LOCK:
+                if module.__dict__.pop("__getattr__", None) is not None:
+                    loader.exec_module(module)
+            try:
+                return module.__dict__[attr]
+            except KeyError:
+                raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
+
+        module.__dict__["__getattr__"] = complete
+        sys.modules[name] = module
+
+
 def _import_mediapipe() -> Any:
+    """mediapipe's face-mesh solution module, imported as `mp.solutions.face_mesh` would import it (its calculator
+    option protos registered) but without the package __init__s of `mediapipe` and `mediapipe.python.solutions`:
+    those import every solution, the tasks API and, through the drawing utilities, matplotlib (~0.9 s of a worker's
+    start-up, none of it used here). Other code importing mediapipe still gets the whole package: the skipped
+    __init__ runs on first use of an attribute it defines (`mp.solutions`, `mp.__version__`, `mp.tasks`).
+    tests/test_face_mediapipe.py checks that the features are bit-identical either way."""
     try:
-        import mediapipe  # noqa: F401
+        _lazy_package("mediapipe")
+        _lazy_package("mediapipe.python.solutions")
         from mediapipe.python.solution_base import SolutionBase
+
+        # registers the graph's option protos; `from ... import face_mesh` would read an attribute of the package
+        importlib.import_module("mediapipe.python.solutions.face_mesh")
     except Exception as exc:  # ImportError, or a protobuf it cannot use
         raise PipelineError(
             f"mediapipe face backend: mediapipe cannot be imported here ({type(exc).__name__}: {exc}). Install "
@@ -176,13 +218,28 @@ def _parse_landmarks(serialized: bytes) -> np.ndarray:
 
 
 _LOCAL = threading.local()  # one graph per thread and configuration: a graph keeps tracking state
+_SPARE: dict[MediaPipeConfig, Any] = {}  # graphs made by `load` ahead of use, each adopted by one thread
+_SPARE_LOCK = threading.Lock()
 
 
 def _graph(config: MediaPipeConfig) -> Any:
     graphs = _LOCAL.__dict__.setdefault("graphs", {})
     if config not in graphs:
-        graphs[config] = _new_graph(config)
+        with _SPARE_LOCK:
+            spare = _SPARE.pop(config, None)
+        graphs[config] = spare if spare is not None else _new_graph(config)
     return graphs[config]
+
+
+def _make_spare(config: MediaPipeConfig) -> None:
+    """A graph for the next thread that needs one: a worker's warm-up thread builds it, the task thread adopts it
+    (never used by two threads; tracking restarts at every `extract` anyway)."""
+    with _SPARE_LOCK:
+        if config in _SPARE:
+            return
+    graph = _new_graph(config)
+    with _SPARE_LOCK:
+        _SPARE.setdefault(config, graph)
 
 
 @functools.lru_cache(maxsize=1)
@@ -294,7 +351,9 @@ class MediaPipeBackend(FaceBackend):
         return True, ""
 
     def load(self) -> None:
-        _graph(self.config)
+        """The FER network and a face-mesh graph, which the next thread to extract adopts (see `_graph`)."""
+        if self.config not in _LOCAL.__dict__.get("graphs", {}):
+            _make_spare(self.config)
         fer_model.load_model()
 
     def feature_set(self) -> feature_schemas.FeatureSet:
