@@ -184,13 +184,13 @@ def _store_target(args: argparse.Namespace, work: Path) -> Path | str:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
         os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
                            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"})
-        from feature_schemas.storage import filesystem
+        from feature_schemas.storage import url_filesystem
 
-        fs, path = filesystem(args.store)
+        fs, path = url_filesystem(args.store)
         fs.mkdir(path.split("/", 1)[0])
-    from feature_schemas.storage import filesystem
+    from feature_schemas.storage import url_filesystem
 
-    fs, path = filesystem(args.store)
+    fs, path = url_filesystem(args.store)
     if fs.find(path):
         fs.rm(path, recursive=True)  # a fresh build each run, as the local folder is removed
     return args.store
@@ -202,9 +202,9 @@ def _store_label(store: Path | str, args: argparse.Namespace) -> str:
 
 def _store_bytes(store: Path | str) -> int:
     if isinstance(store, str):
-        from feature_schemas.storage import filesystem
+        from feature_schemas.storage import url_filesystem
 
-        fs, path = filesystem(store)
+        fs, path = url_filesystem(store)
         fs.invalidate_cache()
         return int(fs.du(path))
     return sum(p.stat().st_size for p in store.rglob("*") if p.is_file())

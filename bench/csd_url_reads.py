@@ -54,13 +54,13 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "cov.csd"
             _write(path)
-            fs, _ = storage.input_filesystem("s3://bench-bucket/cov.csd")
+            fs, _ = storage.url_filesystem("s3://bench-bucket/cov.csd")
             fs.mkdir("bench-bucket")
             fs.put_file(str(path), "bench-bucket/cov.csd")
             size = path.stat().st_size
         for block, cache in SETTINGS:
             def opener(url: str, block: int = block, cache: str = cache):  # noqa: ANN202
-                f, key = storage.input_filesystem(url)
+                f, key = storage.url_filesystem(url)
                 extra = {"cache_options": {"maxblocks": storage.INPUT_MAX_BLOCKS}} if cache == "blockcache" else {}
                 return f.open(key, "rb", block_size=block, cache_type=cache, **extra)
 

@@ -65,17 +65,20 @@ def normalise(rel: str) -> str:
     return Path(os.path.normpath(rel)).as_posix()
 
 
-def contained_key(root: str, rel: object, what: str = "file") -> str:
-    """`rel` as a key inside the store at URL `root`, when it is a relative key that stays inside it.
+def contained_key(root: object, rel: object, what: str = "file") -> str:
+    """`rel` as a key inside the store at URL `root`, when it is a relative key that stays inside it: the one
+    check for object stores, used by the writer and the readers alike.
 
     Object stores have no symlinks, so the check is on the text: no absolute path, no `..` or `.` part, no empty
-    part, no NUL. Raises OutsideStoreError naming the store (as `display` shows it) otherwise."""
+    part, no NUL or backslash. Raises OutsideStoreError naming the store (as `display` shows it) otherwise."""
     from .storage import display
 
-    bad = not isinstance(rel, str) or not rel or "\0" in rel or rel.startswith("/") or "\\" in rel
-    if not bad:
-        parts = rel.split("/")
-        bad = any(p in ("", ".", "..") for p in parts)
-    if bad:
-        raise OutsideStoreError(f"{display(root)}: {what} path {rel!r} is not a relative path inside the store; refused")
+    if not isinstance(rel, str) or not rel or "\0" in rel or rel.startswith("/") or "\\" in rel or "://" in rel:
+        raise OutsideStoreError(f"{display(str(root))}: {what} path {rel!r} is not a relative path inside the store; refused")
+    parts = rel.split("/")
+    if ".." in parts:
+        raise OutsideStoreError(f"{display(str(root))}: {what} path {rel!r} is not a relative path inside the store "
+                                "(it leads outside the store); refused")
+    if any(p in ("", ".") for p in parts):
+        raise OutsideStoreError(f"{display(str(root))}: {what} path {rel!r} is not a relative path inside the store; refused")
     return rel

@@ -15,61 +15,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import posixpath
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import StoreError
-from .paths import OutsideStoreError
-from .storage import Location, display, filesystem
-
-# client packages whose exceptions mean "object storage said no, or could not be reached"
-_CLIENT_MODULES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "azure", "google",
-                             "fsspec", "urllib3", "requests"})
-_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|ACCOUNT_KEY|ACCESS_KEY|CREDENTIAL|SAS", re.IGNORECASE)
-_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
-_USERINFO = re.compile(r"[^\s/\"'@:]+:[^\s/\"'@]+@")  # `user:secret@` without a scheme (a bucket name as a client quotes it)
-
-
-def scrub(text: str) -> str:
-    """`text` with any `user:secret@` of a URL removed and the values of secret-looking environment variables
-    (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_STORAGE_ACCOUNT_KEY, ...) masked."""
-    text = _USERINFO.sub("", _URL_USERINFO.sub(r"\1", text))
-    for name, value in os.environ.items():
-        if _SECRET_NAME.search(name) and len(value) >= 6 and value in text:
-            text = text.replace(value, "***")
-    return text
-
-
-def _first_line(e: BaseException) -> str:
-    """The message's first line (and the next, when the first only announces it, as botocore's validation does)."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    if not lines:
-        return type(e).__name__
-    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
-    return scrub(text.split(": Bucket name must match")[0])  # botocore's regexes after it say nothing more
-
-
-def problem_of(e: BaseException) -> str | None:
-    """What went wrong talking to object storage, in words; None when `e` is not an error of storage access."""
-    chain = [e, *(c for c in (e.__cause__, e.__context__) if c is not None)]
-    names = " ".join(type(x).__name__ for x in chain)
-    if isinstance(e, PermissionError) or "AccessDenied" in names or "Forbidden" in str(e):
-        return ("permission denied (check the credentials in the environment, e.g. AWS_ACCESS_KEY_ID / "
-                f"AWS_SECRET_ACCESS_KEY or AWS_PROFILE, and the bucket's policy): {_first_line(e)}")
-    if "Endpoint" in names or "Connect" in names or isinstance(e, (ConnectionError, TimeoutError)):
-        return ("cannot reach the object store (check the endpoint, e.g. AWS_ENDPOINT_URL, and the network): "
-                f"{_first_line(e)}")
-    if "NoCredentials" in names or "PartialCredentials" in names:
-        return ("no credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the "
-                f"environment): {_first_line(e)}")
-    if isinstance(e, FileNotFoundError):
-        return f"not found ({_first_line(e)})"
-    if isinstance(e, OSError) or type(e).__module__.split(".")[0] in _CLIENT_MODULES:
-        return f"{type(e).__name__}: {_first_line(e)}"
-    return None
+from .paths import contained_key
+from .storage import Location, display, object_version, problem_of, scrub, url_filesystem
 
 
 def store_error(location: Location, e: BaseException, what: str = "") -> StoreError | None:
@@ -93,28 +45,18 @@ def reading(location: Location, what: str = "") -> Iterator[None]:
 
 
 def open_filesystem(location: Location) -> tuple[Any, str]:
-    """(fsspec filesystem, root path within it) of a URL store; an unknown scheme or a missing filesystem
-    package is a StoreError. fsspec keeps one instance per process and options (a forked DataLoader worker
-    gets its own), so calling this per read is cheap."""
-    if display(location) != os.fspath(location):
-        raise StoreError(f"{display(location)}: credentials in a URL are refused (a URL ends up in logs and "
-                         "records); give them in the environment instead (for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
+    """(fsspec filesystem, root path within it) of a URL store (`storage.url_filesystem`); credentials in the URL,
+    an unknown scheme or a missing filesystem package are a StoreError."""
     try:
-        fs, root = filesystem(location)
+        fs, root = url_filesystem(os.fspath(location))
     except ValueError as e:
         raise StoreError(scrub(str(e))) from None
     return fs, root.rstrip("/")
 
 
 def key_inside(location: Location, root: str, rel: object, what: str = "file") -> str:
-    """`root/rel` for a manifest path that stays inside the store: relative, no `..` out of it. Object stores have
-    no symlinks, so the check is on the text alone. Raises OutsideStoreError naming the store otherwise."""
-    if not isinstance(rel, str) or not rel or "\0" in rel or "\\" in rel:
-        raise OutsideStoreError(f"{display(location)}: {what} path {rel!r} is not a relative path inside the store; refused")
-    norm = posixpath.normpath(rel)
-    if rel.startswith("/") or norm in (".", "..") or norm.startswith("../") or "://" in rel:
-        raise OutsideStoreError(f"{display(location)}: {what} path {rel!r} leads outside the store; refused")
-    return f"{root}/{norm}"
+    """`root/rel` for a manifest path that stays inside the store (`paths.contained_key`)."""
+    return f"{root}/{contained_key(location, rel, what)}"
 
 
 @dataclass(frozen=True)
@@ -123,13 +65,6 @@ class ObjectInfo:
 
     size: int
     version: str | None  # ETag (S3, Azure) or generation/md5 (GCS); None when the filesystem gives neither
-
-
-def _version(info: dict[str, Any]) -> str | None:
-    for k in ("ETag", "etag", "generation", "md5Hash", "LastModified", "last_modified", "mtime"):
-        if info.get(k) is not None:
-            return f"{k}={info[k]}"
-    return None
 
 
 def list_objects(fs: Any, root: str, location: Location) -> dict[str, ObjectInfo]:
@@ -142,7 +77,7 @@ def list_objects(fs: Any, root: str, location: Location) -> dict[str, ObjectInfo
     for name, info in found.items():
         name = name.split("://", 1)[-1]
         if info.get("type", "file") == "file" and name.startswith(root + "/"):
-            out[name[len(root) + 1:]] = ObjectInfo(int(info.get("size") or 0), _version(info))
+            out[name[len(root) + 1:]] = ObjectInfo(int(info.get("size") or 0), object_version(info))
     return out
 
 

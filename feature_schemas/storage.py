@@ -42,16 +42,6 @@ def display(location: Location) -> str:
     return _USERINFO.sub(r"\1", os.fspath(location))
 
 
-def filesystem(location: Location) -> tuple[Any, str]:
-    """(fsspec filesystem, path within it) for a URL; credentials come from the filesystem's own environment."""
-    import fsspec
-
-    try:
-        return fsspec.core.url_to_fs(os.fspath(location))
-    except (ImportError, ValueError) as e:  # an unknown scheme, or its package (s3fs, gcsfs, adlfs) missing
-        raise ValueError(f"{display(location)}: cannot open this location ({e})") from None
-
-
 def join(location: Location, *parts: str) -> str:
     """`location/part/...` for a URL or a local path, as a string."""
     text = os.fspath(location)
@@ -81,7 +71,7 @@ class RemoteFiles:
     def fs(self) -> Any:
         if self._fs is None:
             try:
-                self._fs, self._base = _writer_filesystem(self.url)
+                self._fs, self._base = url_filesystem(self.url)
             except ValueError as e:
                 from .errors import StoreError
 
@@ -103,11 +93,7 @@ class RemoteFiles:
         from .errors import StoreError
 
         where = f"{self.shown}/{rel}" if rel else self.shown
-        reason = re.sub(r"//[^/@\s]*@", "//", _storage_reason(e))  # userinfo in any URL the library echoed
-        userinfo = _userinfo(self.url)
-        if userinfo:
-            reason = reason.replace(userinfo, "")
-        return StoreError(f"{where}: cannot {doing} ({reason})")
+        return StoreError(f"{where}: cannot {doing} ({problem_of(e) or f'{type(e).__name__}: {_first_line(e)}'})")
 
     def put(self, rel: str, data: bytes, *, exclusive: bool = False, if_match: str | None = None) -> str | None:
         """Write one object whole (an object store's PUT is all or nothing); returns its ETag where the store
@@ -213,47 +199,95 @@ class RemoteFiles:
 
 
 _CREDENTIAL_ENV = ("AWS_", "GOOGLE_", "GCS", "AZURE_", "FSSPEC_")
-_WRITER_FILESYSTEMS: dict[tuple[str, frozenset[tuple[str, str]]], Any] = {}  # (scheme://bucket, env) -> fs
+_FILESYSTEMS: dict[tuple[int, str, frozenset[tuple[str, str]]], Any] = {}  # (pid, scheme://bucket, env) -> fs
 
 
-def _writer_filesystem(url: str) -> tuple[Any, str]:
-    """`filesystem(url)`, one instance per scheme and credential environment: fsspec's own instance cache ignores
-    the environment, so a process whose `AWS_ENDPOINT_URL` changed (a test's new server, another profile) would
-    keep talking to the old endpoint."""
+def refuse_url_credentials(url: str) -> None:
+    """Refuse credentials written into a URL: a URL ends up in logs, unit keys, manifests and failure rows."""
+    if display(url) != url:
+        raise ValueError(f"{display(url)}: credentials in a URL are refused; give them in the environment instead "
+                         "(for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
+
+
+def url_filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) for a URL, readers and writers alike: credentials in the URL refused,
+    one instance per process, scheme and credential environment. fsspec's own instance cache ignores the
+    environment, so a process whose `AWS_ENDPOINT_URL` changed (a test's new server, another profile) would keep
+    talking to the old endpoint; the pid keeps a forked worker (DataLoader, Dask) from sharing its parent's
+    client session."""
     import fsspec
 
+    url = os.fspath(url)
+    refuse_url_credentials(url)
     scheme, _, rest = url.partition("://")
     where = f"{scheme}://{rest.split('/', 1)[0]}"  # a bucket or an account may carry its own options
     env = frozenset((k, v) for k, v in os.environ.items() if k.startswith(_CREDENTIAL_ENV))
-    cached = _WRITER_FILESYSTEMS.get((where, env))
+    key = (os.getpid(), where, env)
+    cached = _FILESYSTEMS.get(key)
     if cached is None:
         try:
             cached, _ = fsspec.core.url_to_fs(url, skip_instance_cache=True)
-        except (ImportError, ValueError) as e:
+        except (ImportError, ValueError) as e:  # an unknown scheme, or its package (s3fs, gcsfs, adlfs) missing
             raise ValueError(f"{display(url)}: cannot open this location ({e})") from None
-        _WRITER_FILESYSTEMS[(where, env)] = cached
+        _FILESYSTEMS[key] = cached
     return cached, cached._strip_protocol(url)
 
 
-def _userinfo(url: str) -> str:
-    """The `user:secret@` of a URL, '' when none."""
-    m = _USERINFO.match(url)
-    return m.group(0)[len(m.group(1)):] if m else ""
+def object_version(info: dict[str, Any]) -> str | None:
+    """What changes when an object's content changes, from a listing or HEAD: the ETag (S3, Azure), generation
+    (GCS) or modification time; None when the filesystem gives none."""
+    for k in ("ETag", "etag", "generation", "md5Hash", "LastModified", "last_modified", "mtime"):
+        if info.get(k) is not None:
+            value = info[k]
+            return value.strip('"') if isinstance(value, str) else str(value)
+    return None
 
 
-def _storage_reason(e: BaseException) -> str:
-    """A short cause for a storage error, no traceback: what botocore or the filesystem said, by kind."""
-    name = type(e).__name__
-    text = str(e).strip().splitlines()[0] if str(e).strip() else name
-    if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return "no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the filesystem's own config)"
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError") or "Could not connect" in text:
-        return f"endpoint unreachable: {text}"
-    if isinstance(e, PermissionError):
-        return f"permission denied: {text}"
+# client packages whose exceptions mean "object storage said no, or could not be reached"
+_CLIENT_MODULES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "azure", "google",
+                             "fsspec", "urllib3", "requests"})
+_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|ACCOUNT_KEY|ACCESS_KEY|CREDENTIAL|SAS", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_BARE_USERINFO = re.compile(r"[^\s/\"'@:]+:[^\s/\"'@]+@")  # `user:secret@` without a scheme (a bucket name as a client quotes it)
+
+
+def scrub(text: str) -> str:
+    """`text` with any `user:secret@` of a URL removed and the values of secret-looking environment variables
+    (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_STORAGE_ACCOUNT_KEY, ...) masked."""
+    text = _BARE_USERINFO.sub("", _URL_USERINFO.sub(r"\1", text))
+    for name, value in os.environ.items():
+        if _SECRET_NAME.search(name) and len(value) >= 6 and value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+def _first_line(e: BaseException) -> str:
+    """The message's first line (and the next, when the first only announces it, as botocore's validation does)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return scrub(text.split(": Bucket name must match")[0])  # botocore's regexes after it say nothing more
+
+
+def problem_of(e: BaseException) -> str | None:
+    """What went wrong talking to object storage, in words; None when `e` is not an error of storage access."""
+    chain = [e, *(c for c in (e.__cause__, e.__context__) if c is not None)]
+    names = " ".join(type(x).__name__ for x in chain)
+    if isinstance(e, PermissionError) or "AccessDenied" in names or "Forbidden" in str(e):
+        return ("permission denied (check the credentials in the environment, e.g. AWS_ACCESS_KEY_ID / "
+                f"AWS_SECRET_ACCESS_KEY or AWS_PROFILE, and the bucket's policy): {_first_line(e)}")
+    if "Endpoint" in names or "Connect" in names or isinstance(e, (ConnectionError, TimeoutError)):
+        return ("cannot reach the object store (endpoint unreachable: check the endpoint, e.g. AWS_ENDPOINT_URL, "
+                f"and the network): {_first_line(e)}")
+    if "NoCredentials" in names or "PartialCredentials" in names:
+        return ("no credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the "
+                f"environment): {_first_line(e)}")
     if isinstance(e, FileNotFoundError):
-        return f"not found (does the bucket exist?): {text}"
-    return f"{name}: {text}"
+        return f"not found ({_first_line(e)})"
+    if isinstance(e, OSError) or type(e).__module__.split(".")[0] in _CLIENT_MODULES:
+        return f"{type(e).__name__}: {_first_line(e)}"
+    return None
 
 
 # -- reading inputs from a URL (the build side: .csd releases, manifests, media) ---------------------------
@@ -310,28 +344,8 @@ def resolve_input(base: Location, ref: str) -> str:
     return f"{scheme}://{bucket}/{joined}" if joined else f"{scheme}://{bucket}"
 
 
-def check_input_url(url: str) -> None:
-    """Refuse credentials written into an input URL: a URL ends up in logs, unit keys and failure rows."""
-    if display(url) != url:
-        raise ValueError(f"{display(url)}: credentials in a URL are refused; give them in the environment instead "
-                         "(for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
-
-
-def input_filesystem(url: str) -> tuple[Any, str]:
-    """(fsspec filesystem, path within it) for an input URL; one instance per endpoint environment (see
-    `_writer_filesystem`), made in the process that reads (a Dask worker builds its own)."""
-    check_input_url(url)
-    return _writer_filesystem(url)
-
-
 def _object(url: str, info: dict[str, Any]) -> InputObject:
-    version = None
-    for k in ("ETag", "etag", "generation", "md5Hash", "LastModified", "last_modified", "mtime"):
-        if info.get(k) is not None:
-            value = info[k]
-            version = value.strip('"') if isinstance(value, str) else str(value)
-            break
-    return InputObject(url, int(info.get("size") or 0), version)
+    return InputObject(url, int(info.get("size") or 0), object_version(info))
 
 
 def _url_of(url: str, fs: Any, path: str) -> str:
@@ -343,7 +357,7 @@ def _url_of(url: str, fs: Any, path: str) -> str:
 def stat_input(url: str) -> InputObject:
     """One object's identity (a HEAD). FileNotFoundError when it is absent or a folder; other errors as the
     filesystem raises them (see `input_problem`)."""
-    fs, path = input_filesystem(url)
+    fs, path = url_filesystem(url)
     fs.invalidate_cache(path)
     info = fs.info(path)
     if info.get("type") == "directory":
@@ -354,7 +368,7 @@ def stat_input(url: str) -> InputObject:
 def list_inputs(url: str, suffix: str) -> list[InputObject]:
     """The objects directly under the folder `url` whose names end in `suffix`, sorted by URL, from one listing
     (their sizes and ETags come with it: no request per object). FileNotFoundError when nothing is there."""
-    fs, path = input_filesystem(url)
+    fs, path = url_filesystem(url)
     fs.invalidate_cache(path)
     found = fs.ls(path.rstrip("/"), detail=True)
     out = [_object(_url_of(url, fs, info["name"]), info) for info in found
@@ -365,7 +379,7 @@ def list_inputs(url: str, suffix: str) -> list[InputObject]:
 def open_input(url: str, block_size: int = INPUT_BLOCK_SIZE) -> Any:
     """A seekable binary file object reading `url` by byte ranges (blocks of `block_size`, LRU-cached): for
     h5py, which reads a .csd's metadata and one video's rows, never the whole file."""
-    fs, path = input_filesystem(url)
+    fs, path = url_filesystem(url)
     fs.invalidate_cache(path)  # a listing cached by this process may predate a change: read the object as it is now
     return fs.open(path, "rb", block_size=block_size, cache_type="blockcache",
                    cache_options={"maxblocks": INPUT_MAX_BLOCKS})
@@ -380,14 +394,14 @@ def opened_version(f: Any) -> str | None:
 
 def read_input_bytes(url: str) -> bytes:
     """A whole (small) input object: a manifest or label file."""
-    fs, path = input_filesystem(url)
+    fs, path = url_filesystem(url)
     return fs.cat_file(path)
 
 
 def fetch_input(url: str, dest: Location) -> None:
     """Copy one object to a local file (streamed in 8 MiB requests), e.g. a media file for a decoder that opens
     paths; `dest` is left partial or absent on error, the caller removes it."""
-    fs, path = input_filesystem(url)
+    fs, path = url_filesystem(url)
     with fs.open(path, "rb", block_size=8 << 20, cache_type="none") as src, open(dest, "wb") as out:
         while block := src.read(8 << 20):
             out.write(block)
@@ -396,12 +410,10 @@ def fetch_input(url: str, dest: Location) -> None:
 def input_problem(url: str, e: BaseException) -> str:
     """`<url>: <what went wrong>` for an error reading an input, one line without credentials or traceback
     (not found, no such bucket, permission denied, unreachable endpoint, missing credentials)."""
-    from .remote import problem_of, scrub
-
     if isinstance(e, FileNotFoundError):
         problem = "does not exist (no such object, or no such bucket)"
     elif isinstance(e, IsADirectoryError):
         problem = "is a folder, not a file"
     else:
-        problem = problem_of(e) or f"{type(e).__name__}: {scrub(str(e).strip().splitlines()[0] if str(e).strip() else '')}"
+        problem = problem_of(e) or f"{type(e).__name__}: {_first_line(e)}"
     return f"{display(url)}: {problem}"

@@ -52,13 +52,13 @@ from feature_schemas import (
     emotion_class_set,
 )
 from feature_schemas.storage import (
-    check_input_url,
     display,
     input_name,
     input_problem,
     input_suffix,
     is_url,
     read_input_bytes,
+    refuse_url_credentials,
     resolve_input,
     stat_input,
 )
@@ -297,7 +297,7 @@ def _where(path: str | Path) -> Where:
     if not is_url(path):
         return Path(path)
     try:
-        check_input_url(str(path))
+        refuse_url_credentials(str(path))
     except ValueError as e:
         raise PipelineError(str(e), stage="read", source_path=display(path)) from None
     return str(path)

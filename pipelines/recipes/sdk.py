@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_schemas import FeatureSet, labels_record
-from feature_schemas.storage import check_input_url, display, is_url
+from feature_schemas.storage import display, is_url, refuse_url_credentials
 
 from ..build import run_build
 from ..collapse import CollapseConfig
@@ -103,7 +103,7 @@ def _where(csd_dir: str | os.PathLike) -> str:
     """The input folder as the build records it: a local folder resolved, a URL as given (no credentials)."""
     if is_url(csd_dir):
         try:
-            check_input_url(str(csd_dir))
+            refuse_url_credentials(str(csd_dir))
         except ValueError as e:
             raise PipelineError(str(e), "read", source_path=display(csd_dir)) from None
         return str(csd_dir).rstrip("/")
