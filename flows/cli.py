@@ -241,7 +241,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if info["test_n"] < PREDICT_MIN_TEST_N:
         print(f"mmolre: warning: the run {args.run} was tested on {info['test_n']} segments (fewer than "
               f"{PREDICT_MIN_TEST_N}): how far to trust its predictions is barely known", file=sys.stderr)
-    out = predict_video(args.video, args.run, transcript=args.transcript, face=args.face)
+    out = predict_video(args.video, args.run, transcript=args.transcript, face=args.face, summary=info)
     if args.json:
         print(results_json(out))
     else:

@@ -35,9 +35,9 @@ def extraction_config(run: str | Path, face: str | None = None) -> Any:
 
 
 def predict_video(video: str | Path, run: str | Path, transcript: str | None = None,
-                  face: str | None = None) -> dict[str, Any]:
+                  face: str | None = None, summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """Sentiment, emotions and a per-word timeline for one video file, with `run`: the run, the store it learnt
-    from and how many test segments it was scored on."""
+    from and how many test segments it was scored on (`summary`: `run_summary(run)` when the caller has read it)."""
     from pipelines.inputs import read_video
     from pipelines.recipes.videos import build_videos
 
@@ -56,5 +56,5 @@ def predict_video(video: str | Path, run: str | Path, transcript: str | None = N
     out["video"] = str(video)
     from mmolre.inference import run_summary
 
-    out["run"] = run_summary(run)  # which run and store made this prediction, and the run's test n
+    out["run"] = summary if summary is not None else run_summary(run)  # which run and store made this prediction
     return out

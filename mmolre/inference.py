@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -70,27 +69,8 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
 def run_summary(run: str | Path) -> dict[str, Any]:
     """What a run is, for users to check before trusting its numbers: model, best epoch, the store it learnt from
     (path and manifest sha256) and how many segments its test split scored (`test_n`, 0 when it was not tested).
-    Read from results.json, falling back to best.pt for runs that have none. Read once per process while those
-    files stay unchanged (`mmolre predict` names the run before predicting and again in its output)."""
+    Read from results.json, falling back to best.pt for runs that have none."""
     run = Path(run)
-    return dict(_run_summary(str(run), _run_files_stamp(run)))
-
-
-def _run_files_stamp(run: Path) -> tuple[tuple[int, int] | None, ...]:
-    """(mtime, size) of results.json and best.pt (None where absent): a changed run is read again."""
-    out = []
-    for name in ("results.json", "best.pt"):
-        try:
-            st = (run / name).stat()
-            out.append((st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append(None)
-    return tuple(out)
-
-
-@functools.lru_cache(maxsize=8)
-def _run_summary(run_dir: str, stamp: tuple[tuple[int, int] | None, ...]) -> dict[str, Any]:
-    run = Path(run_dir)
     results_path = run / "results.json"
     results: dict[str, Any] = {}
     if results_path.is_file():
