@@ -327,6 +327,7 @@ def write_shard(
 ) -> ShardRecord:
     """Process a shard's units and write its files; the shard record is the commit point."""
     d = store_dir(store)
+    word_sets = _word_sets(feature_sets)
     recs: list[SegmentRecord] = []
     cols: list[dict[str, Any]] = []
     failures: list[Failure] = []
@@ -341,7 +342,7 @@ def write_shard(
         for rec in result.records:
             try:
                 _check_utterance(rec, feature_sets)
-                cols.append(_aligned_columns(rec, _word_sets(feature_sets), config.collapse, counters))
+                cols.append(_aligned_columns(rec, word_sets, config.collapse, counters))
                 recs.append(rec)
             except PipelineError as e:
                 failures.append(Failure(e.item_id or rec.segment_id, e.stage, str(e), rec.segment.get("source_path")))
@@ -350,9 +351,9 @@ def write_shard(
     order = sorted(range(len(recs)), key=lambda i: recs[i].segment_id)
     recs, cols = [recs[i] for i in order], [cols[i] for i in order]
     segments = _segments_table([r.segment for r in recs])
-    aligned = _aligned_table(recs, cols, _word_sets(feature_sets))
-    recs, segments, aligned = _drop_invalid(recs, segments, aligned, _word_sets(feature_sets), failures)
-    utterance = _utterance_table(recs, feature_sets, counters) if len(_word_sets(feature_sets)) < len(feature_sets) else None
+    aligned = _aligned_table(recs, cols, word_sets)
+    recs, segments, aligned = _drop_invalid(recs, segments, aligned, word_sets, failures)
+    utterance = _utterance_table(recs, feature_sets, counters) if len(word_sets) < len(feature_sets) else None
 
     files: dict[str, dict[str, Any]] = {}
 
@@ -409,10 +410,6 @@ def _parse_record(d: StoreDir, shard_id: str, text: str | None) -> ShardRecord |
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             return None
     return record
-
-
-def _load_record(d: StoreDir, shard_id: str) -> ShardRecord | None:
-    return _parse_record(d, shard_id, d.read_text(record_rel(shard_id)))
 
 
 def _build_records(d: StoreDir) -> dict[str, ShardRecord]:
