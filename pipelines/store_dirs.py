@@ -68,6 +68,11 @@ def record_rel(shard_id: str) -> str:
     return f"{SHARD_RECORDS}/part-{shard_id}.json"
 
 
+def _record_shard(name: str) -> str:
+    """The shard id in a record's file name (`part-<id>.json`): `record_rel` read backwards."""
+    return name[len("part-"):-len(".json")]
+
+
 
 # -- where the store lives: a local folder (the OS directly) or a URL (fsspec) ----------------------
 class LocalDir:
@@ -114,7 +119,7 @@ class LocalDir:
 
     def record_ids(self) -> list[str]:
         """The shard ids of the records of a build in progress."""
-        return [path.stem.removeprefix("part-") for path in sorted((self.root / SHARD_RECORDS).glob("part-*.json"))]
+        return [_record_shard(path.name) for path in sorted((self.root / SHARD_RECORDS).glob("part-*.json"))]
 
     def record_texts(self) -> dict[str, str]:
         """Every shard record of a build in progress, by shard id, as text (unreadable ones left out)."""
@@ -213,11 +218,11 @@ class RemoteDir:
 
     def record_ids(self) -> list[str]:
         names = [r.rpartition("/")[2] for r in self.files.listing(SHARD_RECORDS)]
-        return [n[len("part-"):-len(".json")] for n in names if fnmatch.fnmatch(n, "part-*.json")]
+        return [_record_shard(n) for n in names if fnmatch.fnmatch(n, "part-*.json")]
 
     def record_texts(self) -> dict[str, str]:
         found = self.files.get_many([record_rel(sid) for sid in self.record_ids()])
-        return {rel.rpartition("/")[2][len("part-"):-len(".json")]: data.decode(errors="replace")
+        return {_record_shard(rel.rpartition("/")[2]): data.decode(errors="replace")
                 for rel, data in sorted(found.items())}
 
     def problem(self, rel: str, sha256: str, size: int | None) -> str | None:

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,6 @@ from .leakage import COLUMNS as LEAKAGE_COLUMNS
 from .leakage import find_leakage, has_leakage, leakage_lines, store_leakage
 from .records import Failure, SegmentRecord, UnitResult, WorkUnit
 from .store_dirs import (
-    LocalDir,
     ObjectLock,
     StoreDir,
     StoreLock,
@@ -318,6 +317,23 @@ def _drop_invalid(
     return [r for r in recs if r.segment_id not in bad], segments.filter(keep), aligned.filter(keep)
 
 
+def _write_table(d: StoreDir, table: pa.Table, name: str, rel: str, split: str | None, shard_id: str,
+                 config: BuildConfig) -> dict[str, Any]:
+    """Write one Parquet file of a shard; its entry in the shard record."""
+    sha256, size = d.write_parquet(table, rel, config)
+    return {"table": name, "split": split, "shard": shard_id, "rows": table.num_rows, "sha256": sha256, "bytes": size}
+
+
+def _write_record(d: StoreDir, record: ShardRecord) -> None:
+    """The shard record: written last, it commits the shard."""
+    d.write_text(record_rel(record.shard_id), json.dumps(asdict(record), indent=1, sort_keys=True))
+
+
+def _first_notes(notes: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """The first MAX_NOTES notes by item id and stage: what a shard record and the build report keep."""
+    return sorted(notes, key=lambda n: (n.get("item_id", ""), n.get("stage", "")))[:MAX_NOTES]
+
+
 def write_shard(
     shard: Shard,
     store: str,
@@ -327,6 +343,7 @@ def write_shard(
 ) -> ShardRecord:
     """Process a shard's units and write its files; the shard record is the commit point."""
     d = store_dir(store)
+    word_sets = _word_sets(feature_sets)
     recs: list[SegmentRecord] = []
     cols: list[dict[str, Any]] = []
     failures: list[Failure] = []
@@ -341,7 +358,7 @@ def write_shard(
         for rec in result.records:
             try:
                 _check_utterance(rec, feature_sets)
-                cols.append(_aligned_columns(rec, _word_sets(feature_sets), config.collapse, counters))
+                cols.append(_aligned_columns(rec, word_sets, config.collapse, counters))
                 recs.append(rec)
             except PipelineError as e:
                 failures.append(Failure(e.item_id or rec.segment_id, e.stage, str(e), rec.segment.get("source_path")))
@@ -350,16 +367,14 @@ def write_shard(
     order = sorted(range(len(recs)), key=lambda i: recs[i].segment_id)
     recs, cols = [recs[i] for i in order], [cols[i] for i in order]
     segments = _segments_table([r.segment for r in recs])
-    aligned = _aligned_table(recs, cols, _word_sets(feature_sets))
-    recs, segments, aligned = _drop_invalid(recs, segments, aligned, _word_sets(feature_sets), failures)
-    utterance = _utterance_table(recs, feature_sets, counters) if len(_word_sets(feature_sets)) < len(feature_sets) else None
+    aligned = _aligned_table(recs, cols, word_sets)
+    recs, segments, aligned = _drop_invalid(recs, segments, aligned, word_sets, failures)
+    utterance = _utterance_table(recs, feature_sets, counters) if len(word_sets) < len(feature_sets) else None
 
     files: dict[str, dict[str, Any]] = {}
 
     def put(table: pa.Table, name: str, rel: str, split: str | None) -> None:
-        sha256, size = d.write_parquet(table, rel, config)
-        files[rel] = {"table": name, "split": split, "shard": shard.shard_id, "rows": table.num_rows,
-                      "sha256": sha256, "bytes": size}
+        files[rel] = _write_table(d, table, name, rel, split, shard.shard_id, config)
 
     for split in sorted({r.segment["split"] for r in recs}):
         in_split = pc.equal(segments.column("split"), split)
@@ -376,7 +391,7 @@ def write_shard(
     if failures:
         failures.sort(key=lambda f: (f.item_id, f.stage, f.reason))
         put(_failures_table(failures), "failures", table_path("failures", shard=shard.shard_id), None)
-    notes = sorted(notes, key=lambda n: (n.get("item_id", ""), n.get("stage", "")))[:MAX_NOTES]
+    notes = _first_notes(notes)
     # an input that could not be fetched (storage unreachable, an object missing) is not a fact about the input:
     # a record whose key is not the plan's makes the next run of the same build write this shard again
     refetch = any(f.stage == FETCH_STAGE for f in failures)
@@ -384,7 +399,7 @@ def write_shard(
     if refetch:
         counters["shards_to_retry"] = counters.get("shards_to_retry", 0) + 1
     record = ShardRecord(shard.shard_id, key, files, dict(sorted(counters.items())), len(recs), len(failures), notes)
-    d.write_text(record_rel(shard.shard_id), json.dumps(asdict(record), indent=1, sort_keys=True))
+    _write_record(d, record)
     return record
 
 
@@ -409,10 +424,6 @@ def _parse_record(d: StoreDir, shard_id: str, text: str | None) -> ShardRecord |
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             return None
     return record
-
-
-def _load_record(d: StoreDir, shard_id: str) -> ShardRecord | None:
-    return _parse_record(d, shard_id, d.read_text(record_rel(shard_id)))
 
 
 def _build_records(d: StoreDir) -> dict[str, ShardRecord]:
@@ -559,9 +570,8 @@ def _merge_report(recipe_report: dict[str, Any] | None, records: list[ShardRecor
     report["counters"] = dict(sorted(counters.items()))
     report["segments"] = sum(r.n_segments for r in records)
     report["failures"] = sum(r.n_failures for r in records)
-    notes = sorted((n for r in records for n in r.notes), key=lambda n: (n.get("item_id", ""), n.get("stage", "")))
-    if notes:
-        report["notes"] = notes[:MAX_NOTES]
+    if notes := _first_notes(n for r in records for n in r.notes):
+        report["notes"] = notes
     return report
 
 
@@ -618,14 +628,8 @@ class StoreBuild:
     config: BuildConfig
     build_info: dict[str, Any]
     lock: StoreLock | ObjectLock
+    files: StoreDir  # where the files go: the local folder `root`, or the URL
     finished: bool = False  # the manifest records every shard: release the lock with the rest of _build/
-    dir: StoreDir | None = None  # where the files go (None: the local folder `root`)
-
-    @property
-    def files(self) -> StoreDir:
-        if self.dir is None:
-            self.dir = LocalDir(Path(self.root))
-        return self.dir
 
     @property
     def skipped(self) -> int:
@@ -733,7 +737,7 @@ def open_build(
         lock.release()
         raise
     log.info("%s: %d shards to write, %d already written", name, len(todo), len(done))
-    return StoreBuild(d.location, name, shards, todo, done, list(feature_sets), config, build_info, lock, dir=d)
+    return StoreBuild(d.location, name, shards, todo, done, list(feature_sets), config, build_info, lock, d)
 
 
 def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfig) -> ShardRecord:
@@ -743,10 +747,7 @@ def write_failed_shard(shard: Shard, store: str, reason: str, config: BuildConfi
     failures = sorted((Failure(u.unit_id, "worker", reason, u.source_path) for u in shard.units),
                       key=lambda f: f.item_id)
     rel = table_path("failures", shard=shard.shard_id)
-    table = _failures_table(failures)
-    sha256, size = d.write_parquet(table, rel, config)
-    files = {rel: {"table": "failures", "split": None, "shard": shard.shard_id, "rows": table.num_rows,
-                   "sha256": sha256, "bytes": size}}
+    files = {rel: _write_table(d, _failures_table(failures), "failures", rel, None, shard.shard_id, config)}
     record = ShardRecord(shard.shard_id, f"failed:{shard.key}", files, {"shards_failed": 1}, 0, len(failures))
-    d.write_text(record_rel(shard.shard_id), json.dumps(asdict(record), indent=1, sort_keys=True))
+    _write_record(d, record)
     return record

@@ -533,14 +533,19 @@ class _SegmentFailed(Exception):
         self.failure = failure
 
 
+def unreadable_unit(unit: MediaUnit, stage: str, reason: str, source_path: str) -> UnitResult:
+    """A unit whose media cannot be read: every segment fails with the same reason."""
+    return UnitResult([], [Failure(s.segment_id, stage, reason, source_path) for s in unit.specs],
+                      {"segments_failed": len(unit.specs), "videos_unreadable": 1})
+
+
 def _process_media(unit: MediaUnit, config: VideoConfig) -> UnitResult:
     path = Path(unit.path)
     log = _Log()
     try:
         media = _decode(path, log)
     except PipelineError as e:
-        return UnitResult([], [Failure(s.segment_id, e.stage, str(e), str(path)) for s in unit.specs],
-                          {"segments_failed": len(unit.specs), "videos_unreadable": 1})
+        return unreadable_unit(unit, e.stage, str(e), str(path))
     runs = _runs(config.frame_extractors(audio=True, video=unit.pictures), config)
     if any(r.extractor.kind == "face" for r in runs) and media.has_video:
         _torch_threads(config.threads)

@@ -21,7 +21,7 @@ from feature_schemas.storage import input_problem, input_suffix, is_url
 
 from ..errors import FETCH_STAGE
 from ..records import Failure, UnitResult, WorkUnit
-from .media import MediaUnit, VideoConfig, process_video_unit
+from .media import MediaUnit, VideoConfig, process_video_unit, unreadable_unit
 
 
 def process_url_media_unit(unit: WorkUnit, config: VideoConfig) -> UnitResult:
@@ -36,9 +36,7 @@ def process_url_media_unit(unit: WorkUnit, config: VideoConfig) -> UnitResult:
         try:
             fetch_input(p.path, local)
         except Exception as e:  # noqa: BLE001 - botocore/aiohttp errors are not OSErrors
-            reason = input_problem(p.path, e)
-            return UnitResult([], [Failure(s.segment_id, FETCH_STAGE, reason, p.path) for s in p.specs],
-                              {"segments_failed": len(p.specs), "videos_unreadable": 1})
+            return unreadable_unit(p, FETCH_STAGE, input_problem(p.path, e), p.path)
         result = process_video_unit(replace(unit, payload=replace(p, path=local)), config)
     return _naming_the_url(result, local, p.path)
 

@@ -56,7 +56,8 @@ def _whisper(path: str, compute_type: str, threads: int) -> WhisperModel:
     return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads)
 
 
-def whisper_model(config: AsrConfig) -> WhisperModel:
+def asr_model_path(config: AsrConfig) -> str:
+    """The Whisper model folder `config` names (or the packaged one), checked and resolved."""
     path = config.model_path or default_asr_model()
     if not Path(path).exists():
         raise PipelineError(f"Whisper model {path} does not exist (AsrConfig.model_path)", stage="align",
@@ -64,7 +65,11 @@ def whisper_model(config: AsrConfig) -> WhisperModel:
     if not (Path(path) / "model.bin").is_file():
         raise PipelineError(f"{path} is not a CTranslate2 Whisper model folder (no model.bin)", stage="align",
                             source_path=str(path))
-    return _whisper(str(Path(path).resolve()), config.compute_type, config.threads)
+    return str(Path(path).resolve())
+
+
+def whisper_model(config: AsrConfig) -> WhisperModel:
+    return _whisper(asr_model_path(config), config.compute_type, config.threads)
 
 
 @dataclass
@@ -110,11 +115,9 @@ class WhisperAsr(Extractor[SegmentMedia, Transcription]):
         if not ok:
             return ok, why
         try:
-            path = self.config.model_path or default_asr_model()
+            asr_model_path(self.config)
         except PipelineError as e:
             return False, str(e)
-        if not (Path(path) / "model.bin").is_file():
-            return False, f"{path} is not a CTranslate2 Whisper model folder (no model.bin)"
         return True, ""
 
     def load(self) -> None:
