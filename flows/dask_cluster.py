@@ -128,11 +128,12 @@ class WarmUp(WorkerPlugin):
 
 
 def warm_config(plan: Any) -> Any:
-    """The VideoConfig whose models a build plan's workers should load as they start: a media-stage plan with at
-    least one media file (text-only and imported stores would load models they never use), else None."""
+    """The VideoConfig whose models a build plan's workers should load as they start: a media-stage plan (local
+    or URL media) with at least one media file (text-only and imported stores would load models they never use),
+    else None."""
     from pipelines.stages.media import MediaUnit
 
-    if getattr(plan, "stage", None) != "media" or plan.options is None:
+    if getattr(plan, "stage", None) not in ("media", "media-url") or plan.options is None:
         return None
     return plan.options if any(isinstance(u.payload, MediaUnit) for u in plan.units) else None
 

@@ -91,6 +91,9 @@ def test_warm_config_only_for_builds_with_media(tmp_path: Path) -> None:
                                  "split": "train"}) + "\n")
     config = VideoConfig(fps=3.0)
     assert warm_config(plan_videos(media, config)) == config
+    from dataclasses import replace
+
+    assert warm_config(replace(plan_videos(media, config), stage="media-url")) == config  # media fetched from URLs
     assert warm_config(plan_videos(text_only, config)) is None
     assert warm_config(None) is None
 
