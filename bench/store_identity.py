@@ -14,6 +14,9 @@ shared by both, so the units' input keys (paths, sizes, mtimes) are the same. Ca
 - `text`: a text-only manifest, `--segments` rows spread over CMU-MOSI's label.csv, all three splits
   (`mmolre build videos`, words untimed, the packaged MiniLM encoder);
 - `utterance`: CMU-MOSI's bc-LSTM release (`mmolre build mosi-utterance`, 2,199 segments);
+- `video`: real media from `../shared/data` through every extractor (`mmolre build videos`): the MOSI clip and
+  its transcript (forced alignment), the MOSI speech-only wav, a CREMA-D clip, and a face clip without a
+  transcript (Whisper); audio (openSMILE eGeMAPS and its functionals), face (mediapipe), text;
 - `mmsa`: an MMSA pickle exported (by the working tree) from the `csd` store, imported (`mmolre build mmsa`).
 
 Prints one line per case and, last, one JSON object; exit status 0 only when every case is identical.
@@ -38,7 +41,7 @@ HERE = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMOLRE_DATA", HERE.parent / "shared" / "data"))
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")
-CASES = ("csd", "csd-fixture", "text", "utterance", "mmsa")
+CASES = ("csd", "csd-fixture", "text", "utterance", "mmsa", "video")
 
 # Builds that go through the Python API (the CLI takes no fold file); the same calls exist in every revision.
 SDK_BUILD = """
@@ -104,7 +107,24 @@ def make_inputs(work: Path, cases: list[str], segments: int) -> dict[str, Path]:
             csv.writer(f).writerows([rows[0], *rows[1::step][:segments]])
     if "utterance" in cases:
         paths["utterance"] = DATA / "mosi" / "utterance"
+    if "video" in cases:
+        paths["video"] = work / "inputs" / "videos.jsonl"
+        paths["video"].parent.mkdir(parents=True, exist_ok=True)
+        paths["video"].write_text("\n".join(json.dumps(r) for r in video_rows()) + "\n")
     return paths
+
+
+def video_rows() -> list[dict]:
+    """Manifest rows for the `video` case: real media of every kind the video recipe reads."""
+    with open(DATA / "mosi" / "label.csv", newline="") as f:
+        text = {r["id"]: r["text"] for r in csv.DictReader(f)}
+    rows = []
+    for path in (DATA / "mosi" / "raw").iterdir():
+        rows.append({"video_path": str(path), "segment_id": path.stem, "transcript": text.get(path.stem),
+                     "split": "train"})
+    for path in (DATA / "cremad" / "1001_DFA_ANG_XX.flv", DATA / "faces" / "single_face.mp4"):
+        rows.append({"video_path": str(path), "segment_id": path.stem, "transcript": None, "split": "test"})
+    return sorted(rows, key=lambda r: r["segment_id"])
 
 
 def build_case(case: str, tree: Path, store: Path, inputs: dict[str, Path], log: Path) -> float:
@@ -117,6 +137,8 @@ def build_case(case: str, tree: Path, store: Path, inputs: dict[str, Path], log:
         return run(tree, ["-c", SDK_BUILD, str(inputs["csd-fixture"]), str(store), "-"], log)
     if case == "text":
         return run(tree, [*cli, "build", "videos", "--input", str(inputs["text"]), *common], log)
+    if case == "video":
+        return run(tree, [*cli, "build", "videos", "--input", str(inputs["video"]), *common], log)
     if case == "utterance":
         return run(tree, [*cli, "build", "mosi-utterance", "--input", str(inputs["utterance"]), *common], log)
     if case == "mmsa":

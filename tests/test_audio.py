@@ -63,3 +63,57 @@ def test_no_audio_and_too_short_audio_are_masked() -> None:
     assert empty_frames(7).values.shape == (0, 7)
     short = extract_audio(np.zeros(50, np.float32), 3.0, AudioConfig("egemaps", "functionals"))
     assert not short.valid.any()
+
+
+def _smile_reference(samples: np.ndarray, feature_set: str, level: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What opensmile's own API gives for the same input (Smile builds one level per object)."""
+    import warnings
+
+    import opensmile
+
+    sets = {"egemaps": opensmile.FeatureSet.eGeMAPSv02, "compare": opensmile.FeatureSet.ComParE_2016}
+    levels = {"lld": opensmile.FeatureLevel.LowLevelDescriptors, "functionals": opensmile.FeatureLevel.Functionals}
+    smile = opensmile.Smile(feature_set=sets[feature_set], feature_level=levels[level])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        df = smile.process_signal(samples, 16000)
+    return (df.index.get_level_values("start").total_seconds().to_numpy(), df.index.get_level_values("end")
+            .total_seconds().to_numpy(), df.to_numpy(np.float32)), list(smile.feature_names)
+
+
+@pytest.mark.parametrize("feature_set", ["egemaps", "compare"])
+def test_one_run_gives_what_opensmile_smile_gives_per_level(speech: np.ndarray, feature_set: str) -> None:
+    """One openSMILE run yields both levels, equal value for value to opensmile.Smile's two runs: real speech,
+    an odd-length cut, noise past full scale (the int16 conversion wraps as Smile's does) and audio too short
+    for one frame (Smile's NaN row)."""
+    from pipelines.extract.audio import feature_names, run_opensmile
+
+    rng = np.random.default_rng(0)
+    inputs = {"speech": speech, "cut": cut(speech, 1.234, 3.0)[:-7],
+              "loud noise": (rng.standard_normal(8001) * 0.8).astype(np.float32), "short": speech[:50]}
+    for name, samples in inputs.items():
+        ours = run_opensmile(samples, feature_set)
+        for level in ("lld", "functionals"):
+            (start, end, values), names = _smile_reference(samples, feature_set, level)
+            got = ours[level]
+            assert feature_names(feature_set, level) == tuple(names), (name, level)
+            assert np.array_equal(got[0], start) and np.array_equal(got[1], end), (name, level)
+            assert got[2].dtype == np.float32 and np.array_equal(got[2], values, equal_nan=True), (name, level)
+    assert np.isnan(run_opensmile(speech[:50], feature_set)["lld"][2]).all()
+
+
+def test_extractor_gives_frames_and_functionals_of_one_run(speech: np.ndarray) -> None:
+    from pipelines.extract.audio import EgemapsExtractor, extract_functionals
+    from pipelines.extract.base import SegmentMedia
+
+    ex = EgemapsExtractor()
+    seg = SegmentMedia("s", 2.0, 2.0 + len(speech) / 16000, audio=speech)
+    frames, functionals = ex.extract_with_utterance(seg)
+    apart = ex.extract(seg)
+    assert np.array_equal(frames.start, apart.start) and np.array_equal(frames.values, apart.values)
+    assert frames.start[0] == 2.0
+    assert functionals is not None and np.array_equal(functionals, extract_functionals(speech))
+    assert np.array_equal(functionals, ex.utterance(seg, frames))
+    assert ex.extract_with_utterance(SegmentMedia("s", 0.0, 0.0, audio=speech[:50]))[1] is None  # NaN row: absent
+    empty, none = ex.extract_with_utterance(SegmentMedia("s", 0.0, 1.0, audio=None))
+    assert empty.values.shape == (0, 25) and none is None

@@ -106,6 +106,12 @@ class FrameExtractor(Extractor[SegmentMedia, FrameFeatures]):
         """The segment's utterance-level vector (D,), or None when absent (the writer marks it)."""
         return None
 
+    def extract_with_utterance(self, media: SegmentMedia) -> tuple[FrameFeatures, np.ndarray | None]:
+        """Frames and the utterance-level vector together: an extractor that gets both from one pass over the
+        media (openSMILE) overrides this."""
+        frames = self.extract(media)
+        return frames, self.utterance(media, frames)
+
 
 def empty_frames(dim: int) -> FrameFeatures:
     """No frames at all: a segment without audio (or without pictures for a face set)."""

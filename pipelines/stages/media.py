@@ -234,14 +234,16 @@ def warm_up(config: VideoConfig) -> dict[str, float]:
         step("whisper", config.recogniser().load)
     step("text", config.text_encoder().load)
     step("collapse", _warm_collapse)
+    log.debug("model warm-up: %s", seconds)
     return seconds
 
 
 def _run_audio_once(ex: FrameExtractor, config: VideoConfig) -> None:
     seg = SegmentMedia("warm-up", 0.0, 1.0, audio=np.zeros(16000, np.float32))
-    frames = ex.extract(seg)
     if config.utterance:
-        ex.utterance(seg, frames)
+        ex.extract_with_utterance(seg)
+    else:
+        ex.extract(seg)
 
 
 def _load_decoder(config: VideoConfig) -> None:
@@ -514,10 +516,12 @@ def _one_segment(s: SegmentSpec, media: _Decoded, runs: Sequence[_Run], unit: Me
         utterance: dict[str, np.ndarray] = {}
         for run in runs:  # audio, then face: the stage a failure is counted under is the extractor's kind
             stage = run.extractor.kind
-            frames[run.set_name] = run.extractor.extract(seg)
-            if run.utterance_name is not None:
-                if (vector := run.extractor.utterance(seg, frames[run.set_name])) is not None:
-                    utterance[run.utterance_name] = vector
+            if run.utterance_name is None:
+                frames[run.set_name] = run.extractor.extract(seg)
+                continue
+            frames[run.set_name], vector = run.extractor.extract_with_utterance(seg)
+            if vector is not None:
+                utterance[run.utterance_name] = vector
         return _Pending(s, s.segment_row(seg.start, seg.end, transcript), words, frames,
                         written_words(transcript, words.words), utterance)
     except PipelineError as e:
