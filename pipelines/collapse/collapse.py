@@ -155,8 +155,11 @@ def collapse(
     valid: np.ndarray | None = None,
 ) -> Collapsed:
     """Collapse (N, D) frames to (W, D) word vectors; see the module docstring for which frames count."""
-    # numba and LLVM load on first use, not with every `import pipelines`
-    from . import kernels
+    # the compiled extension, or numba and LLVM on first use: not with every `import pipelines`
+    from .aot import kernels as compiled_kernels
+    from .codes import FINITE, MODES
+
+    kernels = compiled_kernels()
 
     values, fs, fe, ws, we, ok = _check_inputs(values, frame_start, frame_end, word_start, word_end, valid)
     if values.dtype not in (np.float32, np.float64):
@@ -192,10 +195,10 @@ def collapse(
     x = values if dims else np.zeros((values.shape[0], 1), values.dtype)  # no dims: every frame is finite
     state = np.zeros(rows.size, np.int8)
     if n_words and rows.size:
-        kernels.collapse_words(x, rows, s0, s1, lo, hi, ws, we, short, mid, kernels.MODES[config.mode],
+        kernels.collapse_words(x, rows, s0, s1, lo, hi, ws, we, short, mid, MODES[config.mode],
                                EPSILON, out if dims else np.zeros((n_words, 1)), n_frames, state)
     kernels.check_rows(x, rows, state)  # frames no word reached: only counted
-    usable = state == kernels.FINITE
+    usable = state == FINITE
     nonfinite = int(rows.size - np.count_nonzero(usable))
     if nonfinite:
         rows, s0, s1 = rows[usable], s0[usable], s1[usable]

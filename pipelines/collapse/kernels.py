@@ -6,6 +6,7 @@ its own contiguous run of start-sorted frames, applies the SDK's overlap test an
 straight from the stored (float32) values, so the frames are read about once. The functions are compiled on
 first use and cached (`cache=True`: next to this file, or in numba's user cache where this folder is
 read-only), so the compile (a few seconds) is paid once per machine; a process then loads them in ~0.4 s.
+`aot.py` compiles the same functions ahead of time (`make install`), which a process loads without numba.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-MEAN, WEIGHTED, MAX, STD = 0, 1, 2, 3
-MODES = {"mean": MEAN, "weighted": WEIGHTED, "max": MAX, "std": STD}
-UNKNOWN, FINITE, NONFINITE = 0, 1, 2
+from .codes import FINITE, MAX, MEAN, NONFINITE, UNKNOWN, WEIGHTED
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
