@@ -370,3 +370,37 @@ def test_normalised_landmarks_ignore_position_and_scale(openface_csv):
     np.testing.assert_allclose(geometry.normalise_landmarks(moved), geometry.normalise_landmarks(pts), atol=1e-9)
     np.testing.assert_allclose(geometry.expression_descriptors(moved), geometry.expression_descriptors(pts), atol=1e-9)
     assert np.all(np.isnan(geometry.normalise_landmarks(np.zeros((68, 2)))))
+
+
+def test_sampled_frames_equal_full_decoding_with_unshown_frames_dropped(monkeypatch):
+    """sample_frames lets the decoder drop non-reference frames that no interval shows: every image equals what
+    decoding every frame gives (whole clips and cut segments, 3 to 30 fps, H.264, HEVC and VP6 clips, up to the
+    last frame), while fewer frames are decoded."""
+    from pipelines.extract.face import frames as F
+
+    clips = [mf.MOSI_CLIP, *sorted((mf.DATA / "faces").glob("*.mp4")), *sorted((mf.DATA / "faces").glob("*.mov")),
+             *sorted((mf.DATA / "cremad").glob("*.flv"))[:1]]
+    mf.need(*clips)
+    shown = F._shown_frames
+    decoded = {"all": 0, "shown": 0}
+
+    def every_frame(container, stream, mids, offset):  # noqa: ANN001, ANN202 - the plain decoding loop
+        for frame in container.decode(stream):
+            decoded["all"] += 1
+            yield frame
+
+    def counted(*args):  # noqa: ANN002, ANN202
+        for frame in shown(*args):
+            decoded["shown"] += 1
+            yield frame
+
+    for clip in clips:
+        for start, end, fps in ((None, None, 5.0), (1.3, 4.0, 5.0), (None, None, 30.0), (2.0, None, 3.0)):
+            monkeypatch.setattr(F, "_shown_frames", every_frame)
+            plain = F.sample_frames(clip, start, end, fps)
+            monkeypatch.setattr(F, "_shown_frames", counted)
+            fast = F.sample_frames(clip, start, end, fps)
+            assert np.array_equal(fast.start, plain.start) and len(fast.images) == len(plain.images)
+            for i, (a, b) in enumerate(zip(plain.images, fast.images, strict=True)):
+                assert (a is None) == (b is None) and (a is None or np.array_equal(a, b)), (clip.name, start, fps, i)
+    assert decoded["shown"] < 0.85 * decoded["all"]

@@ -7,8 +7,11 @@ already scaled down by swscale, which keeps decoding a small share of the per-fr
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +74,58 @@ def _stream_end(container: av.container.InputContainer, stream: av.VideoStream, 
     raise _fail(path, "video duration unknown; pass an explicit end time")
 
 
+LOOKAHEAD = 32  # packets read ahead of the decoder to learn which frame is displayed next
+
+
+def _shown_frames(container: av.container.InputContainer, stream: av.VideoStream, mids: np.ndarray,
+                  offset: float) -> Iterator[av.VideoFrame]:
+    """The stream's frames in display order, less the non-reference frames that no interval shows.
+
+    An interval shows the last frame displayed at or before its midpoint, so a frame displayed from t until the
+    next frame's time t' is shown by no interval when no midpoint lies in [t, t'). Such a frame is left to the
+    decoder to drop when it is a non-reference frame (FFmpeg's skip_frame=NONREF: nothing else is decoded from
+    it, so every other frame decodes to the same pixels). t' is taken as the earliest later time among the
+    packets seen so far and LOOKAHEAD ahead: never earlier than the true next frame, so no shown frame is ever
+    dropped; a frame with no later packet in sight (the last) is always decoded. Without packet times every
+    frame is decoded. Most clips' B-frames are non-reference: a quarter to a third of the decoding is saved at
+    5 fps."""
+    ctx = stream.codec_context
+    tb = stream.time_base
+    seen: list[int] = []  # every packet time so far, sorted (bisect)
+    ahead: deque[av.Packet] = deque()
+
+    def decode(packet: av.Packet) -> list[av.VideoFrame]:
+        skip = False
+        if packet.pts is not None and tb is not None:
+            i = bisect.bisect_right(seen, packet.pts)
+            if i < len(seen):
+                t, t_next = float(packet.pts * tb) - offset, float(seen[i] * tb) - offset
+                j = int(np.searchsorted(mids, t, side="left"))
+                skip = j >= len(mids) or mids[j] >= t_next
+        ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+        return ctx.decode(packet)
+
+    flush = None
+    for packet in container.demux(stream):
+        if packet.size == 0:  # the demuxer's end-of-stream packet: it flushes the decoder, after the rest
+            flush = packet
+            continue
+        if packet.pts is None:
+            tb = None  # some packet has no time: decode everything from here on
+        else:
+            bisect.insort(seen, packet.pts)
+        ahead.append(packet)
+        if len(ahead) > LOOKAHEAD:
+            yield from decode(ahead.popleft())
+    while ahead:
+        yield from decode(ahead.popleft())
+    ctx.skip_frame = "DEFAULT"
+    for frame in ctx.decode(flush):  # the frames the decoder still holds (reordering), timed like the rest
+        if frame.time_base is None:
+            frame.time_base = stream.time_base
+        yield frame
+
+
 def _images(container: av.container.InputContainer, stream: av.VideoStream, starts: np.ndarray, fps: float,
             offset: float, max_height: int | None, colour: bool, path: Path) -> list[np.ndarray | None]:
     """Decode from the keyframe before the first interval: per interval, the image on display at its midpoint."""
@@ -99,7 +154,7 @@ def _images(container: av.container.InputContainer, stream: av.VideoStream, star
         return item[2]
 
     try:
-        for frame in container.decode(stream):
+        for frame in _shown_frames(container, stream, mids, offset):
             n_decoded += 1
             t = (frame.time - offset) if frame.time is not None else n_decoded / rate
             # every interval whose midpoint falls before this frame shows the previous frame
