@@ -51,19 +51,19 @@ def source_id() -> str:
 
 def build(output_dir: Path = HERE) -> Path:
     """Compile the extension (and its stamp) into `output_dir`; returns the extension's path."""
-    from numba.pycc import CC
-
     from . import kernels
 
-    cc = CC(MODULE)
-    cc.output_dir = str(output_dir)
-    cc.verbose = False
-    for tag in VALUE_TYPES.values():
-        for name, signature in SIGNATURES.items():
-            cc.export(f"{name}_{tag}", signature.format(v=tag))(getattr(kernels, name).py_func)
-    cc.export("covered_lengths", COVERED)(kernels.covered_lengths.py_func)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numba.pycc's pending-deprecation notice
+        warnings.simplefilter("ignore")  # numba.pycc's pending-deprecation notice, on import and compile
+        from numba.pycc import CC
+
+        cc = CC(MODULE)
+        cc.output_dir = str(output_dir)
+        cc.verbose = False
+        for tag in VALUE_TYPES.values():
+            for name, signature in SIGNATURES.items():
+                cc.export(f"{name}_{tag}", signature.format(v=tag))(getattr(kernels, name).py_func)
+        cc.export("covered_lengths", COVERED)(kernels.covered_lengths.py_func)
         cc.compile()
     (Path(output_dir) / STAMP).write_text(json.dumps({"source": source_id()}) + "\n")
     return _extension_file(Path(output_dir))
