@@ -77,13 +77,23 @@ def _print_build(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_build_sdk(args: argparse.Namespace) -> int:
+    _start_workers_early(args)
     from pipelines.recipes.sdk import plan_sdk
 
     plan = plan_sdk(args.csd_dir, dataset=args.dataset, sets=args.sets, config=_build_config(args, 16), batch_videos=args.batch_videos)
     return _run_plan(plan, args)
 
 
+def _start_workers_early(args: argparse.Namespace) -> None:
+    """A build with local workers starts their forkserver before planning (see start_forkserver_early)."""
+    if args.workers != 0:
+        from flows.dask_cluster import start_forkserver_early
+
+        start_forkserver_early(args.dask_address)
+
+
 def cmd_build_videos(args: argparse.Namespace) -> int:
+    _start_workers_early(args)
     from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD, plan_videos
 
     config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)

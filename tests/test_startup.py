@@ -131,3 +131,40 @@ def test_local_cluster_workers_fork_with_torch_already_imported(tmp_path: Path) 
         pytest.skip("no forkserver start method here")
     assert r.stdout.strip().splitlines()[-1] == str([{"torch": True, "pipelines.stages.media": True,
                                                       "transformers": False}])
+
+
+_EARLY = """
+import json, os, sys
+from multiprocessing import forkserver
+from flows.dask_cluster import local_dask_config, start_forkserver_early
+
+def facts():
+    return {"parent": os.getppid(), "torch": "torch" in sys.modules}
+
+if __name__ == "__main__":
+    if not start_forkserver_early():
+        print("no-forkserver")
+        sys.exit(0)
+    early = forkserver._forkserver._forkserver_pid
+    from distributed import Client, LocalCluster  # planning would run here, beside the forkserver's imports
+    with local_dask_config():
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \\
+                Client(cluster) as client:
+            seen = list(client.run(facts).values())
+    print(json.dumps({"early": early, "parents": [f["parent"] for f in seen], "torch": [f["torch"] for f in seen]}))
+"""
+
+
+@pytest.mark.slow
+def test_build_starts_the_workers_forkserver_before_planning(tmp_path: Path) -> None:
+    """`mmolre build` with local workers starts their forkserver before it plans (start_forkserver_early): the
+    cluster made afterwards forks every worker from that same process, which has the preload imported."""
+    script = tmp_path / "early.py"
+    script.write_text(_EARLY)
+    r = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    if r.stdout.strip() == "no-forkserver":
+        pytest.skip("no forkserver start method here")
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert seen["parents"] == [seen["early"], seen["early"]] and seen["torch"] == [True, True]
