@@ -117,19 +117,25 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.slow
-def test_local_cluster_workers_fork_with_torch_already_imported(tmp_path: Path) -> None:
-    """The command line's local cluster (forkserver workers) preloads torch and the media stage in the forkserver,
-    so each worker starts with them imported (paid once, not per worker); no warm-up plugin involved here. In a
-    fresh process: a forkserver this test process started earlier would not see the preload."""
-    script = tmp_path / "forked.py"
-    script.write_text(_FORKED)
+def _last_line(tmp_path: Path, code: str) -> str:
+    """Run `code` as a fresh process's main script (a forkserver this test process started earlier would not see
+    a new preload); its last line of output. Skips where there is no forkserver start method."""
+    script = tmp_path / "main.py"
+    script.write_text(code)
     r = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr[-3000:]
     if r.stdout.strip() == "no-forkserver":
         pytest.skip("no forkserver start method here")
-    assert r.stdout.strip().splitlines()[-1] == str([{"torch": True, "pipelines.stages.media": True,
+    return r.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_fork_with_torch_already_imported(tmp_path: Path) -> None:
+    """The command line's local cluster (forkserver workers) preloads torch and the media stage in the forkserver,
+    so each worker starts with them imported (paid once, not per worker); no warm-up plugin involved here. In a
+    fresh process: a forkserver this test process started earlier would not see the preload."""
+    assert _last_line(tmp_path, _FORKED) == str([{"torch": True, "pipelines.stages.media": True,
                                                       "transformers": False}])
 
 
@@ -159,12 +165,5 @@ if __name__ == "__main__":
 def test_build_starts_the_workers_forkserver_before_planning(tmp_path: Path) -> None:
     """`mmolre build` with local workers starts their forkserver before it plans (start_forkserver_early): the
     cluster made afterwards forks every worker from that same process, which has the preload imported."""
-    script = tmp_path / "early.py"
-    script.write_text(_EARLY)
-    r = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert r.returncode == 0, r.stderr[-3000:]
-    if r.stdout.strip() == "no-forkserver":
-        pytest.skip("no forkserver start method here")
-    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    seen = json.loads(_last_line(tmp_path, _EARLY))
     assert seen["parents"] == [seen["early"], seen["early"]] and seen["torch"] == [True, True]
