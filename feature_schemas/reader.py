@@ -77,12 +77,35 @@ def _remote_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+_DRAIN_S = 0.2
+
+
+@functools.lru_cache(maxsize=1)
+def _drain_arrow_threads_at_exit() -> None:
+    """Once a process reads Parquet through Python file objects (a URL store), pyarrow's scan threads drop
+    their last references to those objects just after a scan returns, and need the GIL to do so. If the
+    interpreter is already shutting down then, the thread is ended under a C++ destructor and the process
+    aborts ("terminate called without an active exception", apache/arrow#49942; pyarrow 26.0.1 still does it:
+    `mmolre inspect s3://...` about one run in seven). At exit, before shutdown, collect garbage and release
+    the GIL for a moment so that those threads finish first."""
+    import atexit
+    import gc
+    import time
+
+    def drain() -> None:
+        gc.collect()
+        time.sleep(_DRAIN_S)
+
+    atexit.register(drain)
+
+
 def open_parquet(store: Location, path: str | os.PathLike) -> pq.ParquetFile:
     """One of a store's files (a path `Store.files` gave) opened for reading, in any process: for a URL store
     the filesystem is looked up again per process, so a forked or spawned DataLoader worker reads on its own."""
     if not is_url(store):
         return pq.ParquetFile(path)
     fs = open_filesystem(store)[0]
+    _drain_arrow_threads_at_exit()
     with reading(store, f" ({path})"):
         # no read-ahead cache: each row group's column chunks are fetched by ranged reads (pyarrow pre-buffers and
         # coalesces them); fsspec's default 50 MB read-ahead would fetch the rest of the file for every row group
@@ -170,6 +193,7 @@ class Store:
                     return pa.PythonFile(self.fs.open(path, mode="rb", cache_type="none"), mode="r")
 
             self._pyfs = PyFileSystem(RangedReads(self.fs))
+            _drain_arrow_threads_at_exit()
         return self._pyfs
 
     # -- what is in it ---------------------------------------------------------------------------

@@ -299,3 +299,14 @@ def test_training_from_the_url_equals_training_from_the_local_copy(synthetic_url
         return [{k: v for k, v in e.items() if "seconds" not in k and "per_s" not in k} for e in history]
 
     assert learnt(remote["history"]) == learnt(here["history"]) and remote["test"] == here["test"]
+
+
+@pytest.mark.slow
+def test_url_reads_never_abort_the_process_at_exit(url: str, s3: S3) -> None:  # noqa: F811
+    """pyarrow's scan threads release Python file objects just after a scan; a process that exits at that moment
+    used to abort ("terminate called without an active exception", exit -6) in about one `mmolre inspect
+    s3://...` in seven. 16 runs in a row all exit 0 with the full report."""
+    for _ in range(16):
+        r = cli("inspect", url, "--json", env=s3.env())
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads(r.stdout)["store"] == url
