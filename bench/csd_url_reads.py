@@ -16,24 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETTINGS = [(64 << 10, "blockcache"), (256 << 10, "blockcache"), (1 << 20, "blockcache"), (5 << 20, "readahead"),
             (50 << 20, "readahead")]  # 50 MiB read-ahead: s3fs's default
-
-
-def _write(path: Path) -> None:
-    rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as f:
-        data = f.create_group("COVAREP/data")
-        f.create_group("COVAREP/metadata")
-        for i in range(100):
-            e = data.create_group(f"vid{i:03d}")
-            e.create_dataset("features", data=rng.normal(size=(3000, 74)).astype(np.float32))
-            e.create_dataset("intervals", data=np.stack([np.arange(3000) / 100, np.arange(1, 3001) / 100], 1))
 
 
 def main() -> int:
@@ -41,6 +27,7 @@ def main() -> int:
 
     import pipelines.csd as csd
     from feature_schemas import storage
+    from tests.csd_fixtures import write_wide_covarep
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with socket.socket() as s:
@@ -52,8 +39,7 @@ def main() -> int:
                        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "cov.csd"
-            _write(path)
+            path = write_wide_covarep(Path(tmp) / "cov.csd", videos=100, rows=3000)
             fs, _ = storage.url_filesystem("s3://bench-bucket/cov.csd")
             fs.mkdir("bench-bucket")
             fs.put_file(str(path), "bench-bucket/cov.csd")

@@ -11,11 +11,11 @@ knows Prefect.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -34,6 +34,7 @@ from pipelines.recipes.mmsa import MMSA_UNITS_PER_SHARD
 from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD
 from pipelines.store_writer import BuildPlan, Shard, ShardRecord
 
+F = TypeVar("F", bound=Callable[..., Any])
 SHARD_RETRIES = 2
 SHARD_RETRY_DELAYS_S = [2, 10]
 
@@ -213,7 +214,35 @@ def _sdk_flow(dataset: str, csd_dir: str, store: str, sets: list[str] | None, mo
     return run_build_plan(plan, store, SDK_SHARDS, dask_address, n_workers, overwrite)
 
 
+# Prefect reads each flow's parameter descriptions from its own docstring: the two SDK flows share this one.
+_SDK_DOC = """{title} `.csd` computational sequences -> word-aligned Parquet store.
+
+Args:
+    csd_dir: Folder of the release's `.csd` files (labels, words, feature sequences), an absolute path on the
+        machine serving this flow, or a folder URL (s3://bucket/{folder}; read by byte ranges on the workers).
+    store: Folder of the feature store to write or complete (absolute path on the serving machine).
+    sets: Feature sequences to import by role (e.g. covarep, {facet}, glove); empty: every one found.
+    mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
+    keep_frames: Also write the frame-level tables (large).
+    dask_address: An existing Dask scheduler (tcp://host:8786); empty: a local cluster on the serving machine.
+    n_workers: Worker processes of the local cluster (empty: one per core, fewer if memory is short; 0: inline,
+        no Dask).
+    batch_videos: Videos per work unit.
+    units_per_shard: Work units per shard (one task run and one Parquet file per table each).
+    overwrite: Replace a store of another recipe or configuration at `store`.
+"""
+
+
+def _documented(doc: str) -> Callable[[F], F]:
+    def apply(fn: F) -> F:
+        fn.__doc__ = doc
+        return fn
+
+    return apply
+
+
 @flow(name="build-mosei-features", log_prints=True)
+@_documented(_SDK_DOC.format(title="CMU-MOSEI", folder="CMU_MOSEI", facet="facet42"))
 def build_mosei_features(
     csd_dir: str,
     store: str,
@@ -226,27 +255,12 @@ def build_mosei_features(
     units_per_shard: int = 16,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """CMU-MOSEI `.csd` computational sequences -> word-aligned Parquet store.
-
-    Args:
-        csd_dir: Folder of the release's `.csd` files (labels, words, feature sequences), an absolute path on the
-            machine serving this flow, or a folder URL (s3://bucket/CMU_MOSEI; read by byte ranges on the workers).
-        store: Folder of the feature store to write or complete (absolute path on the serving machine).
-        sets: Feature sequences to import by role (e.g. covarep, facet42, glove); empty: every one found.
-        mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
-        keep_frames: Also write the frame-level tables (large).
-        dask_address: An existing Dask scheduler (tcp://host:8786); empty: a local cluster on the serving machine.
-        n_workers: Worker processes of the local cluster (empty: one per core, fewer if memory is short; 0: inline,
-            no Dask).
-        batch_videos: Videos per work unit.
-        units_per_shard: Work units per shard (one task run and one Parquet file per table each).
-        overwrite: Replace a store of another recipe or configuration at `store`.
-    """
     return _sdk_flow("mosei", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard,
                      overwrite)
 
 
 @flow(name="build-mosi-features", log_prints=True)
+@_documented(_SDK_DOC.format(title="CMU-MOSI", folder="CMU_MOSI", facet="facet41"))
 def build_mosi_features(
     csd_dir: str,
     store: str,
@@ -259,22 +273,6 @@ def build_mosi_features(
     units_per_shard: int = 16,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """CMU-MOSI `.csd` computational sequences -> word-aligned Parquet store.
-
-    Args:
-        csd_dir: Folder of the release's `.csd` files (labels, words, feature sequences), an absolute path on the
-            machine serving this flow, or a folder URL (s3://bucket/CMU_MOSEI; read by byte ranges on the workers).
-        store: Folder of the feature store to write or complete (absolute path on the serving machine).
-        sets: Feature sequences to import by role (e.g. covarep, facet41, glove); empty: every one found.
-        mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
-        keep_frames: Also write the frame-level tables (large).
-        dask_address: An existing Dask scheduler (tcp://host:8786); empty: a local cluster on the serving machine.
-        n_workers: Worker processes of the local cluster (empty: one per core, fewer if memory is short; 0: inline,
-            no Dask).
-        batch_videos: Videos per work unit.
-        units_per_shard: Work units per shard (one task run and one Parquet file per table each).
-        overwrite: Replace a store of another recipe or configuration at `store`.
-    """
     return _sdk_flow("mosi", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard,
                      overwrite)
 

@@ -137,3 +137,19 @@ def damage_entry(path: Path, video: str, rows: dict[int, tuple[float, float]] | 
         if features is not None:
             del entry["features"]
             entry.create_dataset("features", data=features)
+
+
+def write_wide_covarep(path: Path, videos: int, rows: int, seed: int = 0) -> Path:
+    """A COVAREP-shaped computational sequence of `videos` entries of `rows` random 74-d frames at 100 Hz, written
+    straight with h5py (no metadata beyond the group: for byte-range and size experiments, not for the SDK)."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("COVAREP/data")
+        f.create_group("COVAREP/metadata")
+        for i in range(videos):
+            entry = data.create_group(f"video{i:03d}")
+            entry.create_dataset("features", data=rng.normal(size=(rows, 74)).astype(np.float32))
+            entry.create_dataset("intervals", data=np.stack([np.arange(rows) / 100, np.arange(1, rows + 1) / 100], 1))
+    return path

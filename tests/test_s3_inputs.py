@@ -168,16 +168,9 @@ def test_h5py_reads_byte_ranges_not_whole_objects(s3: S3, tmp_path: Path) -> Non
     import numpy as np
 
     from pipelines.csd import CsdFile
+    from tests.csd_fixtures import write_wide_covarep
 
-    path = tmp_path / "CMU_MOSEI_COVAREP.csd"
-    rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as f:
-        data = f.create_group("COVAREP/data")
-        f.create_group("COVAREP/metadata")
-        for i in range(40):
-            entry = data.create_group(f"video{i:02d}")
-            entry.create_dataset("features", data=rng.normal(size=(1000, 74)).astype(np.float32))
-            entry.create_dataset("intervals", data=np.stack([np.arange(1000) / 100, np.arange(1, 1001) / 100], 1))
+    path = write_wide_covarep(tmp_path / "CMU_MOSEI_COVAREP.csd", videos=40, rows=1000)
     url = s3.url("wide", path.name)
     s3.filesystem().put_file(str(path), url)
     size = path.stat().st_size
@@ -185,11 +178,11 @@ def test_h5py_reads_byte_ranges_not_whole_objects(s3: S3, tmp_path: Path) -> Non
         assert len(f.ids()) == 40 and f.dim() == 74
         listing = f._remote.cache.total_requested_bytes
     with CsdFile(url) as f:
-        rows = f.features("video20", 100, 300)
-        ivs = f.intervals("video20")
+        rows = f.features("video020", 100, 300)
+        ivs = f.intervals("video020")
         unit = f._remote.cache.total_requested_bytes
     with h5py.File(path, "r") as local:
-        assert np.array_equal(rows, local["COVAREP/data/video20/features"][100:300])
+        assert np.array_equal(rows, local["COVAREP/data/video020/features"][100:300])
     assert ivs.shape == (1000, 2)
     assert 0 < listing < size / 4 and 0 < unit < size / 4, (listing, unit, size)  # 2.9 and 2.1 of 12.6 MB here
 
