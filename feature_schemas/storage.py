@@ -313,8 +313,16 @@ class InputObject:
         return input_name(self.url)
 
     def key(self) -> list[Any]:
-        """A unit's input key for this object: the os.stat key's remote twin ([where, size, version])."""
+        """A unit's input key for this object: `local_input_key`'s remote twin ([where, size, version])."""
         return [self.url, self.size, self.version]
+
+
+def local_input_key(path: str | os.PathLike) -> list[Any]:
+    """A unit's input key for a local file: [resolved path, size, modification time in ns] (os.stat; raises
+    OSError when it cannot be read)."""
+    p = Path(path)
+    st = p.stat()
+    return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def input_name(location: Location) -> str:

@@ -81,10 +81,7 @@ class ShardNaming:
         counts = [self.held(u) for u in shard.units]
         if any(c is None for c in counts):
             return shard_title(shard, "units")
-        n = sum(c for c in counts if c is not None)
-        if n == len(shard.units):
-            return shard_title(shard, self.noun)
-        return f"shard {shard.shard_id}: {n} {self.noun if n != 1 else self.noun.rstrip('s')}"
+        return shard_title(shard, self.noun, sum(c for c in counts if c is not None))
 
 
 SDK_SHARDS = ShardNaming("videos", ("videos",))  # one unit: `batch_videos` videos

@@ -45,7 +45,8 @@ def _run_plan(plan: Any, args: argparse.Namespace) -> int:
     if args.workers == 0:
         result = run_build(plan, args.out, executor=None, show_bar=not args.quiet, overwrite=args.overwrite)
     else:
-        with dask_client(args.dask_address, args.workers, warm=warm_config(plan)) as client:
+        warm = warm_config(plan)
+        with dask_client(args.dask_address, args.workers, warm=warm, preload=warm is not None) as client:
             result = run_build(plan, args.out, executor=client, show_bar=not args.quiet, overwrite=args.overwrite)
     summary = summarize_build(result)
     _print_build(summary, args.json)
@@ -77,7 +78,6 @@ def _print_build(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_build_sdk(args: argparse.Namespace) -> int:
-    _start_workers_early(args)
     from pipelines.recipes.sdk import plan_sdk
 
     plan = plan_sdk(args.csd_dir, dataset=args.dataset, sets=args.sets, config=_build_config(args, 16), batch_videos=args.batch_videos)
@@ -85,7 +85,7 @@ def cmd_build_sdk(args: argparse.Namespace) -> int:
 
 
 def _start_workers_early(args: argparse.Namespace) -> None:
-    """A build with local workers starts their forkserver before planning (see start_forkserver_early)."""
+    """A media build with local workers starts their forkserver before planning (see start_forkserver_early)."""
     if args.workers != 0:
         from flows.dask_cluster import start_forkserver_early
 

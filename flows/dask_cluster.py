@@ -113,15 +113,16 @@ def start_forkserver_early(address: str | None = None) -> bool:
 
 
 @contextmanager
-def local_dask_config(address: str | None = None) -> Iterator[None]:
-    """LOCAL_DASK_CONFIG for as long as a local cluster lives (its restarted workers read it too), and the
-    forkserver preload of FORKSERVER_PRELOAD; nothing when the work goes to an existing cluster, whose own
+def local_dask_config(address: str | None = None, preload: bool = True) -> Iterator[None]:
+    """LOCAL_DASK_CONFIG for as long as a local cluster lives (its restarted workers read it too), and (`preload`)
+    the forkserver preload of FORKSERVER_PRELOAD; nothing when the work goes to an existing cluster, whose own
     settings stand."""
     if resolve_address(address):
         yield
         return
     with dask.config.set(LOCAL_DASK_CONFIG):
-        preload_forkserver()
+        if preload:
+            preload_forkserver()
         yield
 
 
@@ -163,12 +164,15 @@ def register_warm_up(client: Any, config: Any) -> None:
 
 
 @contextmanager
-def dask_client(address: str | None = None, n_workers: int | None = None, warm: Any = None) -> Iterator[Any]:
+def dask_client(address: str | None = None, n_workers: int | None = None, warm: Any = None,
+                preload: bool = True) -> Iterator[Any]:
     """A distributed Client (an Executor) for plain-function builds from the command line.
 
     A local cluster retries a task whose worker dies `WORKER_RETRIES` times, and is closed on the way out
     (quickly after an interrupt: running tasks are abandoned, the store they write stays resumable). `warm`: a
-    `VideoConfig` whose models every worker starts loading at once (`WarmUp`)."""
+    `VideoConfig` whose models every worker starts loading at once (`WarmUp`). `preload`: its workers fork with
+    torch and the media stage imported (FORKSERVER_PRELOAD); builds that read features already computed (.csd,
+    MMSA, bc-LSTM) use neither and skip it."""
     from distributed import Client, LocalCluster
 
     quiet_dask_logs()
@@ -180,7 +184,7 @@ def dask_client(address: str | None = None, n_workers: int | None = None, warm: 
                 register_warm_up(client, warm)
             yield client
         return
-    with local_dask_config():
+    with local_dask_config(preload=preload):
         cluster = LocalCluster(**local_cluster_kwargs(n_workers))
         client: Any = None
         ok = False

@@ -22,12 +22,15 @@ def _reason_kind(row: dict[str, Any]) -> str:
     return f"[{row.get('stage')}] " + _NUMBER.sub("N", reason)
 
 
-def top_failure_reasons(store: Any, n: int = 3) -> list[dict[str, Any]]:
-    """The `n` most common failure causes of a store: count, the cause, and one failure's own reason."""
+def failure_rows(store: Any) -> list[dict[str, Any]]:
+    """A store's failures table (none: empty)."""
     s = Store(store)
-    if not s.files("failures"):
-        return []
-    rows = s.dataset("failures").to_table(columns=["item_id", "stage", "reason", "source_path"]).to_pylist()
+    return s.dataset("failures").to_table().to_pylist() if s.files("failures") else []
+
+
+def top_failure_reasons(rows: list[dict[str, Any]], n: int = 3) -> list[dict[str, Any]]:
+    """The `n` most common failure causes among a store's failure rows: count, the cause, and one failure's own
+    reason."""
     kinds = Counter(_reason_kind(r) for r in rows)
     example = {}
     for r in rows:
@@ -38,8 +41,8 @@ def top_failure_reasons(store: Any, n: int = 3) -> list[dict[str, Any]]:
 
 def summarize_build(result: Any) -> dict[str, Any]:
     """What a build did, for the CLI (`--json`), the flows' return value and the summary artifact."""
-    m = result.manifest  # as the build just wrote it; only the first failures are read back
-    failures = Store(result.store).dataset("failures").head(50).to_pylist() if result.n_failures else []
+    m = result.manifest  # as the build just wrote it; the failures are read back once
+    failures = failure_rows(result.store) if result.n_failures else []
     return {
         "store": str(result.store),
         "counts": {
@@ -49,12 +52,12 @@ def summarize_build(result: Any) -> dict[str, Any]:
             "failures": result.n_failures,
         },
         "feature_sets": {n: fs.dim for n, fs in m.feature_sets.items()},
-        "failures": failures,
+        "failures": failures[:50],
         "report": m.report,
         "incomplete_shards": m.report.get("incomplete_shards", []),
         "leakage": m.report.get("leakage"),
         "warnings": m.report.get("warnings", []),
-        "top_failure_reasons": top_failure_reasons(result.store) if result.n_failures else [],
+        "top_failure_reasons": top_failure_reasons(failures),
     }
 
 

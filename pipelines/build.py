@@ -75,9 +75,10 @@ MapShards = Callable[[WriteShard, Sequence[Shard]], Iterator[ShardRecord]]
 Progress = Callable[[BuildProgress], None]
 
 
-def shard_title(shard: Shard, noun: str = "units") -> str:
-    """How a shard is named where people watch it: `shard 00012: 16 videos`."""
-    n = len(shard.units)
+def shard_title(shard: Shard, noun: str = "units", n: int | None = None) -> str:
+    """How a shard is named where people watch it: `shard 00012: 16 videos` (`n`: what it holds, when that is
+    not its number of units)."""
+    n = len(shard.units) if n is None else n
     return f"shard {shard.shard_id}: {n} {noun if n != 1 else noun.rstrip('s')}"
 
 

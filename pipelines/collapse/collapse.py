@@ -52,6 +52,8 @@ import numpy as np
 
 from ..errors import PipelineError
 from ..records import FrameFeatures, Words
+from .codes import FINITE
+from .codes import MODES as MODE_CODES  # name -> the kernels' integer code (MODES below: the names)
 
 EPSILON = 10e-4  # the SDK's module constant, in seconds
 
@@ -157,7 +159,6 @@ def collapse(
     """Collapse (N, D) frames to (W, D) word vectors; see the module docstring for which frames count."""
     # the compiled extension, or numba and LLVM on first use: not with every `import pipelines`
     from .aot import kernels as compiled_kernels
-    from .codes import FINITE, MODES
 
     kernels = compiled_kernels()
 
@@ -195,7 +196,7 @@ def collapse(
     x = values if dims else np.zeros((values.shape[0], 1), values.dtype)  # no dims: every frame is finite
     state = np.zeros(rows.size, np.int8)
     if n_words and rows.size:
-        kernels.collapse_words(x, rows, s0, s1, lo, hi, ws, we, short, mid, MODES[config.mode],
+        kernels.collapse_words(x, rows, s0, s1, lo, hi, ws, we, short, mid, MODE_CODES[config.mode],
                                EPSILON, out if dims else np.zeros((n_words, 1)), n_frames, state)
     kernels.check_rows(x, rows, state)  # frames no word reached: only counted
     usable = state == FINITE

@@ -235,10 +235,12 @@ class OpenSmileExtractor(FrameExtractor):
         """None when the frames already are functionals (the word-level set is `<set>_functionals`)."""
         return functionals_feature_set(self.config) if self.config.level != "functionals" else None
 
+    def load(self) -> None:
+        """Run openSMILE once on a second of silence: its first run imports the package and its C library."""
+        run_opensmile(np.zeros(SAMPLE_RATE, np.float32), self.config.feature_set)
+
     def utterance(self, media: SegmentMedia, frames: FrameFeatures) -> np.ndarray | None:
-        if self.config.level == "functionals":
-            return None
-        return extract_functionals(media.audio, self.config, item_id=media.segment_id)
+        return self.extract_with_utterance(media)[1]
 
     def extract_with_utterance(self, media: SegmentMedia) -> tuple[FrameFeatures, np.ndarray | None]:
         """LLDs and functionals from one openSMILE run (computing them apart ran the whole config twice)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_schemas import FeatureSet, labels_record
-from feature_schemas.storage import display, is_url, refuse_url_credentials
+from feature_schemas.storage import display, is_url, local_input_key, refuse_url_credentials
 
 from ..build import run_build
 from ..collapse import CollapseConfig
@@ -94,9 +94,7 @@ def _file_key(info: CsdInfo) -> list[Any]:
     ETag] of an object at a URL (from the listing, no request per file)."""
     if info.source is not None:
         return info.source.key()
-    path = Path(info.path)
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    return local_input_key(info.path)
 
 
 def _where(csd_dir: str | os.PathLike) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feature_schemas import FeatureSet, labels_record
-from feature_schemas.storage import input_suffix, is_url, stat_input
+from feature_schemas.storage import input_suffix, is_url, local_input_key, stat_input
 
 from ..errors import PipelineError
 from ..inputs import AUDIO_SUFFIXES, ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
@@ -88,10 +88,8 @@ def _file_key(path: str | Path) -> list[Any]:
             return stat_input(str(path)).key()
         except Exception:  # noqa: BLE001 - the unit fails on its worker with the reason; the key only has to be stable
             return [str(path), None, None]
-    path = Path(path)
     try:
-        st = path.stat()
-        return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+        return local_input_key(path)
     except OSError:
         return [str(path), None, None]
 

@@ -223,42 +223,17 @@ def warm_up(config: VideoConfig) -> dict[str, float]:
             log.debug("warm-up %s: %s: %s", name, type(e).__name__, e)
         seconds[name] = round(time.perf_counter() - t, 3)
 
-    step("torch", lambda: _import_torch(config.threads))
+    step("torch", lambda: _torch_threads(config.threads))
     for ex in config.frame_extractors():
         step(ex.name, ex.load)
-        if ex.kind == "audio":  # openSMILE builds its extractors on first use: run it once on a second of silence
-            step(f"{ex.name} first run", lambda ex=ex: _run_audio_once(ex, config))
     if config.align:
-        step("pocketsphinx", lambda: _load_decoder(config))
+        step("pocketsphinx", config.aligner().load)
     if config.transcribe or config.asr_fallback:
         step("whisper", config.recogniser().load)
     step("text", config.text_encoder().load)
     step("collapse", _warm_collapse)
     log.debug("model warm-up: %s", seconds)
     return seconds
-
-
-def _run_audio_once(ex: FrameExtractor, config: VideoConfig) -> None:
-    seg = SegmentMedia("warm-up", 0.0, 1.0, audio=np.zeros(16000, np.float32))
-    if config.utterance:
-        ex.extract_with_utterance(seg)
-    else:
-        ex.extract(seg)
-
-
-def _load_decoder(config: VideoConfig) -> None:
-    """The aligner's cached pocketsphinx decoder (its load() is lazy: ~0.3 s on the first segment otherwise)."""
-    from ..extract.words.g2p import Pronouncer
-
-    config.aligner().load()
-    Pronouncer.for_decoder(config.align_config(), {})
-
-
-def _import_torch(threads: int | None) -> None:
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def _warm_collapse() -> None:
@@ -482,10 +457,10 @@ def _words(s: SegmentSpec, seg: SegmentMedia, media: _Decoded, config: VideoConf
 
 
 def _torch_threads(threads: int | None) -> None:
-    """Torch's intra-op threads, set before a torch model (the face backends' networks) runs."""
-    if threads:
-        import torch
+    """Import torch and set its intra-op threads, before a torch model (the face backends' networks) runs."""
+    import torch
 
+    if threads:
         torch.set_num_threads(threads)
 
 

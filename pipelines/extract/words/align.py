@@ -239,6 +239,12 @@ class PocketsphinxAligner(Extractor[SegmentMedia, Alignment]):
     def version(self) -> str:
         return package_version("pocketsphinx")
 
+    def load(self) -> None:
+        """The process's cached decoder for this configuration (~0.3 s: the acoustic model and dictionary)."""
+        from .g2p import Pronouncer
+
+        Pronouncer.for_decoder(self.config, {})
+
     def extract(self, media: SegmentMedia) -> Alignment:
         return align_transcript(media.audio, list(media.words), media.start, self.config,
                                 duration=media.end - media.start, language=media.language)
