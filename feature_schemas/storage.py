@@ -155,19 +155,6 @@ class RemoteFiles:
         root = self.key() + "/"
         return sorted(p[len(root):] for p in found if p.startswith(root))
 
-    def sizes(self) -> dict[str, int]:
-        """Every object under the store with its size, from one listing (pages of 1,000 keys on S3)."""
-        try:
-            self.fs.invalidate_cache()
-            found = self.fs.find(self.key(), detail=True)
-        except FileNotFoundError:
-            return {}
-        except Exception as e:  # noqa: BLE001
-            raise self._error("", e, "list") from None
-        root = self.key() + "/"
-        return {p[len(root):]: int(info.get("size") or 0) for p, info in found.items()
-                if p.startswith(root) and info.get("type") != "directory"}
-
     def remove(self, rel: str) -> None:
         try:
             self.fs.rm_file(self.key(rel))

@@ -39,6 +39,7 @@ from feature_schemas import (
     table_roots,
 )
 from feature_schemas.paths import contained_key
+from feature_schemas.remote import ObjectInfo, list_objects
 from feature_schemas.storage import RemoteFiles, is_url, local_path
 
 if TYPE_CHECKING:
@@ -173,10 +174,10 @@ class RemoteDir:
     def __init__(self, url: str) -> None:
         self.files = RemoteFiles(url)
         self.shown = self.files.shown
-        self._sizes: dict[str, int] | None = None  # one listing serves every resume check; kept up to date
+        self._objects: dict[str, ObjectInfo] | None = None  # one listing serves every resume check; kept up to date
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_sizes": None}
+        return {**self.__dict__, "_objects": None}
 
     @property
     def location(self) -> str:
@@ -212,8 +213,8 @@ class RemoteDir:
         tmp = f"{folder}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
         self.files.put(tmp, data)
         self.files.move(tmp, rel)
-        if self._sizes is not None:
-            self._sizes[rel] = len(data)
+        if self._objects is not None:
+            self._objects[rel] = ObjectInfo(len(data), None)
         return hashlib.sha256(data).hexdigest(), len(data)
 
     def record_ids(self) -> list[str]:
@@ -227,27 +228,30 @@ class RemoteDir:
 
     def problem(self, rel: str, sha256: str, size: int | None) -> str | None:
         contained_key(self.files.url, rel, "shard record")
-        if self._sizes is None:
-            self._sizes = self.files.sizes()
-        actual = self._sizes.get(rel)
-        if actual is None:
+        found = (self._objects if self._objects is not None else self._list()).get(rel)
+        if found is None:
             return "file listed in the manifest is missing"
-        if size is not None and actual != size:
-            return f"size {actual} bytes, the manifest says {size}: object replaced or truncated"
+        if size is not None and found.size != size:
+            return f"size {found.size} bytes, the manifest says {size}: object replaced or truncated"
         return None
+
+    def _list(self) -> dict[str, ObjectInfo]:
+        """Every object under the store now (one paginated LIST), kept for the resume checks that follow."""
+        self._objects = list_objects(self.files.fs, self.files.key(), self.files.url)
+        return self._objects
 
     def size(self, rel: str) -> int:
         return int(self.files.size(rel) or 0)
 
     def remove(self, rel: str) -> None:
         self.files.remove(rel)
-        if self._sizes is not None:
-            self._sizes.pop(rel, None)
+        if self._objects is not None:
+            self._objects.pop(rel, None)
 
     def clean_temporaries(self) -> None:
-        for rel in self.files.listing(recursive=True):
+        for rel in list(self._list()):  # a fresh listing, which the resume checks then reuse
             if fnmatch.fnmatch(rel.rpartition("/")[2], TEMPORARY_GLOB):
-                self.files.remove(rel)
+                self.remove(rel)
 
     def prune_folders(self) -> None:
         """Object stores have no folders to leave behind."""

@@ -138,7 +138,9 @@ def text_encoder(config: TextConfig = TextConfig()) -> Encoder:
     return _encoder(path, light)
 
 
+@lru_cache(maxsize=8)
 def text_feature_set(config: TextConfig = TextConfig()) -> FeatureSet:
+    """The set's description, read once per configuration: `encode_words` asks for its dimension every call."""
     import json
     from importlib.metadata import version
 

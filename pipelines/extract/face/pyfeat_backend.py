@@ -24,6 +24,7 @@ import feature_schemas
 
 from ...errors import PipelineError
 from ...records import FrameFeatures
+from ..base import importable, package_version
 from . import geometry
 from .base import STAGE, FaceBackend, invalid_frames
 from .frames import sample_frames
@@ -265,10 +266,9 @@ class PyFeatBackend(FaceBackend):
 
     def availability(self) -> tuple[bool, str]:
         """py-feat installed and every weight file its model choices need found on local disk (nothing loaded)."""
-        from importlib.util import find_spec
-
-        if find_spec("feat") is None:
-            return False, "python package 'feat' (py-feat) is not installed"
+        ok, why = importable("feat")
+        if not ok:
+            return False, f"{why} (it comes with py-feat)"
         try:
             resolve_weights(self.config)
         except PipelineError as e:
@@ -286,7 +286,7 @@ class PyFeatBackend(FaceBackend):
             dims=DIMS,
             modality="visual",
             extractor="py-feat",
-            extractor_version=_feat_version(),
+            extractor_version=package_version("py-feat"),
             config=cfg,
             frame_rate=self.fps,
             description=(
@@ -320,10 +320,3 @@ class PyFeatBackend(FaceBackend):
         return map_pyfeat_frame(pd.DataFrame(df), fps, t0, len(frames.start), self.config.main_face)
 
 
-def _feat_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("py-feat")
-    except Exception:
-        return ""
