@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import types
-import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,101 +41,25 @@ def model_settings(name: str | None, task: str | None = None) -> dict[str, str |
         if model not in known:
             raise OptionError(f"--model {name}: unknown model; choose one of "
                               f"{', '.join(n.replace('_', '-') for n in known)} or single-task (see `mmolre models`)")
-    return {"model": model, "tasks": json.dumps([task]) if task else None}
+    return {"model": model, "tasks": [task] if task else None}
 
 
 def text_settings(text_encoder: str | None, text_model: str | None) -> dict[str, str | None]:
-    """`--text-encoder`/`--text-model` as TrainConfig settings (a path quoted so YAML keeps it text)."""
-    return {"text_encoder": text_encoder, "text_model": json.dumps(str(text_model)) if text_model else None}
+    """`--text-encoder`/`--text-model` as TrainConfig settings (typed values)."""
+    return {"text_encoder": text_encoder, "text_model": str(text_model) if text_model else None}
 
 
 def train_config(config_file: str | None, overrides: Sequence[str] = (), **settings: Any) -> Any:
-    """TrainConfig from a YAML/JSON file (or defaults), then `key=value` overrides; None settings are skipped."""
+    """TrainConfig from a YAML/JSON file (or defaults), then typed `settings` (None skipped: the file's or the
+    default stays), then `key=value` overrides, each checked against its field's type before training starts."""
     from mmolre.config import TrainConfig
+    from mmolre.settings import SettingError
 
     config = TrainConfig.load(config_file) if config_file else TrainConfig()
-    if settings.get("model"):  # the arch settings that follow are the chosen model's
-        try:
-            config = config.with_model(settings["model"])
-        except ValueError as e:
-            raise OptionError(f"--model {settings['model']}: {e}") from None
-    pairs = [f"{k}={v}" for k, v in settings.items() if v is not None]
-    pairs += [f"{pair.partition('=')[0]}={_yaml_text(check_override(config, pair))}" for pair in overrides]
     try:
-        return config.with_overrides(pairs) if pairs else config
+        config = config.with_values(**{k: v for k, v in settings.items() if v is not None})
+        return config.with_overrides(list(overrides))
+    except SettingError as e:
+        raise OptionError(str(e)) from None
     except (KeyError, TypeError, ValueError) as e:
         raise OptionError(f"--set {' '.join(overrides)}: {e}") from None
-
-
-def _yaml_text(value: Any) -> str:
-    """A checked value as YAML that reads back as the same value: json, except that a float like 1e-05 gets a
-    dot (YAML 1.1 reads `1e-05` as text, which would reach the optimiser as a string)."""
-    text = json.dumps(value)
-    if isinstance(value, float) and "e" in text and "." not in text.split("e")[0]:
-        text = text.replace("e", ".0e", 1)
-    return text
-
-
-def check_override(config: Any, pair: str) -> Any:
-    """Refuse `key=value` before training starts when the key is unknown or the value's type is wrong, rather
-    than failing with a TypeError deep inside the optimiser."""
-    import yaml
-
-    key, sep, text = pair.partition("=")
-    if not sep or not key:
-        raise OptionError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set lr=1e-3 or --set arch.d_model=64")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise OptionError(f"--set {pair!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
-    target, hint = config, Any
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(target):
-            raise OptionError(f"--set {pair!r}: {key!r} goes inside a setting that has no sub-settings")
-        names = [f.name for f in dataclasses.fields(target)]
-        if part not in names:
-            raise OptionError(f"--set {pair!r}: unknown setting {part!r}; known: {', '.join(names)}")
-        hint = typing.get_type_hints(type(target))[part]
-        target = getattr(target, part)
-    if isinstance(value, str) and not _fits(value, hint) and _fits(1.0, hint):
-        try:  # YAML 1.1 reads 1e-3 (no dot) as text
-            value = float(value)
-        except ValueError:
-            pass
-    if not _fits(value, hint):
-        raise OptionError(f"--set {pair!r}: {key} must be {_describe(hint)}, not {value!r}")
-    return value
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin in (list, tuple, Sequence):
-        item = args[0] if args else Any
-        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
-    if origin is dict:
-        k, v = args or (Any, Any)
-        return isinstance(value, dict) and all(_fits(a, k) and _fits(b, v) for a, b in value.items())
-    if dataclasses.is_dataclass(hint):
-        return isinstance(value, dict)
-    return True
-
-
-def _describe(hint: Any) -> str:
-    names = {int: "an integer", float: "a number", str: "text", bool: "true or false", type(None): "null"}
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    return names.get(hint, str(hint).replace("typing.", ""))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,13 +160,30 @@ class StoreDataset(IterableDataset):
         self.rank, self.world_size, self.read_rows = rank, world_size, read_rows
         self.epoch = 0
         self.labels = SegmentLabels(store_obj, split, tasks)
-        self.row_groups = [  # footers only: one small ranged read per file of a URL store
+        self._files: dict[str, Any] = {}  # path -> open ParquetFile, per process (see _file); never pickled
+        self._files_pid = os.getpid()
+        self.row_groups = [  # footers only: one small ranged read per file of a URL store, kept open for reading
             (str(p), rg, md.row_group(rg).num_rows)
             for p in store_obj.files(self.table, split)
-            for md in [store_obj.open_parquet(p).metadata]
+            for md in [self._file(str(p)).metadata]
             for rg in range(md.num_row_groups)
         ]
         self.num_rows = sum(n for _, _, n in self.row_groups)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Spawned DataLoader workers and pickles get no open files: each process opens its own (`_file`)."""
+        return {**self.__dict__, "_files": {}}
+
+    def _file(self, path: str) -> Any:
+        """The ParquetFile of one of the split's files, opened (footer read) once per process and kept: a unit
+        of every epoch reads its row group from it instead of reopening the file. A forked worker inherits the
+        parent's handles but not its process id, so it opens its own (a URL store's connections are per process)."""
+        if self._files_pid != os.getpid():
+            self._files, self._files_pid = {}, os.getpid()
+        pf = self._files.get(path)
+        if pf is None:
+            pf = self._files[path] = open_parquet(self.store_path, path)
+        return pf
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -214,7 +232,7 @@ class StoreDataset(IterableDataset):
             yield from self._read_rows(u)
 
     def _read_rows(self, u: Unit) -> Iterator[dict[str, Any]]:
-        pf = open_parquet(self.store_path, u.path)
+        pf = self._file(u.path)
         sizes = _split_rows(pf.metadata.row_group(u.row_group).num_rows, u.parts)
         skip, take = sum(sizes[: u.part]), sizes[u.part]
         seen = 0
