@@ -90,7 +90,7 @@ def test_cli_extractors_json_lists_every_extractor() -> None:
     for name in ("mediapipe", "egemaps"):  # both ship with their packages: they run here
         assert by_name[name]["available"] is True and by_name[name]["reason"] == ""
     assert by_name["egemaps"]["dims"] == 25 and by_name["egemaps"]["dim_names"][0] == "Loudness_sma3"
-    assert by_name["mediapipe"]["kind"] == "face" and "fer_happy" in by_name["mediapipe"]["dim_names"]
+    assert by_name["mediapipe"]["kind"] == "face" and "expr_happy" in by_name["mediapipe"]["dim_names"]
     pyfeat = by_name["pyfeat"]  # no local weights here
     assert pyfeat["available"] is False and "weights" in pyfeat["reason"] and pyfeat["dims"] == 168
 
