@@ -51,6 +51,8 @@ def _backend(name: str, fps: float) -> Any:
 def _speaker_relative(clips: dict[str, FrameFeatures], dims: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """CREMA-D clips (ACTOR_SENTENCE_EMOTION_LEVEL): each clip's mean of expression minus its actor's median."""
     expr = [i for i, d in enumerate(dims) if d.startswith(EXPRESSION_PREFIXES)]
+    if not expr:
+        return {}
     actors: dict[str, list[str]] = {}
     for name in clips:
         if name.endswith(".flv"):

@@ -31,7 +31,7 @@ MEAN_RGB = (122.782, 117.001, 104.298)  # face-api's FaceFeatureExtractor subtra
 LABELS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")  # net's order
 # the net's classes in the order of fer_model.EXPRESSIONS (angry, disgust, fear, happy, sad, surprise, neutral)
 TO_FER_ORDER: tuple[int, ...] = (3, 5, 4, 1, 2, 6, 0)
-BATCH = 16
+BATCH = 8
 ENV_DIR = "MMOLRE_FACEAPI_DIR"
 
 
@@ -173,12 +173,12 @@ def load_model(manifest: str | os.PathLike[str] | None = None):  # noqa: ANN201 
     """The network with the manifest's weights (default: the installed npm package's), once per process."""
     import torch
 
+    from .fer_model import freeze_for_inference
+
     path = Path(manifest) if manifest else manifest_path()
     module = _build_module()
     load_weights(module, read_weights(path), path)
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module.to(memory_format=torch.channels_last)
+    return freeze_for_inference(module, torch.zeros(BATCH, 3, INPUT_SIZE, INPUT_SIZE))
 
 
 def predict(rgb_faces: np.ndarray, manifest: str | os.PathLike[str] | None = None) -> np.ndarray:
@@ -192,5 +192,5 @@ def predict(rgb_faces: np.ndarray, manifest: str | os.PathLike[str] | None = Non
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), BATCH):
-            out.append(model(x[i: i + BATCH].contiguous(memory_format=torch.channels_last)).numpy())
+            out.append(model(x[i: i + BATCH]).numpy())
     return np.concatenate(out).astype(np.float32)
