@@ -210,3 +210,29 @@ def test_faceapi_weights_absent_or_broken_is_a_clear_error(tmp_path, monkeypatch
         faceapi_model.load_model(str(faceapi_model.manifest_path()))
     with pytest.raises(PipelineError, match="expression model 'nope': choose one of"):
         get_backend("mediapipe", expression_model="nope")
+
+
+@needs_cremad
+def test_media_stage_gives_every_segment_of_a_file_the_files_baseline():
+    """A unit with two segments of one clip (the media stage, real extractors, no forced alignment): each
+    segment's rel_* cues and summary are against the median over both segments' frames with a face."""
+    from pipelines.inputs import SegmentSpec
+    from pipelines.records import WorkUnit
+    from pipelines.stages.media import MediaUnit, VideoConfig, process_video_unit
+
+    clip = CLIPS["ANG"]
+    specs = tuple(SegmentSpec(f"seg{i}", "v", clip, s, e, "don't forget a jacket", {}, "train", "test")
+                  for i, (s, e) in enumerate(((0.0, 1.2), (1.2, 2.3))))
+    config = VideoConfig(align=False, asr_fallback=False, transcribe=False)
+    result = process_video_unit(WorkUnit("u", "k", MediaUnit(str(clip), specs)), config)
+    assert not result.failures and len(result.records) == 2
+    from pipelines.extract.face.mediapipe_backend import DIMS
+
+    i, r = DIMS.index("expr_angry"), DIMS.index("rel_expr_angry")
+    frames = [rec.frames["face_mediapipe"] for rec in result.records]
+    median = np.median(np.concatenate([f.values[f.valid, i] for f in frames]).astype(np.float64))
+    for rec, f in zip(result.records, frames, strict=True):
+        assert f.valid.sum() >= 4
+        assert np.allclose(f.values[f.valid, r], f.values[f.valid, i] - median, atol=1e-5)
+        summary = rec.utterance_features["face_mediapipe_summary"]
+        assert np.isclose(summary[r], f.values[f.valid, r].mean(), atol=1e-5)
