@@ -36,6 +36,7 @@ import feature_schemas
 from ...errors import PipelineError
 from ...records import FrameFeatures
 from ..base import importable, package_version
+from ..registry import register
 from . import fer_model, geometry
 from .base import STAGE, FaceBackend, invalid_frames
 from .frames import sample_frames
@@ -326,8 +327,10 @@ def _detection_boxes(detections: list[Any], image_size: tuple[int, int]) -> tupl
     return np.array(boxes, np.float64).reshape(-1, 4), np.array(scores, np.float64)
 
 
+@register("face", "mediapipe", default=True)
 class MediaPipeBackend(FaceBackend):
-    name = "mediapipe"
+    """MediaPipe face mesh: head pose, expression geometry and 7 facial-expression probabilities (offline)."""
+
     config_class = MediaPipeConfig
 
     def availability(self) -> tuple[bool, str]:
