@@ -439,7 +439,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("extractors", help="the audio, face, text and words extractors: dims, version, can they run here")
+    p = sub.add_parser("extractors", help="the audio, face, text extractors, aligners and speech recognisers: dims, version, can they run here")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, kind, dims, dim_names, version, available, reason}")
     p.set_defaults(func=cmd_extractors)
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from pipelines.errors import PipelineError
 from pipelines.extract import registry
 from pipelines.extract.base import Extractor, FrameExtractor, SegmentMedia
 from pipelines.extract.face.pyfeat_backend import WEIGHTS_ENV
+from pipelines.extract.words.base import Recogniser, Transcription
+from pipelines.records import Words
 from tests import media_fixtures as mf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +97,7 @@ def test_cli_extractors_json_lists_every_extractor() -> None:
     proc = run_cli("extractors", "--json", env={WEIGHTS_ENV: ""})
     assert proc.returncode == 0, proc.stderr
     listed = json.loads(proc.stdout)
-    assert [e["name"] for e in listed] == registry.names()
+    assert [e["name"] for e in listed] == [n for n in registry.names() if n != "test-silence"]  # not a plug-in here
     for e in listed:
         assert set(e) == {"name", "kind", "dims", "dim_names", "version", "available", "reason"}
         assert e["dims"] is None or e["dims"] == len(e["dim_names"])
@@ -113,6 +116,43 @@ def test_cli_extractors_table() -> None:
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["name", "kind", "dims", "version", "available"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert set(rows) == set(registry.names())
+    assert set(rows) == set(registry.names()) - {"test-silence"}
     assert rows["egemaps"].split()[1:3] == ["audio", "25"] and rows["egemaps"].rstrip().endswith("yes")
     assert "no: pyfeat face backend: no weights folder given" in rows["pyfeat"]
+
+
+@dataclass(frozen=True)
+class _SilenceConfig:
+    threads: int = 1
+
+
+@registry.register("asr", "test-silence")
+class _Silence(Recogniser):
+    """A recogniser that hears nothing: a plug-in registered outside the package."""
+
+    config_class = _SilenceConfig
+    title = "the silent recogniser"
+
+    def version(self) -> str:
+        return "1"
+
+    def recognise(self, samples: np.ndarray, offset: float = 0.0, language: str | None = None) -> Transcription:
+        return Transcription(Words([], [], [], [], "asr"), "")
+
+
+def test_a_plugin_registers_by_decorator_and_a_build_chooses_it_by_name() -> None:
+    """`--asr test-silence`: the media stage runs the plug-in named, not a hard-coded Whisper."""
+    mf.need(mf.TWO_SPEAKERS)
+    from pipelines.inputs import SegmentSpec
+    from pipelines.records import WorkUnit
+    from pipelines.stages.media import MediaUnit, VideoConfig, process_video_unit
+
+    assert registry.names("asr")[-1] == "test-silence" and "hears nothing" in registry.help_text("asr")
+    config = VideoConfig(face=None, asr="test-silence", utterance=False)
+    assert isinstance(config.recogniser(), _Silence)
+    spec = SegmentSpec("s", "v", mf.TWO_SPEAKERS, 0.0, 2.0, None, {}, "train", "manifest")
+    result = process_video_unit(WorkUnit("u", "k", MediaUnit(str(mf.TWO_SPEAKERS), (spec,), False)), config)
+    assert [f.reason for f in result.failures] == [f"{mf.TWO_SPEAKERS}: segment s has no transcript and the silent "
+                                                    "recogniser recognised no speech: no words to build"]
+    with pytest.raises(ValueError, match="aligner extractor 'mfa': choose one of pocketsphinx"):
+        VideoConfig(aligner="mfa")

@@ -16,6 +16,7 @@ from ..extract.text import TextEncoder
 from ..extract.words.base import Aligner, Recogniser
 
 _E = TypeVar("_E")
+_LATER = ("text", "aligner", "asr")  # VideoConfig fields added after stores were built (see to_dict)
 # the registry's default per kind, read from the extractors' sources (no extractor module is imported)
 DEFAULTS: dict[Kind, str] = {kind: registry.default(kind) for kind in ("audio", "face", "text", "aligner", "asr")}
 
@@ -67,7 +68,13 @@ class VideoConfig:
             raise ValueError(f"audio level {self.audio_level!r}: choose one of lld, functionals")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as the manifest records them; the extractor names that came later (text, aligner, asr)
+        only when they are not the registry's defaults, so stores built before keep their shard keys."""
+        out = asdict(self)
+        for key in _LATER:
+            if out[key] == DEFAULTS[key]:  # type: ignore[index]
+                del out[key]
+        return out
 
     # --- the build's extractors, from the registry (one instance per process and settings) ---
 
