@@ -39,6 +39,7 @@ import feature_schemas
 from ...errors import PipelineError
 from ...records import FrameFeatures
 from ..base import importable, package_version
+from ..registry import register
 from . import expression, geometry, relative
 from .base import STAGE, FaceBackend, invalid_frames
 from .frames import sample_frames
@@ -274,8 +275,11 @@ class MeshObservation:
     n_faces: int
 
 
+@register("face", "mediapipe", default=True)
 class MediaPipeBackend(FaceBackend):
-    name = "mediapipe"
+    """MediaPipe face mesh: head pose, expression geometry, action units, 7 facial-expression probabilities and
+    their speaker-relative twins (offline)."""
+
     config_class = MediaPipeConfig
 
     def availability(self) -> tuple[bool, str]:
