@@ -51,7 +51,7 @@ from .collapse import CollapseConfig, collapse_segment
 from .errors import FETCH_STAGE, PipelineError
 from .leakage import COLUMNS as LEAKAGE_COLUMNS
 from .leakage import find_leakage, has_leakage, leakage_lines, store_leakage
-from .records import Failure, SegmentRecord, UnitResult, WorkUnit
+from .records import Failure, SegmentRecord, StageFunction, UnitResult, WorkUnit
 from .store_dirs import (
     ObjectLock,
     StoreDir,
@@ -100,12 +100,12 @@ class ShardRecord:
 
 @dataclass
 class BuildPlan:
-    """Everything a recipe decides before any work runs, nothing callable: the units, the stage that turns a
-    unit into records (a name `pipelines.build` resolves) and that stage's options; `run_build` carries it out."""
+    """Everything a recipe decides before any work runs: the units, the stage that turns a unit into records (a
+    top-level function, pickled by name) and that stage's options, both data; `run_build` carries it out."""
 
     name: str
     units: list[WorkUnit]
-    stage: str  # "media", "csd", "mmsa", "utterance" (pipelines.build.STAGES)
+    stage: StageFunction  # e.g. pipelines.stages.csd.process_csd_unit
     feature_sets: list[FeatureSet]
     config: BuildConfig
     build_info: dict[str, Any] = field(default_factory=dict)

@@ -25,7 +25,14 @@ from feature_schemas import FeatureSet, labels_record
 from ..build import run_build
 from ..errors import PipelineError
 from ..records import WorkUnit
-from ..stages.utterance import SETS, UtteranceOptions, UtteranceRows, read_release, release_stamp
+from ..stages.utterance import (
+    SETS,
+    UtteranceOptions,
+    UtteranceRows,
+    process_utterance_unit,
+    read_release,
+    release_stamp,
+)
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
 
 RECIPE_VERSION = "mosi-utterance/1"
@@ -101,7 +108,7 @@ def plan_mosi_utterance(
     build_info = {"recipe": RECIPE_VERSION, "input": str(root), "labels_file": str(label_path),
                   "labels": labels_record(),  # sentiment only: no emotion classes
                   "valid_fraction": valid_fraction, "seed": seed, "sets": list(SETS)}
-    return BuildPlan("cmu-mosi-utterance", units, "utterance", feature_sets(release.dims), config or BuildConfig(),
+    return BuildPlan("cmu-mosi-utterance", units, process_utterance_unit, feature_sets(release.dims), config or BuildConfig(),
                      build_info, report, UtteranceOptions(str(root), str(label_path), stamp))
 
 
