@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.options import build_config, model_name, text_settings, train_config, video_config
+from flows.options import build_config, model_settings, text_settings, train_config, video_config
 from pipelines.collapse import MODES
+from pipelines.extract.registry import default as extractor_default
+from pipelines.extract.registry import help_text as extractor_help
 from pipelines.extract.registry import names as extractor_names
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
@@ -96,7 +98,8 @@ def cmd_build_videos(args: argparse.Namespace) -> int:
     _start_workers_early(args)
     from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD, plan_videos
 
-    config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)
+    config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model,
+                          audio=args.audio, text=args.text, aligner=args.aligner, asr=args.asr)
     plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split,
                        emotion_classes=args.emotion_classes)
     return _run_plan(plan, args)
@@ -200,9 +203,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmolre.evaluation import results_json
     from mmolre.train import train
 
-    config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device,
-                          context=True if args.context else None, **text_settings(args.text_encoder, args.text_model))
-    results = train(args.store, args.out, model=model_name(args.model, args.task), config=config)
+    config = train_config(args.config, args.set, **model_settings(args.model, args.task), epochs=args.epochs,
+                          seed=args.seed, device=args.device, context=True if args.context else None,
+                          **text_settings(args.text_encoder, args.text_model))
+    results = train(args.store, args.out, config=config)
     if args.json:
         print(results_json(results.get("test", results)))
     else:
@@ -216,6 +220,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             if results.get("valid"):
                 print(metrics_line("valid", results["valid"]))
     print(f"run: {args.out} (report: {Path(args.out) / 'report.md'})")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from mmolre.registry import REFERENCE_TEXT, catalogue
+
+    rows = catalogue()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['name'].replace('_', '-'):<14} {r['parameters']:>10,}  {r['inputs']:<9} {_escape(r['paper'])}")
+    print(f"({REFERENCE_TEXT}; `--model single-task --task emotion`: mmolre on one task; any model takes --task)")
     return EXIT_OK
 
 
@@ -314,6 +331,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------------
+def _add_extractor_options(p: argparse.ArgumentParser) -> None:
+    """--face, --audio, --text, --aligner, --asr: choices, defaults and help from the extractor registry."""
+    for option, kind, what in (("--face", "face", "face backend"), ("--audio", "audio", "audio extractor"),
+                               ("--text", "text", "text encoder"), ("--aligner", "aligner", "aligner of given transcripts"),
+                               ("--asr", "asr", "speech recogniser (no transcript; the aligner's fallback)")):
+        choices = (*extractor_names(kind), "none") if kind == "face" else tuple(extractor_names(kind))
+        p.add_argument(option, choices=choices, default=extractor_default(kind),
+                       help=f"{what}: {extractor_help(kind)}" + ("; none: no face features" if kind == "face" else ""))
+
+
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="store folder to create or complete")
     p.add_argument("--overwrite", action="store_true",
@@ -346,11 +373,10 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_build_sdk, dataset=dataset)
     p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
     p.add_argument("--input", required=True, help="folder, manifest or video file")
-    p.add_argument("--face", choices=(*extractor_names("face"), "none"), default="mediapipe",
-                   help="face backend (mediapipe: face mesh + expression probabilities; dlib: 68 landmarks)")
+    _add_extractor_options(p)
     p.add_argument("--fps", type=float, default=None, help="video frames per second to analyse")
     p.add_argument("--split", default=None, help="split for inputs that name none")
-    p.add_argument("--asr-model", default=None, help="local faster-whisper model folder (default: the packaged tiny.en)")
+    p.add_argument("--asr-model", default=None, help="local model folder of the recogniser (default: its packaged one)")
     p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
     p.add_argument("--emotion-classes", default=None, metavar="SET|A,B,...",
                    help="the store's single-label emotion classes: meld, cremad, ravdess, iemocap or comma-separated "
@@ -408,8 +434,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
-    p.add_argument("--model", default="mmolre", choices=("mmolre", "hard-sharing", "dense-moe", "single-task"))
-    p.add_argument("--task", choices=("sentiment", "emotion"), default=None, help="the task of a single-task model")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="a registered model (`mmolre models` lists them: mmolre, hard-sharing, dense-moe, ...) or "
+                        "single-task (mmolre on --task); default: the --config's, else mmolre")
+    p.add_argument("--task", choices=("sentiment", "emotion"), default=None,
+                   help="train on this task alone (any model; the task of --model single-task, default sentiment)")
     p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set lr=1e-3 --set arch.d_model=64 (repeatable)")
@@ -427,6 +456,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("models", help="the models --model trains: name, parameters, inputs, paper")
+    p.add_argument("--json", action="store_true", help="one object per model (name, paper, inputs, defaults_from, "
+                   "summary, parameters)")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint")
     p.add_argument("--run", required=True)
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
@@ -439,11 +473,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
     p.add_argument("--face", choices=(*extractor_names("face"), "none"), default=None,
-                   help="face backend (default: the one the run's training store was built with)")
+                   help="face backend (default: the one the run's training store was built with): "
+                        + extractor_help("face"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("extractors", help="the audio, face, text and words extractors: dims, version, can they run here")
+    p = sub.add_parser("extractors", help="the audio, face, text extractors, aligners and speech recognisers: dims, version, can they run here")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, kind, dims, dim_names, version, available, reason}")
     p.set_defaults(func=cmd_extractors)
 
