@@ -8,8 +8,8 @@ all see the same machine load:
     (segment id, each set's vectors and coverage), each batch turned into numpy arrays (`column_vectors`), nothing else;
   * `loader`: `mmolre.data.make_loader(StoreDataset(..., shuffle=True))` with the training batch size, the same
     columns, every batch padded and collated into tensors (what a training step receives);
-  * `loader_reopen`: the same loader with its per-process file cache emptied before every unit (how it read before:
-    every unit of every epoch opened its file and read its footer again).
+  * `loader_reopen`: the same loader with its per-process footer cache emptied before every unit (how it read
+    before: every unit of every epoch read its file's footer again; at a URL, one more ranged GET a unit).
 
     .venv/bin/python bench/loader_speed.py                   # 6,000 segments, 3 epochs each
     .venv/bin/python bench/loader_speed.py --segments 1500 --epochs 2
@@ -58,11 +58,11 @@ def loader_epoch(ds: Any, epoch: int, batch_size: int, reopen: bool) -> int:
     from mmolre.data import make_loader
 
     ds.set_epoch(epoch)
-    if reopen:  # the old behaviour: no file kept open between units
+    if reopen:  # the old behaviour: no footer kept between units
         read_unit = ds._read_unit
 
         def fresh(u: Any) -> Any:
-            ds._files.clear()
+            ds._footers.clear()
             return read_unit(u)
 
         ds._read_unit = fresh

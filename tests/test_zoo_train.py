@@ -56,7 +56,8 @@ def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(name: str, **kw: object) -> TrainConfig:
-    return TrainConfig.from_dict({"model": name, "epochs": 1, "batch_size": 8, "progress": False, "arch": dict(TINY[name]), **kw})
+    return TrainConfig.from_dict({"model": name, "epochs": 1, "batch_size": 8, "progress": False, "arch": dict(TINY[name]),
+                                  "context": False, **kw})  # context: auto would wrap the utterance runs
 
 
 @pytest.mark.parametrize("name", ZOO)
