@@ -9,6 +9,7 @@ trainer classes directly, as `MSA_run` does; models are tiny and train two epoch
 from __future__ import annotations
 
 import csv
+import json
 import pickle
 import warnings
 from pathlib import Path
@@ -284,3 +285,35 @@ def test_text_only_store_csd_is_refused(text_store: Path, tmp_path: Path, capsys
     assert not (tmp_path / "out" / "text_minilm.csd").exists()
     with pytest.raises(Exception, match="no word times"):
         write_csd(text_store, "text_minilm", tmp_path / "x.csd")
+
+
+def test_store_without_segment_times_exports_sdk_aligned_keys(tmp_path: Path, capsys) -> None:
+    """Segments that do not know their place in a video (an MMSA import: words on a nominal segment timeline)
+    are keyed as the SDK's aligned datasets are, `video_id[i]`, i by the segment's order in its video; the CLI's
+    `export mmsa --json` summary names what it left out."""
+    rng = np.random.default_rng(1)
+    n, L = 3, 4
+    split = {"id": np.array(["vid$_$10", "vid$_$2", "other$_$1"], dtype=object),
+             "video_id": np.array(["vid", "vid", "other"], dtype=object),
+             "raw_text": np.array(["a b", "c d e f", "g"], dtype=object), "text": rng.normal(size=(n, L, 4)).astype(np.float32),
+             "text_lengths": [2, 4, 1], "audio": rng.normal(size=(n, 6, 3)).astype(np.float32), "audio_lengths": [6, 5, 2],
+             "vision": rng.normal(size=(n, 6, 2)).astype(np.float32), "vision_lengths": [6, 6, 6],
+             "regression_labels": np.array([1.0, np.nan, 0.5], np.float32)}
+    pkl = tmp_path / "unaligned_50.pkl"
+    pkl.write_bytes(pickle.dumps({"train": split}, protocol=2))
+    assert import_mmsa(pkl, tmp_path / "s", aligned=False, progress=False).n_failures == 0
+    st = Store(tmp_path / "s")
+    assert cli(["export", "csd", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--sets", "mmsa_text"]) == 0
+    seq = mmdatasdk.computational_sequence(str(tmp_path / "out" / "mmsa_text.csd"))
+    ids = st.segments(columns=["segment_id"]).column("segment_id").to_pylist()
+    expected = {"vid$_$2": "vid[0]", "vid$_$10": "vid[1]", "other$_$1": "other[0]"}  # natural order: 2 before 10
+    assert sorted(seq.keys()) == sorted(expected[i] for i in ids)
+    for sid in ids:
+        seg = st.segment(sid, ["mmsa_text"])
+        np.testing.assert_array_equal(seq[expected[sid]]["features"][()], seg["mmsa_text"])
+        assert seq[expected[sid]]["intervals"][()].min() >= 0 and seq[expected[sid]]["intervals"][()].max() <= 1
+    capsys.readouterr()
+    assert cli(["export", "mmsa", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "back.pkl"), "--json",
+                "--no-text-bert"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["left_out_unlabeled"]["ids"] == ["vid$_$2"] and summary["layout"] == "aligned"
