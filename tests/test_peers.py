@@ -24,7 +24,6 @@ from pipelines.export.csd import write_csd
 from pipelines.export.mmsa import write_mmsa
 from pipelines.recipes.mmsa import import_mmsa, read_mmsa
 from pipelines.recipes.mosi_utterance import build_mosi_utterance
-from pipelines.recipes.sdk import build_sdk
 from pipelines.recipes.videos import VideoConfig, build_videos
 from tests.store_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
@@ -76,8 +75,8 @@ def text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sdk_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("csd")
     paths = write_mosei_fixture(folder)
-    out = tmp_path_factory.mktemp("sdkstore") / "mosei"
-    build_sdk(folder, out, "mosei", keep_frames=True, progress=False)
+    out = tmp_path_factory.mktemp("sdkstore") / "mosei"  # built as a user builds it: `mmolre build mosei`
+    assert cli(["build", "mosei", "--csd-dir", str(folder), "--out", str(out), "--keep-frames", "--workers", "0", "--quiet"]) == 0
     return paths["labels"], out
 
 
