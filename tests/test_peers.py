@@ -316,3 +316,12 @@ def test_store_without_segment_times_exports_sdk_aligned_keys(tmp_path: Path, ca
                 "--no-text-bert"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["left_out_unlabeled"]["ids"] == ["vid$_$2"] and summary["layout"] == "aligned"
+
+
+def test_tokenizer_folder_that_is_not_one_is_refused(sdk_release, tmp_path: Path, capsys) -> None:
+    (tmp_path / "tok").mkdir()
+    assert cli(["export", "mmsa", "--store", str(sdk_release[1]), "--out", str(tmp_path / "x.pkl"),
+                "--tokenizer", str(tmp_path / "tok")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a tokenizer folder" in err and str(tmp_path / "tok") in err
+    assert not (tmp_path / "x.pkl").exists()
