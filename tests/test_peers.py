@@ -147,7 +147,8 @@ def test_text_only_store_exports_every_modality_mmsa_reads(text_store: Path, tmp
 
 def test_text_bert_runs_in_mmsa_bert_encoder(text_store: Path, tmp_path: Path) -> None:
     """Issue 29: no text_bert was written, so MMSA's BERT models could not run. The ids are bert-base-uncased's
-    (the packaged MiniLM's vocabulary): they decode to the transcript, and MMSA's BertTextEncoder runs on them."""
+    (the packaged MiniLM's vocabulary): they decode to the transcript, MMSA's BertTextEncoder runs on them, and its
+    Self-MM (with the MiniLM as its `pretrained` BERT, 384-d) trains two epochs to finite predictions."""
     from MMSA.data_loader import MMDataLoader
     from MMSA.models.subNets import BertTextEncoder
 
@@ -163,10 +164,29 @@ def test_text_bert_runs_in_mmsa_bert_encoder(text_store: Path, tmp_path: Path) -
     ids = tb[0, 0][tb[0, 1] > 0].astype(int)
     assert tok.decode(ids, skip_special_tokens=True) == tok.decode(tok(str(train["raw_text"][0]))["input_ids"], skip_special_tokens=True)
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
-    args = _mmsa_args("self_mm", report.path, tmp_path, use_bert=True, pretrained=default_tokenizer_path())
-    batch = next(iter(MMDataLoader(args, 0)["train"]))
+    args = _mmsa_args("self_mm", report.path, tmp_path, pretrained=default_tokenizer_path(), text_out=384,
+                      use_finetune=False, post_fusion_dim=16)
+    loaders = MMDataLoader(args, 0)
+    batch = next(iter(loaders["train"]))
     hidden = BertTextEncoder(pretrained=default_tokenizer_path())(batch["text"])
     assert hidden.shape[:2] == (batch["text"].shape[0], tb.shape[2]) and torch.isfinite(hidden).all()
+    # MMSA's Self-MM (BERT text, LSTM audio/vision over their lengths), its fusion head trained two epochs
+    from MMSA.models import AMIO
+
+    torch.manual_seed(0)
+    model = AMIO(args)
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if "text_model" not in n], lr=1e-3)
+    for _ in range(2):
+        for b in loaders["train"]:
+            out = model(b["text"], (b["audio"], b["audio_lengths"]), (b["vision"], b["vision_lengths"]))["M"]
+            loss = torch.nn.functional.l1_loss(out, b["labels"]["M"].view(-1, 1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        preds = [model(b["text"], (b["audio"], b["audio_lengths"]), (b["vision"], b["vision_lengths"]))["M"] for b in loaders["test"]]
+    assert torch.isfinite(torch.cat(preds)).all() and torch.isfinite(loss)
 
 
 def test_export_import_export_is_byte_identical(utt_store: Path, text_store: Path, sdk_release, tmp_path: Path) -> None:
