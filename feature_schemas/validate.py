@@ -19,7 +19,7 @@ from .arrays import utterance_vectors
 from .errors import StoreError
 from .feature_set import FeatureSet
 from .manifest import FileEntry, Manifest, file_problem
-from .paths import BUILD_DIR, OutsideStoreError, contained, normalise, stored_files, table_roots
+from .paths import BUILD_DIR, OutsideStoreError, contained, normalise, store_links, stored_files, table_roots
 from .remote import ObjectInfo, key_inside, list_objects, open_filesystem, reading, scrub
 from .spec import (
     EMOTIONS,
@@ -335,10 +335,15 @@ def _layout_problems(root: Path, manifest: Manifest) -> list[Problem]:
     listed = {normalise(rel) for rel in manifest.files}
     out = [Problem("store", None, None, f"{rel!r}: file not in the manifest (globbing readers would read it too); remove it")
            for rel in stored_files(root) if rel not in listed]
-    if (root / BUILD_DIR).exists():
+    links = store_links(root)
+    out += [Problem("store", None, None, f"{link.relative_to(root).as_posix()!r}: is a symbolic link (to "
+                                         f"{os.readlink(link)!r}); a build refuses a store with links; replace it")
+            for link in links]
+    if (root / BUILD_DIR).exists() or (root / BUILD_DIR).is_symlink():
         out.append(Problem("store", None, None, f"{BUILD_DIR}/: build state in the store (a build is running, or was "
                                                 "killed: rerun it to finish)"))
-    for record in sorted((root / BUILD_DIR / "shards").glob("*.json")):
+    linked = any(link.relative_to(root).parts[0] == BUILD_DIR for link in links)
+    for record in [] if linked else sorted((root / BUILD_DIR / "shards").glob("*.json")):
         try:
             files = json.loads(record.read_text()).get("files", {})
         except (OSError, ValueError, AttributeError):
