@@ -202,7 +202,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device,
                           context=True if args.context else None, **text_settings(args.text_encoder, args.text_model))
-    results = train(args.store, args.out, model=model_name(args.model, args.task), config=config)
+    results = train(args.store, args.out, model=model_name(args.model, args.task), config=config,
+                    overwrite=args.overwrite)
     if args.json:
         print(results_json(results.get("test", results)))
     else:
@@ -391,6 +392,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run of another model or configuration in --out (only a run's files), or write "
+                        "into a non-empty folder that is not a run")
     p.add_argument("--model", default="mmolre", choices=("mmolre", "hard-sharing", "dense-moe", "single-task"))
     p.add_argument("--task", choices=("sentiment", "emotion"), default=None, help="the task of a single-task model")
     p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
