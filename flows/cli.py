@@ -19,12 +19,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from feature_schemas.storage import scrub
 from flows.options import build_config, model_name, text_settings, train_config, video_config
 from pipelines.collapse import MODES
 from pipelines.extract.registry import names as extractor_names
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
 EXIT_EMPTY, EXIT_INTERRUPTED = 4, 130  # EXIT_EMPTY: a build wrote no segment at all
+
+
+def _scrub_record(record: logging.LogRecord) -> bool:
+    """A log line never carries a credential, whoever built it: redacted as it is emitted."""
+    message = record.getMessage()
+    if (clean := scrub(message)) != message:
+        record.msg, record.args = clean, None
+    return True
 
 
 def _escape(text: object) -> str:
@@ -484,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("distributed", "httpx", "numexpr", "matplotlib", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_scrub_record)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -492,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"mmolre: error: {_escape(error_message(e, getattr(args, 'out', None)))}", file=sys.stderr)
+        print(f"mmolre: error: {_escape(scrub(error_message(e, getattr(args, 'out', None))))}", file=sys.stderr)
         return EXIT_ERROR
 
 

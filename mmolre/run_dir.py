@@ -139,8 +139,10 @@ def claim_run_dir(out: Path, model: str, config: dict[str, Any], store: object =
             record = os.open(out / RUN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with os.fdopen(record, "w") as f:
                 f.write(json.dumps(_identity(model, config), indent=1, sort_keys=True) + "\n")
-        yield
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     finally:
         os.close(fd)  # also drops the lock
