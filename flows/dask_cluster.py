@@ -147,9 +147,9 @@ def warm_config(plan: Any) -> Any:
     """The VideoConfig whose models a build plan's workers should load as they start: a media-stage plan (local
     or URL media) with at least one media file (text-only and imported stores would load models they never use),
     else None."""
-    from pipelines.stages.media import MediaUnit
+    from pipelines.stages.media import MediaUnit, VideoConfig
 
-    if getattr(plan, "stage", None) not in ("media", "media-url") or plan.options is None:
+    if not isinstance(getattr(plan, "options", None), VideoConfig):
         return None
     return plan.options if any(isinstance(u.payload, MediaUnit) for u in plan.units) else None
 

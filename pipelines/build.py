@@ -1,8 +1,9 @@
 """The build driver: a recipe's plan -> shards on any executor -> the plan's stage per unit -> the writer.
 
-A plan names its stage ("media", "csd", "mmsa", "utterance"); `STAGES` says which function of
-`pipelines.stages` that is, and the driver binds the plan's options to it when it writes shards, so control
-runs one way: recipe -> plan -> driver -> stage -> writer. The driver owns the loop that the CLI and the Prefect flows share. Where the shards run is the caller's choice: an
+A plan holds its stage as a function reference (`pipelines.stages.csd.process_csd_unit`, ...: a top-level
+function, pickled by its qualified name, so a worker imports only that stage's module) and the driver binds the
+plan's options to it when it writes shards, so control runs one way: recipe -> plan -> driver -> stage -> writer.
+The driver owns the loop that the CLI and the Prefect flows share. Where the shards run is the caller's choice: an
 executor (None inline, a concurrent.futures pool or a Dask Client) or a `map_shards` function that schedules
 them itself (a Prefect flow passes one that makes one task run per shard). What a caller sees of the progress
 is its choice too: a `progress` callback hears after every shard, so a flow can update an artifact while the
@@ -11,7 +12,6 @@ command line draws a bar. Nothing here imports Prefect.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .errors import PipelineError
 from .executors import map_unordered, worker_deaths
-from .records import UnitResult, WorkUnit
+from .records import StageFunction, UnitResult, WorkUnit
 from .store_writer import (
     BuildPlan,
     BuildResult,
@@ -39,18 +39,6 @@ from .store_writer import (
 log = logging.getLogger(__name__)
 
 WAIT_LOG_S = 30.0  # while no shard finishes, say which are running this often
-
-# stage name -> (module, function): function(unit, options) -> UnitResult. Imported where a shard runs, so a
-# .csd build never imports the media stack.
-STAGES: dict[str, tuple[str, str]] = {
-    "media": ("pipelines.stages.media", "process_video_unit"),
-    "csd": ("pipelines.stages.csd", "process_csd_unit"),
-    "mmsa": ("pipelines.stages.mmsa", "process_mmsa_unit"),
-    "utterance": ("pipelines.stages.utterance", "process_utterance_unit"),
-    "media-url": ("pipelines.stages.url_media", "process_url_media_unit"),  # media at URLs: a local copy per unit
-    "function": ("pipelines.build", "call_function"),  # build_store's own processing function (tests, one-offs)
-}
-
 
 @dataclass(frozen=True)
 class BuildProgress:
@@ -108,28 +96,32 @@ def _executor_map(executor: Any, build: StoreBuild) -> MapShards:
 
 
 def call_function(unit: WorkUnit, function: Callable[[WorkUnit], UnitResult]) -> UnitResult:
-    """The "function" stage: the options are the processing function itself (picklable: top level or a partial)."""
+    """`build_store`'s stage: the options are the processing function itself (picklable: top level or a partial)."""
     return function(unit)
 
 
+def stage_name(function: StageFunction) -> str:
+    """`module.function`: how a stage is named in errors and logs."""
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
+
+
 class Stage:
-    """A plan's stage with its options bound: `stage(unit) -> UnitResult`. Picklable (a name and the options),
-    so it travels to any worker; the function is looked up there, once."""
+    """A plan's stage with its options bound: `stage(unit) -> UnitResult`. Picklable (a function reference and
+    the options), so it travels to any worker, which imports the stage's module and nothing more."""
 
-    def __init__(self, name: str, options: Any = None) -> None:
-        if name not in STAGES:
-            raise PipelineError(f"unknown stage {name!r} (known: {', '.join(STAGES)})", stage="plan")
-        self.name, self.options = name, options
-        self._function: Callable[[WorkUnit, Any], UnitResult] | None = None
+    def __init__(self, function: StageFunction, options: Any = None) -> None:
+        qualname = getattr(function, "__qualname__", "")
+        if not callable(function) or not qualname or "<" in qualname or not getattr(function, "__module__", None):
+            raise PipelineError(f"stage {function!r} is not a top-level function (a worker imports it by name)",
+                                stage="plan")
+        self.function, self.options = function, options
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name, "options": self.options, "_function": None}
+    @property
+    def name(self) -> str:
+        return stage_name(self.function)
 
     def __call__(self, unit: WorkUnit) -> UnitResult:
-        if self._function is None:
-            module, function = STAGES[self.name]
-            self._function = getattr(importlib.import_module(module), function)
-        return self._function(unit, self.options)
+        return self.function(unit, self.options)
 
 
 class _ShardWriter:
@@ -148,7 +140,7 @@ def run_build(plan: BuildPlan, store: str | os.PathLike, *, executor: Any = None
 
     An interrupt or an error cancels the work in flight and leaves the store resumable; a shard missing at the
     end is named in the report's `incomplete_shards` and written by the next run."""
-    writer_stage = Stage(plan.stage, plan.options)  # an unknown stage fails here, before the store is touched
+    writer_stage = Stage(plan.stage, plan.options)  # a stage a worker cannot import fails here, before the store is touched
     build = open_build(store, plan.name, plan.units, plan.feature_sets, plan.config, plan.build_info, overwrite=overwrite)
     written: list[ShardRecord] = []
     mapper = map_shards or _executor_map(executor, build)
@@ -180,9 +172,9 @@ def build_store(store: str | os.PathLike, name: str, units: Sequence[Any], proce
                 build_info: dict[str, Any] | None = None, report: dict[str, Any] | None = None, progress: bool = True,
                 overwrite: bool = False) -> BuildResult:
     """A build from work units and a processing function, without a recipe (tests, one-off imports): the
-    "function" stage, with `process` (picklable) as its options."""
+    `call_function` stage, with `process` (picklable) as its options."""
     from .store_writer import BuildConfig
 
-    plan = BuildPlan(name, list(units), "function", list(feature_sets), config or BuildConfig(),
+    plan = BuildPlan(name, list(units), call_function, list(feature_sets), config or BuildConfig(),
                      dict(build_info or {}), dict(report or {}), process)
     return run_build(plan, store, executor=executor, show_bar=progress, overwrite=overwrite)

@@ -132,7 +132,7 @@ class ParsedInputs:
     def __add__(self, other: ParsedInputs) -> ParsedInputs:
         merged = ParsedInputs(self.specs + other.specs, self.failures + other.failures, "+".join(
             s for s in (self.source, other.source) if s), self.path or other.path)
-        return _drop_duplicates(merged)
+        return unique_specs(merged)
 
     def splits(self) -> dict[str, int]:
         return dict(Counter(s.split for s in self.specs))
@@ -167,7 +167,7 @@ _LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
 
 def check_language(value: Any) -> str:
     """A language code as a lower-case BCP-47 tag ("en", "es", "pt-br"); missing means English."""
-    if _missing(value):
+    if is_missing(value):
         return "en"
     text = str(value).strip().lower().replace("_", "-")
     if not _LANGUAGE.fullmatch(text):
@@ -176,19 +176,19 @@ def check_language(value: Any) -> str:
 
 
 def check_split(value: Any) -> str:
-    text = "" if _missing(value) else str(value).strip().lower()
+    text = "" if is_missing(value) else str(value).strip().lower()
     text = SPLIT_ALIASES.get(text, text)
     if text not in SPLITS:
         raise RowError(f"split {value!r} is not one of {', '.join(SPLITS)} (or dev/val/validation)")
     return text
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
 
 
-def _number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float | None:
-    if _missing(value):
+def number_in(value: Any, what: str, low: float | None = None, high: float | None = None) -> float | None:
+    if is_missing(value):
         return None
     try:
         x = float(value)
@@ -202,7 +202,7 @@ def _number(value: Any, what: str, low: float | None = None, high: float | None 
 
 
 def _category(value: Any, what: str, allowed: tuple[str, ...]) -> str | None:
-    if _missing(value):
+    if is_missing(value):
         return None
     text = str(value).strip().lower()
     if text not in allowed:
@@ -210,7 +210,7 @@ def _category(value: Any, what: str, allowed: tuple[str, ...]) -> str | None:
     return text
 
 
-def _text(value: Any) -> str | None:
+def text_value(value: Any) -> str | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
@@ -218,7 +218,7 @@ def _emotions(row: dict[str, Any]) -> dict[str, float | None]:
     """MOSEI's six presence emotions of one row: 0 for each one a row that gives emotions does not list;
     null for all six only when the row gives none (no `emotions` object, every per-emotion column empty)."""
     emotions = row.get("emotions")
-    if not _missing(emotions):
+    if not is_missing(emotions):
         if isinstance(emotions, str):
             try:
                 emotions = json.loads(emotions)
@@ -232,18 +232,18 @@ def _emotions(row: dict[str, Any]) -> dict[str, float | None]:
                            "(a single class such as CREMA-D's or RAVDESS's goes in the emotion column)")
         given = emotions
     else:
-        given = {e: row.get(e) for e in EMOTIONS if not _missing(row.get(e))}
+        given = {e: row.get(e) for e in EMOTIONS if not is_missing(row.get(e))}
         if not given:
             return {e: None for e in EMOTIONS}
     out: dict[str, float | None] = {}
     for e in EMOTIONS:
-        x = _number(given.get(e), e, 0.0, 3.0)
+        x = number_in(given.get(e), e, 0.0, 3.0)
         out[e] = 0.0 if x is None else x
     return out
 
 
 def _class(value: Any, what: str) -> str | None:
-    if _missing(value):
+    if is_missing(value):
         return None
     try:
         return class_name(value)
@@ -258,13 +258,13 @@ def check_labels(row: dict[str, Any]) -> dict[str, Any]:
     sentiment, sentiment_class = row.get("sentiment"), row.get("sentiment_class")
     if isinstance(sentiment, str) and sentiment.strip().lower() in SENTIMENT_CLASSES:
         word = sentiment.strip().lower()
-        if not _missing(sentiment_class) and str(sentiment_class).strip().lower() != word:
+        if not is_missing(sentiment_class) and str(sentiment_class).strip().lower() != word:
             raise RowError(f"sentiment {sentiment!r} and sentiment_class {sentiment_class!r} disagree")
         sentiment, sentiment_class = None, word
-    labels: dict[str, Any] = {"sentiment": _number(sentiment, "sentiment", -3.0, 3.0)}
+    labels: dict[str, Any] = {"sentiment": number_in(sentiment, "sentiment", -3.0, 3.0)}
     labels.update(_emotions(row))
     labels["sentiment_class"] = _category(sentiment_class, "sentiment_class", SENTIMENT_CLASSES)
-    labels["emotion_class"] = _class(row.get("emotion") if _missing(row.get("emotion_class")) else row.get("emotion_class"),
+    labels["emotion_class"] = _class(row.get("emotion") if is_missing(row.get("emotion_class")) else row.get("emotion_class"),
                                      "emotion")
     return labels
 
@@ -312,7 +312,7 @@ def _suffix(path: Where) -> str:
     return input_suffix(path) if isinstance(path, str) else path.suffix.lower()
 
 
-def _media_problem(path: Where, what: str = "a media file") -> str | None:
+def media_problem(path: Where, what: str = "a media file") -> str | None:
     if isinstance(path, str):  # one HEAD: present, a file, not empty
         try:
             size = stat_input(path).size
@@ -326,10 +326,10 @@ def _media_problem(path: Where, what: str = "a media file") -> str | None:
 
 # --- table reading --------------------------------------------------------------------------------------
 
-def _require(path: Where, what: str) -> Where:
+def require_input(path: Where, what: str) -> Where:
     path = _where(path)
     if isinstance(path, str):
-        problem = _media_problem(path)
+        problem = media_problem(path)
         if problem is not None:
             raise PipelineError(f"{what} {path} {problem}", stage="read", source_path=path)
         return path
@@ -354,7 +354,7 @@ def _read_text(path: Where, encoding: str) -> str:
 def read_rows(path: Where) -> list[dict[str, Any]]:
     """Rows of a CSV (header line) or JSONL file (a local path or a URL) as dicts; an unreadable file raises
     PipelineError."""
-    path = _require(path, "table")
+    path = require_input(path, "table")
     try:
         if _suffix(path) in (".jsonl", ".ndjson"):
             rows = []
@@ -381,26 +381,26 @@ def read_rows(path: Where) -> list[dict[str, Any]]:
         raise PipelineError(f"{path} is not a readable CSV: {e}", stage="read", source_path=str(path)) from None
 
 
-def _columns(rows: list[dict[str, Any]]) -> set[str]:
+def columns_of(rows: list[dict[str, Any]]) -> set[str]:
     cols: set[str] = set()
     for r in rows[:50]:
         cols.update(k for k in r if k is not None)
     return cols
 
 
-def _need_columns(path: Where, rows: list[dict[str, Any]], needed: tuple[str, ...]) -> None:
-    cols = _columns(rows)
+def need_columns(path: Where, rows: list[dict[str, Any]], needed: tuple[str, ...]) -> None:
+    cols = columns_of(rows)
     missing = [c for c in needed if c not in cols]
     if missing:
         raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}", stage="read", source_path=str(path))
 
 
-def _row_failure(path: Where, row_no: int, item: str | None, error: Exception, source_path: str | None = None) -> Failure:
+def row_failure(path: Where, row_no: int, item: str | None, error: Exception, source_path: str | None = None) -> Failure:
     return Failure(item_id=item or f"{input_name(path)}:row{row_no}", stage="read",
                    reason=f"{path}: row {row_no}: {error}", source_path=source_path or str(path))
 
 
-def _drop_duplicates(parsed: ParsedInputs) -> ParsedInputs:
+def unique_specs(parsed: ParsedInputs) -> ParsedInputs:
     """Every copy of a repeated segment id fails: which one was meant cannot be known."""
     counts = Counter(s.segment_id for s in parsed.specs)
     dup = {k for k, n in counts.items() if n > 1}
@@ -422,9 +422,9 @@ def read_mmsa(root: str | Path, label_file: str = "label.csv", raw_dir: str = "R
     """MMSA-FET layout: `label.csv` + `Raw/<video_id>/<clip_id>.mp4`; segment id `<video_id>_<clip_id>`
     (the CMU-MOSI label.csv convention). A row whose clip is missing fails."""
     root = Path(root)
-    labels_path = _require(root / label_file, "MMSA label file")
+    labels_path = require_input(root / label_file, "MMSA label file")
     rows = read_rows(labels_path)
-    _need_columns(labels_path, rows, ("video_id", "clip_id", "text", "label", "mode"))
+    need_columns(labels_path, rows, ("video_id", "clip_id", "text", "label", "mode"))
     out = ParsedInputs(source="mmsa", path=str(labels_path))
     for n, r in enumerate(rows, start=2):
         sid = None
@@ -432,20 +432,20 @@ def read_mmsa(root: str | Path, label_file: str = "label.csv", raw_dir: str = "R
             vid = check_id(r.get("video_id"), "video_id")
             clip = check_id(r.get("clip_id"), "clip_id")
             sid = check_id(f"{vid}_{clip}")
-            annotation = _text(r.get("annotation"))
+            annotation = text_value(r.get("annotation"))
             labels = check_labels({"sentiment": r.get("label"),
                                    "sentiment_class": annotation if annotation and annotation.strip().lower()
                                    in SENTIMENT_CLASSES else None})
-            extra = {k: _number(r.get(k), k, -3.0, 3.0) for k in ("label_T", "label_A", "label_V") if k in r}
+            extra = {k: number_in(r.get(k), k, -3.0, 3.0) for k in ("label_T", "label_A", "label_V") if k in r}
             split = check_split(r.get("mode"))
             video = root / raw_dir / vid / f"{clip}{suffix}"
-            if check_files and (problem := _media_problem(video)):
+            if check_files and (problem := media_problem(video)):
                 raise RowError(f"clip {video} {problem}")
-            out.specs.append(SegmentSpec(sid, vid, video, None, None, _text(r.get("text")), labels, split, "mmsa",
+            out.specs.append(SegmentSpec(sid, vid, video, None, None, text_value(r.get("text")), labels, split, "mmsa",
                                          str(video), extra))
         except RowError as e:
-            out.failures.append(_row_failure(labels_path, n, sid, e))
-    return _drop_duplicates(out)
+            out.failures.append(row_failure(labels_path, n, sid, e))
+    return unique_specs(out)
 
 
 def _video_path(manifest: Where, given: str) -> Where:
@@ -471,9 +471,9 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
     the manifest's folder. Without `segment_id`, ids are `<video stem>_<n>` (n counts that video's rows from
     1) or `<manifest stem>_<row>` for text-only rows; `video_id` defaults to the video's stem. The manifest and
     its `video_path`s may be URLs; relative ones in a manifest at a URL resolve against its URL."""
-    path = _require(path, "manifest")
+    path = require_input(path, "manifest")
     rows = read_rows(path)
-    cols = _columns(rows)
+    cols = columns_of(rows)
     if not ({"video_path", "transcript"} & cols):
         raise PipelineError(f"{path}: a manifest needs a video_path or a transcript column (found: "
                             f"{', '.join(sorted(cols)) or 'none'})", stage="read", source_path=str(path))
@@ -482,16 +482,16 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
     out = ParsedInputs(source="manifest", path=str(path))
     row_no = 1 if _suffix(path) in (".jsonl", ".ndjson") else 2
     for n, r in enumerate(rows, start=row_no):
-        sid = None if _missing(r.get("segment_id")) else str(r.get("segment_id"))
+        sid = None if is_missing(r.get("segment_id")) else str(r.get("segment_id"))
         src = None
         try:
             video: Where | None = None
-            if not _missing(r.get("video_path")):
+            if not is_missing(r.get("video_path")):
                 video = _video_path(path, str(r["video_path"]).strip())
                 src = str(video)
-                if check_files and (problem := _media_problem(video)):
+                if check_files and (problem := media_problem(video)):
                     raise RowError(f"video {video} {problem}")
-            transcript = None if _missing(r.get("transcript")) else _text(r.get("transcript"))
+            transcript = None if is_missing(r.get("transcript")) else text_value(r.get("transcript"))
             if video is None and transcript is None:
                 raise RowError("needs a video_path or a transcript")
             if sid is None:
@@ -502,26 +502,26 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
                     sid = f"{_stem(path)}_{n}"
             sid = check_id(sid)
             vid = r.get("video_id")
-            vid = check_id(vid, "video_id") if not _missing(vid) else (_stem(video) if video is not None else sid)
-            start = _number(r.get("start"), "start", 0.0)
-            end = _number(r.get("end"), "end", 0.0)
+            vid = check_id(vid, "video_id") if not is_missing(vid) else (_stem(video) if video is not None else sid)
+            start = number_in(r.get("start"), "start", 0.0)
+            end = number_in(r.get("end"), "end", 0.0)
             if start is not None and end is not None and end <= start:
                 raise RowError(f"end {end} is not after start {start}")
             if video is None and (start is not None or end is not None):
                 start = end = None  # times without media mean nothing to cut
-            split = default if _missing(r.get("split")) else check_split(r.get("split"))
+            split = default if is_missing(r.get("split")) else check_split(r.get("split"))
             out.specs.append(SegmentSpec(sid, vid, video, start, end, transcript, check_labels(r), split,
                                          "manifest", src or str(path), language=check_language(r.get("language"))))
         except RowError as e:
-            out.failures.append(_row_failure(path, n, sid, e, src))
-    return _drop_duplicates(out)
+            out.failures.append(row_failure(path, n, sid, e, src))
+    return unique_specs(out)
 
 
 def read_video(path: str | Path, segment_id: str | None = None, split: str = "test",
                transcript: str | None = None, labels: dict[str, Any] | None = None) -> ParsedInputs:
     """One media file (a path or a URL) as one segment spanning the whole file; the id defaults to the file's stem."""
     path = _where(path)
-    if problem := _media_problem(path):
+    if problem := media_problem(path):
         raise PipelineError(f"video {path} {problem}", stage="read", source_path=str(path))
     try:
         sid = check_id(segment_id or _stem(path))
@@ -534,30 +534,30 @@ def read_video(path: str | Path, segment_id: str | None = None, split: str = "te
 
 def read_mosi_labels(path: str | Path) -> ParsedInputs:
     """CMU-MOSI's `id,text,label,mode` label file as text-only segments (video id: the id before its last `_`)."""
-    path = _require(path, "MOSI label file")
+    path = require_input(path, "MOSI label file")
     rows = read_rows(path)
-    _need_columns(path, rows, ("id", "text", "label", "mode"))
+    need_columns(path, rows, ("id", "text", "label", "mode"))
     out = ParsedInputs(source="mosi-labels", path=str(path))
     for n, r in enumerate(rows, start=2):
-        sid = None if _missing(r.get("id")) else str(r["id"])
+        sid = None if is_missing(r.get("id")) else str(r["id"])
         try:
             sid = check_id(r.get("id"))
             vid = sid.rsplit("_", 1)[0] if "_" in sid else sid
-            out.specs.append(SegmentSpec(sid, vid, None, None, None, _text(r.get("text")),
+            out.specs.append(SegmentSpec(sid, vid, None, None, None, text_value(r.get("text")),
                                          check_labels({"sentiment": r.get("label")}), check_split(r.get("mode")),
                                          "mosi-labels", str(path)))
         except RowError as e:
-            out.failures.append(_row_failure(path, n, sid, e))
-    return _drop_duplicates(out)
+            out.failures.append(row_failure(path, n, sid, e))
+    return unique_specs(out)
 
 
 def read_meld(path: str | Path, split: str) -> ParsedInputs:
     """MELD's `*_sent_emo.csv` as text-only segments of one split; ids `<split>_dia<D>_utt<U>` (MELD reuses
     dialogue numbers across its splits), video id `<split>_dia<D>`."""
-    path = _require(path, "MELD file")
+    path = require_input(path, "MELD file")
     split = check_split(split)
     rows = read_rows(path)
-    _need_columns(path, rows, ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"))
+    need_columns(path, rows, ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"))
     out = ParsedInputs(source="meld", path=str(path))
     for n, r in enumerate(rows, start=2):
         sid = None
@@ -566,11 +566,11 @@ def read_meld(path: str | Path, split: str) -> ParsedInputs:
             utt = int(str(r.get("Utterance_ID")).strip())
             sid = f"{split}_dia{dia}_utt{utt}"
             labels = check_labels({"sentiment_class": r.get("Sentiment"), "emotion": r.get("Emotion")})
-            out.specs.append(SegmentSpec(sid, f"{split}_dia{dia}", None, None, None, _text(r.get("Utterance")),
+            out.specs.append(SegmentSpec(sid, f"{split}_dia{dia}", None, None, None, text_value(r.get("Utterance")),
                                          labels, split, "meld", str(path)))
         except (RowError, ValueError) as e:
-            out.failures.append(_row_failure(path, n, sid, e))
-    return _drop_duplicates(out)
+            out.failures.append(row_failure(path, n, sid, e))
+    return unique_specs(out)
 
 
 def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -> ParsedInputs:
@@ -581,7 +581,7 @@ def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -
     if isinstance(path, str):
         return _discover_url(path, split, **kwargs)
     media = path.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES
-    if not path.is_dir() and (problem := _media_problem(path, "a media file" if media else "an input file")):
+    if not path.is_dir() and (problem := media_problem(path, "a media file" if media else "an input file")):
         raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
     if path.is_dir():
         if (path / "label.csv").is_file():
@@ -594,7 +594,7 @@ def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -
     if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
         raise PipelineError(f"{path}: unknown input type {suffix!r} (expected a folder, a video, .csv or .jsonl)",
                             stage="read", source_path=str(path))
-    cols = _columns(read_rows(path))
+    cols = columns_of(read_rows(path))
     if {"video_id", "clip_id", "mode"} <= cols:
         return read_mmsa(path.parent, label_file=path.name, **kwargs)
     if {"Utterance", "Emotion", "Sentiment"} <= cols:
@@ -615,7 +615,7 @@ def _discover_url(url: str, split: str | None = None, **kwargs: Any) -> ParsedIn
     if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
         raise PipelineError(f"{url}: unknown input type {suffix!r} (a URL input is a .csv or .jsonl manifest, a MELD "
                             "or MOSI label file, or one media file)", stage="read", source_path=url)
-    cols = _columns(read_rows(url))
+    cols = columns_of(read_rows(url))
     if {"video_id", "clip_id", "mode"} <= cols:
         raise PipelineError(f"{url}: an MMSA-FET label.csv at a URL is not supported (its Raw/ folder is read by "
                             "path); copy the folder locally, or give a manifest with video_path URLs", stage="read",

@@ -7,6 +7,7 @@ and writes; it never needs to know where the data came from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,3 +126,8 @@ class UnitResult:
     report: dict[str, int] = field(default_factory=dict)
     # items built with a fallback, and why ({"item_id", "stage", "note"}); the build report keeps the first ones
     notes: list[dict[str, str]] = field(default_factory=list)
+
+
+# A build stage: (unit, the plan's options) -> what the unit produced. A top-level function, so a plan holding it
+# pickles it by its qualified name and a worker imports only that stage's module.
+StageFunction = Callable[[WorkUnit, Any], UnitResult]

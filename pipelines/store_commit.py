@@ -135,7 +135,7 @@ class StoreBuild:
             name=self.name,
             feature_sets={fs.name: fs for fs in self.feature_sets},
             files={rel: self._file_entry(rel, e) for r in records for rel, e in r.files.items()},
-            build={**{k: v for k, v in self.build_info.items() if k != "labels"},  # labels: stored once, below
+            build={**{k: v for k, v in self.build_info.items() if k not in ("labels", "split_use")},  # stored once, below
                    "writer": self.config.to_dict(),  # "config" stays the recipe's
                    "shards": {r.shard_id: r.key for r in records},  # what a rerun compares: no _build/ needed
                    "shard_counters": {r.shard_id: r.counters for r in records if r.counters},
@@ -143,6 +143,7 @@ class StoreBuild:
                    "shard_units": {r.shard_id: units[r.shard_id] for r in records}},  # what a rebuild must keep
             report=_merge_report(report, records),
             labels=dict(self.build_info.get("labels") or {}),  # the recipe's label vocabularies (feature_schemas.labels)
+            split_use=dict(self.build_info.get("split_use") or {}),  # what the recipe says each split is fit for
         )
 
     def _file_entry(self, rel: str, entry: dict[str, Any]) -> FileEntry:

@@ -30,7 +30,7 @@ def _canonical(value: Any) -> str:
 def recipe_identity(build: dict[str, Any]) -> dict[str, Any]:
     """What makes two builds "the same store": the recipe and its configuration, not the inputs (new inputs
     extend a store) nor the writer's settings (a new collapse mode rewrites the shards in place)."""
-    return {k: v for k, v in build.items() if k not in (*INPUT_KEYS, *RESUME_KEYS, "labels")}  # labels come from the rows
+    return {k: v for k, v in build.items() if k not in (*INPUT_KEYS, *RESUME_KEYS, "labels", "split_use")}  # labels come from the rows
 
 
 def _read_plan(d: StoreDir) -> dict[str, Any] | None:

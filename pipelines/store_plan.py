@@ -20,7 +20,7 @@ from feature_schemas import BUILD_DIR, SCHEMA_VERSION, FeatureSet, Manifest, tab
 
 from .collapse import CollapseConfig
 from .errors import PipelineError
-from .records import WorkUnit
+from .records import StageFunction, WorkUnit
 
 PLAN_FILE = f"{BUILD_DIR}/plan.json"  # the recipe and configuration of the build in progress
 INPUT_KEYS = ("input", "csd_dir", "file", "labels_file")  # build keys naming the inputs: new inputs resume/extend the same store
@@ -62,12 +62,12 @@ class ShardRecord:
 
 @dataclass
 class BuildPlan:
-    """Everything a recipe decides before any work runs, nothing callable: the units, the stage that turns a
-    unit into records (a name `pipelines.build` resolves) and that stage's options; `run_build` carries it out."""
+    """Everything a recipe decides before any work runs: the units, the stage that turns a unit into records (a
+    top-level function, pickled by name) and that stage's options, both data; `run_build` carries it out."""
 
     name: str
     units: list[WorkUnit]
-    stage: str  # "media", "csd", "mmsa", "utterance" (pipelines.build.STAGES)
+    stage: StageFunction  # e.g. pipelines.stages.csd.process_csd_unit
     feature_sets: list[FeatureSet]
     config: BuildConfig
     build_info: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +100,7 @@ def plan_shards(
             "schema": SCHEMA_VERSION,
             "config": config.to_dict(),
             "feature_sets": [fs.to_dict() for fs in feature_sets],
-            "build": build_info,
+            "build": {k: v for k, v in build_info.items() if k != "split_use"},  # says how to use splits, shapes no byte
         },
         sort_keys=True,
         default=str,

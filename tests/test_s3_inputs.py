@@ -271,7 +271,8 @@ def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_pat
     """The manifest and its clip (a relative path) on S3 build the rows the local copy builds; the row whose
     object is missing fails alone, naming its URL."""
     mf.need(mf.MOSI_CLIP, mf.MOSI_LABELS)
-    from pipelines.recipes.videos import VideoConfig, build_videos, plan_videos
+    from pipelines.recipes.videos import VideoConfig, build_videos, plan_videos, process_video_unit
+    from pipelines.stages.url_media import process_url_media_unit
 
     local = tmp_path / "local"
     (local / "clips").mkdir(parents=True)
@@ -284,9 +285,9 @@ def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_pat
     clip_url = s3.url("media", "clips", f"{mf.MOSI_ID}.mp4")
 
     config = VideoConfig(face=None)
-    assert plan_videos(local / "manifest.csv", config).stage == "media"
+    assert plan_videos(local / "manifest.csv", config).stage is process_video_unit
     plan = plan_videos(url, config)
-    assert plan.stage == "media-url" and plan.build_info["input"] == url
+    assert plan.stage is process_url_media_unit and plan.build_info["input"] == url
     build_videos(local / "manifest.csv", tmp_path / "from_local", config, progress=False)
     result = build_videos(url, tmp_path / "from_url", config, progress=False)
     assert result.n_segments == 1 and result.n_failures == 1

@@ -93,7 +93,9 @@ def test_warm_config_only_for_builds_with_media(tmp_path: Path) -> None:
     assert warm_config(plan_videos(media, config)) == config
     from dataclasses import replace
 
-    assert warm_config(replace(plan_videos(media, config), stage="media-url")) == config  # media fetched from URLs
+    from pipelines.stages.url_media import process_url_media_unit
+
+    assert warm_config(replace(plan_videos(media, config), stage=process_url_media_unit)) == config  # media fetched from URLs
     assert warm_config(plan_videos(text_only, config)) is None
     assert warm_config(None) is None
 

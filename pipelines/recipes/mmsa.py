@@ -33,7 +33,15 @@ from ..collapse import CollapseConfig
 from ..errors import MmsaPickleError
 from ..inputs import RowError, check_id
 from ..records import WorkUnit
-from ..stages.mmsa import MODALITIES, STORE_MODALITY, MmsaOptions, MmsaRows, id_text, text_label
+from ..stages.mmsa import (
+    MODALITIES,
+    STORE_MODALITY,
+    MmsaOptions,
+    MmsaRows,
+    id_text,
+    process_mmsa_unit,
+    text_label,
+)
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
 from ..unpickle import load_restricted
 
@@ -196,7 +204,7 @@ def plan_mmsa(
     build_info = {"recipe": RECIPE_VERSION, "file": str(Path(path).resolve()), "aligned": report["aligned"],
                   "segments_per_unit": segments_per_unit, "labels": report.pop("labels")}
     config = config if config is not None else BuildConfig(units_per_shard=MMSA_UNITS_PER_SHARD)
-    return BuildPlan(name or Path(path).stem, units, "mmsa", feature_sets, config, build_info, report, options)
+    return BuildPlan(name or Path(path).stem, units, process_mmsa_unit, feature_sets, config, build_info, report, options)
 
 
 def import_mmsa(

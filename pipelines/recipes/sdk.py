@@ -30,7 +30,7 @@ from ..csd import FEATURE_ROLES, ROLES, CsdFile, CsdInfo, discover
 from ..errors import PipelineError
 from ..folds import DATASETS, resolve_folds, split_of, video_id_of
 from ..records import WorkUnit
-from ..stages.csd import CsdOptions, CsdVideo, CsdVideos
+from ..stages.csd import CsdOptions, CsdVideo, CsdVideos, process_csd_unit
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
 
 RECIPE_VERSION = "sdk/1"
@@ -203,7 +203,7 @@ def plan_sdk(
         "batch_videos": batch_videos,
         "labels": labels_record(),  # MOSEI's presence emotions as given (0 = absent); no single-label classes
     }
-    return BuildPlan(f"cmu-{dataset}", units, "csd", feature_sets, config or BuildConfig(), build_info, report, options)
+    return BuildPlan(f"cmu-{dataset}", units, process_csd_unit, feature_sets, config or BuildConfig(), build_info, report, options)
 
 
 def build_sdk(

@@ -43,6 +43,7 @@ from ..stages.media import (
     feature_sets_for,
     process_video_unit,
 )
+from ..stages.url_media import process_url_media_unit
 
 __all__ = ["VideoConfig", "build_videos", "feature_sets_for", "plan_videos", "process_video_unit", "video_units"]
 
@@ -162,9 +163,9 @@ def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_con
                 split: str | None = None, name: str | None = None,
                 emotion_classes: str | Sequence[str] | None = None) -> BuildPlan:
     """Everything decided before work runs (units, feature sets, report) as the writer's BuildPlan for the
-    media stage (`stages.media.process_video_unit`, options: `config`), for `pipelines.build.run_build` or a
-    Prefect flow. `build_config` None: the writer's BuildConfig with 2 videos per shard, so a
-    few videos still spread over the workers. `split`: a MELD file's split, a manifest's default split or a
+    media stage (`stages.media.process_video_unit`; `stages.url_media.process_url_media_unit` for media at
+    URLs; options: `config`), for `pipelines.build.run_build` or a Prefect flow. `build_config` None: the
+    writer's BuildConfig with 2 videos per shard, so a few videos still spread over the workers. `split`: a MELD file's split, a manifest's default split or a
     single video's. `emotion_classes`: the store's emotion class set (a known set's name or class names;
     None: found from the rows); it is recorded in the manifest's `labels`."""
     from ..store_writer import BuildConfig, BuildPlan
@@ -176,7 +177,8 @@ def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_con
     name = name or Path(str(report.get("input_path") or "videos")).stem
     build_config = build_config if build_config is not None else BuildConfig(units_per_shard=VIDEO_UNITS_PER_SHARD)
     remote = any(isinstance(u.payload, MediaUnit) and is_url(u.payload.path) for u in units)
-    return BuildPlan(name, units, "media-url" if remote else "media", sets, build_config, info, report, config)
+    stage = process_url_media_unit if remote else process_video_unit
+    return BuildPlan(name, units, stage, sets, build_config, info, report, config)
 
 
 def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig = VideoConfig(),

@@ -1,0 +1,89 @@
+"""Recipe: CMU-MOSEI transcripts and sentiment labels (MMSA's `label.csv` columns without its `Raw/` clips) ->
+a text-only, word-level store: the words of each transcript (untimed) and the packaged MiniLM word vectors, the
+same media stage and text path as CMU-MOSI's `label.csv` (`mmolre build videos --input mosi/label.csv`).
+
+Input: a CSV with `video_id,clip_id,text,label,mode` (e.g. shared/data/mosei/label_train_valid.csv: 18,135
+segments, train and valid folds, labels in [-3, 3]).
+
+Segment id: `<video_id>_<clip_id>` (MMSA-FET's convention, as `read_mmsa` and CMU-MOSI's label.csv key their
+segments). MOSEI's clip ids here are MMSA's own strings (`82_7645`), not the SDK's label-interval index, so the
+SDK's `video_id[i]` cannot be derived from them; the video id is the `video_id` column.
+
+Split: the row's `mode`; a row whose video the SDK's standard folds put in another split fails (a segment in the
+wrong fold leaks its video across train and test). The shared file agrees with the standard folds on every row.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..folds import split_of, standard_folds
+from ..inputs import (
+    ParsedInputs,
+    RowError,
+    SegmentSpec,
+    check_id,
+    check_labels,
+    check_split,
+    need_columns,
+    read_rows,
+    require_input,
+    row_failure,
+    text_value,
+    unique_specs,
+)
+from ..stages.media import VideoConfig
+from ..store_writer import BuildConfig, BuildPlan, BuildResult
+from .videos import VIDEO_UNITS_PER_SHARD, plan_videos
+
+NAME = "cmu-mosei-text"
+COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
+
+
+def read_mosei_text(path: str | os.PathLike) -> ParsedInputs:
+    """The label CSV as text-only segments; a row with a bad id, label or split is a failure row."""
+    path = require_input(path, "MOSEI label file")
+    rows = read_rows(path)
+    need_columns(path, rows, COLUMNS)
+    fold = split_of(standard_folds("mosei"))
+    out = ParsedInputs(source="mosei-text", path=str(path))
+    for n, r in enumerate(rows, start=2):
+        sid = None
+        try:
+            vid = check_id(r.get("video_id"), "video_id")
+            sid = check_id(f"{vid}_{check_id(r.get('clip_id'), 'clip_id')}")
+            split = check_split(r.get("mode"))
+            if fold.get(vid, split) != split:
+                raise RowError(f"mode {split!r}, but the standard folds put video {vid} in {fold[vid]!r}")
+            out.specs.append(SegmentSpec(sid, vid, None, None, None, text_value(r.get("text")),
+                                         check_labels({"sentiment": r.get("label")}), split, "mosei-text", str(path)))
+        except RowError as e:
+            out.failures.append(row_failure(path, n, sid, e))
+    return unique_specs(out)
+
+
+@dataclass(frozen=True)
+class MoseiTextOptions:
+    """What the command line and the flow ask for, besides the store and the build settings."""
+
+    input: str  # the label CSV
+    text_model: str | None = None  # a local transformers folder (None: the packaged MiniLM)
+
+
+def plan_mosei_text(input: str | os.PathLike, build_config: BuildConfig | None = None, text_model: str | None = None,
+                    name: str = NAME) -> BuildPlan:
+    """The media stage's text-only plan over the file's segments (options: a face-less VideoConfig)."""
+    config = VideoConfig(face=None, text_model=text_model)
+    build_config = build_config if build_config is not None else BuildConfig(units_per_shard=VIDEO_UNITS_PER_SHARD)
+    return plan_videos(read_mosei_text(input), config, build_config, name=name)
+
+
+def build_mosei_text(input: str | os.PathLike, store: str | os.PathLike, build_config: BuildConfig | None = None,
+                     text_model: str | None = None, executor: Any = None, progress: bool = True) -> BuildResult:
+    """Build (or complete) the text store; `executor`: None (inline), a concurrent.futures executor or a Dask Client."""
+    from ..build import run_build
+
+    return run_build(plan_mosei_text(input, build_config, text_model), store, executor=executor, show_bar=progress)
+
