@@ -20,7 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from feature_schemas.storage import scrub
-from flows.options import build_config, model_settings, text_settings, train_config, video_config
+from flows.options import (
+    build_config,
+    count,
+    fraction,
+    model_settings,
+    rate,
+    seed,
+    text_settings,
+    train_config,
+    video_config,
+    workers,
+)
 from pipelines.collapse import MODES
 from pipelines.extract.registry import names as extractor_names
 
@@ -338,9 +349,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default="weighted", help="how frames collapse onto words (mean = the SDK's)")
     p.add_argument("--fill", choices=("zeros", "nearest"), default="zeros", help="vector for words with no usable frame")
     p.add_argument("--keep-frames", action="store_true", help="also write the frame-level (unaligned) sets")
-    p.add_argument("--units-per-shard", type=int, default=None,
+    p.add_argument("--units-per-shard", type=count, default=None,
                    help="work units per Parquet shard (default: 16 for SDK imports, 2 videos for video builds)")
-    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (0: run inline)")
+    p.add_argument("--workers", type=workers, default=None, help="local Dask worker processes (0: run inline)")
     p.add_argument("--dask-address", default=None, help="an existing Dask scheduler (or set MMOLRE_DASK_ADDRESS)")
     p.add_argument("--strict", action="store_true", help="exit 3 when any item failed")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -357,14 +368,14 @@ def parser() -> argparse.ArgumentParser:
         p = build.add_parser(dataset, help=f"CMU-{dataset.upper()} from the SDK's .csd files")
         p.add_argument("--csd-dir", required=True, help="folder of .csd computational sequences")
         p.add_argument("--sets", nargs="+", default=None, help="feature sets to include (default: all found)")
-        p.add_argument("--batch-videos", type=int, default=4, help="videos per work unit")
+        p.add_argument("--batch-videos", type=count, default=4, help="videos per work unit")
         _add_build_options(p)
         p.set_defaults(func=cmd_build_sdk, dataset=dataset)
     p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
     p.add_argument("--input", required=True, help="folder, manifest or video file")
     p.add_argument("--face", choices=(*extractor_names("face"), "none"), default="mediapipe",
                    help="face backend (mediapipe: face mesh + expression probabilities; dlib: 68 landmarks)")
-    p.add_argument("--fps", type=float, default=None, help="video frames per second to analyse")
+    p.add_argument("--fps", type=rate, default=None, help="video frames per second to analyse")
     p.add_argument("--split", default=None, help="split for inputs that name none")
     p.add_argument("--asr-model", default=None, help="local faster-whisper model folder (default: the packaged tiny.en)")
     p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
@@ -386,8 +397,8 @@ def parser() -> argparse.ArgumentParser:
     p = build.add_parser("mosi-utterance", help="CMU-MOSI utterance-level features of the bc-LSTM release (schema 2)")
     p.add_argument("--input", required=True, help="the release's folder (transcripts.csv, text_train.csv, audio_train0.csv, ...)")
     p.add_argument("--labels", default=None, help="CMU-MOSI label.csv for continuous labels (default: ../label.csv)")
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of the training videos held out as valid")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation videos' draw")
+    p.add_argument("--valid-fraction", type=fraction, default=0.1, help="share of the training videos held out as valid")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the validation videos' draw")
     _add_build_options(p)
     p.set_defaults(func=cmd_build_mosi_utterance)
 
@@ -425,8 +436,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set lr=1e-3 --set arch.d_model=64 (repeatable)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=count, default=None)
+    p.add_argument("--seed", type=seed, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--text-encoder", choices=("frozen", "finetune"), default=None,
                    help="frozen: the store's word vectors (default); finetune: run and train a Hugging Face encoder "
