@@ -127,6 +127,16 @@ def normalise(rel: str) -> str:
     return Path(os.path.normpath(rel)).as_posix()
 
 
+def same_file_twice(rels: list[str]) -> list[list[str]]:
+    """Manifest paths that name one file under several spellings (`aligned/x.parquet`, `aligned/./x.parquet`):
+    a reader would read its rows twice."""
+    by_file: dict[str, list[str]] = {}
+    for rel in rels:
+        if isinstance(rel, str):
+            by_file.setdefault(normalise(rel), []).append(rel)
+    return [sorted(v) for _, v in sorted(by_file.items()) if len(v) > 1]
+
+
 def contained_key(root: object, rel: object, what: str = "file") -> str:
     """`rel` as a key inside the store at URL `root`, when it is a relative key that stays inside it: the one
     check for object stores, used by the writer and the readers alike.

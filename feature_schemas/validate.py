@@ -19,7 +19,16 @@ from .arrays import utterance_vectors
 from .errors import StoreError
 from .feature_set import FeatureSet
 from .manifest import FileEntry, Manifest, file_problem
-from .paths import BUILD_DIR, OutsideStoreError, contained, normalise, store_links, stored_files, table_roots
+from .paths import (
+    BUILD_DIR,
+    OutsideStoreError,
+    contained,
+    normalise,
+    same_file_twice,
+    store_links,
+    stored_files,
+    table_roots,
+)
 from .remote import ObjectInfo, key_inside, list_objects, open_filesystem, reading, scrub
 from .spec import (
     EMOTIONS,
@@ -208,6 +217,9 @@ def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationRe
         problems = files.layout_problems(manifest)
     except StoreError as e:
         return ValidationReport([Problem("manifest", None, None, str(e))])
+    problems += [Problem("manifest", None, None, f"{', '.join(repr(r) for r in twice)}: one file listed under "
+                                                 f"{len(twice)} spellings (readers would read its rows twice)")
+                 for twice in same_file_twice(list(manifest.files))]
     tables: dict[str, list[pa.Table]] = {}
     for rel, entry in sorted(manifest.files.items()):
         try:

@@ -472,7 +472,7 @@ def discover(csd_dir: str | os.PathLike) -> tuple[dict[str, CsdInfo], list[str]]
         where = str(csd_dir).rstrip("/")
         candidates = [(o.url, o) for o in _remote_csd_files(where)]
     else:
-        where = Path(csd_dir)
+        where = Path(csd_dir).resolve()  # one spelling of the folder: paths feed the unit keys and source_path
         if not where.is_dir():
             raise PipelineError(f"{where}: not a folder of .csd files", "read", source_path=str(where))
         candidates = [(p, None) for p in sorted(where.glob("*.csd"))]

@@ -100,7 +100,9 @@ def plan_shards(
             "schema": SCHEMA_VERSION,
             "config": config.to_dict(),
             "feature_sets": [fs.to_dict() for fs in feature_sets],
-            "build": {k: v for k, v in build_info.items() if k != "split_use"},  # says how to use splits, shapes no byte
+            # split_use says how to use splits, and the unit keys cover the inputs (resolved path or URL, size,
+            # version), so neither shapes a byte: how the input path was spelled must not rewrite a store
+            "build": {k: v for k, v in build_info.items() if k not in ("split_use", *INPUT_KEYS)},
         },
         sort_keys=True,
         default=str,

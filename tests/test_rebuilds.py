@@ -125,3 +125,16 @@ def test_a_rebuild_on_a_full_disk_keeps_the_old_store_readable(tmp_path: Path) -
     assert readable(out) == rows
     assert cli(*args, "--units-per-shard", "7").returncode == 0
     assert readable(out) == rows and validate(out).ok
+
+
+def test_the_resume_key_does_not_depend_on_how_the_input_is_spelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+    from tests.csd_fixtures import write_mosei_fixture
+
+    write_mosei_fixture(tmp_path / "csd")
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("csd", f"{tmp_path}/csd/", "./csd//"):
+        assert main(["build", "mosei", "--csd-dir", spelling, "--out", "s", "--workers", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("shards: 1 written, 0 already written") == 1 and out.count("shards: 0 written, 1 already written") == 2
