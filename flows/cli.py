@@ -21,6 +21,7 @@ from typing import Any
 
 from feature_schemas.storage import scrub
 from flows.options import (
+    UsageError,
     build_config,
     count,
     fraction,
@@ -35,7 +36,7 @@ from flows.options import (
 from pipelines.collapse import MODES
 from pipelines.extract.registry import names as extractor_names
 
-EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3  # argparse exits 2 on usage errors, as UsageError does
 EXIT_EMPTY, EXIT_INTERRUPTED = 4, 130  # EXIT_EMPTY: a build wrote no segment at all
 
 
@@ -278,9 +279,10 @@ PREDICT_MIN_TEST_N = 100
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from flows.predict import predict_video
+    from flows.predict import check_video, predict_video
     from mmolre.evaluation import results_json
 
+    check_video(args.video)  # before the run is loaded: a FIFO, folder or missing file is named at once
     info = _announce_run(args.run, None)
     if info["test_n"] < PREDICT_MIN_TEST_N:
         print(f"mmolre: warning: the run {args.run} was tested on {info['test_n']} segments (fewer than "
@@ -519,8 +521,21 @@ def error_message(e: BaseException, where: str | None = None) -> str:
     return f"unexpected {type(e).__name__}: {e}; rerun with --debug for the traceback and report it"
 
 
+def _quiet_libraries() -> None:
+    """Library warnings (torch's UserWarnings, absl/glog lines from mediapipe's C++, multiprocessing's
+    resource_tracker in its own process) never land beside the one-line errors; `--debug` shows them."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # child processes: workers, the resource tracker
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if not args.debug:
+        _quiet_libraries()
     logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("distributed", "httpx", "numexpr", "matplotlib", "faster_whisper"):
@@ -536,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"mmolre: error: {_escape(scrub(error_message(e, getattr(args, 'out', None))))}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -14,6 +14,18 @@ class OptionError(ValueError):
     """A `--set`/`--config` value names no setting or has the wrong type; the message says which and what fits."""
 
 
+class UsageError(OptionError):
+    """A command line that cannot work as given: one line, exit 2 (argparse's usage errors)."""
+
+
+def _yaml_problem(where: str, e: Exception) -> UsageError:
+    mark = getattr(e, "problem_mark", None)
+    at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = str(getattr(e, "problem", None) or e).splitlines()[0]
+    return UsageError(f"{where}: {at}{what} (settings are plain values: numbers, text, lists and mappings; YAML tags "
+                      "such as !!python/... are refused)")
+
+
 # -- numbers on the command line: argparse types, so a bad one is a usage error (exit 2) naming the option --------
 def _number(text: str, kind: type, low: float | None, high: float | None, low_open: bool, what: str) -> Any:
     import argparse
@@ -100,18 +112,25 @@ def text_settings(text_encoder: str | None, text_model: str | None) -> dict[str,
 
 def train_config(config_file: str | None, overrides: Sequence[str] = (), **settings: Any) -> Any:
     """TrainConfig from a YAML/JSON file (or defaults), then `key=value` overrides; None settings are skipped."""
+    import yaml
+
     from mmolre.config import TrainConfig
 
-    config = TrainConfig.load(config_file) if config_file else TrainConfig()
+    try:
+        config = TrainConfig.load(config_file) if config_file else TrainConfig()
+    except yaml.YAMLError as e:
+        raise _yaml_problem(f"--config {config_file}", e) from None
     if settings.get("model"):  # the arch settings that follow are the chosen model's
         try:
             config = config.with_model(settings["model"])
         except ValueError as e:
             raise OptionError(f"--model {settings['model']}: {e}") from None
     pairs = [f"{k}={v}" for k, v in settings.items() if v is not None]
-    pairs += [f"{pair.partition('=')[0]}={_yaml_text(check_override(config, pair))}" for pair in overrides]
     try:
+        pairs += [f"{pair.partition('=')[0]}={_yaml_text(check_override(config, pair))}" for pair in overrides]
         return config.with_overrides(pairs) if pairs else config
+    except yaml.YAMLError as e:
+        raise _yaml_problem(f"--set {' '.join(overrides)}", e) from None
     except (KeyError, TypeError, ValueError) as e:
         raise OptionError(f"--set {' '.join(overrides)}: {e}") from None
 
