@@ -30,9 +30,12 @@ from flows.options import build_config, video_config
 from flows.summary import build_summary_markdown, summarize_build
 from pipelines.build import BuildProgress, WriteShard, run_build, shard_title
 from pipelines.collapse import Mode
+from pipelines.extract.registry import default as extractor_default
 from pipelines.recipes.mmsa import MMSA_UNITS_PER_SHARD
 from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD
 from pipelines.store_writer import BuildPlan, Shard, ShardRecord
+
+DEFAULT_FACE = extractor_default("face")  # the registry's default backend
 
 F = TypeVar("F", bound=Callable[..., Any])
 SHARD_RETRIES = 2
@@ -278,7 +281,7 @@ def build_mosi_features(
 def extract_video_features(
     input: str,
     store: str,
-    face: str | None = "mediapipe",
+    face: str | None = DEFAULT_FACE,
     fps: float | None = None,
     mode: Mode = "weighted",
     keep_frames: bool = False,
@@ -295,7 +298,7 @@ def extract_video_features(
         input: An MMSA-FET folder, a manifest (CSV/JSONL with video_path, transcript, labels, split) or one video
             file; an absolute path on the machine serving this flow, or a URL (s3://bucket/manifest.csv).
         store: Folder of the feature store to write or complete (absolute path on the serving machine).
-        face: Face backend: mediapipe, dlib, pyfeat, openface (CSV next to each video) or none.
+        face: Face backend by name (`mmolre extractors` lists them) or none.
         fps: Face frames sampled per second; empty: 5.
         mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
         keep_frames: Also write the frame-level tables (large).

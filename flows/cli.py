@@ -34,6 +34,8 @@ from flows.options import (
     workers,
 )
 from pipelines.collapse import MODES
+from pipelines.extract.registry import default as extractor_default
+from pipelines.extract.registry import help_text as extractor_help
 from pipelines.extract.registry import names as extractor_names
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3  # argparse exits 2 on usage errors, as UsageError does
@@ -117,7 +119,8 @@ def cmd_build_videos(args: argparse.Namespace) -> int:
     _start_workers_early(args)
     from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD, plan_videos
 
-    config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)
+    config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model,
+                          audio=args.audio, text=args.text, aligner=args.aligner, asr=args.asr)
     plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split,
                        emotion_classes=args.emotion_classes)
     return _run_plan(plan, args)
@@ -328,21 +331,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "csd":
-        from pipelines.export.csd import write_csd
+        from pipelines.export.csd import export_csd_sets
 
-        for name in args.sets or []:
-            path = Path(args.out) / f"{name}.csd"
-            write_csd(args.store, name, path, level=args.level)
+        for path in export_csd_sets(args.store, args.out, args.sets, level=args.level, timeline=args.timeline):
             print(f"wrote {path}")
-    else:
-        from pipelines.export.mmsa import export_mmsa
+        return EXIT_OK
+    from pipelines.export.mmsa import write_mmsa
 
-        path = export_mmsa(args.store, args.out, text=args.text, audio=args.audio, vision=args.vision)
-        print(f"wrote {path}")
+    report = write_mmsa(args.store, args.out, text=args.text, audio=args.audio, vision=args.vision, layout=args.layout,
+                        seq_len=args.seq_len, frame_len=args.frame_len, bert_len=args.bert_len, tokenizer=args.tokenizer,
+                        text_bert=not args.no_text_bert)
+    if args.json:
+        print(json.dumps(report.summary(), indent=2))
+        return EXIT_OK
+    print(f"wrote {report.path} ({report.layout}; {', '.join(f'{k} {v}' for k, v in report.segments.items())} segments)")
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if report.unlabeled:
+        print(f"left out (no sentiment score): {', '.join(report.unlabeled)}", file=sys.stderr)
     return EXIT_OK
 
 
 # -- parser -----------------------------------------------------------------------------------------
+def _add_extractor_options(p: argparse.ArgumentParser) -> None:
+    """--face, --audio, --text, --aligner, --asr: choices, defaults and help from the extractor registry."""
+    for option, kind, what in (("--face", "face", "face backend"), ("--audio", "audio", "audio extractor"),
+                               ("--text", "text", "text encoder"), ("--aligner", "aligner", "aligner of given transcripts"),
+                               ("--asr", "asr", "speech recogniser (no transcript; the aligner's fallback)")):
+        choices = (*extractor_names(kind), "none") if kind == "face" else tuple(extractor_names(kind))
+        p.add_argument(option, choices=choices, default=extractor_default(kind),
+                       help=f"{what}: {extractor_help(kind)}" + ("; none: no face features" if kind == "face" else ""))
+
+
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="store folder to create or complete")
     p.add_argument("--overwrite", action="store_true",
@@ -375,11 +395,10 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_build_sdk, dataset=dataset)
     p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
     p.add_argument("--input", required=True, help="folder, manifest or video file")
-    p.add_argument("--face", choices=(*extractor_names("face"), "none"), default="mediapipe",
-                   help="face backend (mediapipe: face mesh + expression probabilities; dlib: 68 landmarks)")
+    _add_extractor_options(p)
     p.add_argument("--fps", type=rate, default=None, help="video frames per second to analyse")
     p.add_argument("--split", default=None, help="split for inputs that name none")
-    p.add_argument("--asr-model", default=None, help="local faster-whisper model folder (default: the packaged tiny.en)")
+    p.add_argument("--asr-model", default=None, help="local model folder of the recogniser (default: its packaged one)")
     p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
     p.add_argument("--emotion-classes", default=None, metavar="SET|A,B,...",
                    help="the store's single-label emotion classes: meld, cremad, ravdess, iemocap or comma-separated "
@@ -417,11 +436,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("format", choices=("csd", "mmsa"))
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="folder (csd) or .pkl path (mmsa)")
-    p.add_argument("--sets", nargs="+", help="feature sets to export (csd)")
-    p.add_argument("--level", choices=("word", "frame"), default="word")
-    p.add_argument("--text", default=None)
-    p.add_argument("--audio", default=None)
-    p.add_argument("--vision", default=None)
+    p.add_argument("--sets", nargs="+", help="feature sets to export (csd; default: every set)")
+    p.add_argument("--level", choices=("word", "frame"), default="word", help="csd: word-level or frame-level rows")
+    p.add_argument("--timeline", default=None, metavar="LABELS.csd",
+                   help="csd: place segments without times by a release's labels file (segment VIDEO_N = its N-th interval)")
+    p.add_argument("--text", default=None, help="mmsa: text feature set (default: the first)")
+    p.add_argument("--audio", default=None, help="mmsa: audio feature set")
+    p.add_argument("--vision", default=None, help="mmsa: visual feature set")
+    p.add_argument("--layout", choices=("aligned", "unaligned"), default="aligned",
+                   help="mmsa: every modality per word (aligned), or audio/vision as frames (unaligned, needs --keep-frames)")
+    p.add_argument("--seq-len", type=int, default=None, help="mmsa: cut sequences to this length (default: the longest)")
+    p.add_argument("--frame-len", type=int, default=None, help="mmsa unaligned: cut frames to this length (default: the longest)")
+    p.add_argument("--bert-len", type=int, default=None, help="mmsa: text_bert tokens (default: L aligned, the longest unaligned)")
+    p.add_argument("--tokenizer", default=None, help="mmsa: local BERT tokenizer folder for text_bert (default: packaged MiniLM's)")
+    p.add_argument("--no-text-bert", action="store_true", help="mmsa: write no text_bert")
+    p.add_argument("--json", action="store_true", help="mmsa: print the export's summary as JSON")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
@@ -469,11 +498,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
     p.add_argument("--face", choices=(*extractor_names("face"), "none"), default=None,
-                   help="face backend (default: the one the run's training store was built with)")
+                   help="face backend (default: the one the run's training store was built with): "
+                        + extractor_help("face"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("extractors", help="the audio, face, text and words extractors: dims, version, can they run here")
+    p = sub.add_parser("extractors", help="the audio, face, text extractors, aligners and speech recognisers: dims, version, can they run here")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, kind, dims, dim_names, version, available, reason}")
     p.set_defaults(func=cmd_extractors)
 

@@ -79,13 +79,16 @@ def build_config(mode: str = "weighted", fill: str = "zeros", keep_frames: bool 
     return BuildConfig(collapse=CollapseConfig(mode=mode, fill=fill), keep_frames=keep_frames, units_per_shard=units_per_shard)
 
 
-def video_config(face: str | None = "mediapipe", fps: float | None = None, asr_model: str | None = None,
-                 text_model: str | None = None) -> Any:
-    """A VideoConfig where None keeps the default; face "none" or None skips the face modality."""
+def video_config(face: str | None = None, fps: float | None = None, asr_model: str | None = None,
+                 text_model: str | None = None, **extractors: str | None) -> Any:
+    """A VideoConfig where None keeps the default; face "none" or None skips the face modality. `extractors`:
+    the other extractors by name (audio, text, aligner, asr; None keeps the registry's default)."""
     from pipelines.recipes.videos import VideoConfig
 
+    names = {"audio_set" if k == "audio" else k: v for k, v in extractors.items()}
     settings: dict[str, Any] = {"face": None if face in (None, "none") else face}
-    settings |= {k: v for k, v in {"fps": fps, "asr_model": asr_model, "text_model": text_model}.items() if v is not None}
+    settings |= {k: v for k, v in {"fps": fps, "asr_model": asr_model, "text_model": text_model, **names}.items()
+                 if v is not None}
     return VideoConfig(**settings)
 
 
