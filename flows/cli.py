@@ -445,9 +445,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vision", default=None, help="mmsa: visual feature set")
     p.add_argument("--layout", choices=("aligned", "unaligned"), default="aligned",
                    help="mmsa: every modality per word (aligned), or audio/vision as frames (unaligned, needs --keep-frames)")
-    p.add_argument("--seq-len", type=int, default=None, help="mmsa: cut sequences to this length (default: the longest)")
-    p.add_argument("--frame-len", type=int, default=None, help="mmsa unaligned: cut frames to this length (default: the longest)")
-    p.add_argument("--bert-len", type=int, default=None, help="mmsa: text_bert tokens (default: L aligned, the longest unaligned)")
+    p.add_argument("--seq-len", type=count, default=None, help="mmsa: cut sequences to this length (default: the longest)")
+    p.add_argument("--frame-len", type=count, default=None, help="mmsa unaligned: cut frames to this length (default: the longest)")
+    p.add_argument("--bert-len", type=count, default=None, help="mmsa: text_bert tokens (default: L aligned, the longest unaligned)")
     p.add_argument("--tokenizer", default=None, help="mmsa: local BERT tokenizer folder for text_bert (default: packaged MiniLM's)")
     p.add_argument("--no-text-bert", action="store_true", help="mmsa: write no text_bert")
     p.add_argument("--json", action="store_true", help="mmsa: print the export's summary as JSON")
