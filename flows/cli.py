@@ -282,10 +282,9 @@ PREDICT_MIN_TEST_N = 100
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from flows.predict import check_video, predict_video
+    from flows.predict import predict_video
     from mmolre.evaluation import results_json
 
-    check_video(args.video)  # before the run is loaded: a FIFO, folder or missing file is named at once
     info = _announce_run(args.run, None)
     if info["test_n"] < PREDICT_MIN_TEST_N:
         print(f"mmolre: warning: the run {args.run} was tested on {info['test_n']} segments (fewer than "

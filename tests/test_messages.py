@@ -1,11 +1,10 @@
-"""What a user reads when something is off: `predict` names what the video path is (as `build` does), a refused
+"""What a user reads when something is off (`predict` on a FIFO or folder: tests/test_run_trust.py): a refused
 YAML tag is one usage line, numbers print plainly, a correlation of two pairs is n/a, no library warning beside the
 one-line error, and a manifest naming one file twice is refused by the reader itself."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +23,6 @@ def errors(capsys: pytest.CaptureFixture[str]) -> list[str]:
     err = capsys.readouterr().err.splitlines()
     assert all(ln.startswith("mmolre: error: ") for ln in err), err  # nothing else beside the one line
     return err
-
-
-def test_predict_says_what_the_video_path_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    os.mkfifo(tmp_path / "pipe.mp4")
-    for path, says in ((tmp_path / "none.mp4", "does not exist"), (tmp_path / "pipe.mp4", "is a named pipe (FIFO), not a media file"),
-                       (tmp_path, "is a folder, not a media file"), (Path("/dev/null"), "is a device, not a media file")):
-        assert main(["predict", str(path), "--run", str(tmp_path / "run")]) == 1
-        assert errors(capsys) == [f"mmolre: error: input {path} {says}"]
 
 
 def test_a_refused_yaml_tag_is_one_usage_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
