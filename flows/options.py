@@ -134,6 +134,8 @@ def train_config(config_file: str | None, overrides: Sequence[str] = (), **setti
         return config.with_overrides(pairs) if pairs else config
     except yaml.YAMLError as e:
         raise _yaml_problem(f"--set {' '.join(overrides)}", e) from None
+    except OptionError:
+        raise
     except (KeyError, TypeError, ValueError) as e:
         raise OptionError(f"--set {' '.join(overrides)}: {e}") from None
 
