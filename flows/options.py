@@ -124,9 +124,7 @@ def train_config(config_file: str | None, overrides: Sequence[str] = (), **setti
     try:
         config = config.with_values(**{k: v for k, v in settings.items() if v is not None})
         return config.with_overrides(list(overrides))
-    except SettingError as e:
-        if e.yaml_error is not None:
-            raise _yaml_problem(f"--set {' '.join(overrides)}", e.yaml_error) from None
+    except SettingError as e:  # a --set value that is not YAML: "--set 'lr=[1': the value: not valid YAML (...)"
         raise OptionError(str(e)) from None
     except (KeyError, TypeError, ValueError) as e:
         raise OptionError(f"--set {' '.join(overrides)}: {e}") from None
