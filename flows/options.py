@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import types
@@ -33,6 +34,30 @@ def video_config(face: str | None = None, fps: float | None = None, asr_model: s
     settings |= {k: v for k, v in {"fps": fps, "asr_model": asr_model, "text_model": text_model, **names}.items()
                  if v is not None}
     return VideoConfig(**settings)
+
+
+_EXTRACTOR_OPTIONS = ("face", "audio", "text", "aligner", "asr", "aligner_multilingual", "asr_multilingual")
+
+
+def extractors(args: argparse.Namespace) -> dict[str, str | None]:
+    """The extractor names `add_extractor_options` parsed, as `video_config`'s keywords."""
+    return {k: getattr(args, k) for k in _EXTRACTOR_OPTIONS}
+
+
+def add_extractor_options(p: argparse.ArgumentParser) -> None:
+    """--face, --audio, --text, --aligner(-multilingual), --asr(-multilingual): choices, defaults and help from the
+    extractor registry."""
+    from pipelines.extract import registry
+
+    for option, kind, role, what in (
+            ("--face", "face", "", "face backend"), ("--audio", "audio", "", "audio extractor"),
+            ("--text", "text", "", "text encoder"), ("--aligner", "aligner", "", "aligner of English transcripts"),
+            ("--asr", "asr", "", "recogniser of English speech (no transcript; the aligner's fallback)"),
+            ("--aligner-multilingual", "aligner", "multilingual", "aligner of transcripts in other languages"),
+            ("--asr-multilingual", "asr", "multilingual", "recogniser of other languages and of language und")):
+        choices = (*registry.names(kind), "none") if kind == "face" else tuple(registry.names(kind))
+        p.add_argument(option, choices=choices, default=registry.default(kind, role),
+                       help=f"{what}: {registry.help_text(kind)}" + ("; none: no face features" if kind == "face" else ""))
 
 
 def model_name(name: str, task: str | None = None) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from feature_schemas import Store, StoreError, validate
+from feature_schemas import SCHEMA_VERSION, Store, StoreError, validate
 from mmolre.config import TrainConfig
 from mmolre.data import StoreDataset, make_loader
 from mmolre.errors import RunError
@@ -306,7 +306,7 @@ def test_video_recipe_stores_each_word_as_written(tmp_path: Path) -> None:
     parsed.specs = parsed.specs[:2]  # "Oh my God, he's lost it. He's totally lost it." and "What?"
     build_videos(parsed, tmp_path / "s", VideoConfig(face=None, utterance=False), progress=False)
     store = Store(tmp_path / "s")
-    assert store.manifest.schema_version == "2.1" and validate(store.path).ok
+    assert store.manifest.schema_version == SCHEMA_VERSION and validate(store.path).ok
     what = store.segment("valid_dia0_utt1")
     assert what["words"] == ["What"] and what["words_written"] == ["What?"]
     oh = store.segment("valid_dia0_utt0")

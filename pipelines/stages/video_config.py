@@ -16,9 +16,10 @@ from ..extract.text import TextEncoder
 from ..extract.words.base import Aligner, Recogniser
 
 _E = TypeVar("_E")
-_LATER = ("text", "aligner", "asr")  # VideoConfig fields added after stores were built (see to_dict)
+_LATER = ("text", "aligner", "asr", "aligner_multilingual", "asr_multilingual")  # added after stores were built
 # the registry's default per kind, read from the extractors' sources (no extractor module is imported)
-DEFAULTS: dict[Kind, str] = {kind: registry.default(kind) for kind in ("audio", "face", "text", "aligner", "asr")}
+DEFAULTS: dict[str, str] = {kind: registry.default(kind) for kind in ("audio", "face", "text", "aligner", "asr")}
+DEFAULTS |= {f"{kind}_multilingual": registry.default(kind, "multilingual") for kind in ("aligner", "asr")}
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,11 @@ class VideoConfig:
     audio_set/audio_level: the audio extractor's name (`--audio`) and lld|functionals. face: face backend name
     or None (no face feature set); face_options: that backend's settings. text: the text encoder's name
     (`--text`), text_model: its local model folder (None: the packaged one), text_name: its set's name in the
-    store. aligner: the aligner of given transcripts (`--aligner`); align: forced alignment on (off: words
-    spread over the segment). asr: the recogniser (`--asr`) of segments without a transcript (`transcribe`) and
-    of the aligner's fallback (`asr_fallback`); asr_model: its model folder (None: the packaged one).
+    store. aligner: the aligner of given English transcripts (`--aligner`); align: forced alignment on (off:
+    words spread over the segment). asr: the recogniser (`--asr`) of English segments without a transcript
+    (`transcribe`) and of the aligner's fallback (`asr_fallback`); asr_model: its model folder (None: the
+    packaged one). aligner_multilingual, asr_multilingual: the same for every other language, and for segments
+    whose language is `und` (undetermined: the recogniser detects it).
     threads: per worker process for torch and the recogniser (a Dask worker per core wants 1). utterance: also
     write utterance-level sets (schema 2): the audio functionals of each segment, the text encoder's pooled
     sentence vector and a face summary."""
@@ -54,10 +57,13 @@ class VideoConfig:
     text: str = DEFAULTS["text"]
     aligner: str = DEFAULTS["aligner"]
     asr: str = DEFAULTS["asr"]
+    aligner_multilingual: str = DEFAULTS["aligner_multilingual"]
+    asr_multilingual: str = DEFAULTS["asr_multilingual"]
 
     def __post_init__(self) -> None:
         for kind, name in (("audio", self.audio_set), ("face", self.face), ("text", self.text),
-                           ("aligner", self.aligner), ("asr", self.asr)):
+                           ("aligner", self.aligner), ("asr", self.asr), ("aligner", self.aligner_multilingual),
+                           ("asr", self.asr_multilingual)):
             choices = registry.names(kind)  # type: ignore[arg-type]
             if name is not None and name not in choices:
                 raise ValueError(f"{kind} extractor {name!r}: choose one of {', '.join(choices)}"
@@ -82,11 +88,15 @@ class VideoConfig:
         return _build(self.text, "text", TextEncoder, model_path=self.text_model, name=self.text_name,
                       batch_size=self.text_batch_size, threads=self.threads)
 
-    def aligner_extractor(self) -> Aligner:
-        return _build(self.aligner, "aligner", Aligner, forced=self.align, asr_fallback=self.asr_fallback and self.align,
+    def aligner_extractor(self, multilingual: bool = False) -> Aligner:
+        return _build(self.aligner_multilingual if multilingual else self.aligner, "aligner", Aligner,
+                      forced=self.align, asr_fallback=self.asr_fallback and self.align,
                       max_forced_seconds=self.max_forced_seconds)
 
-    def recogniser(self) -> Recogniser:
+    def recogniser(self, multilingual: bool = False) -> Recogniser:
+        """The English recogniser, or the multilingual one (which ignores `asr_model`: that names the first's)."""
+        if multilingual:
+            return _build(self.asr_multilingual, "asr", Recogniser, threads=self.threads or 0)
         return _build(self.asr, "asr", Recogniser, model_path=self.asr_model, threads=self.threads or 0)
 
     def frame_extractors(self, audio: bool = True, video: bool = True) -> list[FrameExtractor]:
