@@ -16,17 +16,20 @@ from ..extract.text import TextEncoder
 from ..extract.words.base import Aligner, Recogniser
 
 _E = TypeVar("_E")
-_LATER = ("text", "aligner", "asr", "aligner_multilingual", "asr_multilingual")  # added after stores were built
+# fields added after stores were built: recorded only when not at their defaults (see to_dict)
+_LATER = ("text", "aligner", "asr", "aligner_multilingual", "asr_multilingual", "audio_model", "audio_layer")
 # the registry's default per kind, read from the extractors' sources (no extractor module is imported)
 DEFAULTS: dict[str, str] = {kind: registry.default(kind) for kind in ("audio", "face", "text", "aligner", "asr")}
 DEFAULTS |= {f"{kind}_multilingual": registry.default(kind, "multilingual") for kind in ("aligner", "asr")}
+DEFAULTS |= {"audio_model": None, "audio_layer": -1}  # type: ignore[dict-item]
 
 
 @dataclass(frozen=True)
 class VideoConfig:
     """Everything that shapes the features; it travels into the manifest, so a changed setting rebuilds.
 
-    audio_set/audio_level: the audio extractor's name (`--audio`) and lld|functionals. face: face backend name
+    audio_set/audio_level: the audio extractor's name (`--audio`) and lld|functionals; audio_model/audio_layer:
+    the model folder and hidden layer of an audio encoder that reads one (`transformers-audio`). face: face backend name
     or None (no face feature set); face_options: that backend's settings. text: the text encoder's name
     (`--text`), text_model: its local model folder (None: the packaged one), text_name: its set's name in the
     store. aligner: the aligner of given English transcripts (`--aligner`); align: forced alignment on (off:
@@ -59,6 +62,8 @@ class VideoConfig:
     asr: str = DEFAULTS["asr"]
     aligner_multilingual: str = DEFAULTS["aligner_multilingual"]
     asr_multilingual: str = DEFAULTS["asr_multilingual"]
+    audio_model: str | None = None
+    audio_layer: int = -1
 
     def __post_init__(self) -> None:
         for kind, name in (("audio", self.audio_set), ("face", self.face), ("text", self.text),
@@ -72,6 +77,10 @@ class VideoConfig:
             raise ValueError(f"fps must be positive, not {self.fps}")
         if self.audio_level not in ("lld", "functionals"):
             raise ValueError(f"audio level {self.audio_level!r}: choose one of lld, functionals")
+        if self.audio_model is not None and not _reads_model(self.audio_set):
+            reads = [n for n in registry.names("audio") if _reads_model(n)]
+            raise ValueError(f"audio extractor {self.audio_set!r} reads no model folder (audio_model); one that "
+                             f"does: {', '.join(reads)}")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as the manifest records them; the extractor names that came later (text, aligner, asr)
@@ -103,10 +112,17 @@ class VideoConfig:
         """The frame extractors inputs with (audio, pictures) feed, in store order: audio, then face."""
         out: list[FrameExtractor] = []
         if audio:
-            out.append(_build(self.audio_set, "audio", FrameExtractor, level=self.audio_level))
+            out.append(_build(self.audio_set, "audio", FrameExtractor, level=self.audio_level, model_path=self.audio_model,
+                              layer=self.audio_layer, threads=self.threads))
         if audio and video and self.face is not None:
             out.append(_build(self.face, "face", FrameExtractor, **{"fps": self.fps, **self.face_options}))
         return out
+
+
+def _reads_model(name: str) -> bool:
+    """Whether the audio extractor `name` takes a model folder (a `model_path` setting)."""
+    config_class = registry.extractor_class(name, "audio").config_class
+    return "model_path" in {f.name for f in dataclasses.fields(config_class)}
 
 
 def _build(extractor_name: str, kind: Kind, cls: type[_E], /, **settings: Any) -> _E:
