@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feature_schemas import Store, validate
+from feature_schemas import Store, sha256_file, validate
 from pipelines.extract import registry
 from pipelines.extract.words.align import times_from_recognised
 from pipelines.records import Words
@@ -37,7 +37,7 @@ def test_the_packaged_model_is_joined_once_and_checked() -> None:
 
     folder = wb.packaged_model()
     model = folder / "model.bin"
-    assert model.stat().st_size == wb.SIZE and wb._sha256(model) == wb.SHA256
+    assert model.stat().st_size == wb.SIZE and sha256_file(model) == wb.SHA256
     assert json.loads((folder / "config.json").read_text())["lang_ids"]  # the multilingual vocabulary's languages
     assert wb.packaged_model() == folder  # reused, not joined again
     assert registry.default("asr", "multilingual") == "whisper-base" and registry.info("whisper-base").available

@@ -11,10 +11,11 @@ temporary file renamed into place, under a file lock, so concurrent workers neve
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import shutil
 from pathlib import Path
+
+from feature_schemas import sha256_file
 
 from ...errors import PipelineError
 from ..base import importable
@@ -46,14 +47,6 @@ def _parts() -> list[Path]:
     return folders
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def packaged_model() -> Path:
     """The joined model folder (joined and checked on first use)."""
     one, two = _parts()
@@ -70,7 +63,7 @@ def packaged_model() -> Path:
                 for part in (one / "model.bin.part1", two / "model.bin.part2"):
                     with open(part, "rb") as f:
                         shutil.copyfileobj(f, out, 1 << 22)
-            digest = _sha256(tmp)
+            digest = sha256_file(tmp, 1 << 22)
             if digest != SHA256:
                 tmp.unlink()
                 raise PipelineError(f"the multilingual Whisper model joined from {one} and {two} has sha256 {digest}, "
