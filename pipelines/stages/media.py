@@ -6,9 +6,10 @@ finds the words when there is none), then one loop over the unit's frame extract
 face backend when the file can hold pictures), each giving the segment's frames and its utterance-level
 vector; at the end the text encoder reads all of the unit's segments in one batch. A unit runs only the
 extractors its media can feed; a build-declared set the unit cannot fill (no audio, no pictures, no media) gets
-zero frames, so its words have coverage 0 there. A segment whose `language` is not English skips the English
-aligner, recogniser and text encoder (uniform word times, text coverage 0), and the build report's notes and
-counters say so, as they do for every alignment fallback.
+zero frames, so its words have coverage 0 there. A segment whose `language` is not English (or `und`) is heard
+by the multilingual recogniser (words.py) and its row keeps its language (schema 2.2); the English text encoder
+skips it (text coverage 0), and the build report's notes and counters say so, as they do for every alignment
+fallback.
 
 The build's settings and extractors are in video_config.py, its units in media_units.py, the workers' start-up
 in warm_up.py; this module re-exports what the recipe and the flows use.
