@@ -41,7 +41,7 @@ def video_config(face: str | None = None, fps: float | None = None, asr_model: s
 
 
 _EXTRACTOR_OPTIONS = ("face", "audio", "text", "aligner", "asr", "aligner_multilingual", "asr_multilingual",
-                      "audio_model", "audio_layer")
+                      "audio_model", "audio_layer", "text_languages")
 
 
 def extractors(args: argparse.Namespace) -> dict[str, str | None]:
@@ -66,6 +66,8 @@ def add_extractor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio-model", default=None, metavar="PATH",
                    help="local wav2vec2 / HuBERT / Data2Vec-Audio folder for --audio transformers-audio")
     p.add_argument("--audio-layer", type=int, default=None, help="its hidden layer (0: feature projection; default -1, the last)")
+    p.add_argument("--text-languages", default=None, metavar="en|de,fr|*",
+                   help="languages the text encoder reads (default en; * for a multilingual --text-model such as XLM-R)")
 
 
 def model_name(name: str, task: str | None = None) -> str:

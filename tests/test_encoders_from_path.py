@@ -52,16 +52,19 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_text_model_folder_builds_a_store_named_after_it(minilm_1layer: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
-    manifest.write_text("segment_id,transcript,sentiment,split\na,\"I loved it, really!\",2,train\n"
-                        "b,what a dull film,-1,train\n")
+    manifest.write_text("segment_id,transcript,sentiment,split,language\na,\"I loved it, really!\",2,train,en\n"
+                        "b,what a dull film,-1,train,en\nc,ein guter Film,1,train,de\nd,un film,0,train,fr\n")
     proc = run_cli("build", "videos", "--input", str(manifest), "--out", str(tmp_path / "s"), "--workers", "0",
-                   "--quiet", "--text-model", str(minilm_1layer))
+                   "--quiet", "--text-model", str(minilm_1layer), "--text-languages", "en,de")
     assert proc.returncode == 0, proc.stderr
     store = Store(tmp_path / "s")
     fs = store.feature_sets["text_minilm_1layer"]
     assert fs.dim == 384 and fs.config["model"] == "minilm-1layer" and fs.config["layers"] == 1
     seg = store.segment("a")
     assert seg["text_minilm_1layer"].shape == (4, 384) and (seg[coverage_column("text_minilm_1layer")] == 1).all()
+    assert (store.segment("c")[coverage_column("text_minilm_1layer")] == 1).all()  # --text-languages en,de
+    failed = {f["item_id"]: f["reason"] for f in store.failures().to_pylist()}
+    assert list(failed) == ["d"] and "reads en,de only" in failed["d"]
     # the word vectors are the one-layer model's: its last hidden states, averaged over each word's sub-words
     tokenizer, model = load_text_model(TextConfig(model_path=str(minilm_1layer)))
     enc = tokenizer(["I", "loved", "it,", "really!"], is_split_into_words=True, return_tensors="pt")

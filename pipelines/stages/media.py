@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import PipelineError
 from ..extract.base import FrameExtractor, empty_frames
 from ..extract.text import SegmentText
-from ..extract.words.normalise import is_english, transcript_words, written_words
+from ..extract.words.normalise import transcript_words, written_words
 from ..inputs import SegmentSpec
 from ..records import Failure, FrameFeatures, SegmentRecord, UnitResult, WordFeatures, Words, WorkUnit
 from .decode import Decoded, decode, segment_media
@@ -85,16 +85,17 @@ def _not_english_text(p: _Pending, dim: int, config: VideoConfig, log: UnitLog) 
     n = len(p.words.words)
     log.report["text.skipped_not_english"] += 1
     log.notes.append({"item_id": p.spec.segment_id, "stage": "text",
-                      "note": f"language {p.language!r}: {config.text_name} (English) not used; its word "
-                              "vectors are zero with coverage 0"})
+                      "note": f"language {p.language!r}: {config.text_name} ({config.text_languages_read()}) not used; "
+                              "its word vectors are zero with coverage 0"})
     return WordFeatures(np.zeros((n, dim), np.float32), np.zeros(n, np.float32))
 
 
 def _finish(pending: list[_Pending], config: VideoConfig, log: UnitLog) -> UnitResult:
-    """Encode every pending English segment's words in one batch and assemble the records."""
+    """Encode the words of every pending segment in a language the encoder reads (`text_languages`: English by
+    default) in one batch and assemble the records."""
     records: list[SegmentRecord] = []
     encoder = config.text_encoder()
-    english = [p for p in pending if is_english(p.language)]
+    english = [p for p in pending if config.text_reads(p.language)]
     vectors: dict[int, WordFeatures] = {}
     sentences: dict[int, np.ndarray | None] = {}  # pooled sentence vectors (utterance-level), English only
     if english:
@@ -104,10 +105,10 @@ def _finish(pending: list[_Pending], config: VideoConfig, log: UnitLog) -> UnitR
             sentences = {id(p): enc.sentence for p, enc in zip(english, encoded, strict=True)}
         except PipelineError as e:
             log.failures += [Failure(p.spec.segment_id, "text", str(e), e.source_path) for p in english]
-            pending = [p for p in pending if not is_english(p.language)]
+            pending = [p for p in pending if not config.text_reads(p.language)]
     dim = encoder.feature_set().dim
     for p in pending:
-        text = vectors[id(p)] if is_english(p.language) else _not_english_text(p, dim, config, log)
+        text = vectors[id(p)] if config.text_reads(p.language) else _not_english_text(p, dim, config, log)
         utterance = dict(p.utterance)
         if config.utterance and (sentence := sentences.get(id(p))) is not None:
             utterance[f"{config.text_name}_sentence"] = sentence
@@ -129,10 +130,11 @@ def _process_text(unit: TextUnit, config: VideoConfig) -> UnitResult:
             log.failures.append(Failure(s.segment_id, "read", f"{s.source_path}: segment {s.segment_id} has no media "
                                         "and an empty transcript: no words to build", s.source_path))
             continue
-        if not is_english(s.language):
+        if not config.text_reads(s.language):
             log.failures.append(Failure(s.segment_id, "text", f"{s.source_path}: segment {s.segment_id} has no media "
                                         f"and language {s.language!r}: the text encoder {config.text_name} reads "
-                                        "English only, so there is nothing to build", s.source_path))
+                                        f"{config.text_languages_read()} only, so there is nothing to build",
+                                        s.source_path))
             log.report[f"segments.language.{s.language}"] += 1
             continue
         pending.append(_Pending(s, _row(s, s.language, None), Words.untimed(words), _zero_frames(unit.absent),

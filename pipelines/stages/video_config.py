@@ -14,14 +14,16 @@ from ..extract import registry
 from ..extract.base import Extractor, FrameExtractor, Kind
 from ..extract.text import TextEncoder
 from ..extract.words.base import Aligner, Recogniser
+from ..extract.words.normalise import is_english
 
 _E = TypeVar("_E")
 # fields added after stores were built: recorded only when not at their defaults (see to_dict)
-_LATER = ("text", "aligner", "asr", "aligner_multilingual", "asr_multilingual", "audio_model", "audio_layer")
+_LATER = ("text", "aligner", "asr", "aligner_multilingual", "asr_multilingual", "audio_model", "audio_layer",
+          "text_languages")
 # the registry's default per kind, read from the extractors' sources (no extractor module is imported)
 DEFAULTS: dict[str, str] = {kind: registry.default(kind) for kind in ("audio", "face", "text", "aligner", "asr")}
 DEFAULTS |= {f"{kind}_multilingual": registry.default(kind, "multilingual") for kind in ("aligner", "asr")}
-DEFAULTS |= {"audio_model": None, "audio_layer": -1}  # type: ignore[dict-item]
+DEFAULTS |= {"audio_model": None, "audio_layer": -1, "text_languages": "en"}  # type: ignore[dict-item]
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class VideoConfig:
     the model folder and hidden layer of an audio encoder that reads one (`transformers-audio`). face: face backend name
     or None (no face feature set); face_options: that backend's settings. text: the text encoder's name
     (`--text`), text_model: its local model folder (None: the packaged one), text_name: its set's name in the
-    store. aligner: the aligner of given English transcripts (`--aligner`); align: forced alignment on (off:
+    store, text_languages: the languages it reads ("en"; "de,fr"; "*" any: a multilingual model such as XLM-R;
+    other segments get zero vectors with coverage 0). aligner: the aligner of given English transcripts (`--aligner`); align: forced alignment on (off:
     words spread over the segment). asr: the recogniser (`--asr`) of English segments without a transcript
     (`transcribe`) and of the aligner's fallback (`asr_fallback`); asr_model: its model folder (None: the
     packaged one). aligner_multilingual, asr_multilingual: the same for every other language, and for segments
@@ -64,6 +67,7 @@ class VideoConfig:
     asr_multilingual: str = DEFAULTS["asr_multilingual"]
     audio_model: str | None = None
     audio_layer: int = -1
+    text_languages: str = "en"
 
     def __post_init__(self) -> None:
         for kind, name in (("audio", self.audio_set), ("face", self.face), ("text", self.text),
@@ -81,6 +85,15 @@ class VideoConfig:
             reads = [n for n in registry.names("audio") if _reads_model(n)]
             raise ValueError(f"audio extractor {self.audio_set!r} reads no model folder (audio_model); one that "
                              f"does: {', '.join(reads)}")
+
+    def text_reads(self, language: str) -> bool:
+        """Whether the text encoder reads `language` (see `text_languages`)."""
+        wanted = {x.strip().lower() for x in self.text_languages.split(",")}
+        return "*" in wanted or language.split("-")[0] in wanted or ("en" in wanted and is_english(language))
+
+    def text_languages_read(self) -> str:
+        """`text_languages` in words, for messages."""
+        return {"en": "English", "*": "any language"}.get(self.text_languages, self.text_languages)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as the manifest records them; the extractor names that came later (text, aligner, asr)
