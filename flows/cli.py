@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flows import options
-from flows.options import build_config, model_name, text_settings, train_config, video_config
+from flows.options import build_config, model_settings, text_settings, train_config, video_config
 from flows.summary import word_times_line
 from pipelines.collapse import MODES
 from pipelines.extract.registry import help_text as extractor_help
@@ -205,9 +205,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmolre.evaluation import results_json
     from mmolre.train import train
 
-    config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device,
-                          context=True if args.context else None, **text_settings(args.text_encoder, args.text_model))
-    results = train(args.store, args.out, model=model_name(args.model, args.task), config=config)
+    config = train_config(args.config, args.set, **model_settings(args.model, args.task), epochs=args.epochs,
+                          seed=args.seed, device=args.device, context=True if args.context else None,
+                          **text_settings(args.text_encoder, args.text_model))
+    results = train(args.store, args.out, config=config)
     if args.json:
         print(results_json(results.get("test", results)))
     else:
@@ -221,6 +222,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             if results.get("valid"):
                 print(metrics_line("valid", results["valid"]))
     print(f"run: {args.out} (report: {Path(args.out) / 'report.md'})")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from mmolre.registry import REFERENCE_TEXT, catalogue
+
+    rows = catalogue()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['name'].replace('_', '-'):<14} {r['parameters']:>10,}  {r['inputs']:<9} {_escape(r['paper'])}")
+    print(f"({REFERENCE_TEXT}; `--model single-task --task emotion`: mmolre on one task; any model takes --task)")
     return EXIT_OK
 
 
@@ -395,8 +409,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
-    p.add_argument("--model", default="mmolre", choices=("mmolre", "hard-sharing", "dense-moe", "single-task"))
-    p.add_argument("--task", choices=("sentiment", "emotion"), default=None, help="the task of a single-task model")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="a registered model (`mmolre models` lists them: mmolre, hard-sharing, dense-moe, ...) or "
+                        "single-task (mmolre on --task); default: the --config's, else mmolre")
+    p.add_argument("--task", choices=("sentiment", "emotion"), default=None,
+                   help="train on this task alone (any model; the task of --model single-task, default sentiment)")
     p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set lr=1e-3 --set arch.d_model=64 (repeatable)")
@@ -413,6 +430,11 @@ def parser() -> argparse.ArgumentParser:
                         "(a bidirectional GRU over the video, bc-LSTM style; = --set context=true)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="the models --model trains: name, parameters, inputs, paper")
+    p.add_argument("--json", action="store_true", help="one object per model (name, paper, inputs, defaults_from, "
+                   "summary, parameters)")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint")
     p.add_argument("--run", required=True)
