@@ -95,13 +95,17 @@ def test_a_folder_without_tokenizer_or_weights_is_one_line(minilm_1layer: Path, 
     assert "has no tokenizer" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_bpe_tokenizer_pools_sub_words_onto_words(tmp_path: Path) -> None:
-    """RoBERTa-style byte-level BPE reads pre-split words only with add_prefix_space: each word gets a vector."""
-    from tests.test_finetune import make_bpe_model
+@pytest.mark.parametrize("kind", ["roberta", "xlm-roberta"])
+def test_bpe_and_sentencepiece_tokenizers_pool_sub_words_onto_words(kind: str, tmp_path: Path) -> None:
+    """RoBERTa's byte-level BPE reads pre-split words only with add_prefix_space; XLM-R's SentencePiece-style
+    Unigram has no token type ids: either way each word gets one vector (tiny random models, their tokenizers
+    trained in tests/test_finetune.py)."""
+    from tests.test_finetune import make_bpe_model, make_unigram_model
 
-    folder = make_bpe_model(tmp_path / "roberta")
+    folder = (make_bpe_model if kind == "roberta" else make_unigram_model)(tmp_path / kind)
+    assert json.loads((folder / "config.json").read_text())["model_type"] == kind
     words = ["Hello,", "world!", "unseenword"]
-    enc = encode_words([words], TextConfig(model_path=str(folder), name="text_roberta"))[0]
+    enc = encode_words([words], TextConfig(model_path=str(folder), name="text_x"))[0]
     assert enc.features.values.shape == (3, 24) and (enc.features.coverage == 1).all()
     assert len(set(enc.token_word[enc.token_word >= 0].tolist())) == 3
 

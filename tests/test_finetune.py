@@ -78,6 +78,30 @@ def make_bpe_model(folder: Path) -> Path:
     return folder
 
 
+def make_unigram_model(folder: Path) -> Path:
+    """A tiny random XLM-R with a SentencePiece-style Unigram tokenizer (Metaspace) trained on CORPUS."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=120, unk_token="<unk>",
+                                                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    fast = XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
+    fast.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    cfg = XLMRobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=48, max_position_embeddings=80, pad_token_id=fast.pad_token_id)
+    XLMRobertaModel(cfg).save_pretrained(str(folder))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_wordpiece_model(tmp_path_factory.mktemp("tiny-bert"))
@@ -241,6 +265,15 @@ def test_every_baseline_fine_tunes_the_encoder(store: Path, bert: Path, tmp_path
 def test_bpe_model_fine_tunes(store: Path, roberta: Path, tmp_path: Path) -> None:
     results = train(store, tmp_path / "run", "mmolre", _cfg(roberta, grad_checkpointing=True, freeze_layers=1))
     assert results["test"]["sentiment"]["n"] == SMALL["test"] and np.isfinite(results["test"]["sentiment"]["mae"])
+
+
+def test_sentencepiece_model_fine_tunes(store: Path, tmp_path: Path) -> None:
+    """An XLM-R folder (Unigram tokenizer, no token type ids) trains inside the model too."""
+    xlmr = make_unigram_model(tmp_path / "xlmr")
+    ids, wids = encode_words(load_tokenizer(xlmr), ["Hello,", "world!"], 32)
+    assert set(wids[1:-1].tolist()) == {0, 1}
+    results = train(store, tmp_path / "run", "mmolre", _cfg(xlmr, max_steps=2))
+    assert results["arch"]["input_dims"]["text"] == 24 and np.isfinite(results["test"]["sentiment"]["mae"])
 
 
 @pytest.mark.slow
