@@ -311,17 +311,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "csd":
-        from pipelines.export.csd import write_csd
+        from pipelines.export.csd import export_csd_sets
 
-        for name in args.sets or []:
-            path = Path(args.out) / f"{name}.csd"
-            write_csd(args.store, name, path, level=args.level)
+        for path in export_csd_sets(args.store, args.out, args.sets, level=args.level, timeline=args.timeline):
             print(f"wrote {path}")
-    else:
-        from pipelines.export.mmsa import export_mmsa
+        return EXIT_OK
+    from pipelines.export.mmsa import write_mmsa
 
-        path = export_mmsa(args.store, args.out, text=args.text, audio=args.audio, vision=args.vision)
-        print(f"wrote {path}")
+    report = write_mmsa(args.store, args.out, text=args.text, audio=args.audio, vision=args.vision, layout=args.layout,
+                        seq_len=args.seq_len, frame_len=args.frame_len, bert_len=args.bert_len, tokenizer=args.tokenizer,
+                        text_bert=not args.no_text_bert)
+    if args.json:
+        print(json.dumps(report.summary(), indent=2))
+        return EXIT_OK
+    print(f"wrote {report.path} ({report.layout}; {', '.join(f'{k} {v}' for k, v in report.segments.items())} segments)")
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if report.unlabeled:
+        print(f"left out (no sentiment score): {', '.join(report.unlabeled)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -399,11 +406,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("format", choices=("csd", "mmsa"))
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="folder (csd) or .pkl path (mmsa)")
-    p.add_argument("--sets", nargs="+", help="feature sets to export (csd)")
-    p.add_argument("--level", choices=("word", "frame"), default="word")
-    p.add_argument("--text", default=None)
-    p.add_argument("--audio", default=None)
-    p.add_argument("--vision", default=None)
+    p.add_argument("--sets", nargs="+", help="feature sets to export (csd; default: every set)")
+    p.add_argument("--level", choices=("word", "frame"), default="word", help="csd: word-level or frame-level rows")
+    p.add_argument("--timeline", default=None, metavar="LABELS.csd",
+                   help="csd: place segments without times by a release's labels file (segment VIDEO_N = its N-th interval)")
+    p.add_argument("--text", default=None, help="mmsa: text feature set (default: the first)")
+    p.add_argument("--audio", default=None, help="mmsa: audio feature set")
+    p.add_argument("--vision", default=None, help="mmsa: visual feature set")
+    p.add_argument("--layout", choices=("aligned", "unaligned"), default="aligned",
+                   help="mmsa: every modality per word (aligned), or audio/vision as frames (unaligned, needs --keep-frames)")
+    p.add_argument("--seq-len", type=int, default=None, help="mmsa: cut sequences to this length (default: the longest)")
+    p.add_argument("--frame-len", type=int, default=None, help="mmsa unaligned: cut frames to this length (default: the longest)")
+    p.add_argument("--bert-len", type=int, default=None, help="mmsa: text_bert tokens (default: L aligned, the longest unaligned)")
+    p.add_argument("--tokenizer", default=None, help="mmsa: local BERT tokenizer folder for text_bert (default: packaged MiniLM's)")
+    p.add_argument("--no-text-bert", action="store_true", help="mmsa: write no text_bert")
+    p.add_argument("--json", action="store_true", help="mmsa: print the export's summary as JSON")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")

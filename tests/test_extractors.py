@@ -40,7 +40,7 @@ def test_registry_lists_every_kind_once_without_importing_them() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("[]"), out.stdout  # openface built: neither dlib, torch nor openSMILE's module
     assert registry.names("face")[0] == registry.default("face") == "mediapipe"
-    assert {"mediapipe", "dlib", "pyfeat", "openface"} <= set(registry.names("face"))
+    assert {"mediapipe", "mediapipe-faceapi", "dlib", "pyfeat", "openface"} <= set(registry.names("face"))
     assert registry.names("audio")[:2] == ["egemaps", "compare"] and registry.default("asr") == "whisper"
     assert registry.names("text")[0] == "minilm" and registry.names("aligner")[0] == "pocketsphinx"
     assert "whisper" in registry.names("asr")
@@ -105,7 +105,7 @@ def test_cli_extractors_json_lists_every_extractor() -> None:
     for name in ("mediapipe", "egemaps"):  # both ship with their packages: they run here
         assert by_name[name]["available"] is True and by_name[name]["reason"] == ""
     assert by_name["egemaps"]["dims"] == 25 and by_name["egemaps"]["dim_names"][0] == "Loudness_sma3"
-    assert by_name["mediapipe"]["kind"] == "face" and "fer_happy" in by_name["mediapipe"]["dim_names"]
+    assert by_name["mediapipe"]["kind"] == "face" and "expr_happy" in by_name["mediapipe"]["dim_names"]
     pyfeat = by_name["pyfeat"]  # no local weights here
     assert pyfeat["available"] is False and "weights" in pyfeat["reason"] and pyfeat["dims"] == 168
     speech = by_name["transformers-audio"]  # needs a model folder: why not, in one line

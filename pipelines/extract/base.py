@@ -114,6 +114,13 @@ class FrameExtractor(Extractor[SegmentMedia, FrameFeatures]):
         frames = self.extract(media)
         return frames, self.utterance(media, frames)
 
+    def finish_video(self, segments: list[tuple[FrameFeatures, np.ndarray | None]]
+                     ) -> list[tuple[FrameFeatures, np.ndarray | None]]:
+        """(frames, utterance vector) of every segment of one media file, once all are extracted, returned
+        completed: an extractor with features relative to the whole video (the mediapipe face set's rel_*
+        cues) fills them here. Default: unchanged."""
+        return segments
+
 
 def empty_frames(dim: int) -> FrameFeatures:
     """No frames at all: a segment without audio (or without pictures for a face set)."""

@@ -216,5 +216,19 @@ def _process_media(unit: MediaUnit, config: VideoConfig) -> UnitResult:
             pending.append(_one_segment(s, media, runs, unit, config, log))
         except _SegmentFailed as f:
             log.failures.append(f.failure)
+    _finish_video(runs, pending)
     log.report["video_ms"] += int(round(media.end * 1000))
     return _finish(pending, config, log)
+
+
+def _finish_video(runs: Sequence[_Run], pending: list[_Pending]) -> None:
+    """Each extractor sees all of the file's segments once they are extracted (features relative to the whole
+    video, e.g. the mediapipe face set's rel_* cues)."""
+    for run in runs:
+        have = [p for p in pending if run.set_name in p.frames]
+        done = run.extractor.finish_video([(p.frames[run.set_name], p.utterance.get(run.utterance_name or ""))
+                                           for p in have])
+        for p, (frames, vector) in zip(have, done, strict=True):
+            p.frames[run.set_name] = frames
+            if run.utterance_name is not None and vector is not None:
+                p.utterance[run.utterance_name] = vector
