@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,13 +69,18 @@ def make_bpe_model(folder: Path) -> Path:
     tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
+    return _save_roberta_like(folder, tok, PreTrainedTokenizerFast, RobertaConfig, RobertaModel)
+
+
+def _save_roberta_like(folder: Path, tok: Any, tokenizer_class: Any, config_class: Any, model_class: Any) -> Path:
+    """`tok` as a RoBERTa-style fast tokenizer (<s> ... </s>) and a tiny random model of `model_class`, saved."""
+    fast = tokenizer_class(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                           pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
     fast.save_pretrained(str(folder))
     torch.manual_seed(0)
-    cfg = RobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=48, max_position_embeddings=80, pad_token_id=fast.pad_token_id)
-    RobertaModel(cfg).save_pretrained(str(folder))
+    cfg = config_class(vocab_size=tok.get_vocab_size(), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=48, max_position_embeddings=80, pad_token_id=fast.pad_token_id)
+    model_class(cfg).save_pretrained(str(folder))
     return folder
 
 
@@ -92,14 +98,7 @@ def make_unigram_model(folder: Path) -> Path:
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
-    fast = XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
-    fast.save_pretrained(str(folder))
-    torch.manual_seed(0)
-    cfg = XLMRobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=48, max_position_embeddings=80, pad_token_id=fast.pad_token_id)
-    XLMRobertaModel(cfg).save_pretrained(str(folder))
-    return folder
+    return _save_roberta_like(folder, tok, XLMRobertaTokenizerFast, XLMRobertaConfig, XLMRobertaModel)
 
 
 @pytest.fixture(scope="module")
