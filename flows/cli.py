@@ -19,15 +19,36 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from feature_schemas.storage import scrub
 from flows import options
-from flows.options import build_config, model_settings, text_settings, train_config, video_config
+from flows.options import (
+    UsageError,
+    build_config,
+    count,
+    fraction,
+    model_settings,
+    rate,
+    seed,
+    text_settings,
+    train_config,
+    video_config,
+    workers,
+)
 from flows.summary import word_times_line
 from pipelines.collapse import MODES
 from pipelines.extract.registry import help_text as extractor_help
 from pipelines.extract.registry import names as extractor_names
 
-EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3  # argparse exits 2 on usage errors, as UsageError does
 EXIT_EMPTY, EXIT_INTERRUPTED = 4, 130  # EXIT_EMPTY: a build wrote no segment at all
+
+
+def _scrub_record(record: logging.LogRecord) -> bool:
+    """A log line never carries a credential, whoever built it: redacted as it is emitted."""
+    message = record.getMessage()
+    if (clean := scrub(message)) != message:
+        record.msg, record.args = clean, None
+    return True
 
 
 def _escape(text: object) -> str:
@@ -208,7 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = train_config(args.config, args.set, **model_settings(args.model, args.task), epochs=args.epochs,
                           seed=args.seed, device=args.device, context=True if args.context else None,
                           **text_settings(args.text_encoder, args.text_model))
-    results = train(args.store, args.out, config=config)
+    results = train(args.store, args.out, config=config, overwrite=args.overwrite)
     if args.json:
         print(results_json(results.get("test", results)))
     else:
@@ -341,9 +362,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default="weighted", help="how frames collapse onto words (mean = the SDK's)")
     p.add_argument("--fill", choices=("zeros", "nearest"), default="zeros", help="vector for words with no usable frame")
     p.add_argument("--keep-frames", action="store_true", help="also write the frame-level (unaligned) sets")
-    p.add_argument("--units-per-shard", type=int, default=None,
+    p.add_argument("--units-per-shard", type=count, default=None,
                    help="work units per Parquet shard (default: 16 for SDK imports, 2 videos for video builds)")
-    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (0: run inline)")
+    p.add_argument("--workers", type=workers, default=None, help="local Dask worker processes (0: run inline)")
     p.add_argument("--dask-address", default=None, help="an existing Dask scheduler (or set MMOLRE_DASK_ADDRESS)")
     p.add_argument("--strict", action="store_true", help="exit 3 when any item failed")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -360,13 +381,13 @@ def parser() -> argparse.ArgumentParser:
         p = build.add_parser(dataset, help=f"CMU-{dataset.upper()} from the SDK's .csd files")
         p.add_argument("--csd-dir", required=True, help="folder of .csd computational sequences")
         p.add_argument("--sets", nargs="+", default=None, help="feature sets to include (default: all found)")
-        p.add_argument("--batch-videos", type=int, default=4, help="videos per work unit")
+        p.add_argument("--batch-videos", type=count, default=4, help="videos per work unit")
         _add_build_options(p)
         p.set_defaults(func=cmd_build_sdk, dataset=dataset)
     p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
     p.add_argument("--input", required=True, help="folder, manifest or video file")
     options.add_extractor_options(p)
-    p.add_argument("--fps", type=float, default=None, help="video frames per second to analyse")
+    p.add_argument("--fps", type=rate, default=None, help="video frames per second to analyse")
     p.add_argument("--split", default=None, help="split for inputs that name none")
     p.add_argument("--asr-model", default=None, help="local model folder of the recogniser (default: its packaged one)")
     p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
@@ -388,8 +409,8 @@ def parser() -> argparse.ArgumentParser:
     p = build.add_parser("mosi-utterance", help="CMU-MOSI utterance-level features of the bc-LSTM release (schema 2)")
     p.add_argument("--input", required=True, help="the release's folder (transcripts.csv, text_train.csv, audio_train0.csv, ...)")
     p.add_argument("--labels", default=None, help="CMU-MOSI label.csv for continuous labels (default: ../label.csv)")
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of the training videos held out as valid")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation videos' draw")
+    p.add_argument("--valid-fraction", type=fraction, default=0.1, help="share of the training videos held out as valid")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the validation videos' draw")
     _add_build_options(p)
     p.set_defaults(func=cmd_build_mosi_utterance)
 
@@ -415,9 +436,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vision", default=None, help="mmsa: visual feature set")
     p.add_argument("--layout", choices=("aligned", "unaligned"), default="aligned",
                    help="mmsa: every modality per word (aligned), or audio/vision as frames (unaligned, needs --keep-frames)")
-    p.add_argument("--seq-len", type=int, default=None, help="mmsa: cut sequences to this length (default: the longest)")
-    p.add_argument("--frame-len", type=int, default=None, help="mmsa unaligned: cut frames to this length (default: the longest)")
-    p.add_argument("--bert-len", type=int, default=None, help="mmsa: text_bert tokens (default: L aligned, the longest unaligned)")
+    p.add_argument("--seq-len", type=count, default=None, help="mmsa: cut sequences to this length (default: the longest)")
+    p.add_argument("--frame-len", type=count, default=None, help="mmsa unaligned: cut frames to this length (default: the longest)")
+    p.add_argument("--bert-len", type=count, default=None, help="mmsa: text_bert tokens (default: L aligned, the longest unaligned)")
     p.add_argument("--tokenizer", default=None, help="mmsa: local BERT tokenizer folder for text_bert (default: packaged MiniLM's)")
     p.add_argument("--no-text-bert", action="store_true", help="mmsa: write no text_bert")
     p.add_argument("--json", action="store_true", help="mmsa: print the export's summary as JSON")
@@ -426,6 +447,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run of another model or configuration in --out (only a run's files), or write "
+                        "into a non-empty folder that is not a run")
     p.add_argument("--model", default=None, metavar="NAME",
                    help="a registered model (`mmolre models` lists them: mmolre, hard-sharing, dense-moe, ...) or "
                         "single-task (mmolre on --task); default: the --config's, else mmolre")
@@ -434,8 +458,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set lr=1e-3 --set arch.d_model=64 (repeatable)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=count, default=None)
+    p.add_argument("--seed", type=seed, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--text-encoder", choices=("frozen", "finetune"), default=None,
                    help="frozen: the store's word vectors (default); finetune: run and train a Hugging Face encoder "
@@ -517,12 +541,27 @@ def error_message(e: BaseException, where: str | None = None) -> str:
     return f"unexpected {type(e).__name__}: {e}; rerun with --debug for the traceback and report it"
 
 
+def _quiet_libraries() -> None:
+    """Library warnings (torch's UserWarnings, absl/glog lines from mediapipe's C++, multiprocessing's
+    resource_tracker in its own process) never land beside the one-line errors; `--debug` shows them."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # child processes: workers, the resource tracker
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if not args.debug:
+        _quiet_libraries()
     logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("distributed", "httpx", "numexpr", "matplotlib", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_scrub_record)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -531,8 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"mmolre: error: {_escape(error_message(e, getattr(args, 'out', None)))}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"mmolre: error: {_escape(scrub(error_message(e, getattr(args, 'out', None))))}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ from feature_schemas.storage import (
 
 from .errors import PipelineError
 from .records import Failure
+from .rows import BadRow, csv_rows, json_row
 
 Where = Path | str  # a local path, or an input URL kept as a string
 
@@ -72,7 +73,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
 SPLIT_ALIASES = {"dev": "valid", "val": "valid", "validation": "valid"}
 LABEL_KEYS = ("sentiment", *EMOTIONS, "sentiment_class", "emotion_class")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (U+0080-U+009F: CSI and friends in some terminals)
+SHOWN_ID = 80  # characters of an id a message shows
 
 
 @dataclass(frozen=True)
@@ -151,15 +153,23 @@ def check_id(value: Any, what: str = "segment id") -> str:
     text = str(value)
     if not text:
         raise RowError(f"{what} is empty")
+    shown = shown_id(text)
     if text != text.strip():
-        raise RowError(f"{what} {text!r} has leading or trailing white space")
+        raise RowError(f"{what} {shown} has leading or trailing white space")
     if "/" in text or "\\" in text:
-        raise RowError(f"{what} {text!r} contains a path separator ('/' or '\\')")
+        raise RowError(f"{what} {shown} contains a path separator ('/' or '\\')")
     if ".." in text or text == ".":
-        raise RowError(f"{what} {text!r} contains '..' or is '.'")
+        raise RowError(f"{what} {shown} contains '..' or is '.'")
     if _CONTROL.search(text):
-        raise RowError(f"{what} {text!r} contains control characters")
+        raise RowError(f"{what} {shown} contains control characters")
     return text
+
+
+def shown_id(text: str) -> str:
+    """An id as a message shows it: repr-quoted (escapes control characters), a long one cut with its length."""
+    if len(text) <= SHOWN_ID:
+        return repr(text)
+    return f"{text[:SHOWN_ID - 20]!r}...{text[-10:]!r} ({len(text):,} characters)"
 
 
 _LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
@@ -222,10 +232,10 @@ def _emotions(row: dict[str, Any]) -> dict[str, float | None]:
         if isinstance(emotions, str):
             try:
                 emotions = json.loads(emotions)
-            except json.JSONDecodeError as e:
-                raise RowError(f"emotions {emotions!r} is not a JSON object: {e}") from None
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise RowError(f"emotions {shown_id(emotions)} is not a JSON object: {e}") from None
         if not isinstance(emotions, dict):
-            raise RowError(f"emotions must be a JSON object of {', '.join(EMOTIONS)}, not {emotions!r}")
+            raise RowError(f"emotions must be a JSON object of {', '.join(EMOTIONS)}, not {shown_id(repr(emotions))}")
         unknown = set(emotions) - set(EMOTIONS)
         if unknown:
             raise RowError(f"emotions has unknown keys {sorted(unknown)}; known: {', '.join(EMOTIONS)} "
@@ -351,30 +361,25 @@ def _read_text(path: Where, encoding: str) -> str:
     return path.read_text(encoding=encoding)
 
 
+def check_row(row: dict[str, Any]) -> None:
+    """A row `read_rows` could not read fails alone (RowError), naming why."""
+    if isinstance(row, BadRow):
+        raise RowError(row.problem)
+
+
 def read_rows(path: Where) -> list[dict[str, Any]]:
     """Rows of a CSV (header line) or JSONL file (a local path or a URL) as dicts; an unreadable file raises
-    PipelineError."""
+    PipelineError, an unreadable row is a `BadRow` its reader fails alone."""
     path = require_input(path, "table")
     try:
         if _suffix(path) in (".jsonl", ".ndjson"):
-            rows = []
-            for n, line in enumerate(_read_text(path, "utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PipelineError(f"{path}: line {n} is not JSON: {e}", stage="read", source_path=str(path)) from None
-                if not isinstance(obj, dict):
-                    raise PipelineError(f"{path}: line {n} is not a JSON object", stage="read", source_path=str(path))
-                rows.append(obj)
-            return rows
+            return [json_row(path, n, line) for n, line in enumerate(_read_text(path, "utf-8").splitlines(), start=1)
+                    if line.strip()]
         delimiter = "\t" if _suffix(path) == ".tsv" else ","
         if isinstance(path, str):
-            text = _read_text(path, "utf-8-sig")
-            return [dict(r) for r in csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)]
+            return csv_rows(io.StringIO(_read_text(path, "utf-8-sig"), newline=""), delimiter)
         with path.open(newline="", encoding="utf-8-sig") as f:
-            return [dict(r) for r in csv.DictReader(f, delimiter=delimiter)]
+            return csv_rows(f, delimiter)
     except UnicodeDecodeError as e:
         raise PipelineError(f"{path} is not UTF-8 text: {e}", stage="read", source_path=str(path)) from None
     except csv.Error as e:
@@ -429,6 +434,7 @@ def read_mmsa(root: str | Path, label_file: str = "label.csv", raw_dir: str = "R
     for n, r in enumerate(rows, start=2):
         sid = None
         try:
+            check_row(r)
             vid = check_id(r.get("video_id"), "video_id")
             clip = check_id(r.get("clip_id"), "clip_id")
             sid = check_id(f"{vid}_{clip}")
@@ -485,6 +491,7 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
         sid = None if is_missing(r.get("segment_id")) else str(r.get("segment_id"))
         src = None
         try:
+            check_row(r)
             video: Where | None = None
             if not is_missing(r.get("video_path")):
                 video = _video_path(path, str(r["video_path"]).strip())
@@ -541,6 +548,7 @@ def read_mosi_labels(path: str | Path) -> ParsedInputs:
     for n, r in enumerate(rows, start=2):
         sid = None if is_missing(r.get("id")) else str(r["id"])
         try:
+            check_row(r)
             sid = check_id(r.get("id"))
             vid = sid.rsplit("_", 1)[0] if "_" in sid else sid
             out.specs.append(SegmentSpec(sid, vid, None, None, None, text_value(r.get("text")),
@@ -562,6 +570,7 @@ def read_meld(path: str | Path, split: str) -> ParsedInputs:
     for n, r in enumerate(rows, start=2):
         sid = None
         try:
+            check_row(r)
             dia = int(str(r.get("Dialogue_ID")).strip())
             utt = int(str(r.get("Utterance_ID")).strip())
             sid = f"{split}_dia{dia}_utt{utt}"
