@@ -594,7 +594,7 @@ def _native_stderr_silenced() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with contextlib.ExitStack() as quiet:
-        if not args.debug:
+        if not args.debug and sys.stderr is sys.__stderr__:  # a command in its own process, not embedded
             _quiet_libraries()
             quiet.enter_context(_native_stderr_silenced())
         return _run(args)
