@@ -15,11 +15,12 @@ import json
 import logging
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.options import build_config, model_name, text_settings, train_config, video_config
+from flows.options import build_config, model_name, text_settings, train_config
 from pipelines.collapse import MODES
 from pipelines.extract.registry import names as extractor_names
 
@@ -77,13 +78,6 @@ def _print_build(summary: dict[str, Any], as_json: bool) -> None:
             print(f"  {_escape(f['item_id'])} [{f['stage']}]: {_escape(f['reason'])}")
 
 
-def cmd_build_sdk(args: argparse.Namespace) -> int:
-    from pipelines.recipes.sdk import plan_sdk
-
-    plan = plan_sdk(args.csd_dir, dataset=args.dataset, sets=args.sets, config=_build_config(args, 16), batch_videos=args.batch_videos)
-    return _run_plan(plan, args)
-
-
 def _start_workers_early(args: argparse.Namespace) -> None:
     """A media build with local workers starts their forkserver before planning (see start_forkserver_early)."""
     if args.workers != 0:
@@ -92,31 +86,18 @@ def _start_workers_early(args: argparse.Namespace) -> None:
         start_forkserver_early(args.dask_address)
 
 
-def cmd_build_videos(args: argparse.Namespace) -> int:
-    _start_workers_early(args)
-    from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD, plan_videos
-
-    config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)
-    plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split,
-                       emotion_classes=args.emotion_classes)
-    return _run_plan(plan, args)
+def cmd_build(args: argparse.Namespace) -> int:
+    """`mmolre build <recipe>`: the recipe's options from the flags, its plan, the driver."""
+    recipe = args.recipe
+    if recipe.media:
+        _start_workers_early(args)
+    return _run_plan(recipe.build_plan(recipe_values(recipe, args), _build_config(args, recipe.units_per_shard)), args)
 
 
-def cmd_build_mmsa(args: argparse.Namespace) -> int:
-    from pipelines.recipes.mmsa import MMSA_UNITS_PER_SHARD, plan_mmsa
-
-    names = {m: n for m, n in (("text", args.text_name), ("audio", args.audio_name), ("vision", args.vision_name)) if n}
-    aligned = {"auto": None, "yes": True, "no": False}[args.aligned]
-    plan = plan_mmsa(args.input, _build_config(args, MMSA_UNITS_PER_SHARD), names=names, aligned=aligned)
-    return _run_plan(plan, args)
-
-
-def cmd_build_mosi_utterance(args: argparse.Namespace) -> int:
-    from pipelines.recipes.mosi_utterance import plan_mosi_utterance
-
-    plan = plan_mosi_utterance(args.input, labels=args.labels, valid_fraction=args.valid_fraction, seed=args.seed,
-                               config=_build_config(args, 16))
-    return _run_plan(plan, args)
+def recipe_values(recipe: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe's option values from its flags (`--aligned auto|yes|no` -> None, True, False)."""
+    return {o.name: _AUTO.get(v, v) if isinstance(v := getattr(args, o.name), str) and o.type == bool | None else v
+            for o in recipe.option_specs()}
 
 
 # -- inspect / validate -----------------------------------------------------------------------------
@@ -324,49 +305,46 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+_AUTO = {"auto": None, "yes": True, "no": False}
+
+
+def _add_recipe_option(p: argparse.ArgumentParser, o: Any) -> None:
+    """One recipe option as a flag: its type says how (`bool | None`: auto/yes/no, a list: one or more values)."""
+    flag = "--" + o.name.replace("_", "-")
+    kinds = [t for t in typing.get_args(o.type) if t is not type(None)] or [o.type]
+    kind, origin = kinds[0], typing.get_origin(kinds[0])
+    if kind is bool and type(None) in typing.get_args(o.type):
+        p.add_argument(flag, choices=tuple(_AUTO), default="auto", help=o.help)
+        return
+    if kind is bool:
+        p.add_argument(flag, action="store_true", help=o.help)
+        return
+    kw: dict[str, Any] = {"help": o.help, "choices": o.allowed()}
+    if origin in (list, tuple):
+        kw["nargs"] = "+"
+    elif kind in (int, float):
+        kw["type"] = kind
+    p.add_argument(flag, **kw, **({"required": True} if o.required else {"default": o.default}))
+
+
+def _add_build_commands(build: Any, recipes: Sequence[Any] | None = None) -> None:
+    """`mmolre build <recipe>` for every recipe of pipelines.recipes.registry, flags from its typed options."""
+    from pipelines.recipes.registry import RECIPES
+
+    for recipe in RECIPES if recipes is None else recipes:
+        p = build.add_parser(recipe.name, help=recipe.help)
+        for o in recipe.option_specs():
+            _add_recipe_option(p, o)
+        _add_build_options(p)
+        p.set_defaults(func=cmd_build, recipe=recipe)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mmolre", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    build = sub.add_parser("build", help="build a feature store").add_subparsers(dest="source", required=True)
-    for dataset in ("mosei", "mosi"):
-        p = build.add_parser(dataset, help=f"CMU-{dataset.upper()} from the SDK's .csd files")
-        p.add_argument("--csd-dir", required=True, help="folder of .csd computational sequences")
-        p.add_argument("--sets", nargs="+", default=None, help="feature sets to include (default: all found)")
-        p.add_argument("--batch-videos", type=int, default=4, help="videos per work unit")
-        _add_build_options(p)
-        p.set_defaults(func=cmd_build_sdk, dataset=dataset)
-    p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
-    p.add_argument("--input", required=True, help="folder, manifest or video file")
-    p.add_argument("--face", choices=(*extractor_names("face"), "none"), default="mediapipe",
-                   help="face backend (mediapipe: face mesh + expression probabilities; dlib: 68 landmarks)")
-    p.add_argument("--fps", type=float, default=None, help="video frames per second to analyse")
-    p.add_argument("--split", default=None, help="split for inputs that name none")
-    p.add_argument("--asr-model", default=None, help="local faster-whisper model folder (default: the packaged tiny.en)")
-    p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
-    p.add_argument("--emotion-classes", default=None, metavar="SET|A,B,...",
-                   help="the store's single-label emotion classes: meld, cremad, ravdess, iemocap or comma-separated "
-                        "names (default: found from the labels); rows outside the set fail")
-    _add_build_options(p)
-    p.set_defaults(func=cmd_build_videos)
-    p = build.add_parser("mmsa", help="an MMSA pickle (aligned_50.pkl / unaligned_50.pkl), read without running its code")
-    p.add_argument("--input", required=True, help="the .pkl file")
-    p.add_argument("--aligned", choices=("auto", "yes", "no"), default="auto",
-                   help="word-aligned layout (auto: the file's own flag, else its name)")
-    p.add_argument("--text-name", default=None, help="feature set name for the text features (default from the dims)")
-    p.add_argument("--audio-name", default=None, help="feature set name for the audio features")
-    p.add_argument("--vision-name", default=None, help="feature set name for the vision features")
-    _add_build_options(p)
-    p.set_defaults(func=cmd_build_mmsa)
-
-    p = build.add_parser("mosi-utterance", help="CMU-MOSI utterance-level features of the bc-LSTM release (schema 2)")
-    p.add_argument("--input", required=True, help="the release's folder (transcripts.csv, text_train.csv, audio_train0.csv, ...)")
-    p.add_argument("--labels", default=None, help="CMU-MOSI label.csv for continuous labels (default: ../label.csv)")
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of the training videos held out as valid")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation videos' draw")
-    _add_build_options(p)
-    p.set_defaults(func=cmd_build_mosi_utterance)
+    _add_build_commands(sub.add_parser("build", help="build a feature store").add_subparsers(dest="source", required=True))
 
     p = sub.add_parser("inspect", help="segments, words, feature sets and failures of a store")
     p.add_argument("store")

@@ -22,16 +22,6 @@ def build_config(mode: str = "weighted", fill: str = "zeros", keep_frames: bool 
     return BuildConfig(collapse=CollapseConfig(mode=mode, fill=fill), keep_frames=keep_frames, units_per_shard=units_per_shard)
 
 
-def video_config(face: str | None = "mediapipe", fps: float | None = None, asr_model: str | None = None,
-                 text_model: str | None = None) -> Any:
-    """A VideoConfig where None keeps the default; face "none" or None skips the face modality."""
-    from pipelines.recipes.videos import VideoConfig
-
-    settings: dict[str, Any] = {"face": None if face in (None, "none") else face}
-    settings |= {k: v for k, v in {"fps": fps, "asr_model": asr_model, "text_model": text_model}.items() if v is not None}
-    return VideoConfig(**settings)
-
-
 def model_name(name: str, task: str | None = None) -> str:
     """CLI spellings (hard-sharing, dense-moe, single-task --task emotion) -> mmolre's model names."""
     name = name.replace("-", "_")

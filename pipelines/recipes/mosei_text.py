@@ -36,6 +36,7 @@ from ..inputs import (
 )
 from ..stages.media import VideoConfig
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
+from .base import Recipe, option
 from .videos import VIDEO_UNITS_PER_SHARD, plan_videos
 
 NAME = "cmu-mosei-text"
@@ -64,14 +65,6 @@ def read_mosei_text(path: str | os.PathLike) -> ParsedInputs:
     return unique_specs(out)
 
 
-@dataclass(frozen=True)
-class MoseiTextOptions:
-    """What the command line and the flow ask for, besides the store and the build settings."""
-
-    input: str  # the label CSV
-    text_model: str | None = None  # a local transformers folder (None: the packaged MiniLM)
-
-
 def plan_mosei_text(input: str | os.PathLike, build_config: BuildConfig | None = None, text_model: str | None = None,
                     name: str = NAME) -> BuildPlan:
     """The media stage's text-only plan over the file's segments (options: a face-less VideoConfig)."""
@@ -87,3 +80,20 @@ def build_mosei_text(input: str | os.PathLike, store: str | os.PathLike, build_c
 
     return run_build(plan_mosei_text(input, build_config, text_model), store, executor=executor, show_bar=progress)
 
+
+@dataclass(frozen=True)
+class MoseiTextOptions:
+    input: str = option(help="the label CSV (video_id,clip_id,text,label,mode), e.g. mosei/label_train_valid.csv",
+                        path=True, flow_help="The label CSV (video_id,clip_id,text,label,mode), an absolute path on "
+                                             "the machine serving this flow.")
+    text_model: str | None = option(None, "local transformers encoder folder (default: packaged MiniLM)", path=True)
+
+
+def plan_mosei_text_recipe(options: MoseiTextOptions, config: BuildConfig) -> BuildPlan:
+    return plan_mosei_text(options.input, config, options.text_model)
+
+
+RECIPE = Recipe("mosei-text", "CMU-MOSEI transcripts and sentiment labels -> text-only word-level store (MiniLM)",
+                MoseiTextOptions, plan_mosei_text_recipe, flow="build-mosei-text-features",
+                function="build_mosei_text_features", units_per_shard=VIDEO_UNITS_PER_SHARD,
+                unit_help="batches of segments", shard_noun="segments", shard_count_at=("specs",))

@@ -24,7 +24,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from ..stages.media import (
     process_video_unit,
 )
 from ..stages.url_media import process_url_media_unit
+from .base import Recipe, option
 
 __all__ = ["VideoConfig", "build_videos", "feature_sets_for", "plan_videos", "process_video_unit", "video_units"]
 
@@ -190,3 +191,45 @@ def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig
 
     plan = plan_videos(input, config, build_config, split, name, emotion_classes)
     return run_build(plan, store, executor=executor, show_bar=progress)
+
+
+# --- as the command line and the flows offer it -------------------------------------------------------------
+
+def face_choices() -> list[str]:
+    from ..extract import registry
+
+    return [*registry.names("face"), "none"]
+
+
+@dataclass(frozen=True)
+class VideoRecipeOptions:
+    input: str = option(help="folder, manifest or video file", path=True,
+                        flow_help="An MMSA-FET folder, a manifest (CSV/JSONL with video_path, transcript, labels, "
+                                  "split) or one video file; an absolute path on the machine serving this flow, or a "
+                                  "URL (s3://bucket/manifest.csv).")
+    face: str | None = option("mediapipe", "face backend (mediapipe: face mesh + expression probabilities; dlib: 68 "
+                              "landmarks)", choices=face_choices,
+                              flow_help="Face backend: mediapipe, dlib, pyfeat, openface (CSV next to each video) or none.")
+    fps: float | None = option(None, "video frames per second to analyse",
+                               flow_help="Face frames sampled per second; empty: 5.")
+    split: str | None = option(None, "split for inputs that name none",
+                               flow_help="The split of a single video or a MELD file, or a manifest's default split.")
+    asr_model: str | None = option(None, "local faster-whisper model folder (default: the packaged tiny.en)", path=True)
+    text_model: str | None = option(None, "local transformers encoder folder (default: packaged MiniLM)", path=True)
+    emotion_classes: str | None = option(None, "the store's single-label emotion classes: meld, cremad, ravdess, "
+                                         "iemocap or comma-separated names (default: found from the labels); rows "
+                                         "outside the set fail")
+
+
+def plan_video_recipe(options: VideoRecipeOptions, config: Any) -> BuildPlan:
+    settings: dict[str, Any] = {"face": None if options.face in (None, "none") else options.face}
+    settings |= {k: v for k, v in {"fps": options.fps, "asr_model": options.asr_model,
+                                   "text_model": options.text_model}.items() if v is not None}
+    return plan_videos(options.input, VideoConfig(**settings), config, split=options.split,
+                       emotion_classes=options.emotion_classes)
+
+
+RECIPE = Recipe("videos", "raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video",
+                VideoRecipeOptions, plan_video_recipe, flow="extract-video-features", function="extract_video_features",
+                units_per_shard=VIDEO_UNITS_PER_SHARD, unit_help="videos (or batches of text-only segments)",
+                media=True)
