@@ -303,7 +303,8 @@ def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_pat
 
 
 def test_media_urls_in_a_local_manifest_and_a_missing_manifest(s3: S3, tmp_path: Path) -> None:  # noqa: F811
-    from pipelines.inputs import discover_inputs, read_manifest
+    from pipelines.inputs import read_manifest
+    from pipelines.recipes.videos import discover_inputs
 
     clip = s3.url("plain", "clip.wav")
     s3.filesystem().pipe_file(clip, b"RIFF-not-decoded-here")
@@ -327,7 +328,8 @@ def test_media_urls_in_a_local_manifest_and_a_missing_manifest(s3: S3, tmp_path:
 
 
 def test_credentials_in_input_urls_are_refused_without_echoing_them(s3: S3, tmp_path: Path) -> None:  # noqa: F811
-    from pipelines.inputs import discover_inputs, read_manifest
+    from pipelines.inputs import read_manifest
+    from pipelines.recipes.videos import discover_inputs
 
     secret_url = f"s3://someone:{SECRET}@{s3.bucket}/releases/CMU_MOSEI"
     for call in (lambda: sdk_plan(secret_url), lambda: discover_inputs(secret_url + "/m.csv")):
@@ -345,7 +347,7 @@ def test_credentials_in_input_urls_are_refused_without_echoing_them(s3: S3, tmp_
 def test_meld_and_mosi_label_files_at_a_url_parse_as_the_local_ones(s3: S3) -> None:  # noqa: F811
     from dataclasses import replace
 
-    from pipelines.inputs import discover_inputs
+    from pipelines.recipes.videos import discover_inputs
 
     meld, mosi = mf.MELD_DIR / "dev_sent_emo.csv", mf.MOSI_LABELS
     mf.need(meld, mosi)

@@ -5,7 +5,7 @@ same media stage and text path as CMU-MOSI's `label.csv` (`mmolre build videos -
 Input: a CSV with `video_id,clip_id,text,label,mode` (e.g. shared/data/mosei/label_train_valid.csv: 18,135
 segments, train and valid folds, labels in [-3, 3]).
 
-Segment id: `<video_id>_<clip_id>` (MMSA-FET's convention, as `read_mmsa` and CMU-MOSI's label.csv key their
+Segment id: `<video_id>_<clip_id>` (MMSA-FET's convention, as `mmsa_fet.read_mmsa_fet` and CMU-MOSI's label.csv key their
 segments). MOSEI's clip ids here are MMSA's own strings (`82_7645`), not the SDK's label-interval index, so the
 SDK's `video_id[i]` cannot be derived from them; the video id is the `video_id` column.
 

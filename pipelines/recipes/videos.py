@@ -32,7 +32,19 @@ from feature_schemas import FeatureSet, labels_record
 from feature_schemas.storage import input_suffix, is_url, local_input_key, stat_input
 
 from ..errors import PipelineError
-from ..inputs import AUDIO_SUFFIXES, ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
+from ..inputs import (
+    AUDIO_SUFFIXES,
+    VIDEO_SUFFIXES,
+    ParsedInputs,
+    SegmentSpec,
+    columns_of,
+    media_problem,
+    read_manifest,
+    read_rows,
+    read_video,
+    resolve_emotion_classes,
+    where,
+)
 from ..records import Failure, WorkUnit
 from ..stages.media import (
     MediaUnit,
@@ -45,6 +57,9 @@ from ..stages.media import (
 )
 from ..stages.url_media import process_url_media_unit
 from .base import Recipe, option
+from .meld import read_meld
+from .mmsa_fet import read_mmsa_fet
+from .mosi_text import read_mosi_labels
 
 __all__ = ["VideoConfig", "build_videos", "feature_sets_for", "plan_videos", "process_video_unit", "video_units"]
 
@@ -59,6 +74,64 @@ VIDEO_UNITS_PER_SHARD = 2
 
 
 # --- planning ---------------------------------------------------------------------------------------------
+
+# --- which reader: the input's shape ----------------------------------------------------------------------
+
+def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -> ParsedInputs:
+    """Pick the parser from the input's shape: a folder with label.csv (MMSA), a media file, or a table
+    whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's.
+    A URL names one object (a manifest, a label file or a media file), not an MMSA folder."""
+    path = where(path)
+    if isinstance(path, str):
+        return _discover_url(path, split, **kwargs)
+    media = path.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES
+    if not path.is_dir() and (problem := media_problem(path, "a media file" if media else "an input file")):
+        raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
+    if path.is_dir():
+        if (path / "label.csv").is_file():
+            return read_mmsa_fet(path, **kwargs)
+        raise PipelineError(f"{path}: a folder input must hold label.csv and Raw/ (MMSA-FET layout)",
+                            stage="read", source_path=str(path))
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
+        return read_video(path, split=split or "test", **kwargs)
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        raise PipelineError(f"{path}: unknown input type {suffix!r} (expected a folder, a video, .csv or .jsonl)",
+                            stage="read", source_path=str(path))
+    cols = columns_of(read_rows(path))
+    if {"video_id", "clip_id", "mode"} <= cols:
+        return read_mmsa_fet(path.parent, label_file=path.name, **kwargs)
+    if {"Utterance", "Emotion", "Sentiment"} <= cols:
+        if split is None:
+            raise PipelineError(f"{path}: a MELD file needs split= (train, valid or test)", stage="read",
+                                source_path=str(path))
+        return read_meld(path, split)
+    if {"id", "text", "label", "mode"} <= cols:
+        return read_mosi_labels(path)
+    return read_manifest(path, default_split=split or "test", **kwargs)
+
+
+def _discover_url(url: str, split: str | None = None, **kwargs: Any) -> ParsedInputs:
+    """`discover_inputs` for a URL: the object's suffix and, for a table, its header say which format it is."""
+    suffix = input_suffix(url)
+    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
+        return read_video(url, split=split or "test", **kwargs)
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        raise PipelineError(f"{url}: unknown input type {suffix!r} (a URL input is a .csv or .jsonl manifest, a MELD "
+                            "or MOSI label file, or one media file)", stage="read", source_path=url)
+    cols = columns_of(read_rows(url))
+    if {"video_id", "clip_id", "mode"} <= cols:
+        raise PipelineError(f"{url}: an MMSA-FET label.csv at a URL is not supported (its Raw/ folder is read by "
+                            "path); copy the folder locally, or give a manifest with video_path URLs", stage="read",
+                            source_path=url)
+    if {"Utterance", "Emotion", "Sentiment"} <= cols:
+        if split is None:
+            raise PipelineError(f"{url}: a MELD file needs split= (train, valid or test)", stage="read", source_path=url)
+        return read_meld(url, split)
+    if {"id", "text", "label", "mode"} <= cols:
+        return read_mosi_labels(url)
+    return read_manifest(url, default_split=split or "test", **kwargs)
+
 
 InputLike = str | os.PathLike | ParsedInputs | Sequence[SegmentSpec] | Sequence[str | os.PathLike]
 
