@@ -175,12 +175,7 @@ def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeat
     `mmolre build videos` does); `cold_with_startup` counts the cluster's start-up with the cold build."""
     from distributed import Client, LocalCluster
 
-    from flows.dask_cluster import local_dask_config
-
-    try:
-        from flows.dask_cluster import register_warm_up
-    except ImportError:  # a revision from before the WarmUp plugin
-        register_warm_up = None
+    from pipelines.dask_cluster import local_dask_config, register_warm_up
 
     tmp = Path(tempfile.mkdtemp(prefix="video_bench_"))
     try:

@@ -28,15 +28,16 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
 from prefect.futures import as_completed
 
-from flows.dask_cluster import dask_client, local_dask_config, task_runner
 from flows.options import build_config
 from flows.summary import build_summary_markdown, summarize_build
 from pipelines.build import BuildProgress, WriteShard, run_build, shard_title
 from pipelines.collapse import Mode
+from pipelines.dask_cluster import dask_client, local_cluster_kwargs, local_dask_config, resolve_address
 from pipelines.recipes.base import Recipe
 from pipelines.recipes.registry import RECIPES
 from pipelines.store_writer import BuildPlan, Shard, ShardRecord
 
+log = logging.getLogger(__name__)
 SHARD_RETRIES = 2
 SHARD_RETRY_DELAYS_S = [2, 10]
 
@@ -84,6 +85,20 @@ class ShardNaming:
         if any(c is None for c in counts):
             return shard_title(shard, "units")
         return shard_title(shard, self.noun, sum(c for c in counts if c is not None))
+
+
+
+def task_runner(address: str | None = None, n_workers: int | None = None) -> Any:
+    """A prefect-dask task runner for either an existing cluster or a local one."""
+    from prefect_dask import DaskTaskRunner
+
+    address = resolve_address(address)
+    if address:
+        log.info("Dask: using the existing cluster at %s", address)
+        return DaskTaskRunner(address=address)
+    kwargs = local_cluster_kwargs(n_workers)
+    log.info("Dask: starting a local cluster of %d worker processes", kwargs["n_workers"])
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
 

@@ -39,9 +39,9 @@ def _build_config(args: argparse.Namespace, units_per_shard: int) -> Any:
 
 
 def _run_plan(plan: Any, args: argparse.Namespace) -> int:
-    from flows.dask_cluster import dask_client, warm_config
     from flows.summary import summarize_build
     from pipelines.build import run_build
+    from pipelines.dask_cluster import dask_client, warm_config
 
     if args.workers == 0:
         result = run_build(plan, args.out, executor=None, show_bar=not args.quiet, overwrite=args.overwrite)
@@ -81,7 +81,7 @@ def _print_build(summary: dict[str, Any], as_json: bool) -> None:
 def _start_workers_early(args: argparse.Namespace) -> None:
     """A media build with local workers starts their forkserver before planning (see start_forkserver_early)."""
     if args.workers != 0:
-        from flows.dask_cluster import start_forkserver_early
+        from pipelines.dask_cluster import start_forkserver_early
 
         start_forkserver_early(args.dask_address)
 

@@ -1,6 +1,6 @@
 """Inputs at a URL (issue 17, input side), against a real S3 API on 127.0.0.1 (moto's server, tests/s3_fixtures.py).
 
-A MOSEI-shaped .csd release (tests/csd_fixtures.py, written by the SDK's own writer) is uploaded and built from
+A MOSEI-shaped .csd release (bench/csd_fixtures.py, written by the SDK's own writer) is uploaded and built from
 `--csd-dir s3://...` into a local store: the same Parquet bytes as a build from the local copy, except the
 segments' `source_path`, which names where each segment was read from. h5py reads the objects by byte ranges,
 never whole. A manifest at a URL, with its clip beside it (relative path) or named by URL, builds the same rows
@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from bench.csd_fixtures import write_mosei_fixture
 from feature_schemas.storage import list_inputs, resolve_input
 from pipelines.build import run_build
 from pipelines.errors import PipelineError
@@ -30,7 +31,6 @@ from pipelines.recipes.sdk import plan_sdk, sdk_units
 from pipelines.store_writer import BuildConfig
 
 from . import media_fixtures as mf
-from .csd_fixtures import write_mosei_fixture
 from .s3_fixtures import ENV, S3, s3  # noqa: F401 - the fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,8 +167,8 @@ def test_h5py_reads_byte_ranges_not_whole_objects(s3: S3, tmp_path: Path) -> Non
     import h5py
     import numpy as np
 
+    from bench.csd_fixtures import write_wide_covarep
     from pipelines.csd import CsdFile
-    from tests.csd_fixtures import write_wide_covarep
 
     path = write_wide_covarep(tmp_path / "CMU_MOSEI_COVAREP.csd", videos=40, rows=1000)
     url = s3.url("wide", path.name)
