@@ -6,18 +6,25 @@ as this is running against a Prefect server (PREFECT_API_URL)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 DEPLOYMENT_NAME = "default"
 
 
-def all_flows() -> list:
-    """One flow per recipe (pipelines.recipes.registry, generated in flows/build_features.py), then training and
-    the whole path."""
+def deployment_names() -> list[tuple[Any, str]]:
+    """(flow, deployment name): one flow per recipe (pipelines.recipes.registry, generated in
+    flows/build_features.py) under its recipe's `deployment`, then training and the whole path."""
     from flows.build_features import FLOWS
     from flows.train_model import train_mmolre
     from flows.video_to_model import video_to_model
+    from pipelines.recipes.registry import RECIPES
 
-    return [*FLOWS.values(), train_mmolre, video_to_model]
+    return [(FLOWS[r.function], r.deployment) for r in RECIPES] + [(train_mmolre, DEPLOYMENT_NAME),
+                                                                    (video_to_model, DEPLOYMENT_NAME)]
+
+
+def all_flows() -> list[Any]:
+    return [f for f, _ in deployment_names()]
 
 
 def summary_line(description: str | None) -> str | None:
@@ -25,8 +32,9 @@ def summary_line(description: str | None) -> str | None:
     return " ".join((description or "").split("\n\n", 1)[0].split()) or None
 
 
-def deployments(name: str = DEPLOYMENT_NAME) -> list:
-    return [f.to_deployment(name=name, tags=["mmolre"], description=summary_line(f.description)) for f in all_flows()]
+def deployments() -> list:
+    return [f.to_deployment(name=name, tags=["mmolre"], description=summary_line(f.description))
+            for f, name in deployment_names()]
 
 
 PREFECT_YAML_HEAD = """\
@@ -53,7 +61,7 @@ deployments:
 """
 
 
-def prefect_yaml(name: str = DEPLOYMENT_NAME) -> str:
+def prefect_yaml() -> str:
     """prefect.yaml as the flows define it: one deployment per flow, entrypoint `file:function`."""
     import json
     import sys
@@ -61,7 +69,7 @@ def prefect_yaml(name: str = DEPLOYMENT_NAME) -> str:
 
     root = Path(__file__).resolve().parents[1]
     out = [PREFECT_YAML_HEAD.format(version="3.9.1")]
-    for f in all_flows():
+    for f, name in deployment_names():
         path = Path(sys.modules[f.fn.__module__].__file__ or "").resolve().relative_to(root)
         out.append(f"  - name: {name}\n    entrypoint: {path.as_posix()}:{f.fn.__name__}\n"
                    f"    description: {json.dumps(summary_line(f.description))}\n    tags: [mmolre]\n    work_pool: *pool\n")
