@@ -103,7 +103,7 @@ for name in ("mmolre", "dense_moe") + (("mmolre_finetune",) if finetune else ())
         s = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             o = net(x, mask)
-            loss = sum(v.float().square().mean() for v in o["outputs"].values()) + o["aux_loss"]
+            loss = sum(v.float().square().mean() for v in o.outputs.values()) + o.aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

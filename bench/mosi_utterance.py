@@ -49,7 +49,7 @@ MODALITIES = {"text": ["bclstm_text"], "audio": ["bclstm_audio"], "video": ["bcl
               "t+a+v": ["bclstm_text", "bclstm_audio", "bclstm_video"]}
 MODELS = ["mmolre", "hard_sharing", "dense_moe", "single_sentiment"]
 ARCH = {"d_model": 64, "n_heads": 4, "n_blocks": 1, "expert_ranks": (4, 8, 16, 32), "task_rank": 16, "dropout": 0.5}
-TRAIN = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "warmup_ratio": 0.1, "balance_weight": 3e-4}
+TRAIN = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "warmup_ratio": 0.1}  # balance weight: MMoLREConfig's 3e-4
 CONTEXT_HIDDEN = 32  # the bidirectional GRU's size per direction, per modality (--context)
 HEADLINE = ["bin_acc", "non0_acc2", "non0_f1", "has0_acc2", "has0_f1", "mae", "corr", "acc7"]
 FLOORS = {"bin_acc": 75.66, "non0_acc2": 78.06, "mae": 0.950, "corr": 0.626}
@@ -143,8 +143,8 @@ def evaluate(net: Any, split: Split, sets: list[str], ranks: tuple[int, ...] | N
     for h in hooks:
         h.remove()
     pred = np.zeros(len(split.ids), np.float32)
-    pred[order.numpy()] = out["outputs"]["sentiment"][:, 0].numpy()
-    weights = {"fusion": out["modality_weights"]["sentiment"].mean(0).tolist()}
+    pred[order.numpy()] = out.outputs["sentiment"][:, 0].numpy()
+    weights = {"fusion": out.modality_weights["sentiment"].mean(0).tolist()}
     if ranks and seen:
         r = torch.tensor(ranks, dtype=torch.float32)
         eff: dict[str, list[float]] = {}
@@ -178,7 +178,7 @@ def train_run(model_name: str, sets: list[str], seed: int, data: dict[str, Split
     else:
         net = build_model(model_name, arch)
     net.set_input_stats({m: stats[m] for m in sets})
-    step = TrainStep(net, TaskWeighting(net.tasks), "l1", TRAIN["balance_weight"])
+    step = TrainStep(net, TaskWeighting(net.config.tasks), "l1")
     decay = [p for n, p in step.named_parameters() if p.ndim >= 2 and "norm" not in n]
     no_decay = [p for n, p in step.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": TRAIN["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}], lr=TRAIN["lr"])
@@ -193,7 +193,7 @@ def train_run(model_name: str, sets: list[str], seed: int, data: dict[str, Split
     y_sent, y_pol = torch.from_numpy(tr.sentiment), torch.from_numpy(tr.binary)
     rng = np.random.default_rng(seed)
     ranks = tuple(net.config.expert_ranks) if model_name != "hard_sharing" else None
-    names = [t.name for t in net.tasks]
+    names = [t.name for t in net.config.tasks]
     best = {"valid_mae": math.inf}
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -204,8 +204,8 @@ def train_run(model_name: str, sets: list[str], seed: int, data: dict[str, Split
                 idx = torch.tensor([r for g in idx.tolist() for r in groups[g]])
             out, rows = _forward(net, tr, sets, idx, context)
             labels = {"sentiment": y_sent[rows], "polarity": y_pol[rows]}
-            parts = step.losses(out["outputs"], {k: v for k, v in labels.items() if k in names})
-            total = step.weighting(parts) + step.balance_weight * out["aux_loss"]
+            parts = step.losses(out.outputs, {k: v for k, v in labels.items() if k in names})
+            total = step.weighting(parts) + out.aux_loss
             opt.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(step.parameters(), 1.0)

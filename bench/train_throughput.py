@@ -50,8 +50,8 @@ def step_time(model: torch.nn.Module, batch: int, words: int, steps: int, warmup
     for i in range(warmup + steps):
         t = time.perf_counter()
         out = model(x, mask)
-        loss = (out["outputs"]["sentiment"][:, 0] - y_sent).abs().mean()
-        loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(out["outputs"]["emotion"], y_emo) + 3e-4 * out["aux_loss"]
+        loss = (out.outputs["sentiment"][:, 0] - y_sent).abs().mean()
+        loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(out.outputs["emotion"], y_emo) + out.aux_loss  # aux_loss: 3e-4 x the balance loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -48,6 +48,12 @@ class Manifest:
     build: dict[str, Any] = field(default_factory=dict)  # recipe, configuration, input key
     report: dict[str, Any] = field(default_factory=dict)  # drops, imputations, non-finite counts
     labels: dict[str, Any] = field(default_factory=dict)  # vocabularies (feature_schemas.labels); {} in older stores
+    split_use: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> {"select": false, "why": ...}
+
+    def fit_for_selection(self, split: str) -> tuple[bool, str]:
+        """Whether a split may select a model (best epoch, early stopping), and why not when it may not."""
+        use = self.split_use.get(split, {})
+        return bool(use.get("select", True)), str(use.get("why", ""))
 
     @property
     def emotion_classes(self) -> tuple[str, ...]:
@@ -69,6 +75,8 @@ class Manifest:
         }
         if self.labels:  # optional key (a minor addition): stores without it read as before
             d["labels"] = self.labels
+        if self.split_use:  # optional, like labels (schema_v2.json: manifest_split_use)
+            d["split_use"] = self.split_use
         return json.dumps(d, indent=2, sort_keys=True, default=_jsonable) + "\n"
 
     @classmethod
@@ -92,6 +100,7 @@ class Manifest:
                 build=d.get("build", {}),
                 report=d.get("report", {}),
                 labels=_labels(d.get("labels", {})),
+                split_use=_split_use(d.get("split_use", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise StoreError(f"{source}: malformed manifest ({e})") from None
@@ -134,6 +143,15 @@ def _labels(value: Any) -> dict[str, Any]:
     for key in ("emotion_classes", "sentiment_classes", "emotions"):
         if key in value and not (isinstance(value[key], list) and all(isinstance(c, str) for c in value[key])):
             raise ValueError(f"labels.{key} must be a list of names")
+    return value
+
+
+def _split_use(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError("split_use must map split names to objects such as {\"select\": false, \"why\": \"...\"}")
+    for split, use in value.items():
+        if not isinstance(use.get("select", True), bool):
+            raise ValueError(f"split_use.{split}.select must be true or false")
     return value
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.options import build_config, model_name, text_settings, train_config
+from flows.options import build_config, model_settings, text_settings, train_config
 from pipelines.collapse import MODES
 from pipelines.extract.registry import names as extractor_names
 
@@ -181,9 +181,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmolre.evaluation import results_json
     from mmolre.train import train
 
-    config = train_config(args.config, args.set, epochs=args.epochs, seed=args.seed, device=args.device,
-                          context=True if args.context else None, **text_settings(args.text_encoder, args.text_model))
-    results = train(args.store, args.out, model=model_name(args.model, args.task), config=config)
+    config = train_config(args.config, args.set, **model_settings(args.model, args.task), epochs=args.epochs,
+                          seed=args.seed, device=args.device, context=True if args.context else None,
+                          **text_settings(args.text_encoder, args.text_model))
+    results = train(args.store, args.out, config=config)
     if args.json:
         print(results_json(results.get("test", results)))
     else:
@@ -197,6 +198,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             if results.get("valid"):
                 print(metrics_line("valid", results["valid"]))
     print(f"run: {args.out} (report: {Path(args.out) / 'report.md'})")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from mmolre.registry import REFERENCE_TEXT, catalogue
+
+    rows = catalogue()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['name'].replace('_', '-'):<14} {r['parameters']:>10,}  {r['inputs']:<9} {_escape(r['paper'])}")
+    print(f"({REFERENCE_TEXT}; `--model single-task --task emotion`: mmolre on one task; any model takes --task)")
     return EXIT_OK
 
 
@@ -313,11 +327,9 @@ def _add_recipe_option(p: argparse.ArgumentParser, o: Any) -> None:
     flag = "--" + o.name.replace("_", "-")
     kinds = [t for t in typing.get_args(o.type) if t is not type(None)] or [o.type]
     kind, origin = kinds[0], typing.get_origin(kinds[0])
-    if kind is bool and type(None) in typing.get_args(o.type):
-        p.add_argument(flag, choices=tuple(_AUTO), default="auto", help=o.help)
-        return
-    if kind is bool:
-        p.add_argument(flag, action="store_true", help=o.help)
+    if kind is bool:  # `bool | None`: auto (None), yes, no; a plain bool: a switch
+        auto = type(None) in typing.get_args(o.type)
+        p.add_argument(flag, help=o.help, **({"choices": tuple(_AUTO), "default": "auto"} if auto else {"action": "store_true"}))
         return
     kw: dict[str, Any] = {"help": o.help, "choices": o.allowed()}
     if origin in (list, tuple):
@@ -337,6 +349,34 @@ def _add_build_commands(build: Any, recipes: Sequence[Any] | None = None) -> Non
             _add_recipe_option(p, o)
         _add_build_options(p)
         p.set_defaults(func=cmd_build, recipe=recipe)
+
+
+def _add_train_command(sub: Any) -> None:
+    """`mmolre train`: the store, the run folder, the model and its settings."""
+    p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="a registered model (`mmolre models` lists them: mmolre, hard-sharing, dense-moe, ...) or "
+                        "single-task (mmolre on --task); default: the --config's, else mmolre")
+    p.add_argument("--task", choices=("sentiment", "emotion"), default=None,
+                   help="train on this task alone (any model; the task of --model single-task, default sentiment)")
+    p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set lr=1e-3 --set arch.d_model=64 (repeatable)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--text-encoder", choices=("frozen", "finetune"), default=None,
+                   help="frozen: the store's word vectors (default); finetune: run and train a Hugging Face encoder "
+                        "over the store's words in the model (replaces the store's text set)")
+    p.add_argument("--text-model", default=None, metavar="PATH",
+                   help="local Hugging Face model folder for --text-encoder finetune (default: the packaged MiniLM)")
+    p.add_argument("--context", action="store_true",
+                   help="utterance-level stores: the model sees each utterance with the others of its video "
+                        "(a bidirectional GRU over the video, bc-LSTM style; = --set context=true)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -366,27 +406,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vision", default=None)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
-    p.add_argument("--store", required=True)
-    p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
-    p.add_argument("--model", default="mmolre", choices=("mmolre", "hard-sharing", "dense-moe", "single-task"))
-    p.add_argument("--task", choices=("sentiment", "emotion"), default=None, help="the task of a single-task model")
-    p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set lr=1e-3 --set arch.d_model=64 (repeatable)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
-    p.add_argument("--text-encoder", choices=("frozen", "finetune"), default=None,
-                   help="frozen: the store's word vectors (default); finetune: run and train a Hugging Face encoder "
-                        "over the store's words in the model (replaces the store's text set)")
-    p.add_argument("--text-model", default=None, metavar="PATH",
-                   help="local Hugging Face model folder for --text-encoder finetune (default: the packaged MiniLM)")
-    p.add_argument("--context", action="store_true",
-                   help="utterance-level stores: the model sees each utterance with the others of its video "
-                        "(a bidirectional GRU over the video, bc-LSTM style; = --set context=true)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_train)
+    _add_train_command(sub)
+
+    p = sub.add_parser("models", help="the models --model trains: name, parameters, inputs, paper")
+    p.add_argument("--json", action="store_true", help="one object per model (name, paper, inputs, defaults_from, "
+                   "summary, parameters)")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint")
     p.add_argument("--run", required=True)

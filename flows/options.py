@@ -22,12 +22,20 @@ def build_config(mode: str = "weighted", fill: str = "zeros", keep_frames: bool 
     return BuildConfig(collapse=CollapseConfig(mode=mode, fill=fill), keep_frames=keep_frames, units_per_shard=units_per_shard)
 
 
-def model_name(name: str, task: str | None = None) -> str:
-    """CLI spellings (hard-sharing, dense-moe, single-task --task emotion) -> mmolre's model names."""
-    name = name.replace("-", "_")
-    if name == "single_task":
-        return f"single_{task or 'sentiment'}"
-    return name
+def model_settings(name: str | None, task: str | None = None) -> dict[str, str | None]:
+    """`--model`/`--task` as TrainConfig settings: CLI spellings (hard-sharing) become registered names, checked
+    against the registry; a single-task run is any model with one task (`single-task` alone: mmolre)."""
+    model = None if name is None else name.replace("-", "_")
+    if model == "single_task":
+        model, task = "mmolre", task or "sentiment"
+    if model is not None:
+        from mmolre.models.contract import models
+
+        known = models()
+        if model not in known:
+            raise OptionError(f"--model {name}: unknown model; choose one of "
+                              f"{', '.join(n.replace('_', '-') for n in known)} or single-task (see `mmolre models`)")
+    return {"model": model, "tasks": json.dumps([task]) if task else None}
 
 
 def text_settings(text_encoder: str | None, text_model: str | None) -> dict[str, str | None]:
@@ -40,6 +48,11 @@ def train_config(config_file: str | None, overrides: Sequence[str] = (), **setti
     from mmolre.config import TrainConfig
 
     config = TrainConfig.load(config_file) if config_file else TrainConfig()
+    if settings.get("model"):  # the arch settings that follow are the chosen model's
+        try:
+            config = config.with_model(settings["model"])
+        except ValueError as e:
+            raise OptionError(f"--model {settings['model']}: {e}") from None
     pairs = [f"{k}={v}" for k, v in settings.items() if v is not None]
     pairs += [f"{pair.partition('=')[0]}={_yaml_text(check_override(config, pair))}" for pair in overrides]
     try:

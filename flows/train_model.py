@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.options import model_name, text_settings, train_config
+from flows.options import model_settings, text_settings, train_config
 from flows.summary import metrics_tables, plots_list
 
 
@@ -50,8 +50,8 @@ def train_mmolre(
         store: The feature store to train on, an absolute path on the machine serving this flow.
         out: The run folder (checkpoints, results.json, report.md), an absolute path on the serving machine; a
             run already there resumes from its last checkpoint.
-        model: mmolre, hard-sharing, dense-moe or single-task.
-        task_name: The task of a single-task model: sentiment or emotion.
+        model: A registered model (`mmolre models`: mmolre, hard-sharing, dense-moe, ...) or single-task.
+        task_name: Train on this task alone (sentiment or emotion); the task of a single-task model.
         config_file: A TrainConfig YAML/JSON file on the serving machine; empty: the defaults.
         overrides: TrainConfig settings as key=value (e.g. epochs=2, batch_size=16, arch.d_model=64), applied last.
         epochs: Training epochs; empty: the configuration's.
@@ -61,9 +61,9 @@ def train_mmolre(
         text_model: The encoder finetune trains, a local model folder; empty: the packaged MiniLM.
         context: Let each utterance see the others of its video (utterance-level sets; as `mmolre train --context`).
     """
-    config = train_config(config_file, overrides or [], epochs=epochs, seed=seed, device=device,
-                          context=True if context else None, **text_settings(text_encoder, text_model))
-    name = model_name(model, task_name)
+    config = train_config(config_file, overrides or [], **model_settings(model, task_name), epochs=epochs, seed=seed,
+                          device=device, context=True if context else None, **text_settings(text_encoder, text_model))
+    name = config.model
     results = train_task(store, out, name, config)
     create_markdown_artifact(metrics_markdown(results, out), key="train-mmolre-metrics", description=f"{name} on {store}")
     get_run_logger().info("run %s: best epoch %s, report %s/report.md", out, results.get("best_epoch"), out)

@@ -3,19 +3,20 @@
 Depends on feature_schemas only (never on pipelines), so a trained model needs nothing of the extraction stack.
 """
 
-from .baselines import MODEL_NAMES, HardSharing, build_model, count_parameters
+from .baselines import DenseMoE, HardSharing, build_model, count_parameters
 from .config import TrainConfig
 from .data import StoreDataset, collate, feature_stats, make_loader
 from .errors import RunError
 from .inference import evaluate, load_run, predict_segment
 from .metrics import classification_metrics, emotion_presence_metrics, sentiment_regression_metrics
 from .model import LowRankExpert, MMoLRE, MMoLREConfig, TaskAdaptiveFusion, TaskRouter, UniTSEBlock
+from .models import ModelOutput, assemble_model, models, register_model
 from .tasks import TaskSpec, infer_tasks
 from .train import train
 
 __all__ = [
-    "MODEL_NAMES", "HardSharing", "LowRankExpert", "MMoLRE", "MMoLREConfig", "RunError", "StoreDataset",
+    "DenseMoE", "HardSharing", "LowRankExpert", "MMoLRE", "MMoLREConfig", "ModelOutput", "RunError", "StoreDataset",
     "TaskAdaptiveFusion", "TaskRouter", "TaskSpec", "TrainConfig", "UniTSEBlock", "build_model", "classification_metrics",
     "collate", "count_parameters", "emotion_presence_metrics", "evaluate", "feature_stats", "infer_tasks", "load_run",
-    "make_loader", "predict_segment", "sentiment_regression_metrics", "train",
+    "assemble_model", "make_loader", "models", "predict_segment", "register_model", "sentiment_regression_metrics", "train",
 ]

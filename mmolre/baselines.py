@@ -1,16 +1,16 @@
 """Baselines trained in the same harness as MMoLRE, so every difference in the results is the architecture's.
 
-- single_sentiment / single_emotion: the MMoLRE architecture trained on one task (isolates multi-task learning).
 - hard_sharing: one shared encoder (the same encoders plus plain residual conv blocks, no experts, no routers),
   one shared pooling, one head per task (the classic multi-task baseline).
 - dense_moe: MMoLRE with full-rank experts (rank = d for every shared and task-specific expert), same count and
   routing (isolates the low-rank saving).
+- single-task: any model trained on one task is a task filter (`TrainConfig.tasks`), not a model of its own;
+  `single_sentiment` / `single_emotion`, the names older runs and benchmarks used, still resolve (`legacy_name`).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,8 +25,7 @@ from .model import (
     shift3,
     task_head,
 )
-
-MODEL_NAMES: tuple[str, ...] = ("mmolre", "dense_moe", "hard_sharing", "single_sentiment", "single_emotion")
+from .models.contract import ModelOutput, assemble_model, models, register_model
 
 
 class SharedConvBlock(nn.Module):
@@ -45,6 +44,8 @@ class SharedConvBlock(nn.Module):
         return (x + self.drop(F.linear(h, self.conv2.weight[:, :, 0], self.conv2.bias))) * m
 
 
+@register_model("hard_sharing", config=MMoLREConfig, inputs="any", paper="Caruana 1997, Multitask Learning (Machine "
+                "Learning 28): hard parameter sharing", defaults_from="MMoLRE's encoders, fusion and heads (docs/model.md)")
 class HardSharing(nn.Module):
     """One encoder and one pooling shared by every task; only the heads are task-specific."""
 
@@ -60,7 +61,7 @@ class HardSharing(nn.Module):
 
     set_input_stats = MMoLRE.set_input_stats
 
-    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Any]:
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> ModelOutput:
         feats = {}
         for m, enc in self.encoders.items():
             h = enc(x[m], mask[m])
@@ -69,34 +70,52 @@ class HardSharing(nn.Module):
             feats[m] = h.unsqueeze(0)  # (1, B, T, d)
         fused, word_w, mod_w = self.fusion(feats, mask)
         outputs = {t.name: self.heads[t.name](fused[0]).float() for t in self.tasks}
-        return {
-            "outputs": outputs,
-            "aux_loss": fused.new_zeros(()),
-            "word_weights": {t.name: word_w["shared"] for t in self.tasks},
-            "modality_weights": {t.name: mod_w["shared"] for t in self.tasks},
-        }
+        return ModelOutput(
+            outputs,
+            fused.new_zeros(()),
+            {t.name: word_w["shared"] for t in self.tasks},
+            {t.name: mod_w["shared"] for t in self.tasks},
+        )
+
+
+@register_model("dense_moe", config=MMoLREConfig, inputs="any", paper="Shazeer et al. 2017, Outrageously Large Neural "
+                "Networks: the Sparsely-Gated Mixture-of-Experts Layer (ICLR): full-rank experts",
+                defaults_from="MMoLRE's, every expert at rank d_model")
+class DenseMoE(MMoLRE):
+    """MMoLRE with every expert full-rank (rank = d): same count, routing and task experts."""
+
+    def __init__(self, cfg: MMoLREConfig) -> None:
+        super().__init__(replace(cfg, expert_ranks=(cfg.d_model,) * len(cfg.expert_ranks), task_rank=cfg.d_model))
+
+
+LEGACY_SINGLE = {"single_sentiment": "sentiment", "single_emotion": "emotion"}  # model names of runs before the registry
+
+
+def legacy_name(name: str) -> tuple[str, str | None]:
+    """(registered model, task filter) of a model name: `single_emotion` is mmolre on emotion alone."""
+    return ("mmolre", LEGACY_SINGLE[name]) if name in LEGACY_SINGLE else (name, None)
 
 
 def model_tasks(name: str, cfg: MMoLREConfig) -> MMoLREConfig:
-    """The configuration a named model trains with (single-task models keep only their task)."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    if name.startswith("single_"):
-        task = name.removeprefix("single_")
-        kept = tuple(t for t in cfg.tasks if t.name == task)
-        if not kept:
-            have = ", ".join(t.name for t in cfg.tasks) or "none"
-            raise ValueError(f"model {name!r} needs {task} labels; the store has tasks: {have}")
-        return replace(cfg, tasks=kept)
-    if name == "dense_moe":
-        return replace(cfg, expert_ranks=(cfg.d_model,) * len(cfg.expert_ranks), task_rank=cfg.d_model)
-    return cfg
+    """`cfg` with only the task a legacy single-task name keeps (unchanged for a registered name)."""
+    _, task = legacy_name(name)
+    if task is None:
+        return cfg
+    kept = tuple(t for t in cfg.tasks if t.name == task)
+    if not kept:
+        have = ", ".join(t.name for t in cfg.tasks) or "none"
+        raise ValueError(f"model {name!r} needs {task} labels; the store has tasks: {have}")
+    return replace(cfg, tasks=kept)
 
 
 def build_model(name: str, cfg: MMoLREConfig) -> nn.Module:
-    """A model by name (see MODEL_NAMES), configured for `cfg`'s modalities and tasks."""
-    cfg = model_tasks(name, cfg)
-    return HardSharing(cfg) if name == "hard_sharing" else MMoLRE(cfg)
+    """`assemble_model`, also for the legacy single-task names (benchmarks and older runs)."""
+    return assemble_model(legacy_name(name)[0], model_tasks(name, cfg))
+
+
+def model_names() -> tuple[str, ...]:
+    """Every registered model, then the legacy single-task names."""
+    return (*models(), *LEGACY_SINGLE)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

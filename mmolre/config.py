@@ -1,8 +1,10 @@
 """Training configuration: one typed dataclass with working defaults, loadable from YAML or JSON.
 
-    arch:                # model hyperparameters (mmolre.model.MMoLREConfig); modalities and tasks come from the store
+    model: mmolre        # any registered model (`mmolre models`)
+    arch:                # its hyperparameters (for mmolre: mmolre.model.MMoLREConfig); modalities and tasks come from the store
       d_model: 128
       expert_ranks: [8, 16, 32, 64]
+    tasks: [sentiment]   # a single-task run: any model on one task
     epochs: 30
     select_metric: sentiment/mae
 
@@ -14,15 +16,18 @@ so it describes the run and `--config RUN/config.json` trains the same model aga
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .model import MMoLREConfig
+from .baselines import legacy_name
+from .models.contract import model_info
+from .registry import config_from_dict, config_to_dict, default_config
 
 
 @dataclass
 class TrainConfig:
+    model: str = "mmolre"  # a registered model (`mmolre models`); single-task runs filter `tasks`
     # data
     feature_sets: list[str] | None = None  # None: the word-level sets (else the utterance-level ones); name both to mix
     tasks: list[str] | None = None  # None: every task the store's labels support
@@ -45,7 +50,6 @@ class TrainConfig:
     sentiment_loss: str = "l1"  # l1 (MMSA's choice) | mse | smooth_l1, for regression
     task_weighting: str = "fixed"  # fixed | uncertainty (Kendall et al. 2018)
     task_weights: dict[str, float] = field(default_factory=dict)  # fixed weights; missing tasks weigh 1
-    balance_weight: float = 3e-4  # load-balancing loss weight (MLoRE's value)
     pos_weight: bool = False  # weigh positive emotion labels by their rarity (multi-label BCE)
     class_weights: bool = False  # weigh classes by inverse frequency (multi-class CE)
     # text encoder: frozen = the store's word vectors; finetune = a Hugging Face encoder run (and trained) in the model
@@ -69,11 +73,19 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, benchmarks)
     stop_after_epochs: int | None = None  # leave after this many epochs in this invocation (time-sliced jobs)
     progress: bool = True
-    arch: MMoLREConfig = field(default_factory=MMoLREConfig)
+    arch: Any = None  # the model's config dataclass (a dict of its settings is converted); None: its defaults
 
     def __post_init__(self) -> None:
-        if isinstance(self.arch, dict):
-            self.arch = MMoLREConfig.from_dict(self.arch)
+        name, task = legacy_name(self.model)
+        if task is not None:  # single_sentiment / single_emotion: mmolre on that task
+            self.model, self.tasks = name, list(self.tasks or [task])
+        info = model_info(self.model)
+        if self.arch is None:
+            self.arch = default_config(self.model)
+        elif isinstance(self.arch, dict):
+            self.arch = config_from_dict(self.model, self.arch)
+        elif not isinstance(self.arch, info.config):
+            raise ValueError(f"arch is a {type(self.arch).__name__}; model {self.model!r} takes a {info.config.__name__}")
         checks = {
             "sentiment_target": ("auto", "regression", "classes"),
             "emotion_target": ("auto", "presence", "classes"),
@@ -91,11 +103,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["arch"] = self.arch.to_dict()
+        d["arch"] = config_to_dict(self.arch)
         return d
+
+    def with_model(self, name: str) -> TrainConfig:
+        """This configuration for another model: its arch kept when that model takes the same config class, else
+        the new model's defaults (refused when this arch was changed from its defaults: those settings would be lost)."""
+        new, task = legacy_name(name)
+        tasks = list(self.tasks or [task]) if task else self.tasks
+        if new == self.model or isinstance(self.arch, model_info(new).config):
+            return replace(self, model=new, tasks=tasks)
+        if self.arch != default_config(self.model):
+            raise ValueError(f"arch settings are for model {self.model!r} ({type(self.arch).__name__}); "
+                             f"model {new!r} takes a {model_info(new).config.__name__}: set model first, then its arch")
+        return replace(self, model=new, tasks=tasks, arch=None)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        d = _migrated(d)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -127,7 +152,12 @@ class TrainConfig:
         """Apply `key=value` strings (value parsed as YAML; `arch.key=value` for the model)."""
         import yaml
 
-        d = self.to_dict()
+        config = self
+        for pair in pairs:  # a new model first: the arch settings that follow are its own
+            key, _, value = pair.partition("=")
+            if key == "model":
+                config = config.with_model(str(yaml.safe_load(value)))
+        d = config.to_dict()
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep:
@@ -144,3 +174,15 @@ class TrainConfig:
                     pass
             target[leaf] = parsed
         return TrainConfig.from_dict(d, source="overrides")
+
+
+def _migrated(d: dict[str, Any]) -> dict[str, Any]:
+    """Settings of configurations written before the model registry: `balance_weight` moved into mmolre's arch."""
+    if "balance_weight" not in d:
+        return d
+    d = dict(d)
+    weight = d.pop("balance_weight")
+    if isinstance(d.get("arch") or {}, dict) and d.get("model", "mmolre") in ("mmolre", "dense_moe", "single_sentiment",
+                                                                            "single_emotion"):
+        d["arch"] = {**(d.get("arch") or {}), "balance_weight": weight}
+    return d

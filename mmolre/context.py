@@ -20,8 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .baselines import build_model
-from .model import MMoLREConfig
+from .models.contract import ModelOutput, assemble_model
 
 UTTERANCES = "_utterances"  # the key of mask that marks real utterances in a batch of videos
 
@@ -29,17 +28,17 @@ UTTERANCES = "_utterances"  # the key of mask that marks real utterances in a ba
 class VideoContext(nn.Module):
     """A wrapped model that sees each utterance together with the other utterances of its video."""
 
-    def __init__(self, build: Callable[[MMoLREConfig], nn.Module], cfg: MMoLREConfig, hidden: int = 32) -> None:
+    def __init__(self, build: Callable[[Any], nn.Module], cfg: Any, hidden: int = 32) -> None:
         super().__init__()
         self.hidden = hidden
-        self.mods = cfg.modalities
+        self.mods = list(cfg.input_dims)
         self.mean = nn.ParameterDict({m: nn.Parameter(torch.zeros(d), requires_grad=False) for m, d in cfg.input_dims.items()})
         self.std = nn.ParameterDict({m: nn.Parameter(torch.ones(d), requires_grad=False) for m, d in cfg.input_dims.items()})
         self.gru = nn.ModuleDict({m: nn.GRU(d, hidden, batch_first=True, bidirectional=True) for m, d in cfg.input_dims.items()})
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(getattr(cfg, "dropout", 0.1))
         inner = replace(cfg, input_dims={m: d + 2 * hidden for m, d in cfg.input_dims.items()})
         self.model = build(inner)
-        self.config, self.tasks = self.model.config, self.model.tasks
+        self.config = self.model.config
 
     def set_input_stats(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Training-set statistics standardise before the GRU; the wrapped model's own stay the identity."""
@@ -48,7 +47,11 @@ class VideoContext(nn.Module):
                 self.mean[m].data.copy_(torch.as_tensor(mean, dtype=torch.float32))
                 self.std[m].data.copy_(torch.as_tensor(std, dtype=torch.float32))
 
-    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Any]:
+    def label_loss(self, out: ModelOutput, batch: dict[str, Any]) -> Tensor | None:
+        fn = getattr(self.model, "label_loss", None)
+        return fn(out, batch) if fn is not None else None
+
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> ModelOutput:
         utt = mask[UTTERANCES]  # (V, L)
         lengths = utt.sum(dim=1).clamp(min=1).cpu()
         flat_x, flat_mask = {}, {}
@@ -99,6 +102,6 @@ def as_videos(batch: dict[str, Any]) -> dict[str, Any]:
     return {**batch, "x": x, "mask": mask}
 
 
-def wrap_in_context(model_name: str, arch: MMoLREConfig, hidden: int) -> nn.Module:
-    """`model_name` built for `arch` (the store's input dims) inside a `VideoContext`."""
-    return VideoContext(lambda cfg: build_model(model_name, cfg), arch, hidden=hidden)
+def wrap_in_context(model_name: str, arch: Any, hidden: int) -> nn.Module:
+    """The registered `model_name` built for `arch` (the store's input dims) inside a `VideoContext`."""
+    return VideoContext(lambda cfg: assemble_model(model_name, cfg), arch, hidden=hidden)

@@ -81,7 +81,7 @@ def predict_split(
     """Predictions, truths and mean unweighted losses of every task over a whole split."""
     was_training = model.training
     model.eval()
-    tasks: list[TaskSpec] = list(model.tasks)
+    tasks: list[TaskSpec] = list(model.config.tasks)
     ids: list[str] = []
     preds: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
     truths: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
@@ -93,7 +93,7 @@ def predict_split(
     for batch in loader:
         x, mask, labels = to_device(as_videos(batch), device)
         with autocast(device, amp):
-            out = model(x, mask)["outputs"]
+            out = model(x, mask).outputs
         ids += batch["segment_id"]
         for t in tasks:
             loss, n = task_loss(t, out[t.name].float(), labels[t.name], regression_loss)

@@ -16,7 +16,7 @@ from feature_schemas import Store, StoreError, coverage_column
 from feature_schemas.manifest import read_manifest
 from feature_schemas.storage import display, is_url
 
-from .baselines import build_model
+from .baselines import legacy_name, model_tasks
 from .checkpoint import load_checkpoint, load_weights
 from .config import TrainConfig
 from .context import wrap_in_context
@@ -24,7 +24,8 @@ from .data import StoreDataset
 from .distributed import resolve_device
 from .errors import RunError
 from .evaluation import predict_split, score, task_predictions
-from .model import MMoLREConfig
+from .models.contract import ModelOutput, assemble_model
+from .registry import config_from_dict
 from .text_encoder import TOKENIZER_DIR, FinetunedText, encode_words, load_encoder, load_tokenizer
 
 Run = tuple[nn.Module, TrainConfig, dict[str, Any]]
@@ -40,11 +41,12 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
         raise RunError(f"{run}: no best.pt; is this a finished training run directory?")
     ck = load_checkpoint(path, map_location="cpu")
     try:
-        arch = MMoLREConfig.from_dict(ck["arch"])
-        name = ck["model_name"]  # read first: a checkpoint without it is named as incomplete for that key
+        # legacy single-task names (single_emotion) are mmolre on one task; the arch records that task
+        name, _ = legacy_name(ck["model_name"])
+        arch = model_tasks(ck["model_name"], config_from_dict(name, ck["arch"], source=str(path)))
         config = TrainConfig.from_dict(ck["config"], source=str(path))
         # a context run's weights are those of the model inside its video-context wrapper
-        model = wrap_in_context(name, arch, config.context_hidden) if config.context else build_model(name, arch)
+        model = wrap_in_context(name, arch, config.context_hidden) if config.context else assemble_model(name, arch)
         meta = {"feature_sets": list(ck["feature_sets"]), "store": ck["store"], "epoch": ck["epoch"],
                 "max_len": ck["max_len"], "truncate": ck["truncate"]}
     except KeyError as e:
@@ -144,7 +146,7 @@ def evaluate(run: str | Path, split: str = "test", store: str | Path | None = No
             continue  # read as words by the run's own encoder
         if s.feature_sets[m].dim != meta["arch"]["input_dims"][m]:
             raise StoreError(f"{s.location}: feature set {m!r} has {s.feature_sets[m].dim} dims, the run expects {meta['arch']['input_dims'][m]}")
-    ds = StoreDataset(store, split, meta["feature_sets"], model.tasks, meta["max_len"], meta["truncate"], **meta["dataset_kwargs"])
+    ds = StoreDataset(store, split, meta["feature_sets"], model.config.tasks, meta["max_len"], meta["truncate"], **meta["dataset_kwargs"])
     preds = predict_split(model, ds, dev, max(64, config.batch_size), 0, config.amp, config.sentiment_loss)
     return {"run": str(run), "store": s.location, "store_manifest_sha256": s.manifest_sha256,
             "split": split, "n": len(preds["segment_id"]), "metrics": score(preds)}
@@ -240,12 +242,12 @@ def _segment_inputs(words_features: dict[str, np.ndarray], meta: dict[str, Any],
     return _SegmentInputs(x, mask, W, keep, utterance)
 
 
-def _explained(model: nn.Module, out: dict[str, Any], sets: list[str], seg: _SegmentInputs) -> dict[str, Any]:
+def _explained(model: nn.Module, out: ModelOutput, sets: list[str], seg: _SegmentInputs) -> dict[str, Any]:
     """The predictions, and per task the modality weights, word weights and each word's contribution."""
     W, keep = seg.n_words, seg.keep
     result: dict[str, Any] = {"words": W, "used_words": keep.tolist(), "tasks": {}}
-    for t in model.tasks:
-        p = task_predictions(t, out["outputs"][t.name])[0]
+    for t in model.config.tasks:
+        p = task_predictions(t, out.outputs[t.name])[0]
         if t.name == "sentiment":
             if t.kind == "regression":
                 result["sentiment"] = float(p)
@@ -256,14 +258,17 @@ def _explained(model: nn.Module, out: dict[str, Any], sets: list[str], seg: _Seg
             result["emotions"] = {c: float(v) for c, v in zip(t.classes, p, strict=True)}
             if t.kind == "multiclass":
                 result["emotion"] = t.classes[int(np.argmax(p))]
-        mw = out["modality_weights"][t.name][0].float().cpu().numpy()
+        if t.name not in out.modality_weights:  # a model without attention weights explains nothing per word
+            result["tasks"][t.name] = {"modality_weights": {}, "word_weights": {}, "word_contribution": []}
+            continue
+        mw = out.modality_weights[t.name][0].float().cpu().numpy()
         per_word, contrib = {}, np.zeros(W)
         for j, m in enumerate(sets):
             if m in seg.utterance:  # no words to weigh: the modality weight says how much it counted
                 per_word[m] = []
                 continue
             w = np.zeros(W)
-            w[keep] = out["word_weights"][t.name][m][0, : len(keep)].float().cpu().numpy()
+            w[keep] = out.word_weights[t.name][m][0, : len(keep)].float().cpu().numpy()
             per_word[m] = w.tolist()
             contrib += mw[j] * w
         result["tasks"][t.name] = {

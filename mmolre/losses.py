@@ -7,11 +7,13 @@ distributed training never sees an unused parameter.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models.contract import ModelOutput
 from .tasks import TaskSpec
 
 
@@ -67,21 +69,21 @@ class TaskWeighting(nn.Module):
 
 
 class TrainStep(nn.Module):
-    """The model plus its losses, so one (possibly DistributedDataParallel-wrapped) module returns the loss."""
+    """The model plus its losses, so one (possibly DistributedDataParallel-wrapped) module returns the loss:
+    the weighted task losses, plus the model's `aux_loss`, plus its `label_loss(out, batch)` where it has one."""
 
     def __init__(
         self,
         model: nn.Module,
         weighting: TaskWeighting,
         regression: str = "l1",
-        balance_weight: float = 0.0,
         pos_weight: dict[str, Tensor] | None = None,
         class_weight: dict[str, Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.model, self.weighting = model, weighting
-        self.tasks: list[TaskSpec] = list(model.tasks)
-        self.regression, self.balance_weight = regression, balance_weight
+        self.tasks: list[TaskSpec] = list(model.config.tasks)
+        self.regression = regression
         for name, t in (pos_weight or {}).items():
             self.register_buffer(f"pos_weight_{name}", t)
         for name, t in (class_weight or {}).items():
@@ -100,8 +102,15 @@ class TrainStep(nn.Module):
             for t in self.tasks
         }
 
-    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor], labels: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        out = self.model(x, mask)
-        parts = self.losses(out["outputs"], labels)
-        total = self.weighting(parts) + self.balance_weight * out["aux_loss"]
-        return total, {**{k: v.detach() for k, v in parts.items()}, "aux": out["aux_loss"].detach()}
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor], labels: dict[str, Tensor],
+                batch: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """`batch`: the collated batch (segment_id, labels on the device, ...) a model's `label_loss` reads."""
+        out: ModelOutput = self.model(x, mask)
+        parts = self.losses(out.outputs, labels)
+        aux = out.aux_loss
+        label_loss = getattr(self.model, "label_loss", None)
+        extra = label_loss(out, {**(batch or {}), "labels": labels}) if label_loss is not None else None
+        if extra is not None:
+            aux = aux + extra
+        total = self.weighting(parts) + aux
+        return total, {**{k: v.detach() for k, v in parts.items()}, "aux": aux.detach()}

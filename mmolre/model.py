@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models.contract import ModelOutput, register_model
 from .tasks import TaskSpec
 
 
@@ -51,6 +52,7 @@ class MMoLREConfig:
     top_k: int | None = None  # keep the k largest router weights per word (None: dense softmax)
     noisy_gating: bool = False  # Gaussian noise on router logits while training (Shazeer et al.)
     dropout: float = 0.1
+    balance_weight: float = 3e-4  # weight of the routers' load-balancing loss in aux_loss (MLoRE's value)
 
     def __post_init__(self) -> None:
         self.expert_ranks = tuple(int(r) for r in self.expert_ranks)
@@ -303,10 +305,14 @@ def task_head(d: int, out_dim: int, dropout: float) -> nn.Module:
 # the model
 
 
+@register_model("mmolre", config=MMoLREConfig, inputs="any", paper="Multi-task Mixture of Low-Rank Experts for "
+                "sentiment and emotion (arXiv 2505.14143)", defaults_from="docs/model.md (N, ranks and fusion: our choice)")
 class MMoLRE(nn.Module):
-    """The whole model. forward(x, mask) with x[m] (B, T, D_m) and mask[m] (B, T) per modality returns a dict:
-    outputs[task] (B, out_dim) raw scores (regression value / logits), aux_loss (load balancing, averaged over
-    blocks), word_weights[task][m] (B, T), modality_weights[task] (B, M)."""
+    """Multi-task mixture of low-rank experts: per-task routers over shared low-rank experts, task-adaptive fusion.
+
+    forward(x, mask) with x[m] (B, T, D_m) and mask[m] (B, T) per modality returns a ModelOutput: outputs[task]
+    (B, out_dim) raw scores (regression value / logits), aux_loss (balance_weight x the load-balancing loss averaged
+    over blocks; the unweighted loss is extras["balance"]), word_weights[task][m] (B, T), modality_weights[task] (B, M)."""
 
     def __init__(self, cfg: MMoLREConfig) -> None:
         super().__init__()
@@ -328,7 +334,7 @@ class MMoLRE(nn.Module):
     def encode(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Tensor]:
         return {m: self.encoders[m](x[m], mask[m]) for m in self.encoders}  # (B, T_m, d)
 
-    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Any]:
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> ModelOutput:
         h = self.encode(x, mask)
         K = len(self.tasks)
         feats, aux = {}, []
@@ -340,5 +346,5 @@ class MMoLRE(nn.Module):
             feats[m] = xs
         fused, word_w, mod_w = self.fusion(feats, mask)  # (K, B, d)
         outputs = {t.name: self.heads[t.name](fused[k]).float() for k, t in enumerate(self.tasks)}
-        aux_loss = torch.stack(aux).mean() if aux else fused.new_zeros(())
-        return {"outputs": outputs, "aux_loss": aux_loss, "word_weights": word_w, "modality_weights": mod_w}
+        balance = torch.stack(aux).mean() if aux else fused.new_zeros(())
+        return ModelOutput(outputs, self.config.balance_weight * balance, word_w, mod_w, {"balance": balance})

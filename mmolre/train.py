@@ -30,7 +30,7 @@ from tqdm import tqdm
 from feature_schemas import Store, StoreError, atomic_write_text
 from feature_schemas.storage import display, is_url
 
-from .baselines import build_model, count_parameters
+from .baselines import count_parameters, legacy_name
 from .checkpoint import check_inputs, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .context import as_videos, wrap_in_context
@@ -58,6 +58,8 @@ from .evaluation import (
 )
 from .losses import TaskWeighting, TrainStep
 from .metrics import lower_is_better
+from .models.contract import assemble_model
+from .registry import config_to_dict, placed
 from .report import write_plots, write_report
 from .tasks import TaskSpec, infer_tasks
 from .text_encoder import (
@@ -227,12 +229,16 @@ def _param_checksum(module: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum().item() for p in module.parameters()))
 
 
-def train(store: str | Path, out: str | Path, model: str = "mmolre", config: TrainConfig | None = None) -> dict[str, Any]:
-    """Train `model` on `store`, writing checkpoints, results.json, plots and report.md into `out`.
+def train(store: str | Path, out: str | Path, model: str | None = None, config: TrainConfig | None = None) -> dict[str, Any]:
+    """Train `model` (any registered model; default: `config.model`) on `store`, writing checkpoints, results.json,
+    plots and report.md into `out`.
 
     `store` may be a URL (`s3://bucket/prefix`): batches stream from object storage, nothing is copied locally.
     Returns the results dict (also on non-main distributed ranks, where it lacks evaluation)."""
     cfg = config or TrainConfig()
+    if model is not None:
+        cfg = cfg.with_model(model)
+    model = cfg.model
     store, out = (store if is_url(store) else Path(store).resolve()), Path(out)
     ctx = init_from_env(cfg.device)
     try:
@@ -249,7 +255,7 @@ class _Model:
     splits: list[str]
     feature_sets: list[str]
     dropped: dict[str, str]  # feature sets left out, and why
-    arch: Any  # the architecture actually trained (MMoLREConfig)
+    arch: Any  # the architecture actually trained (the model's config dataclass)
     cfg: TrainConfig  # as config.json and the checkpoints record it
     net: torch.nn.Module
     text: Any  # (encoder, tokenizer, text set) when the text encoder is fine-tuned, else None
@@ -277,6 +283,12 @@ class _Selection:
     select: str
     keep_last: bool  # a fixed number of epochs: the last one is kept, valid is only reported
     minimize: bool
+    valid_fit: bool = True  # what the store's manifest says of its valid split (split_use)
+    why: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"select_metric": "last" if self.keep_last else self.select, "valid_fit_for_selection": self.valid_fit,
+                **({"why": self.why} if self.why else {})}
 
 
 def _build_model(store: Path | str, model_name: str, cfg: TrainConfig, ctx: DistContext) -> _Model:
@@ -295,9 +307,8 @@ def _build_model(store: Path | str, model_name: str, cfg: TrainConfig, ctx: Dist
     input_dims = {m: store_obj.feature_sets[m].dim for m in feature_sets}
     if text is not None:  # the encoder's pooled word vectors replace the store's text set
         input_dims[text[2]] = int(text[0].config.hidden_size)
-    arch = replace(cfg.arch, input_dims=input_dims, tasks=tasks)
-    net = build_model(model_name, arch)  # fits the tasks to the model (single-task models keep one)
-    arch = net.config
+    net = assemble_model(model_name, placed(cfg.arch, input_dims, tasks))
+    arch = net.config  # as the model resolved it (dense_moe's full ranks)
     if cfg.context:  # arch keeps the store's input dims (what checkpoints check); the wrapper widens its model's
         check_context(store_obj, feature_sets, cfg, ctx)
         net = wrap_in_context(model_name, arch, cfg.context_hidden)
@@ -331,7 +342,7 @@ def _optimisation(store: Path | str, m: _Model, ctx: DistContext) -> _Optimisati
             log.warning("%s: %s", display(store), m.notes[-1])
     pos_w, cls_w = _label_weights(train_ds, cfg)
     weighting = TaskWeighting(arch.tasks, cfg.task_weighting, cfg.task_weights)
-    step_module = TrainStep(m.net, weighting, cfg.sentiment_loss, cfg.balance_weight, pos_w, cls_w).to(ctx.device)
+    step_module = TrainStep(m.net, weighting, cfg.sentiment_loss, pos_w, cls_w).to(ctx.device)
     optimizer = _optimizer(step_module, cfg)
     steps_per_epoch = max(1, len(video_loader) if video_loader is not None else train_ds.min_batches_per_epoch(cfg.batch_size, cfg.num_workers))
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
@@ -345,6 +356,19 @@ def _selection(store: Path | str, m: _Model, has_valid: bool) -> _Selection:
     """The selection metric and its direction; without a valid split the last epoch is kept (noted, as is a
     missing test split)."""
     select = m.cfg.select_metric
+    valid_fit, why = m.store_obj.manifest.fit_for_selection("valid")
+    if has_valid and not valid_fit:  # the store's recipe says valid cannot be trusted to select on
+        note = None
+        if select == "auto":
+            select = "last"
+            note = (f"the store marks its valid split unfit for model selection ({why}): trained a fixed "
+                    f"{m.cfg.epochs} epochs and kept the last (select_metric=last); valid is reported only")
+        elif select != "last":
+            note = (f"select_metric={select} selects on a valid split the store marks unfit for it ({why}): "
+                    "the test figures of the epoch it picks are optimistic")
+        if note:
+            m.notes.append(note)
+            log.warning("%s: %s", display(store), note)
     keep_last = select == "last"
     minimize = lower_is_better(select if select not in ("auto", "last") else "loss")
     if not has_valid:
@@ -355,7 +379,7 @@ def _selection(store: Path | str, m: _Model, has_valid: bool) -> _Selection:
     if "test" not in m.splits:
         m.notes.append("no test split: the run is not tested (no test metrics)")
         log.warning("%s: %s", display(store), m.notes[-1])
-    return _Selection(select, keep_last, minimize)
+    return _Selection(select, keep_last, minimize, valid_fit, why)
 
 
 def _resume(last_path: Path, store: Path | str, model_name: str, m: _Model, o: _Optimisation,
@@ -364,7 +388,7 @@ def _resume(last_path: Path, store: Path | str, model_name: str, m: _Model, o: _
     if not (m.cfg.resume and last_path.is_file()):
         return None
     ck = load_checkpoint(last_path, map_location=ctx.device)
-    if ck.get("model_name") != model_name:
+    if legacy_name(str(ck.get("model_name")))[0] != model_name:
         raise RunError(f"{last_path}: a checkpoint of {ck.get('model_name')!r}, not {model_name!r}; use another output directory")
     check_inputs(last_path, ck, m.feature_sets, m.arch.input_dims, m.store_obj.location)
     load_weights(o.step_module, ck["train_step"], last_path)
@@ -397,7 +421,7 @@ def _train_epoch(m: _Model, o: _Optimisation, ctx: DistContext, state: dict[str,
     for batch in bar:
         x, mask, labels = to_device(as_videos(batch), device)
         with autocast(device, cfg.amp):
-            total, parts = o.trainer(x, mask, labels)
+            total, parts = o.trainer(x, mask, labels, {"segment_id": batch["segment_id"]})
         o.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if cfg.grad_clip:
@@ -414,7 +438,7 @@ def _train_epoch(m: _Model, o: _Optimisation, ctx: DistContext, state: dict[str,
     means = (sums / max(1, n_batches)).tolist()
     row: dict[str, Any] = {
         "epoch": epoch + 1, "step": state["step"], "lr": o.scheduler.get_last_lr()[0], "train_loss": means[0],
-        **{f"train_loss/{t.name}": means[i + 1] for i, t in enumerate(arch.tasks)}, "train_balance": means[-1],
+        **{f"train_loss/{t.name}": means[i + 1] for i, t in enumerate(arch.tasks)}, "train_aux": means[-1],
         "train_samples": global_samples, "train_seconds": seconds, "samples_per_s": global_samples / max(seconds, 1e-9),
     }
     return row, n_batches
@@ -448,7 +472,7 @@ def _judge_epoch(m: _Model, o: _Optimisation, rule: _Selection, ctx: DistContext
 
 
 def _results(store: Path | str, out: Path, model_name: str, m: _Model, ctx: DistContext, state: dict[str, Any],
-             timing: dict[str, float], status: str) -> dict[str, Any]:
+             timing: dict[str, float], status: str, rule: _Selection) -> dict[str, Any]:
     """Throughput, parameter checksums and, on the main rank, the test scores and files (`_finish`)."""
     cfg, device = m.cfg, ctx.device
     results: dict[str, Any] = {"model": model_name, "status": status, "world_size": ctx.world_size, "rank": ctx.rank}
@@ -463,7 +487,7 @@ def _results(store: Path | str, out: Path, model_name: str, m: _Model, ctx: Dist
     results["param_checksums"] = gather_objects(ctx, _param_checksum(m.net))  # equal on every rank when DDP kept them in sync
     if ctx.is_main:
         extra = {"world_size": ctx.world_size, "param_checksums": results["param_checksums"], "warnings": m.notes,
-                 "dropped_feature_sets": m.dropped}
+                 "dropped_feature_sets": m.dropped, "selection": rule.to_dict()}
         results.update(_finish(store, m.store_obj, out, model_name, cfg, m.net, state, m.feature_sets, m.arch, device,
                                throughput, status, extra, m.ds_text))
     return results
@@ -488,7 +512,7 @@ def _train(store: Path | str, out: Path, model_name: str, cfg: TrainConfig, ctx:
     epochs_this_run = 0
     status = "completed"
     meta = {
-        "model_name": model_name, "arch": m.arch.to_dict(), "feature_sets": m.feature_sets, "store": m.store_obj.location,
+        "model_name": model_name, "arch": config_to_dict(m.arch), "feature_sets": m.feature_sets, "store": m.store_obj.location,
         "max_len": cfg.max_len, "truncate": cfg.truncate, "checkpoint_version": CHECKPOINT_VERSION,
         "text_encoder": cfg.text_encoder, "text_set": m.text[2] if m.text is not None else None,
     }
@@ -525,7 +549,7 @@ def _train(store: Path | str, out: Path, model_name: str, cfg: TrainConfig, ctx:
 
     if state.get("stopped"):
         status = "early_stopped"
-    results = _results(store, out, model_name, m, ctx, state, timing, status)
+    results = _results(store, out, model_name, m, ctx, state, timing, status, rule)
     barrier(ctx)
     return results
 
@@ -552,7 +576,7 @@ def _finish(
     results: dict[str, Any] = {
         "model": model_name, "run": str(out.resolve()),
         "store": {"path": store_obj.location, "manifest_sha256": store_obj.manifest_sha256},
-        "store_name": store_obj.manifest.name, "feature_sets": feature_sets, "arch": arch.to_dict(),
+        "store_name": store_obj.manifest.name, "feature_sets": feature_sets, "arch": config_to_dict(arch),
         "splits": {s: store_obj.manifest.rows("segments", s) for s in store_obj.splits()},
         "tasks": [t.to_dict() for t in arch.tasks], "config": cfg.to_dict(), "parameters": count_parameters(net),
         "params": {"total": sum(p.numel() for p in net.parameters()),
@@ -588,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mmolre.train", description="Train MMoLRE or a baseline on a feature store.")
     ap.add_argument("store")
     ap.add_argument("out")
-    ap.add_argument("--model", default="mmolre")
+    ap.add_argument("--model", default=None, help="a registered model (`mmolre models`); default: the config's (mmolre)")
     ap.add_argument("--config", help="YAML or JSON TrainConfig")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override settings, e.g. epochs=5 arch.d_model=64")
     args = ap.parse_args(argv)

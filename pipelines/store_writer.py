@@ -138,7 +138,7 @@ def plan_shards(
             "schema": SCHEMA_VERSION,
             "config": config.to_dict(),
             "feature_sets": [fs.to_dict() for fs in feature_sets],
-            "build": build_info,
+            "build": {k: v for k, v in build_info.items() if k != "split_use"},  # says how to use splits, shapes no byte
         },
         sort_keys=True,
         default=str,
@@ -486,7 +486,7 @@ def _canonical(value: Any) -> str:
 def recipe_identity(build: dict[str, Any]) -> dict[str, Any]:
     """What makes two builds "the same store": the recipe and its configuration, not the inputs (new inputs
     extend a store) nor the writer's settings (a new collapse mode rewrites the shards in place)."""
-    return {k: v for k, v in build.items() if k not in (*INPUT_KEYS, *RESUME_KEYS, "labels")}  # labels come from the rows
+    return {k: v for k, v in build.items() if k not in (*INPUT_KEYS, *RESUME_KEYS, "labels", "split_use")}  # labels come from the rows
 
 
 def _read_plan(d: StoreDir) -> dict[str, Any] | None:
@@ -649,13 +649,14 @@ class StoreBuild:
                 name=self.name,
                 feature_sets={fs.name: fs for fs in self.feature_sets},
                 files={rel: self._file_entry(rel, e) for r in records for rel, e in r.files.items()},
-                build={**{k: v for k, v in self.build_info.items() if k != "labels"},  # labels: stored once, below
+                build={**{k: v for k, v in self.build_info.items() if k not in ("labels", "split_use")},  # stored once, below
                        "writer": self.config.to_dict(),  # "config" stays the recipe's
                        "shards": {r.shard_id: r.key for r in records},  # what a rerun compares: no _build/ needed
                        "shard_counters": {r.shard_id: r.counters for r in records if r.counters},
                        "shard_notes": {r.shard_id: r.notes for r in records if r.notes}},
                 report=_merge_report(report, records),
                 labels=dict(self.build_info.get("labels") or {}),  # the recipe's label vocabularies (feature_schemas.labels)
+                split_use=dict(self.build_info.get("split_use") or {}),  # what the recipe says each split is fit for
             )
             _check_build(self.files, records, manifest.report)
             if isinstance(self.lock, ObjectLock):

@@ -205,7 +205,7 @@ def test_save_load_round_trip_gives_identical_predictions(store: Path, bert: Pat
     assert enc_keys and any(not torch.equal(best["model"][k], before[k.removeprefix("text_encoder.")])
                             for k in enc_keys if k.removeprefix("text_encoder.") in before)  # fine-tuned weights saved
     model, _config, meta = load_run(run)
-    ds = StoreDataset(store, "test", meta["feature_sets"], model.tasks, meta["max_len"], meta["truncate"], **meta["dataset_kwargs"])
+    ds = StoreDataset(store, "test", meta["feature_sets"], model.config.tasks, meta["max_len"], meta["truncate"], **meta["dataset_kwargs"])
     preds = predict_split(model, ds, torch.device("cpu"), amp="off")
     saved = pd.read_csv(run / "predictions_test.csv").set_index("segment_id")
     got = pd.Series(np.asarray(preds["sentiment"]["pred"]), index=preds["segment_id"])

@@ -163,7 +163,7 @@ def test_every_model_takes_utterance_sets_beside_word_sets(store: Path, tmp_path
     dims = {m: int(v.shape[-1]) for m, v in x.items()}
     for name in ("mmolre", "hard_sharing", "dense_moe", "single_sentiment"):
         out = build_model(name, MMoLREConfig(input_dims=dims, tasks=tasks, **TINY_ARCH))(x, mask)
-        assert out["outputs"]["sentiment"].shape == (5, 1) and out["modality_weights"]["sentiment"].shape == (5, 3)
+        assert out.outputs["sentiment"].shape == (5, 1) and out.modality_weights["sentiment"].shape == (5, 3)
 
 
 def test_hf_datasets_mmsa_export_and_inspect(store: Path, tmp_path: Path) -> None:
@@ -279,7 +279,7 @@ def test_video_context_lets_an_utterance_see_only_its_own_video() -> None:
             vx, vmask, order = video_batch(x, mask, videos_of(ids))
             out = torch.zeros(5)
             with torch.no_grad():
-                out[order] = net(vx, vmask)["outputs"]["sentiment"][:, 0]
+                out[order] = net(vx, vmask).outputs["sentiment"][:, 0]
             return out
 
         before = predict(x)

@@ -79,8 +79,9 @@ def register_model(name: str, *, config: type, paper: str, inputs: Inputs = "any
 
 
 def _import_builtin() -> None:
-    """Every module of mmolre.models (and mmolre.model) registers its models on import: no list to keep."""
+    """Every module of mmolre.models (and mmolre.model, mmolre.baselines) registers its models on import: no list to keep."""
     importlib.import_module("mmolre.model")
+    importlib.import_module("mmolre.baselines")
     pkg = importlib.import_module("mmolre.models")
     for mod in pkgutil.iter_modules(pkg.__path__):
         if not mod.name.startswith("_") and mod.name != "contract":

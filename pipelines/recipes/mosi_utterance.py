@@ -39,6 +39,8 @@ from .base import Recipe, option
 
 RECIPE_VERSION = "mosi-utterance/1"
 CITATION = "Poria et al., Context-Dependent Sentiment Analysis in User-Generated Videos, ACL 2017"
+CONTAMINATED = ("contaminated: the release's text and video extractors were trained on its training videos, these "
+                "valid videos included, so valid scores are optimistic and not fit for model selection")
 
 
 def valid_videos(train_videos: list[str], fraction: float = 0.1, seed: int = 0) -> list[str]:
@@ -109,7 +111,8 @@ def plan_mosi_utterance(
     }
     build_info = {"recipe": RECIPE_VERSION, "input": str(root), "labels_file": str(label_path),
                   "labels": labels_record(),  # sentiment only: no emotion classes
-                  "valid_fraction": valid_fraction, "seed": seed, "sets": list(SETS)}
+                  "valid_fraction": valid_fraction, "seed": seed, "sets": list(SETS),
+                  "split_use": {"valid": {"select": False, "why": CONTAMINATED}}}  # manifest split_use (training reads it)
     return BuildPlan("cmu-mosi-utterance", units, process_utterance_unit, feature_sets(release.dims), config or BuildConfig(),
                      build_info, report, UtteranceOptions(str(root), str(label_path), stamp))
 
