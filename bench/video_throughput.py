@@ -277,7 +277,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4, help="links per clip in the end-to-end build")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fps", type=float, default=VideoConfig.fps)
-    ap.add_argument("--face", default=VideoConfig.face, choices=(*names("face"), "none"), help="face backend (default mediapipe)")
+    ap.add_argument("--face", default=VideoConfig.face, choices=(*names("face"), "none"), help=f"face backend (default {VideoConfig.face})")
     ap.add_argument("--no-align", action="store_true", help="spread words instead of forced alignment")
     ap.add_argument("--skip-stages", action="store_true")
     ap.add_argument("--no-warm-up", action="store_true", help="workers load models on first use (no WarmUp plugin)")

@@ -33,11 +33,13 @@ from flows.summary import build_summary_markdown, summarize_build
 from pipelines.build import BuildProgress, WriteShard, run_build, shard_title
 from pipelines.collapse import Mode
 from pipelines.dask_cluster import dask_client, local_cluster_kwargs, local_dask_config, resolve_address
+from pipelines.extract.registry import default as extractor_default
 from pipelines.recipes.base import Recipe
 from pipelines.recipes.registry import RECIPES
 from pipelines.store_writer import BuildPlan, Shard, ShardRecord
 
 log = logging.getLogger(__name__)
+DEFAULT_FACE = extractor_default("face")  # the registry's default backend (flows/video_to_model.py)
 SHARD_RETRIES = 2
 SHARD_RETRY_DELAYS_S = [2, 10]
 

@@ -22,7 +22,9 @@ from typing import Any
 
 from flows.options import build_config, model_settings, text_settings, train_config
 from pipelines.collapse import MODES
+from pipelines.extract.registry import help_text as extractor_help
 from pipelines.extract.registry import names as extractor_names
+from pipelines.recipes.registry import RECIPES
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
 EXIT_EMPTY, EXIT_INTERRUPTED = 4, 130  # EXIT_EMPTY: a build wrote no segment at all
@@ -341,8 +343,6 @@ def _add_recipe_option(p: argparse.ArgumentParser, o: Any) -> None:
 
 def _add_build_commands(build: Any, recipes: Sequence[Any] | None = None) -> None:
     """`mmolre build <recipe>` for every recipe of pipelines.recipes.registry, flags from its typed options."""
-    from pipelines.recipes.registry import RECIPES
-
     for recipe in RECIPES if recipes is None else recipes:
         p = build.add_parser(recipe.name, help=recipe.help)
         for o in recipe.option_specs():
@@ -425,11 +425,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
     p.add_argument("--face", choices=(*extractor_names("face"), "none"), default=None,
-                   help="face backend (default: the one the run's training store was built with)")
+                   help="face backend (default: the one the run's training store was built with): "
+                        + extractor_help("face"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("extractors", help="the audio, face, text and words extractors: dims, version, can they run here")
+    p = sub.add_parser("extractors", help="the audio, face, text extractors, aligners and speech recognisers: dims, version, can they run here")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, kind, dims, dim_names, version, available, reason}")
     p.set_defaults(func=cmd_extractors)
 

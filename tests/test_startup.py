@@ -19,10 +19,10 @@ _BUILD = """
 import hashlib, json, sys
 from pathlib import Path
 from pipelines.recipes.videos import VideoConfig, build_videos
-from pipelines.stages import media
+from pipelines.stages import media, warm_up
 if sys.argv[3] == "warm":
     assert media.start_warm_up(VideoConfig())
-    media._await_warm_up()
+    warm_up.await_warm_up()
     assert media.warm_up(VideoConfig())["text"] < 0.05  # everything cached: the second call loads nothing
 build_videos(Path(sys.argv[1]), Path(sys.argv[2]), VideoConfig(), progress=False)
 store = Path(sys.argv[2])
@@ -55,10 +55,10 @@ def test_warmed_up_process_writes_the_same_bytes(tmp_path: Path) -> None:
 
 def _loaded() -> dict[str, bool]:
     """Run on a worker: whether its warm-up finished and what it left loaded."""
-    from pipelines.stages import media
+    from pipelines.stages import warm_up
 
-    media._await_warm_up()
-    return {"started": bool(media._WARMING), "torch": "torch" in sys.modules,
+    warm_up.await_warm_up()
+    return {"started": bool(warm_up._WARMING), "torch": "torch" in sys.modules,
             "transformers": "transformers" in sys.modules, "matplotlib": "matplotlib" in sys.modules}
 
 

@@ -131,3 +131,18 @@ def run_lstm(rnn: nn.LSTM, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
 
 def reps_to_outputs(heads: nn.ModuleDict, h: Tensor) -> dict[str, Tensor]:
     return {name: head(h).float() for name, head in heads.items()}
+
+
+class LSTMSubNet(nn.Module):
+    """An LSTM over the present steps, its final state (both directions when bidirectional), dropout, a linear map:
+    TFN's TextSubNet, Self-MM's AuViSubNet and MMIM's RNNEncoder are this network."""
+
+    def __init__(self, d_in: int, hidden: int, out: int, dropout: float = 0.0, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(d_in, hidden, batch_first=True, bidirectional=bidirectional)
+        self.dropout = nn.Dropout(dropout)
+        self.linear_1 = nn.Linear(hidden * (2 if bidirectional else 1), out)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, out)
+        _, final = run_lstm(self.rnn, x, mask)
+        return self.linear_1(self.dropout(final))

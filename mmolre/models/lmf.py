@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._parts import ZooConfig, ZooModel, present, role
+from ._parts import ZooConfig, ZooModel, present
 from .contract import ModelOutput, register_model
-from .tfn import SubNet, TextSubNet
+from .tfn import subnet, with_one
 
 
 @dataclass
@@ -50,12 +50,7 @@ class LMF(ZooModel):
         self.subnets = nn.ModuleDict()
         self.factors = nn.ParameterDict()
         for m, d in cfg.input_dims.items():
-            r = role(m)
-            if r == "text":
-                self.subnets[m], h = TextSubNet(d, cfg.text_hidden, cfg.text_out, cfg.dropout), cfg.text_out
-            else:
-                h = cfg.audio_hidden if r == "audio" else cfg.visual_hidden
-                self.subnets[m] = SubNet(d, h, cfg.dropout)
+            self.subnets[m], h = subnet(m, d, cfg)
             self.factors[m] = nn.Parameter(nn.init.xavier_normal_(torch.empty(cfg.rank, h + 1, n_out)))  # W_m
         self.fusion_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, cfg.rank)))
         self.fusion_bias = nn.Parameter(torch.zeros(1, n_out))
@@ -64,8 +59,7 @@ class LMF(ZooModel):
         x = self.normalise(x, mask)
         fusion_zy = None
         for m, net in self.subnets.items():
-            z = net(x[m], mask[m]) * present(mask[m])  # (B, h_m)
-            z1 = torch.cat([torch.ones_like(z[:, :1]), z], dim=1)  # (B, h_m + 1)
+            z1 = with_one(net(x[m], mask[m]) * present(mask[m]))  # (B, h_m + 1)
             f = torch.matmul(z1, self.factors[m])  # (r, B, O)
             fusion_zy = f if fusion_zy is None else fusion_zy * f
         out = torch.einsum("r,rbo->bo", self.fusion_weights[0], fusion_zy) + self.fusion_bias  # (B, O)

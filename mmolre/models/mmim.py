@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._parts import ZooConfig, ZooModel, masked_mean, present, reps_to_outputs, role, run_lstm, task_heads
+from ._parts import LSTMSubNet, ZooConfig, ZooModel, masked_mean, present, reps_to_outputs, role, task_heads
 from .contract import ModelOutput, register_model
 
 
@@ -46,20 +46,6 @@ class MMIMConfig(ZooConfig):
     dropout_prj: float = 0.1
     alpha: float = 0.1
     beta: float = 0.1
-
-
-class RNNEncoder(nn.Module):
-    """Bidirectional LSTM over the steps, both final states, dropout, linear map."""
-
-    def __init__(self, d_in: int, hidden: int, out: int, dropout: float) -> None:
-        super().__init__()
-        self.rnn = nn.LSTM(d_in, hidden, batch_first=True, bidirectional=True)
-        self.dropout = nn.Dropout(dropout)
-        self.linear_1 = nn.Linear(2 * hidden, out)
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, out)
-        _, final = run_lstm(self.rnn, x, mask)
-        return self.linear_1(self.dropout(final))
 
 
 class MMILB(nn.Module):
@@ -104,7 +90,7 @@ class MMIM(ZooModel):
                 widths[m] = d
             else:
                 hid, out = (cfg.audio_hidden, cfg.audio_out) if r == "audio" else (cfg.visual_hidden, cfg.visual_out)
-                self.encoders[m] = RNNEncoder(d, hid, out, cfg.dropout)
+                self.encoders[m] = LSTMSubNet(d, hid, out, cfg.dropout, bidirectional=True)  # RNNEncoder
                 widths[m] = out
         self.text = next((m for m in cfg.input_dims if role(m) == "text"), None)
         self.mmilb = nn.ModuleDict({m: MMILB(widths[self.text], w) for m, w in widths.items() if self.text and m != self.text})

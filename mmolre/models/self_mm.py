@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._parts import ZooConfig, ZooModel, masked_mean, present, reps_to_outputs, role, run_lstm, task_heads
+from ._parts import LSTMSubNet, ZooConfig, ZooModel, masked_mean, present, reps_to_outputs, role, task_heads
 from .contract import ModelOutput, register_model
 
 
@@ -55,20 +55,6 @@ class SelfMMConfig(ZooConfig):
     post_audio_dropout: float = 0.1
     post_visual_dropout: float = 0.0
     H: float = 3.0
-
-
-class AuViSubNet(nn.Module):
-    """Audio/visual sub-network: LSTM over the steps, final state, dropout, linear map."""
-
-    def __init__(self, d_in: int, hidden: int, out: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.rnn = nn.LSTM(d_in, hidden, batch_first=True)
-        self.dropout = nn.Dropout(dropout)
-        self.linear_1 = nn.Linear(hidden, out)
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, out)
-        _, final = run_lstm(self.rnn, x, mask)
-        return self.linear_1(self.dropout(final))
 
 
 class PostNet(nn.Module):
@@ -163,7 +149,7 @@ class SelfMM(ZooModel):
                 w, post, drop = d, cfg.post_text_dim, cfg.post_text_dropout
             else:
                 hid, w = (cfg.audio_hidden, cfg.audio_out) if r == "audio" else (cfg.visual_hidden, cfg.visual_out)
-                self.subnets[m] = AuViSubNet(d, hid, w)
+                self.subnets[m] = LSTMSubNet(d, hid, w)  # AuViSubNet
                 post, drop = (cfg.post_audio_dim, cfg.post_audio_dropout) if r == "audio" else (cfg.post_visual_dim, cfg.post_visual_dropout)
             widths.append(w)
             if self.ulgm_task:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._parts import ZooConfig, ZooModel, masked_mean, present, reps_to_outputs, role, run_lstm, task_heads
+from ._parts import LSTMSubNet, ZooConfig, ZooModel, masked_mean, present, reps_to_outputs, role, task_heads
 from .contract import ModelOutput, register_model
 
 
@@ -56,18 +57,23 @@ class SubNet(nn.Module):
         return F.relu(self.linear_3(F.relu(self.linear_2(F.relu(self.linear_1(h))))))
 
 
-class TextSubNet(nn.Module):
+def TextSubNet(d_in: int, hidden: int, out: int, dropout: float) -> LSTMSubNet:  # noqa: N802 - the paper's name
     """Text sub-network: an LSTM over the words, its final state, dropout, a linear map to text_out."""
+    return LSTMSubNet(d_in, hidden, out, dropout)
 
-    def __init__(self, d_in: int, hidden: int, out: int, dropout: float) -> None:
-        super().__init__()
-        self.rnn = nn.LSTM(d_in, hidden, batch_first=True)
-        self.drop = nn.Dropout(dropout)
-        self.linear_1 = nn.Linear(hidden, out)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, T, D), (B, T) -> (B, out)
-        _, final = run_lstm(self.rnn, x, mask)
-        return self.linear_1(self.drop(final))
+def subnet(name: str, d_in: int, cfg: TFNConfig | Any) -> tuple[nn.Module, int]:
+    """The sub-network of one feature set and its output width (TFN's and LMF's, by the set's role)."""
+    r = role(name)
+    if r == "text":
+        return TextSubNet(d_in, cfg.text_hidden, cfg.text_out, cfg.dropout), cfg.text_out
+    h = cfg.audio_hidden if r == "audio" else cfg.visual_hidden
+    return SubNet(d_in, h, cfg.dropout), h
+
+
+def with_one(z: Tensor) -> Tensor:
+    """(B, h) -> (B, h + 1): the constant 1 that keeps every lower-order term inside a product of modalities."""
+    return torch.cat([torch.ones_like(z[:, :1]), z], dim=1)
 
 
 @register_model("tfn", config=TFNConfig, paper="Zadeh et al. 2017, Tensor Fusion Network for Multimodal Sentiment Analysis (EMNLP)",
@@ -80,12 +86,8 @@ class TFN(ZooModel):
         self.subnets = nn.ModuleDict()
         sizes = []
         for m, d in cfg.input_dims.items():
-            r = role(m)
-            if r == "text":
-                self.subnets[m] = TextSubNet(d, cfg.text_hidden, cfg.text_out, cfg.dropout)
-            else:
-                self.subnets[m] = SubNet(d, cfg.audio_hidden if r == "audio" else cfg.visual_hidden, cfg.dropout)
-            sizes.append((cfg.text_out if r == "text" else cfg.audio_hidden if r == "audio" else cfg.visual_hidden) + 1)
+            self.subnets[m], h = subnet(m, d, cfg)
+            sizes.append(h + 1)
         fusion_dim = math.prod(sizes)
         if fusion_dim > cfg.max_fusion_dim:
             raise ValueError(f"TFN: the fused tensor of {', '.join(cfg.input_dims)} has {fusion_dim:,} entries "
@@ -99,8 +101,7 @@ class TFN(ZooModel):
         x = self.normalise(x, mask)
         fusion = None
         for m, net in self.subnets.items():
-            z = net(x[m], mask[m]) * present(mask[m])  # (B, h_m)
-            z1 = torch.cat([torch.ones_like(z[:, :1]), z], dim=1)  # (B, h_m + 1)
+            z1 = with_one(net(x[m], mask[m]) * present(mask[m]))  # (B, h_m + 1)
             fusion = z1 if fusion is None else (fusion[:, :, None] * z1[:, None, :]).flatten(1)  # (B, prod)
         h = self.post_fusion_dropout(fusion)
         h = F.relu(self.post_fusion_layer_2(F.relu(self.post_fusion_layer_1(h))))  # (B, post_fusion_dim)

@@ -12,11 +12,12 @@ vector with coverage 0 rather than being silently dropped.
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +25,8 @@ from feature_schemas import FeatureSet
 
 from ..errors import PipelineError
 from ..records import WordFeatures
-from .base import Extractor, Kind, importable
+from .base import Extractor, importable
+from .registry import register
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -241,12 +243,24 @@ class SegmentText:
     written: tuple[str, ...]
 
 
-class TransformersTextEncoder(Extractor[Sequence[SegmentText], list[EncodedWords]]):
-    """Word vectors of a batch of segments from a local transformers encoder (by default the packaged
-    all-MiniLM-L6-v2), and each segment's pooled sentence vector as its utterance-level set."""
+class TextEncoder(Extractor[Sequence[SegmentText], list[EncodedWords]]):
+    """A text encoder as the media stage uses it: word vectors of a batch of segments (`extract`) and a
+    sentence vector per segment (`utterance_set`, `EncodedWords.sentence`)."""
 
-    name = "minilm"
-    kind: ClassVar[Kind] = "text"
+    @abstractmethod
+    def feature_set(self) -> FeatureSet:
+        """The word-level set."""
+
+    @abstractmethod
+    def utterance_set(self) -> FeatureSet:
+        """The sentence vectors' set."""
+
+
+@register("text", "minilm", default=True)
+class TransformersTextEncoder(TextEncoder):
+    """Word vectors from a local transformers encoder (`--text-model`; by default the packaged all-MiniLM-L6-v2).
+    Each segment's pooled sentence vector is its utterance-level set."""
+
     config_class = TextConfig
 
     def availability(self) -> tuple[bool, str]:

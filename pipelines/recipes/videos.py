@@ -268,10 +268,14 @@ def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig
 
 # --- as the command line and the flows offer it -------------------------------------------------------------
 
-def face_choices() -> list[str]:
+def _extractor(kind: str, what: str, none: str = "") -> Any:
+    """An extractor option: its choices, default and help from the extractor registry (read, not imported)."""
     from ..extract import registry
 
-    return [*registry.names("face"), "none"]
+    names = registry.names(kind)  # type: ignore[arg-type]
+    return option(registry.default(kind), f"{what}: {registry.help_text(kind)}{none}",  # type: ignore[arg-type]
+                  choices=[*names, "none"] if none else names,
+                  flow_help=f"{what[0].upper()}{what[1:]} by name (`mmolre extractors` lists them){' or none' if none else ''}.")
 
 
 @dataclass(frozen=True)
@@ -280,14 +284,16 @@ class VideoRecipeOptions:
                         flow_help="An MMSA-FET folder, a manifest (CSV/JSONL with video_path, transcript, labels, "
                                   "split) or one video file; an absolute path on the machine serving this flow, or a "
                                   "URL (s3://bucket/manifest.csv).")
-    face: str | None = option("mediapipe", "face backend (mediapipe: face mesh + expression probabilities; dlib: 68 "
-                              "landmarks)", choices=face_choices,
-                              flow_help="Face backend: mediapipe, dlib, pyfeat, openface (CSV next to each video) or none.")
+    face: str | None = _extractor("face", "face backend", "; none: no face features")
+    audio: str = _extractor("audio", "audio extractor")
+    text: str = _extractor("text", "text encoder")
+    aligner: str = _extractor("aligner", "aligner of given transcripts")
+    asr: str = _extractor("asr", "speech recogniser (no transcript; the aligner's fallback)")
     fps: float | None = option(None, "video frames per second to analyse",
                                flow_help="Face frames sampled per second; empty: 5.")
     split: str | None = option(None, "split for inputs that name none",
                                flow_help="The split of a single video or a MELD file, or a manifest's default split.")
-    asr_model: str | None = option(None, "local faster-whisper model folder (default: the packaged tiny.en)", path=True)
+    asr_model: str | None = option(None, "local model folder of the recogniser (default: its packaged one)", path=True)
     text_model: str | None = option(None, "local transformers encoder folder (default: packaged MiniLM)", path=True)
     emotion_classes: str | None = option(None, "the store's single-label emotion classes: meld, cremad, ravdess, "
                                          "iemocap or comma-separated names (default: found from the labels); rows "
@@ -295,9 +301,11 @@ class VideoRecipeOptions:
 
 
 def plan_video_recipe(options: VideoRecipeOptions, config: Any) -> BuildPlan:
+    """The media stage's plan; each extractor by name (None keeps the registry's default, face none: no face)."""
+    named = {"audio_set": options.audio, "text": options.text, "aligner": options.aligner, "asr": options.asr,
+             "fps": options.fps, "asr_model": options.asr_model, "text_model": options.text_model}
     settings: dict[str, Any] = {"face": None if options.face in (None, "none") else options.face}
-    settings |= {k: v for k, v in {"fps": options.fps, "asr_model": options.asr_model,
-                                   "text_model": options.text_model}.items() if v is not None}
+    settings |= {k: v for k, v in named.items() if v is not None}
     return plan_videos(options.input, VideoConfig(**settings), config, split=options.split,
                        emotion_classes=options.emotion_classes)
 

@@ -9,14 +9,16 @@ import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import PipelineError
 from ...media import SAMPLE_RATE
 from ...records import Words
-from ..base import Extractor, Kind, SegmentMedia, importable, package_version
+from ..base import SegmentMedia, importable, package_version
+from ..registry import register
+from .base import Recogniser, Transcription
 from .normalise import QUOTES, is_english, strip_punct
 
 if TYPE_CHECKING:
@@ -72,12 +74,6 @@ def whisper_model(config: AsrConfig) -> WhisperModel:
     return _whisper(asr_model_path(config), config.compute_type, config.threads)
 
 
-@dataclass
-class Transcription:
-    words: Words
-    text: str
-
-
 def transcribe(samples: np.ndarray, offset: float = 0.0, config: AsrConfig = AsrConfig(),
                rate: int = SAMPLE_RATE) -> Transcription:
     """Recognised words with times (seconds, sample 0 at `offset`) and Whisper's word probabilities."""
@@ -102,13 +98,13 @@ def transcribe(samples: np.ndarray, offset: float = 0.0, config: AsrConfig = Asr
     return Transcription(Words(words, start, end, conf, "asr"), " ".join(texts))
 
 
-class WhisperAsr(Extractor[SegmentMedia, Transcription]):
-    """The words of a segment without a transcript, recognised by Whisper with their times. The packaged model
-    is English-only, so another language needs a model of its own (`model_path`)."""
+@register("asr", "whisper", default=True)
+class WhisperAsr(Recogniser):
+    """Whisper tiny.en (faster-whisper, packaged): English words with their times. Another language needs a
+    model of its own (`model_path`)."""
 
-    name = "whisper"
-    kind: ClassVar[Kind] = "words"
     config_class = AsrConfig
+    title = "Whisper"
 
     def availability(self) -> tuple[bool, str]:
         ok, why = importable("faster_whisper")
@@ -123,20 +119,18 @@ class WhisperAsr(Extractor[SegmentMedia, Transcription]):
     def load(self) -> None:
         whisper_model(self.config)
 
-    def feature_set(self) -> None:
-        return None
-
     def version(self) -> str:
         return package_version("faster-whisper")
 
+    def recognise(self, samples: np.ndarray, offset: float = 0.0, language: str | None = None) -> Transcription:
+        if language is None or is_english(language):
+            return transcribe(samples, offset, self.config)
+        return transcribe(samples, offset, replace(self.config, language=language.split("-")[0]))
+
     def extract(self, media: SegmentMedia) -> Transcription:
-        if media.audio is None or not len(media.audio):
-            raise PipelineError(f"segment {media.segment_id}: no audio to transcribe", stage="align",
-                                item_id=media.segment_id)
-        if is_english(media.language):
-            return transcribe(media.audio, media.start, self.config)
-        if self.config.model_path is None:
+        if not is_english(media.language) and self.config.model_path is None and media.audio is not None \
+                and len(media.audio):
             raise PipelineError(f"segment {media.segment_id} (language {media.language!r}) has no transcript and the "
                                 "packaged Whisper model is English-only: give a transcript or a multilingual asr_model",
                                 stage="align", item_id=media.segment_id)
-        return transcribe(media.audio, media.start, replace(self.config, language=media.language.split("-")[0]))
+        return super().extract(media)
