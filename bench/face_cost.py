@@ -1,6 +1,6 @@
 """CPU cost per analysed frame of every face backend that can run here, on the real clips in ../shared/data.
 
-    .venv/bin/python bench/face_cost.py [--fps 5] [--backends dlib mediapipe mediapipe:faceapi] [--repeats 3]
+    .venv/bin/python bench/face_cost.py [--fps 5] [--backends dlib mediapipe mediapipe-faceapi] [--repeats 3]
 
 Per backend and clip: the whole `extract` (decode + face analysis) and, separately, decoding the same frames
 the same way (`sample_frames` with the backend's size and colour), each timed as CPU time (process_time, best
@@ -9,7 +9,7 @@ decode) per analysed frame; `decode_ms_per_frame` the decoding; `x_realtime_one_
 second of CPU for both; `expression_mean` per clip: the mean expression probabilities over
 frames with a face (backends that have them), and for CREMA-D's clips `relative_mean`: the clip mean of the
 speaker-relative probabilities, the baseline being the median over all frames with a face of that actor's clips
-(the actor is the file name's first field). `mediapipe:faceapi` is the mediapipe backend with face-api's
+(the actor is the file name's first field). `mediapipe-faceapi` is the mediapipe backend with face-api's
 expression network instead of the default FER one. torch runs on one thread, as in a build's workers. Backends
 that cannot run here (py-feat without local weights, OpenFace without CSVs for these clips) are listed with the
 reason. Then one markdown table per backend with expressions (clip means, every clip), and the last line is one
@@ -38,14 +38,8 @@ DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or Path(__file__).resolve().par
 FILES = ["mosi/raw/Oz06ZWiO20M_6.mp4", "faces/single_face.mp4", "faces/no_face.mp4", "faces/face_noface.mov",
          "faces/WolfgangLanger_Pexels.mp4", "cremad/1001_DFA_ANG_XX.flv", "cremad/1001_DFA_DIS_XX.flv",
          "cremad/1001_DFA_FEA_XX.flv", "cremad/1001_DFA_NEU_XX.flv"]
-BACKENDS = (*names("face"), "mediapipe:faceapi")
+BACKENDS = tuple(names("face"))
 EXPRESSION_PREFIXES = ("expr_", "emo_")
-
-
-def _backend(name: str, fps: float) -> Any:
-    """`NAME` or `mediapipe:MODEL` (the mediapipe backend with that expression network)."""
-    base, _, model = name.partition(":")
-    return get_backend(base, fps=fps, **({"expression_model": model} if model else {}))
 
 
 def _speaker_relative(clips: dict[str, FrameFeatures], dims: tuple[str, ...]) -> dict[str, dict[str, float]]:
@@ -87,7 +81,7 @@ def _best(fn: Any, repeats: int) -> tuple[float, Any]:
 
 
 def measure(name: str, files: list[Path], fps: float, repeats: int) -> dict[str, Any]:
-    backend = _backend(name, fps)
+    backend = get_backend(name, fps=fps)
     settings = _decode_settings(backend)
     dims = backend.feature_set().dims
     backend.extract_video(files[0])  # load models, warm caches

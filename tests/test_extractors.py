@@ -40,7 +40,7 @@ def test_registry_lists_every_kind_once_without_importing_them() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("[]"), out.stdout  # openface built: neither dlib, torch nor openSMILE's module
     assert registry.names("face")[0] == registry.default("face") == "mediapipe"
-    assert set(registry.names("face")) == {"mediapipe", "dlib", "pyfeat", "openface"}
+    assert set(registry.names("face")) == {"mediapipe", "mediapipe-faceapi", "dlib", "pyfeat", "openface"}
     assert registry.names("audio") == ["egemaps", "compare"] and registry.default("asr") == "whisper"
     assert registry.names("text")[0] == "minilm" and registry.names("aligner")[0] == "pocketsphinx"
     assert "whisper" in registry.names("asr")

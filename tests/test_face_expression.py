@@ -236,3 +236,14 @@ def test_media_stage_gives_every_segment_of_a_file_the_files_baseline():
         assert np.allclose(f.values[f.valid, r], f.values[f.valid, i] - median, atol=1e-5)
         summary = rec.utterance_features["face_mediapipe_summary"]
         assert np.isclose(summary[r], f.values[f.valid, r].mean(), atol=1e-5)
+
+
+def test_faceapi_variant_is_registered_under_its_own_name_and_set():
+    """`--face mediapipe-faceapi`: face-api's network, in a set of its own name (never mixed with FER's)."""
+    from pipelines.extract import registry
+
+    assert "mediapipe-faceapi" in registry.names("face")
+    fs = registry.get("mediapipe-faceapi", "face").feature_set()  # no model loaded
+    assert fs.name == "face_mediapipe_faceapi" and fs.extractor == "mediapipe-facemesh+faceapi-expressionnet"
+    assert fs.config["expression_model"] == "faceapi" and "@vladmandic/face-api 1.7.15" in fs.extractor_version
+    assert registry.get("mediapipe", "face").feature_set().name == "face_mediapipe"

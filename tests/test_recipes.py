@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from flows.build_cli import add_build_commands, recipe_values
 from flows.build_features import FLOWS, recipe_flow
-from flows.cli import _add_build_commands, parser, recipe_values
+from flows.cli import parser
 from flows.serve import all_flows, prefect_yaml
 from pipelines.recipes.base import Recipe, option
 from pipelines.recipes.registry import RECIPES, recipe
@@ -128,6 +129,6 @@ def test_a_new_recipe_gets_its_subcommand_and_flow_from_its_declaration() -> Non
     assert flow.parameters.properties["rate"]["description"] == "How much of it to use."
     assert flow.description.startswith("A toy dataset.")
     sub = argparse.ArgumentParser().add_subparsers()
-    _add_build_commands(sub, [toy])
+    add_build_commands(sub, [toy])
     args = sub.choices["toy"].parse_args(["--input", "f", "--rate", "2", "--tags", "a", "b", "--exact", "--out", "o"])
     assert (args.input, args.rate, args.tags, args.exact, args.recipe) == ("f", 2.0, ["a", "b"], True, toy)

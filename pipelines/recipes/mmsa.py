@@ -78,26 +78,41 @@ def _default_name(mod: str, dim: int) -> str:
     return known.get((mod, dim), f"mmsa_{mod}")
 
 
+def _one_step(data: Mapping[str, Any], mod: str) -> bool:
+    """A modality whose sequences all have length 1 (an array of L = 1, or every `{mod}_lengths` 1): MMSA's way
+    of carrying one vector per segment."""
+    present = [data[s] for s in SPLITS if s in data and len(data[s].get(mod, ())) > 0]
+    if not present:
+        return False
+    if all(np.asarray(d[mod]).shape[1] == 1 for d in present):
+        return True
+    lengths = [d.get(f"{mod}_lengths") for d in present]
+    return all(x is not None and len(x) and np.all(np.asarray(x) == 1) for x in lengths)
+
+
 def mmsa_feature_sets(data: Mapping[str, Any], names: Mapping[str, str] | None = None) -> dict[str, FeatureSet]:
-    """modality -> FeatureSet for the modalities present; our own exports carry their original descriptions."""
+    """modality -> FeatureSet for the modalities present; our own exports carry their original descriptions and
+    levels (a modality they wrote as zeros, having no set, is skipped); a modality whose sequences all have length
+    1 is utterance-level."""
     first = next(data[s] for s in SPLITS if s in data)
     stored = first.get("feature_sets") or {}
+    levels = first.get("levels") if isinstance(first.get("levels"), dict) else {}
     out = {}
     for mod in MODALITIES:
-        if mod not in first:
+        if mod not in first or (mod in stored and stored[mod] is None):
             continue
         arr = np.asarray(first[mod])
         dim = int(arr.shape[-1])
         given = (names or {}).get(mod)
+        level = levels.get(mod) or ("utterance" if _one_step(data, mod) else "word")
         if isinstance(stored.get(mod), dict) and int(stored[mod].get("dim", -1)) == dim:
-            # a pickle holds sequences: an utterance-level set comes back as one step per segment, word-level
-            fs = FeatureSet.from_dict({**stored[mod], "level": "word"})
+            fs = FeatureSet.from_dict({**stored[mod], "level": level})
             if given and given != fs.name:
                 fs = FeatureSet.from_dict({**fs.to_dict(), "name": given})
         else:
             fs = FeatureSet(given or _default_name(mod, dim), tuple(f"{mod}_{i}" for i in range(dim)), STORE_MODALITY[mod],
                             "MMSA pickle", config={"mmsa_key": mod}, frame_rate=None,
-                            description=f"{mod} features imported from an MMSA pickle")
+                            description=f"{mod} features imported from an MMSA pickle", level=level)
         out[mod] = fs
     if len({fs.name for fs in out.values()}) != len(out):
         raise MmsaPickleError(f"two modalities map to one feature set name: {[fs.name for fs in out.values()]}", "read")
@@ -172,7 +187,7 @@ def mmsa_units(
     classes = mmsa_emotion_classes(data)
     keys = ["id", "raw_text", "regression_labels", "emotion_labels", "sentiment_class", "annotations", "emotion_class",
             "words", "word_start", "word_end", "video_id",
-            "segment_start", "segment_end", "audio_lengths", "vision_lengths", *sets, *(f"{m}_coverage" for m in sets)]
+            "segment_start", "segment_end", "text_lengths", "audio_lengths", "vision_lengths", "text_bert", *sets, *(f"{m}_coverage" for m in sets)]
     units = []
     for split in SPLITS:
         if split not in data:

