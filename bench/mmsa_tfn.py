@@ -8,7 +8,8 @@ this cannot call: it runs `torch.cuda.set_device` even without a GPU). The refer
 on the same test split: MAE 0.950 (ridge on standardised text+audio+video, /work/shared/data/mosi/utterance/README.md).
 
     .venv/bin/python bench/mmsa_tfn.py [--seeds 1111 1112 1113] [--work DIR]
-Prints one line per seed (MMSA's test metrics, n, a 95% bootstrap CI of the MAE) and the mean ± sample std.
+Prints one line per seed (MMSA's test metrics, n, a 95% bootstrap CI of the MAE), the mean ± sample std, then
+one JSON line; exit 1 unless the mean test MAE is finite and within 0.05 of the floor.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     spread = f" ± {statistics.stdev(maes):.3f}" if len(maes) > 1 else ""
     print(f"TFN (MMSA 2.2.1) test MAE {statistics.mean(maes):.3f}{spread} over {len(maes)} seed(s), n = {rows[0]['n']}; "
           f"ridge floor {RIDGE_FLOOR_MAE:.3f}; |difference| {abs(statistics.mean(maes) - RIDGE_FLOOR_MAE):.3f}")
+    print(json.dumps({"model": "TFN (mmsa 2.2.1)", "seeds": a.seeds, "n_test": rows[0]["n"], "mae_mean": statistics.mean(maes),
+                      "mae_std": statistics.stdev(maes) if len(maes) > 1 else None, "ridge_floor_mae": RIDGE_FLOOR_MAE,
+                      "runs": rows}))
     return 0 if all(np.isfinite(maes)) and abs(statistics.mean(maes) - RIDGE_FLOOR_MAE) <= 0.05 else 1
 
 

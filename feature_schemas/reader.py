@@ -24,7 +24,7 @@ from .arrays import column_lists, column_vectors, utterance_vectors
 from .errors import ChecksumError, StoreError
 from .feature_set import FeatureSet
 from .manifest import FileEntry, Manifest, file_problem, read_manifest, sha256_file
-from .paths import contained
+from .paths import contained, same_file_twice
 from .remote import ObjectInfo, key_inside, list_objects, object_problem, open_filesystem, reading
 from .spec import (
     SPLITS,
@@ -136,6 +136,10 @@ class Store:
         self.manifest_sha256 = hashlib.sha256(data).hexdigest()
         for rel in self.manifest.files:  # refuse a manifest naming files outside the store before anything reads
             self._where(rel)
+        if twice := same_file_twice(list(self.manifest.files)):
+            raise StoreError(f"{self.path}: the manifest lists the same file under {len(twice[0])} spellings "
+                             f"({', '.join(repr(r) for r in twice[0])}): its rows would be read twice; refused "
+                             "(rebuild the store)")
         if verify:
             problems = self.verify()
             if problems:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flows.cli import EXIT_EMPTY, EXIT_ERROR, EXIT_FAILURES, EXIT_OK, _escape
-from flows.options import build_config
+from flows.options import build_config, count, fraction, rate, seed, workers
 from pipelines.collapse import MODES
 from pipelines.recipes.registry import RECIPES
 
@@ -90,9 +90,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default="weighted", help="how frames collapse onto words (mean = the SDK's)")
     p.add_argument("--fill", choices=("zeros", "nearest"), default="zeros", help="vector for words with no usable frame")
     p.add_argument("--keep-frames", action="store_true", help="also write the frame-level (unaligned) sets")
-    p.add_argument("--units-per-shard", type=int, default=None,
+    p.add_argument("--units-per-shard", type=count, default=None,
                    help="work units per Parquet shard (default: 16 for SDK imports, 2 videos for video builds)")
-    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (0: run inline)")
+    p.add_argument("--workers", type=workers, default=None, help="local Dask worker processes (0: run inline)")
     p.add_argument("--dask-address", default=None, help="an existing Dask scheduler (or set MMOLRE_DASK_ADDRESS)")
     p.add_argument("--strict", action="store_true", help="exit 3 when any item failed")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -100,6 +100,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
 
 
 _AUTO = {"auto": None, "yes": True, "no": False}
+CHECKS = {"count": count, "rate": rate, "fraction": fraction, "seed": seed}  # a recipe option's `check`
 
 
 def _add_recipe_option(p: argparse.ArgumentParser, o: Any) -> None:
@@ -115,7 +116,7 @@ def _add_recipe_option(p: argparse.ArgumentParser, o: Any) -> None:
     if origin in (list, tuple):
         kw["nargs"] = "+"
     elif kind in (int, float):
-        kw["type"] = kind
+        kw["type"] = CHECKS[o.check] if o.check else kind
     p.add_argument(flag, **kw, **({"required": True} if o.required else {"default": o.default}))
 
 

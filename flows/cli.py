@@ -19,12 +19,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.options import model_settings, text_settings, train_config
+from feature_schemas.storage import scrub
+from flows.options import UsageError, count, model_settings, seed, text_settings, train_config
 from pipelines.extract.registry import help_text as extractor_help
 from pipelines.extract.registry import names as extractor_names
 
-EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3  # argparse exits 2 on usage errors, as UsageError does
 EXIT_EMPTY, EXIT_INTERRUPTED = 4, 130  # EXIT_EMPTY: a build wrote no segment at all
+
+
+def _scrub_record(record: logging.LogRecord) -> bool:
+    """A log line never carries a credential, whoever built it: redacted as it is emitted."""
+    message = record.getMessage()
+    if (clean := scrub(message)) != message:
+        record.msg, record.args = clean, None
+    return True
 
 
 def _escape(text: object) -> str:
@@ -116,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = train_config(args.config, args.set, **model_settings(args.model, args.task), epochs=args.epochs,
                           seed=args.seed, device=args.device, context=True if args.context else None,
                           **text_settings(args.text_encoder, args.text_model))
-    results = train(args.store, args.out, config=config)
+    results = train(args.store, args.out, config=config, overwrite=args.overwrite)
     if args.json:
         print(results_json(results.get("test", results)))
     else:
@@ -256,9 +265,9 @@ def _add_export_command(sub: Any) -> None:
     p.add_argument("--vision", default=None, help="mmsa: visual feature set")
     p.add_argument("--layout", choices=("aligned", "unaligned"), default="aligned",
                    help="mmsa: every modality per word (aligned), or audio/vision as frames (unaligned, needs --keep-frames)")
-    p.add_argument("--seq-len", type=int, default=None, help="mmsa: cut sequences to this length (default: the longest)")
-    p.add_argument("--frame-len", type=int, default=None, help="mmsa unaligned: cut frames to this length (default: the longest)")
-    p.add_argument("--bert-len", type=int, default=None, help="mmsa: text_bert tokens (default: L aligned, the longest unaligned)")
+    p.add_argument("--seq-len", type=count, default=None, help="mmsa: cut sequences to this length (default: the longest)")
+    p.add_argument("--frame-len", type=count, default=None, help="mmsa unaligned: cut frames to this length (default: the longest)")
+    p.add_argument("--bert-len", type=count, default=None, help="mmsa: text_bert tokens (default: L aligned, the longest unaligned)")
     p.add_argument("--tokenizer", default=None, help="mmsa: local BERT tokenizer folder for text_bert (default: packaged MiniLM's)")
     p.add_argument("--no-text-bert", action="store_true", help="mmsa: write no text_bert")
     p.add_argument("--json", action="store_true", help="mmsa: print the export's summary as JSON")
@@ -270,6 +279,9 @@ def _add_train_command(sub: Any) -> None:
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run of another model or configuration in --out (only a run's files), or write "
+                        "into a non-empty folder that is not a run")
     p.add_argument("--model", default=None, metavar="NAME",
                    help="a registered model (`mmolre models` lists them: mmolre, hard-sharing, dense-moe, ...) or "
                         "single-task (mmolre on --task); default: the --config's, else mmolre")
@@ -278,8 +290,8 @@ def _add_train_command(sub: Any) -> None:
     p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set lr=1e-3 --set arch.d_model=64 (repeatable)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=count, default=None)
+    p.add_argument("--seed", type=seed, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--text-encoder", choices=("frozen", "finetune"), default=None,
                    help="frozen: the store's word vectors (default); finetune: run and train a Hugging Face encoder "
@@ -385,12 +397,27 @@ def error_message(e: BaseException, where: str | None = None) -> str:
     return f"unexpected {type(e).__name__}: {e}; rerun with --debug for the traceback and report it"
 
 
+def _quiet_libraries() -> None:
+    """Library warnings (torch's UserWarnings, absl/glog lines from mediapipe's C++, multiprocessing's
+    resource_tracker in its own process) never land beside the one-line errors; `--debug` shows them."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # child processes: workers, the resource tracker
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if not args.debug:
+        _quiet_libraries()
     logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("distributed", "httpx", "numexpr", "matplotlib", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_scrub_record)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -399,8 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"mmolre: error: {_escape(error_message(e, getattr(args, 'out', None)))}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"mmolre: error: {_escape(scrub(error_message(e, getattr(args, 'out', None))))}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -14,6 +14,63 @@ class OptionError(ValueError):
     """A `--set`/`--config` value names no setting or has the wrong type; the message says which and what fits."""
 
 
+class UsageError(OptionError):
+    """A command line that cannot work as given: one line, exit 2 (argparse's usage errors)."""
+
+
+def _yaml_problem(where: str, e: Exception) -> UsageError:
+    mark = getattr(e, "problem_mark", None)
+    at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = str(getattr(e, "problem", None) or e).splitlines()[0]
+    return UsageError(f"{where}: {at}{what} (settings are plain values: numbers, text, lists and mappings; YAML tags "
+                      "such as !!python/... are refused)")
+
+
+# -- numbers on the command line: argparse types, so a bad one is a usage error (exit 2) naming the option --------
+def _number(text: str, kind: type, low: float | None, high: float | None, low_open: bool, what: str) -> Any:
+    import argparse
+    import math
+
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+    if (low is not None and (value < low or (low_open and value == low))) or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1 (`--units-per-shard`, `--batch-videos`, `--epochs`)."""
+    return _number(text, int, 1, None, False, "a whole number of 1 or more")
+
+
+def workers(text: str) -> int:
+    """Local worker processes: 0 (inline) or more; -1 used to wait forever for workers that never came."""
+    return _number(text, int, 0, 1024, False, "a whole number from 0 (inline) to 1024")
+
+
+def seed(text: str) -> int:
+    return _number(text, int, 0, 2**32 - 1, False, "a whole number from 0 to 4294967295")
+
+
+def rate(text: str) -> float:
+    """A finite number above 0 (`--fps`): nan, inf, 0 and negatives are refused."""
+    return _number(text, float, 0.0, None, True, "a finite number above 0")
+
+
+def fraction(text: str) -> float:
+    """A share from 0 up to, but not including, 1 (`--valid-fraction`)."""
+    value = _number(text, float, 0.0, 1.0, False, "a number from 0 up to 1 (not 1)")
+    if value == 1.0:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"must be a number from 0 up to 1 (not 1), not {text!r}")
+    return value
+
+
 def build_config(mode: str = "weighted", fill: str = "zeros", keep_frames: bool = False, units_per_shard: int = 16) -> Any:
     """The store writer's settings; a shard groups `units_per_shard` units (SDK: 4 videos each; videos: 1 each)."""
     from pipelines.collapse import CollapseConfig
@@ -45,18 +102,27 @@ def text_settings(text_encoder: str | None, text_model: str | None) -> dict[str,
 
 def train_config(config_file: str | None, overrides: Sequence[str] = (), **settings: Any) -> Any:
     """TrainConfig from a YAML/JSON file (or defaults), then `key=value` overrides; None settings are skipped."""
+    import yaml
+
     from mmolre.config import TrainConfig
 
-    config = TrainConfig.load(config_file) if config_file else TrainConfig()
+    try:
+        config = TrainConfig.load(config_file) if config_file else TrainConfig()
+    except yaml.YAMLError as e:
+        raise _yaml_problem(f"--config {config_file}", e) from None
     if settings.get("model"):  # the arch settings that follow are the chosen model's
         try:
             config = config.with_model(settings["model"])
         except ValueError as e:
             raise OptionError(f"--model {settings['model']}: {e}") from None
     pairs = [f"{k}={v}" for k, v in settings.items() if v is not None]
-    pairs += [f"{pair.partition('=')[0]}={_yaml_text(check_override(config, pair))}" for pair in overrides]
     try:
+        pairs += [f"{pair.partition('=')[0]}={_yaml_text(check_override(config, pair))}" for pair in overrides]
         return config.with_overrides(pairs) if pairs else config
+    except yaml.YAMLError as e:
+        raise _yaml_problem(f"--set {' '.join(overrides)}", e) from None
+    except OptionError:
+        raise
     except (KeyError, TypeError, ValueError) as e:
         raise OptionError(f"--set {' '.join(overrides)}: {e}") from None
 

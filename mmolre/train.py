@@ -61,6 +61,7 @@ from .metrics import lower_is_better
 from .models.contract import assemble_model
 from .registry import config_to_dict, placed
 from .report import write_plots, write_report
+from .run_dir import claim_run_dir
 from .tasks import TaskSpec, infer_tasks
 from .text_encoder import (
     TOKENIZER_DIR,
@@ -229,9 +230,10 @@ def _param_checksum(module: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum().item() for p in module.parameters()))
 
 
-def train(store: str | Path, out: str | Path, model: str | None = None, config: TrainConfig | None = None) -> dict[str, Any]:
+def train(store: str | Path, out: str | Path, model: str | None = None, config: TrainConfig | None = None,
+          overwrite: bool = False) -> dict[str, Any]:
     """Train `model` (any registered model; default: `config.model`) on `store`, writing checkpoints, results.json,
-    plots and report.md into `out`.
+    plots and report.md into `out` (checked and locked first: `mmolre.run_dir`; `overwrite` replaces another run).
 
     `store` may be a URL (`s3://bucket/prefix`): batches stream from object storage, nothing is copied locally.
     Returns the results dict (also on non-main distributed ranks, where it lacks evaluation)."""
@@ -242,7 +244,8 @@ def train(store: str | Path, out: str | Path, model: str | None = None, config: 
     store, out = (store if is_url(store) else Path(store).resolve()), Path(out)
     ctx = init_from_env(cfg.device)
     try:
-        return _train(store, out, model, cfg, ctx)
+        with claim_run_dir(out, model, cfg.to_dict(), store, overwrite, lock=ctx.is_main):
+            return _train(store, out, model, cfg, ctx)
     finally:
         shutdown(ctx)
 

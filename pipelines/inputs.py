@@ -1,28 +1,24 @@
 """Inputs as one list of `SegmentSpec`s: the row checks every reader shares, table reading (local or at a URL),
-and the project's own formats.
+and the project's own formats; datasets' own layouts are read by their recipe files (pipelines/recipes/), and
+`recipes.videos.discover_inputs` picks the reader by the input's shape.
 
 The project's own formats: a manifest (CSV or JSONL): video_path, segment_id, start, end, transcript, sentiment
 (a number in [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or
 the six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one class
 of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class, split, language
 (a BCP-47 code such as `en`, `es`, `pt-BR`; default `en`: other languages skip the English aligner and text
-encoder); and one video (or audio) file. Datasets' own layouts are read by their recipe files
-(pipelines/recipes/: mmsa_fet.py, mosi_text.py, meld.py, mosei_text.py); `recipes.videos.discover_inputs` picks
-the reader by the input's shape.
+encoder); and one video (or audio) file.
 
 Labels follow feature_schemas/labels.py on every route. A build's emotion class set is declared or found from its
-rows by `resolve_emotion_classes`; rows naming a class outside it fail. Problems with one row (a bad id, a label
-out of range, a missing file) become `Failure`s so that the other rows still build; a problem with the input as a
-whole (missing file, unknown format, missing columns) raises `PipelineError` naming the file.
+rows by `resolve_emotion_classes`; rows naming a class outside it fail. A problem with one row (a bad id, a label
+out of range, a missing file) is a `Failure` and the other rows still build; a problem with the input as a whole
+(missing file, unknown format, missing columns) raises `PipelineError` naming the file. Segment ids are keys that
+users join on, never rewritten: one that cannot be a file name (empty, with `/`, `\\`, `..` or control
+characters, or surrounding white space) is a failed row.
 
-Segment ids are keys that users join on, so they are never rewritten: an id that cannot be a file name
-(empty, containing `/`, `\\`, `..` or control characters, or surrounded by white space) is a failed row.
-
-Inputs at a URL (`s3://bucket/x/manifest.csv`, any fsspec filesystem): a manifest, a label file or one media file
-may be given as a URL, and a manifest's `video_path`s may be URLs; relative ones in a manifest at a URL resolve
-against the manifest's URL (absolute local paths stay local). Such a media path stays a string (a Path would fold
-`s3://` into `s3:/`); its object is checked with one HEAD while planning (a missing one fails its rows, naming the
-URL) and fetched by the worker that decodes it (`pipelines.stages.url_media`).
+Inputs at a URL (`s3://bucket/x/manifest.csv`, any fsspec filesystem): a manifest, a label file, one media file, or
+a manifest's `video_path`s (relative ones resolve against the manifest's URL); such a path stays a string (a Path
+folds `s3://` into `s3:/`), is checked with one HEAD while planning and fetched by the worker that decodes it.
 """
 
 from __future__ import annotations
@@ -60,6 +56,7 @@ from feature_schemas.storage import (
 
 from .errors import PipelineError
 from .records import Failure
+from .rows import BadRow, csv_rows, json_row
 
 Where = Path | str  # a local path, or an input URL kept as a string
 
@@ -67,7 +64,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
 SPLIT_ALIASES = {"dev": "valid", "val": "valid", "validation": "valid"}
 LABEL_KEYS = ("sentiment", *EMOTIONS, "sentiment_class", "emotion_class")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (U+0080-U+009F: CSI and friends in some terminals)
+SHOWN_ID = 80  # characters of an id a message shows
 
 
 @dataclass(frozen=True)
@@ -146,15 +144,23 @@ def check_id(value: Any, what: str = "segment id") -> str:
     text = str(value)
     if not text:
         raise RowError(f"{what} is empty")
+    shown = shown_id(text)
     if text != text.strip():
-        raise RowError(f"{what} {text!r} has leading or trailing white space")
+        raise RowError(f"{what} {shown} has leading or trailing white space")
     if "/" in text or "\\" in text:
-        raise RowError(f"{what} {text!r} contains a path separator ('/' or '\\')")
+        raise RowError(f"{what} {shown} contains a path separator ('/' or '\\')")
     if ".." in text or text == ".":
-        raise RowError(f"{what} {text!r} contains '..' or is '.'")
+        raise RowError(f"{what} {shown} contains '..' or is '.'")
     if _CONTROL.search(text):
-        raise RowError(f"{what} {text!r} contains control characters")
+        raise RowError(f"{what} {shown} contains control characters")
     return text
+
+
+def shown_id(text: str) -> str:
+    """An id as a message shows it: repr-quoted (escapes control characters), a long one cut with its length."""
+    if len(text) <= SHOWN_ID:
+        return repr(text)
+    return f"{text[:SHOWN_ID - 20]!r}...{text[-10:]!r} ({len(text):,} characters)"
 
 
 _LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
@@ -217,10 +223,10 @@ def _emotions(row: dict[str, Any]) -> dict[str, float | None]:
         if isinstance(emotions, str):
             try:
                 emotions = json.loads(emotions)
-            except json.JSONDecodeError as e:
-                raise RowError(f"emotions {emotions!r} is not a JSON object: {e}") from None
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise RowError(f"emotions {shown_id(emotions)} is not a JSON object: {e}") from None
         if not isinstance(emotions, dict):
-            raise RowError(f"emotions must be a JSON object of {', '.join(EMOTIONS)}, not {emotions!r}")
+            raise RowError(f"emotions must be a JSON object of {', '.join(EMOTIONS)}, not {shown_id(repr(emotions))}")
         unknown = set(emotions) - set(EMOTIONS)
         if unknown:
             raise RowError(f"emotions has unknown keys {sorted(unknown)}; known: {', '.join(EMOTIONS)} "
@@ -350,30 +356,25 @@ def _read_text(path: Where, encoding: str) -> str:
     return path.read_text(encoding=encoding)
 
 
+def check_row(row: dict[str, Any]) -> None:
+    """A row `read_rows` could not read fails alone (RowError), naming why."""
+    if isinstance(row, BadRow):
+        raise RowError(row.problem)
+
+
 def read_rows(path: Where) -> list[dict[str, Any]]:
     """Rows of a CSV (header line) or JSONL file (a local path or a URL) as dicts; an unreadable file raises
-    PipelineError."""
+    PipelineError, an unreadable row is a `BadRow` its reader fails alone."""
     path = require_input(path, "table")
     try:
         if suffix_of(path) in (".jsonl", ".ndjson"):
-            rows = []
-            for n, line in enumerate(_read_text(path, "utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PipelineError(f"{path}: line {n} is not JSON: {e}", stage="read", source_path=str(path)) from None
-                if not isinstance(obj, dict):
-                    raise PipelineError(f"{path}: line {n} is not a JSON object", stage="read", source_path=str(path))
-                rows.append(obj)
-            return rows
+            return [json_row(path, n, line) for n, line in enumerate(_read_text(path, "utf-8").splitlines(), start=1)
+                    if line.strip()]
         delimiter = "\t" if suffix_of(path) == ".tsv" else ","
         if isinstance(path, str):
-            text = _read_text(path, "utf-8-sig")
-            return [dict(r) for r in csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)]
+            return csv_rows(io.StringIO(_read_text(path, "utf-8-sig"), newline=""), delimiter)
         with path.open(newline="", encoding="utf-8-sig") as f:
-            return [dict(r) for r in csv.DictReader(f, delimiter=delimiter)]
+            return csv_rows(f, delimiter)
     except UnicodeDecodeError as e:
         raise PipelineError(f"{path} is not UTF-8 text: {e}", stage="read", source_path=str(path)) from None
     except csv.Error as e:
@@ -381,10 +382,7 @@ def read_rows(path: Where) -> list[dict[str, Any]]:
 
 
 def columns_of(rows: list[dict[str, Any]]) -> set[str]:
-    cols: set[str] = set()
-    for r in rows[:50]:
-        cols.update(k for k in r if k is not None)
-    return cols
+    return {k for r in rows[:50] for k in r if k is not None}
 
 
 def need_columns(path: Where, rows: list[dict[str, Any]], needed: tuple[str, ...]) -> None:
@@ -453,6 +451,7 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
         sid = None if is_missing(r.get("segment_id")) else str(r.get("segment_id"))
         src = None
         try:
+            check_row(r)
             video: Where | None = None
             if not is_missing(r.get("video_path")):
                 video = _video_path(path, str(r["video_path"]).strip())

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,9 +43,15 @@ def quiet_server() -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
 
 
-def parquet_hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+def named(root: Path) -> dict[str, Path]:
+    """Parquet files by name without their content digest (`part-00000-<sha>.parquet` -> `part-00000.parquet`):
+    files of other contents (a segments table's `source_path`) carry other names, but stand in the same place."""
+    return {re.sub(r"-[0-9a-f]{12}\.parquet$", ".parquet", p.relative_to(root).as_posix()): p
             for p in sorted(root.rglob("*.parquet"))}
+
+
+def parquet_hashes(root: Path) -> dict[str, str]:
+    return {rel: hashlib.sha256(p.read_bytes()).hexdigest() for rel, p in named(root).items()}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,7 @@ def test_csd_release_at_a_url_builds_the_local_store(csd_url: str, csd_dir: Path
     assert {k: v for k, v in got.items() if not k.startswith("segments/")} == \
         {k: v for k, v in want.items() if not k.startswith("segments/")}  # every feature and word, byte for byte
     for rel in (k for k in want if k.startswith("segments/")):
-        a, b = pq.read_table(tmp_path / "local" / rel), pq.read_table(tmp_path / "remote" / rel)
+        a, b = pq.read_table(named(tmp_path / "local")[rel]), pq.read_table(named(tmp_path / "remote")[rel])
         assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
         assert set(b.column("source_path").to_pylist()) == {f"{csd_url}/CMU_MOSEI_Labels.csd"}
     manifest = json.loads((tmp_path / "remote/manifest.json").read_text())
@@ -126,7 +133,7 @@ def test_real_mosi_labels_at_a_url_build_the_local_store(s3: S3, tmp_path: Path)
     assert {k: v for k, v in got.items() if k.startswith("aligned/")} == \
         {k: v for k, v in want.items() if k.startswith("aligned/")}
     for rel in (k for k in want if k.startswith("segments/")):
-        a, b = pq.read_table(tmp_path / "local" / rel), pq.read_table(tmp_path / "remote" / rel)
+        a, b = pq.read_table(named(tmp_path / "local")[rel]), pq.read_table(named(tmp_path / "remote")[rel])
         assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
 
 
@@ -290,7 +297,7 @@ def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_pat
     assert aligned and {k: got.get(k) for k in aligned} == {k: want[k] for k in aligned}
     seg = [k for k in want if k.startswith("segments/")]
     for rel in seg:
-        a, b = pq.read_table(tmp_path / "from_local" / rel), pq.read_table(tmp_path / "from_url" / rel)
+        a, b = pq.read_table(named(tmp_path / "from_local")[rel]), pq.read_table(named(tmp_path / "from_url")[rel])
         assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
         assert b.column("source_path").to_pylist() == [clip_url]
     failures = pq.read_table(tmp_path / "from_url" / "failures").to_pylist()

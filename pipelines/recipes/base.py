@@ -13,19 +13,21 @@ import dataclasses
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..store_writer import BuildConfig, BuildPlan
 
 Choices = Sequence[str] | Callable[[], Sequence[str]]
+Check = Literal["count", "rate", "fraction", "seed"]  # >= 1; finite > 0; [0, 1); 0 .. 2**32 - 1
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: Choices | None = None,
-           path: bool = False, flow_help: str | None = None) -> Any:
+           path: bool = False, flow_help: str | None = None, check: Check | None = None) -> Any:
     """A recipe option: a dataclass field with its help (`flow_help`: a longer text for the flow's form, e.g.
-    where a deployment reads a path), its allowed values (a list, or a function: registries fill in late) and
-    whether it is a path (a flow warns where a relative one is read)."""
-    meta = {"help": help, "choices": choices, "path": path, "flow_help": flow_help or help}
+    where a deployment reads a path), its allowed values (a list, or a function: registries fill in late),
+    whether it is a path (a flow warns where a relative one is read) and the range a number must be in (`check`:
+    the command line refuses others as a usage error naming the flag)."""
+    meta = {"help": help, "choices": choices, "path": path, "flow_help": flow_help or help, "check": check}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -40,6 +42,7 @@ class OptionSpec:
     flow_help: str
     choices: Choices | None
     path: bool
+    check: Check | None = None
 
     @property
     def required(self) -> bool:
@@ -75,7 +78,7 @@ class Recipe:
             default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             m = f.metadata
             out.append(OptionSpec(f.name, hints[f.name], default, m.get("help", ""), m.get("flow_help") or
-                                  m.get("help", ""), m.get("choices"), bool(m.get("path"))))
+                                  m.get("help", ""), m.get("choices"), bool(m.get("path")), m.get("check")))
         return out
 
     def build_plan(self, values: dict[str, Any], config: BuildConfig) -> BuildPlan:

@@ -10,6 +10,7 @@ from ..inputs import (
     RowError,
     SegmentSpec,
     check_labels,
+    check_row,
     check_split,
     need_columns,
     read_rows,
@@ -31,6 +32,7 @@ def read_meld(path: str | Path, split: str) -> ParsedInputs:
     for n, r in enumerate(rows, start=2):
         sid = None
         try:
+            check_row(r)
             dia = int(str(r.get("Dialogue_ID")).strip())
             utt = int(str(r.get("Utterance_ID")).strip())
             sid = f"{split}_dia{dia}_utt{utt}"

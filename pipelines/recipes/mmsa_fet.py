@@ -14,6 +14,7 @@ from ..inputs import (
     SegmentSpec,
     check_id,
     check_labels,
+    check_row,
     check_split,
     media_problem,
     need_columns,
@@ -38,6 +39,7 @@ def read_mmsa_fet(root: str | Path, label_file: str = "label.csv", raw_dir: str 
     for n, r in enumerate(rows, start=2):
         sid = None
         try:
+            check_row(r)
             vid = check_id(r.get("video_id"), "video_id")
             clip = check_id(r.get("clip_id"), "clip_id")
             sid = check_id(f"{vid}_{clip}")

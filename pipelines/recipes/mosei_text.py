@@ -26,6 +26,7 @@ from ..inputs import (
     SegmentSpec,
     check_id,
     check_labels,
+    check_row,
     check_split,
     need_columns,
     read_rows,
@@ -53,6 +54,7 @@ def read_mosei_text(path: str | os.PathLike) -> ParsedInputs:
     for n, r in enumerate(rows, start=2):
         sid = None
         try:
+            check_row(r)
             vid = check_id(r.get("video_id"), "video_id")
             sid = check_id(f"{vid}_{check_id(r.get('clip_id'), 'clip_id')}")
             split = check_split(r.get("mode"))

@@ -12,6 +12,7 @@ from ..inputs import (
     SegmentSpec,
     check_id,
     check_labels,
+    check_row,
     check_split,
     is_missing,
     need_columns,
@@ -32,6 +33,7 @@ def read_mosi_labels(path: str | Path) -> ParsedInputs:
     for n, r in enumerate(rows, start=2):
         sid = None if is_missing(r.get("id")) else str(r["id"])
         try:
+            check_row(r)
             sid = check_id(r.get("id"))
             vid = sid.rsplit("_", 1)[0] if "_" in sid else sid
             out.specs.append(SegmentSpec(sid, vid, None, None, None, text_value(r.get("text")),

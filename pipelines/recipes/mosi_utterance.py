@@ -141,8 +141,8 @@ class UtteranceRecipeOptions:
                                   "serving machine.")
     labels: str | None = option(None, "CMU-MOSI label.csv for continuous labels (default: ../label.csv)", path=True,
                                 flow_help="The label CSV; empty: label.csv next to the release folder.")
-    valid_fraction: float = option(0.1, "share of the training videos held out as valid")
-    seed: int = option(0, "seed of the validation videos' draw")
+    valid_fraction: float = option(0.1, "share of the training videos held out as valid", check="fraction")
+    seed: int = option(0, "seed of the validation videos' draw", check="seed")
 
 
 def plan_utterance_recipe(options: UtteranceRecipeOptions, config: BuildConfig) -> BuildPlan:

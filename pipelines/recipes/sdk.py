@@ -237,7 +237,7 @@ class SdkRecipeOptions:
     sets: list[str] | None = option(None, "feature sets to include (default: all found)",
                                     flow_help="Feature sequences to import by role (e.g. covarep, facet42, glove); "
                                               "empty: every one found.")
-    batch_videos: int = option(4, "videos per work unit", flow_help="Videos per work unit.")
+    batch_videos: int = option(4, "videos per work unit", flow_help="Videos per work unit.", check="count")
 
 
 def plan_mosei_sdk(options: SdkRecipeOptions, config: BuildConfig) -> BuildPlan:

@@ -289,7 +289,7 @@ class VideoRecipeOptions:
     text: str = _extractor("text", "text encoder")
     aligner: str = _extractor("aligner", "aligner of given transcripts")
     asr: str = _extractor("asr", "speech recogniser (no transcript; the aligner's fallback)")
-    fps: float | None = option(None, "video frames per second to analyse",
+    fps: float | None = option(None, "video frames per second to analyse", check="rate",
                                flow_help="Face frames sampled per second; empty: 5.")
     split: str | None = option(None, "split for inputs that name none",
                                flow_help="The split of a single video or a MELD file, or a manifest's default split.")
