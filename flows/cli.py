@@ -10,12 +10,13 @@ wrote no segment at all, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -408,10 +409,45 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Native libraries (mediapipe's absl and TensorFlow Lite lines, glog) write to file descriptor 2 directly:
+    while a command runs in its own process, descriptor 2 is /dev/null (inherited by worker processes and the
+    resource tracker) and Python's `sys.stderr`, which carries every line of ours, is a copy of the real one."""
+    if sys.stderr is not sys.__stderr__ or sys.stderr is None:  # embedded (a test's captured stderr): leave it
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    before = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, errors="backslashreplace")
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = before
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if not args.debug:
-        _quiet_libraries()
+    with contextlib.ExitStack() as quiet:
+        if not args.debug:
+            _quiet_libraries()
+            quiet.enter_context(_native_stderr_silenced())
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("distributed", "httpx", "numexpr", "matplotlib", "faster_whisper"):

@@ -47,7 +47,6 @@ class _Target:
 
     manifest: Manifest | None = None  # the old store's manifest, when it resumes or is replaced
     remove_store: bool = False  # an --overwrite: the old manifest's files are not reused, and go after the commit
-    remove_build_state: bool = False  # the other build's records: their files go after the commit
 
 
 def _inspect_target(d: StoreDir, identity: dict[str, Any], overwrite: bool) -> _Target:
@@ -67,10 +66,10 @@ def _inspect_target(d: StoreDir, identity: dict[str, Any], overwrite: bool) -> _
         except StoreError as e:
             unreadable = f"; its {LAYOUT['manifest']} is unreadable: {e}"
     contents = d.names()
-    records = build_records(d)  # raises for a record naming a file outside the store
+    build_records(d)  # raises for a record naming a file outside the store (its files go after the commit)
     manifest_records(d, manifest)  # and for such a manifest entry
     if not contents and plan is None:  # empty, or a build killed before it planned anything
-        return _Target(manifest=None, remove_build_state=bool(records))
+        return _Target(manifest=None)
     found = plan if plan is not None else (recipe_identity(manifest.build) if manifest is not None else None)
     if found is not None and _canonical(found) == _canonical(identity):
         stale = manifest is not None and _canonical(recipe_identity(manifest.build)) != _canonical(identity)
@@ -86,7 +85,7 @@ def _inspect_target(d: StoreDir, identity: dict[str, Any], overwrite: bool) -> _
         differs = sorted(k for k in set(found) | set(identity) if _canonical(found.get(k)) != _canonical(identity.get(k)))
         raise StoreError(f"{root}: holds {what} by recipe {found.get('recipe')!r} with another configuration "
                          f"(this build: recipe {identity.get('recipe')!r}; differs in {', '.join(differs)}); {hint}")
-    return _Target(manifest=manifest, remove_store=manifest is not None, remove_build_state=True)
+    return _Target(manifest=manifest, remove_store=manifest is not None)
 
 
 

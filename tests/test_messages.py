@@ -61,3 +61,24 @@ def test_a_manifest_naming_one_file_twice_is_refused_by_the_reader(tmp_path: Pat
     with pytest.raises(StoreError, match=r"the manifest lists the same file under 2 spellings .*read twice"):
         Store(store)
     assert any("one file listed under 2 spellings" in str(p) for p in validate(store).problems)
+
+
+def test_native_library_lines_do_not_reach_stderr(tmp_path: Path) -> None:
+    """mediapipe's C++ (absl, TensorFlow Lite) writes to descriptor 2 directly: a build prints our lines only,
+    and `--debug` still shows the libraries' own."""
+    import os
+    import subprocess
+    import sys
+
+    from tests import media_fixtures as mf
+
+    mf.need(mf.MOSI_CLIP)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "flows.cli", "build", "videos", "--input", str(mf.MOSI_CLIP), "--out",
+           str(tmp_path / "s"), "--workers", "0", "--quiet", "--face", "mediapipe"]
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for noise in ("absl::InitializeLog", "W0000", "XNNPACK", "Warning"):
+        assert noise not in done.stderr, done.stderr
+    assert "face_mediapipe" in done.stdout

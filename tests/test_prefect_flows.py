@@ -175,7 +175,7 @@ def test_mmolre_predict_on_the_real_mosi_clip(video_to_model_run: Path) -> None:
     assert out["timeline"] and all(r["start"] is not None for r in out["timeline"])  # words found by speech recognition
     bad = subprocess.run([cli, "predict", "/nonexistent.mp4", "--run", str(video_to_model_run / "run")],
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 1 and "/nonexistent.mp4: no such video file" in bad.stderr
+    assert bad.returncode == 1 and "mmolre: error: input /nonexistent.mp4 does not exist" in bad.stderr
 
 
 def test_predict_extracts_with_the_training_stores_settings(video_to_model_run: Path) -> None:
