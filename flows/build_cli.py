@@ -12,6 +12,7 @@ from typing import Any
 
 from flows.cli import EXIT_EMPTY, EXIT_ERROR, EXIT_FAILURES, EXIT_OK, _escape
 from flows.options import build_config, count, fraction, rate, seed, workers
+from flows.summary import word_times_line
 from pipelines.collapse import MODES
 from pipelines.recipes.registry import RECIPES
 
@@ -54,6 +55,8 @@ def _print_build(summary: dict[str, Any], as_json: bool) -> None:
     print("segments: " + ", ".join(f"{s} {n}" for s, n in c["segments"].items()))
     print(f"shards: {c['shards_written']} written, {c['shards_skipped']} already written")
     print("feature sets: " + ", ".join(f"{n} ({d})" for n, d in summary["feature_sets"].items()))
+    if summary.get("word_times"):
+        print(f"word times: {word_times_line(summary['word_times'])}")
     if c["failures"]:
         print(f"failures: {c['failures']} (see `mmolre inspect {_escape(summary['store'])}`)")
         for f in summary["failures"][:10]:

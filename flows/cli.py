@@ -345,12 +345,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
     p.add_argument("--face", choices=(*extractor_names("face"), "none"), default=None,
-                   help="face backend (default: the one the run's training store was built with): "
-                        + extractor_help("face"))
+                   help=f"face backend (default: the one the run's training store was built with): {extractor_help('face')}")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("extractors", help="the audio, face, text extractors, aligners and speech recognisers: dims, version, can they run here")
+    p = sub.add_parser("extractors", help="audio, face, text extractors, aligners, recognisers: dims, version, can they run here")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, kind, dims, dim_names, version, available, reason}")
     p.set_defaults(func=cmd_extractors)
 
@@ -441,7 +440,7 @@ def _native_stderr_silenced() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with contextlib.ExitStack() as quiet:
-        if not args.debug:
+        if not args.debug and sys.stderr is sys.__stderr__:  # a command in its own process, not embedded
             _quiet_libraries()
             quiet.enter_context(_native_stderr_silenced())
         return _run(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import types
@@ -28,7 +29,6 @@ def _yaml_problem(where: str, e: Exception) -> UsageError:
 
 # -- numbers on the command line: argparse types, so a bad one is a usage error (exit 2) naming the option --------
 def _number(text: str, kind: type, low: float | None, high: float | None, low_open: bool, what: str) -> Any:
-    import argparse
     import math
 
     try:

@@ -6,8 +6,8 @@ The project's own formats: a manifest (CSV or JSONL): video_path, segment_id, st
 (a number in [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or
 the six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one class
 of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class, split, language
-(a BCP-47 code such as `en`, `es`, `pt-BR`; default `en`: other languages skip the English aligner and text
-encoder); and one video (or audio) file.
+(a BCP-47 code such as `en`, `es`, `pt-BR`, or `und`: undetermined, the recogniser detects it; default `en`: other
+languages go to the multilingual recogniser, not the English aligner and text encoder); and one media file.
 
 Labels follow feature_schemas/labels.py on every route. A build's emotion class set is declared or found from its
 rows by `resolve_emotion_classes`; rows naming a class outside it fail. A problem with one row (a bad id, a label

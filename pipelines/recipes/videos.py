@@ -6,8 +6,8 @@ frames from the chosen backend, and word vectors from the text encoder (all of a
 batch). The build declares only the feature sets its inputs can produce: no media anywhere makes a text-only
 store, audio files only make no face set. Every record carries every declared set: a segment without audio,
 video or media gets zero frames for that set, so its words have coverage 0 there. A segment whose `language`
-is not English skips the English aligner, Whisper and text encoder (uniform word times, text coverage 0),
-and the build report's notes and counters say so, as they do for every alignment fallback. Rows rejected
+is not English (or `und`) is timed by the multilingual recogniser (stages/words.py) and skips the English text
+encoder (text coverage 0); the build report's notes and counters say so, as they do for every alignment fallback. Rows rejected
 while reading the inputs become failure rows of the store through one extra unit. Unit payloads are the media
 stage's typed units (`MediaUnit`, `TextUnit`, `RejectedRows` in pipelines/stages/media.py).
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -268,12 +269,12 @@ def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig
 
 # --- as the command line and the flows offer it -------------------------------------------------------------
 
-def _extractor(kind: str, what: str, none: str = "") -> Any:
+def _extractor(kind: str, what: str, none: str = "", role: str = "") -> Any:
     """An extractor option: its choices, default and help from the extractor registry (read, not imported)."""
     from ..extract import registry
 
     names = registry.names(kind)  # type: ignore[arg-type]
-    return option(registry.default(kind), f"{what}: {registry.help_text(kind)}{none}",  # type: ignore[arg-type]
+    return option(registry.default(kind, role), f"{what}: {registry.help_text(kind)}{none}",  # type: ignore[arg-type]
                   choices=[*names, "none"] if none else names,
                   flow_help=f"{what[0].upper()}{what[1:]} by name (`mmolre extractors` lists them){' or none' if none else ''}.")
 
@@ -287,8 +288,15 @@ class VideoRecipeOptions:
     face: str | None = _extractor("face", "face backend", "; none: no face features")
     audio: str = _extractor("audio", "audio extractor")
     text: str = _extractor("text", "text encoder")
-    aligner: str = _extractor("aligner", "aligner of given transcripts")
-    asr: str = _extractor("asr", "speech recogniser (no transcript; the aligner's fallback)")
+    aligner: str = _extractor("aligner", "aligner of English transcripts")
+    asr: str = _extractor("asr", "recogniser of English speech (no transcript; the aligner's fallback)")
+    aligner_multilingual: str = _extractor("aligner", "aligner of transcripts in other languages", role="multilingual")
+    asr_multilingual: str = _extractor("asr", "recogniser of other languages and of language und", role="multilingual")
+    audio_model: str | None = option(None, "local wav2vec2 / HuBERT / Data2Vec-Audio folder for --audio "
+                                     "transformers-audio", path=True)
+    audio_layer: int | None = option(None, "its hidden layer (0: feature projection; default -1, the last)")
+    text_languages: str | None = option(None, "languages the text encoder reads (default en; * for a multilingual "
+                                        "--text-model such as XLM-R)")
     fps: float | None = option(None, "video frames per second to analyse", check="rate",
                                flow_help="Face frames sampled per second; empty: 5.")
     split: str | None = option(None, "split for inputs that name none",
@@ -300,13 +308,22 @@ class VideoRecipeOptions:
                                          "outside the set fail")
 
 
+def video_settings(options: VideoRecipeOptions) -> VideoConfig:
+    """The media stage's settings: each extractor by name (None keeps the registry's default, face none: no face);
+    a text set named after a local text model's folder (text_roberta_base, ...)."""
+    named = {k: getattr(options, k) for k in ("text", "aligner", "asr", "aligner_multilingual", "asr_multilingual",
+                                              "audio_model", "audio_layer", "text_languages", "fps", "asr_model",
+                                              "text_model")}
+    settings: dict[str, Any] = {"face": None if options.face in (None, "none") else options.face,
+                                "audio_set": options.audio}
+    if options.text_model:
+        folder = re.sub(r"[^a-z0-9]+", "_", Path(options.text_model).name.lower()).strip("_")
+        settings["text_name"] = "text_" + (folder or "model")
+    return VideoConfig(**settings | {k: v for k, v in named.items() if v is not None})
+
+
 def plan_video_recipe(options: VideoRecipeOptions, config: Any) -> BuildPlan:
-    """The media stage's plan; each extractor by name (None keeps the registry's default, face none: no face)."""
-    named = {"audio_set": options.audio, "text": options.text, "aligner": options.aligner, "asr": options.asr,
-             "fps": options.fps, "asr_model": options.asr_model, "text_model": options.text_model}
-    settings: dict[str, Any] = {"face": None if options.face in (None, "none") else options.face}
-    settings |= {k: v for k, v in named.items() if v is not None}
-    return plan_videos(options.input, VideoConfig(**settings), config, split=options.split,
+    return plan_videos(options.input, video_settings(options), config, split=options.split,
                        emotion_classes=options.emotion_classes)
 
 
