@@ -332,7 +332,7 @@ def test_cli_trains_with_a_fine_tuned_encoder_and_refuses_a_bad_model(store: Pat
 
 def test_video_recipe_stores_each_word_as_written(tmp_path: Path) -> None:
     """MELD's "What?" is stored as the word "What" and, in schema 2.1's words_written, as "What?"."""
-    from pipelines.inputs import read_meld
+    from pipelines.recipes.meld import read_meld
     from pipelines.recipes.videos import VideoConfig, build_videos
     from tests import media_fixtures as mf
 

@@ -34,7 +34,7 @@ def utterance_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first transcripts of each standard fold of MOSI's label.csv, through the real text pipeline (MiniLM)."""
-    from pipelines.inputs import read_mosi_labels
+    from pipelines.recipes.mosi_text import read_mosi_labels
     from pipelines.recipes.videos import VideoConfig, build_videos
 
     tmp = tmp_path_factory.mktemp("zoo-text")
