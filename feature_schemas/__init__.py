@@ -39,7 +39,7 @@ from .manifest import (
     schema_major,
     sha256_file,
 )
-from .paths import BUILD_DIR, OutsideStoreError, contained, table_roots
+from .paths import BUILD_DIR, OutsideStoreError, StoreLinkError, contained, no_links, store_links, table_roots
 from .reader import Store
 from .spec import (
     COVERAGE_SUFFIX,
@@ -73,7 +73,7 @@ from .validate import (
 )
 
 __all__ = [
-    "BUILD_DIR", "COVERAGE_SUFFIX", "EMOTIONS", "OutsideStoreError", "contained", "table_roots", "LAYOUT", "SCHEMA_VERSION", "SPLITS",
+    "BUILD_DIR", "COVERAGE_SUFFIX", "EMOTIONS", "OutsideStoreError", "StoreLinkError", "contained", "no_links", "store_links", "table_roots", "LAYOUT", "SCHEMA_VERSION", "SPLITS",
     "ChecksumError", "FeatureSet", "FileEntry", "Manifest", "Problem", "SchemaVersionError", "Store", "StoreError",
     "ValidationReport", "aligned_schema", "TEMPORARY_GLOB", "atomic_path", "atomic_write_text", "file_problem", "contract", "column_lists", "column_vectors", "coverage_column",
     "failures_schema", "frames_schema", "list_of_values", "list_of_vectors", "segments_schema", "sha256_file",

@@ -4,6 +4,7 @@ must stay inside the store, so a crafted `/etc/passwd` or `../outside` entry is 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from .errors import StoreError
@@ -14,6 +15,65 @@ BUILD_DIR = "_build"  # a build's lock, plan and shard records; exists only whil
 
 class OutsideStoreError(StoreError):
     """A path named by a store's manifest or a build record leads outside the store."""
+
+
+class StoreLinkError(OutsideStoreError):
+    """A symbolic link among a store's own files or folders: a build never follows one (it could write, truncate
+    or delete outside the store), whatever it points at."""
+
+
+def link_error(root: str | os.PathLike, link: str | os.PathLike) -> StoreLinkError:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    rel = Path(link).relative_to(root).as_posix() if Path(link).is_relative_to(root) else str(link)
+    return StoreLinkError(f"{root}: {rel!r} is a symbolic link (to {target!r}); refused: a store is never written "
+                          "through a link (it could change files outside the store); replace the link with a real "
+                          "folder or file, or choose another --out")
+
+
+def store_entries(root: str | os.PathLike) -> list[str]:
+    """The names a store owns at its top: manifest, card, build state and table folders."""
+    return sorted({LAYOUT["manifest"], LAYOUT["card"], BUILD_DIR, *table_roots()})
+
+
+def store_links(root: str | os.PathLike) -> list[Path]:
+    """Every symbolic link among the store's own entries and below its table folders and build state (links are
+    listed, never followed), so a build can refuse the store before it touches anything."""
+    base = Path(root)
+    found = []
+    for name in store_entries(base):
+        top = base / name
+        if top.is_symlink():
+            found.append(top)
+            continue
+        for folder, dirs, files in os.walk(top):  # does not descend into linked folders
+            dirs.sort()
+            found += [Path(folder) / n for n in sorted(dirs + files) if os.path.islink(os.path.join(folder, n))]
+    return found
+
+
+def no_links(root: str | os.PathLike, rel: str) -> Path:
+    """`root / rel` after checking that no existing part of it below `root` is a symbolic link and that its
+    deepest existing folder resolves inside `root`'s real path: the check before every local write or delete."""
+    if not isinstance(rel, str) or not rel or "\0" in rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+        raise OutsideStoreError(f"{root}: path {rel!r} is not a relative path inside the store; refused")
+    here = Path(root)
+    existing = here
+    for part in Path(rel).parts:
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            break
+        if stat.S_ISLNK(st.st_mode):
+            raise link_error(root, here)
+        existing = here
+    real_root, real = os.path.realpath(root), os.path.realpath(existing)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise OutsideStoreError(f"{root}: path {rel!r} leads outside the store ({real}); refused")
+    return Path(root) / rel
 
 
 def contained(root: str | os.PathLike, rel: object, what: str = "file") -> Path:
@@ -53,6 +113,8 @@ def stored_files(root: str | os.PathLike) -> list[str]:
     base = Path(root)
     found = []
     for top in table_roots():
+        if (base / top).is_symlink():
+            continue  # never walked: `store_links` names it
         for folder, dirs, files in os.walk(base / top):
             dirs.sort()
             for name in sorted(files):
@@ -63,6 +125,16 @@ def stored_files(root: str | os.PathLike) -> list[str]:
 def normalise(rel: str) -> str:
     """A manifest path in the form `stored_files` gives (no `./`, no doubled slashes)."""
     return Path(os.path.normpath(rel)).as_posix()
+
+
+def same_file_twice(rels: list[str]) -> list[list[str]]:
+    """Manifest paths that name one file under several spellings (`aligned/x.parquet`, `aligned/./x.parquet`):
+    a reader would read its rows twice."""
+    by_file: dict[str, list[str]] = {}
+    for rel in rels:
+        if isinstance(rel, str):
+            by_file.setdefault(normalise(rel), []).append(rel)
+    return [sorted(v) for _, v in sorted(by_file.items()) if len(v) > 1]
 
 
 def contained_key(root: object, rel: object, what: str = "file") -> str:

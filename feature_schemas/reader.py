@@ -24,7 +24,7 @@ from .arrays import column_lists, column_vectors, utterance_vectors
 from .errors import ChecksumError, StoreError
 from .feature_set import FeatureSet
 from .manifest import FileEntry, Manifest, file_problem, read_manifest, sha256_file
-from .paths import contained
+from .paths import contained, same_file_twice
 from .remote import ObjectInfo, key_inside, list_objects, object_problem, open_filesystem, reading
 from .spec import (
     SPLITS,
@@ -99,17 +99,18 @@ def _drain_arrow_threads_at_exit() -> None:
     atexit.register(drain)
 
 
-def open_parquet(store: Location, path: str | os.PathLike) -> pq.ParquetFile:
+def open_parquet(store: Location, path: str | os.PathLike, metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
     """One of a store's files (a path `Store.files` gave) opened for reading, in any process: for a URL store
-    the filesystem is looked up again per process, so a forked or spawned DataLoader worker reads on its own."""
+    the filesystem is looked up again per process, so a forked or spawned DataLoader worker reads on its own.
+    `metadata`: the file's footer read earlier (no footer read then: one ranged GET fewer at a URL)."""
     if not is_url(store):
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, metadata=metadata)
     fs = open_filesystem(store)[0]
     _drain_arrow_threads_at_exit()
     with reading(store, f" ({path})"):
         # no read-ahead cache: each row group's column chunks are fetched by ranged reads (pyarrow pre-buffers and
         # coalesces them); fsspec's default 50 MB read-ahead would fetch the rest of the file for every row group
-        return pq.ParquetFile(fs.open(os.fspath(path), "rb", cache_type="none"))
+        return pq.ParquetFile(fs.open(os.fspath(path), "rb", cache_type="none"), metadata=metadata)
 
 
 class Store:
@@ -136,6 +137,10 @@ class Store:
         self.manifest_sha256 = hashlib.sha256(data).hexdigest()
         for rel in self.manifest.files:  # refuse a manifest naming files outside the store before anything reads
             self._where(rel)
+        if twice := same_file_twice(list(self.manifest.files)):
+            raise StoreError(f"{self.path}: the manifest lists the same file under {len(twice[0])} spellings "
+                             f"({', '.join(repr(r) for r in twice[0])}): its rows would be read twice; refused "
+                             "(rebuild the store)")
         if verify:
             problems = self.verify()
             if problems:
@@ -229,7 +234,7 @@ class Store:
 
     def _schema(self, table: str) -> pa.Schema:
         if table == "segments":
-            return segments_schema()
+            return segments_schema(optional=self._columns("segments"))
         if table == "failures":
             return failures_schema()
         if table == "aligned":
@@ -242,15 +247,21 @@ class Store:
         raise StoreError(f"unknown table {table!r}")
 
     def _aligned_columns(self) -> set[str]:
-        if not hasattr(self, "_aligned_cols"):
-            # one file's footer names the columns; reading that needs no checksum of every aligned shard
-            first = next((rel for rel, e in sorted(self.manifest.files.items()) if e.table == "aligned"), None)
+        return self._columns("aligned")
+
+    def _columns(self, table: str) -> set[str]:
+        """The columns of the table's first file (a media build's segments carry `language`, schema 2.2)."""
+        cache = self.__dict__.setdefault("_table_cols", {})
+        if table not in cache:
+            # one file's footer names the columns; reading that needs no checksum of every shard
+            files = [(e.rows == 0, rel) for rel, e in sorted(self.manifest.files.items()) if e.table == table]
+            first = min(files)[1] if files else None  # a file with rows first: an empty one may lack optional columns
             if first is None:
-                self._aligned_cols = set()
+                cache[table] = set()
             else:
                 with reading(self.url, f" ({first})") if self.fs is not None else contextlib.nullcontext():
-                    self._aligned_cols = set(pq.read_schema(os.fspath(self._where(first)), filesystem=self._arrow_fs()).names)
-        return self._aligned_cols
+                    cache[table] = set(pq.read_schema(os.fspath(self._where(first)), filesystem=self._arrow_fs()).names)
+        return cache[table]
 
     def dataset(self, table: str, split: str | None = None) -> ds.Dataset:
         """A lazy pyarrow dataset over one table (and split); nothing is read until asked. A URL store's dataset

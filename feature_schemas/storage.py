@@ -20,7 +20,9 @@ from typing import Any
 Location = str | os.PathLike
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+# `user:secret@` after the scheme; a secret may hold `/`, `+`, `=` (AWS secret keys often do), so a `:` before the
+# first `@` marks credentials too, slashes or not (`s3://bucket/dir/a@b` has none and is a plain key)
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@]*@|[^@\s]*:[^@\s]*@)")
 
 
 def is_url(location: Location) -> bool:
@@ -38,8 +40,12 @@ def local_path(location: Location) -> Path:
 
 
 def display(location: Location) -> str:
-    """The location as it may be shown or stored: any `user:secret@` in a URL is removed."""
-    return _USERINFO.sub(r"\1", os.fspath(location))
+    """The location as it may be shown or stored: any `user:secret@` in a URL is removed (again while one is
+    left: a password may hold `@`)."""
+    text, shown = os.fspath(location), None
+    while shown != text:
+        shown, text = text, _USERINFO.sub(r"\1", text, count=1)
+    return text
 
 
 def join(location: Location, *parts: str) -> str:
@@ -234,14 +240,16 @@ def object_version(info: dict[str, Any]) -> str | None:
 _CLIENT_MODULES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "azure", "google",
                              "fsspec", "urllib3", "requests"})
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|ACCOUNT_KEY|ACCESS_KEY|CREDENTIAL|SAS", re.IGNORECASE)
-_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
-_BARE_USERINFO = re.compile(r"[^\s/\"'@:]+:[^\s/\"'@]+@")  # `user:secret@` without a scheme (a bucket name as a client quotes it)
+_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s]*@|[^@\s\"']*:[^@\s\"']*@)")
+_BARE_USERINFO = re.compile(r"[^\s/\"'@:]+:[^\s\"'@]+@")  # `user:secret@` without a scheme (a bucket name as a client quotes it)
 
 
 def scrub(text: str) -> str:
     """`text` with any `user:secret@` of a URL removed and the values of secret-looking environment variables
     (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_STORAGE_ACCOUNT_KEY, ...) masked."""
-    text = _BARE_USERINFO.sub("", _URL_USERINFO.sub(r"\1", text))
+    shown = None
+    while shown != text:
+        shown, text = text, _BARE_USERINFO.sub("", _URL_USERINFO.sub(r"\1", text))
     for name, value in os.environ.items():
         if _SECRET_NAME.search(name) and len(value) >= 6 and value in text:
             text = text.replace(value, "***")

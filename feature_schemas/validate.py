@@ -19,7 +19,16 @@ from .arrays import utterance_vectors
 from .errors import StoreError
 from .feature_set import FeatureSet
 from .manifest import FileEntry, Manifest, file_problem
-from .paths import BUILD_DIR, OutsideStoreError, contained, normalise, stored_files, table_roots
+from .paths import (
+    BUILD_DIR,
+    OutsideStoreError,
+    contained,
+    normalise,
+    same_file_twice,
+    store_links,
+    stored_files,
+    table_roots,
+)
 from .remote import ObjectInfo, key_inside, list_objects, open_filesystem, reading, scrub
 from .spec import (
     EMOTIONS,
@@ -122,7 +131,7 @@ def validate_segments(table: pa.Table, emotion_classes: Sequence[str] | None = N
                       sentiment_classes: Sequence[str] | None = None) -> list[Problem]:
     """Schema, splits, ids and label ranges; class labels too when the store's class sets are given
     (`validate` passes the manifest's; a shard being written was checked against them when its inputs were read)."""
-    out = _check_schema("segments", table, segments_schema())
+    out = _check_schema("segments", table, segments_schema(optional=True))
     out += _check_split_and_ids("segments", table, unique=True)
     for col, (lo, hi) in _RANGES.items():
         if col not in table.column_names:
@@ -208,6 +217,9 @@ def validate(store: str | os.PathLike, check_files: bool = True) -> ValidationRe
         problems = files.layout_problems(manifest)
     except StoreError as e:
         return ValidationReport([Problem("manifest", None, None, str(e))])
+    problems += [Problem("manifest", None, None, f"{', '.join(repr(r) for r in twice)}: one file listed under "
+                                                 f"{len(twice)} spellings (readers would read its rows twice)")
+                 for twice in same_file_twice(list(manifest.files))]
     tables: dict[str, list[pa.Table]] = {}
     for rel, entry in sorted(manifest.files.items()):
         try:
@@ -335,10 +347,15 @@ def _layout_problems(root: Path, manifest: Manifest) -> list[Problem]:
     listed = {normalise(rel) for rel in manifest.files}
     out = [Problem("store", None, None, f"{rel!r}: file not in the manifest (globbing readers would read it too); remove it")
            for rel in stored_files(root) if rel not in listed]
-    if (root / BUILD_DIR).exists():
+    links = store_links(root)
+    out += [Problem("store", None, None, f"{link.relative_to(root).as_posix()!r}: is a symbolic link (to "
+                                         f"{os.readlink(link)!r}); a build refuses a store with links; replace it")
+            for link in links]
+    if (root / BUILD_DIR).exists() or (root / BUILD_DIR).is_symlink():
         out.append(Problem("store", None, None, f"{BUILD_DIR}/: build state in the store (a build is running, or was "
                                                 "killed: rerun it to finish)"))
-    for record in sorted((root / BUILD_DIR / "shards").glob("*.json")):
+    linked = any(link.relative_to(root).parts[0] == BUILD_DIR for link in links)
+    for record in [] if linked else sorted((root / BUILD_DIR / "shards").glob("*.json")):
         try:
             files = json.loads(record.read_text()).get("files", {})
         except (OSError, ValueError, AttributeError):

@@ -10,113 +10,36 @@ wrote no segment at all, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.options import build_config, model_settings, text_settings, train_config, video_config
-from pipelines.collapse import MODES
+from feature_schemas.storage import scrub
+from flows.options import UsageError, count, model_settings, seed, text_settings, train_config
+from pipelines.extract.registry import help_text as extractor_help
 from pipelines.extract.registry import names as extractor_names
 
-EXIT_OK, EXIT_ERROR, EXIT_FAILURES = 0, 1, 3  # argparse exits 2 on usage errors
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3  # argparse exits 2 on usage errors, as UsageError does
 EXIT_EMPTY, EXIT_INTERRUPTED = 4, 130  # EXIT_EMPTY: a build wrote no segment at all
+
+
+def _scrub_record(record: logging.LogRecord) -> bool:
+    """A log line never carries a credential, whoever built it: redacted as it is emitted."""
+    message = record.getMessage()
+    if (clean := scrub(message)) != message:
+        record.msg, record.args = clean, None
+    return True
 
 
 def _escape(text: object) -> str:
     """Ids and paths come from files we did not write: show control characters repr-style, never raw."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
-# -- build ------------------------------------------------------------------------------------------
-def _build_config(args: argparse.Namespace, units_per_shard: int) -> Any:
-    return build_config(args.mode, args.fill, args.keep_frames, args.units_per_shard or units_per_shard)
-
-
-def _run_plan(plan: Any, args: argparse.Namespace) -> int:
-    from flows.dask_cluster import dask_client, warm_config
-    from flows.summary import summarize_build
-    from pipelines.build import run_build
-
-    if args.workers == 0:
-        result = run_build(plan, args.out, executor=None, show_bar=not args.quiet, overwrite=args.overwrite)
-    else:
-        warm = warm_config(plan)
-        with dask_client(args.dask_address, args.workers, warm=warm, preload=warm is not None) as client:
-            result = run_build(plan, args.out, executor=client, show_bar=not args.quiet, overwrite=args.overwrite)
-    summary = summarize_build(result)
-    _print_build(summary, args.json)
-    if summary["incomplete_shards"]:
-        return EXIT_ERROR
-    if not sum(summary["counts"]["segments"].values()):
-        print(f"mmolre: error: {_escape(summary['store'])}: the build wrote no segment ({summary['counts']['failures']} "
-              "failures)" + ("; most common reasons:" if summary["top_failure_reasons"] else
-                             "; the input had no usable rows"), file=sys.stderr)
-        for r in summary["top_failure_reasons"]:
-            print(f"  {r['count']} x [{r['stage']}] {r['example']!r}"[:400], file=sys.stderr)
-        return EXIT_EMPTY
-    return EXIT_FAILURES if (args.strict and summary["counts"]["failures"]) else EXIT_OK
-
-
-def _print_build(summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(summary, indent=2, default=str))
-        return
-    c = summary["counts"]
-    print(f"store: {_escape(summary['store'])}")
-    print("segments: " + ", ".join(f"{s} {n}" for s, n in c["segments"].items()))
-    print(f"shards: {c['shards_written']} written, {c['shards_skipped']} already written")
-    print("feature sets: " + ", ".join(f"{n} ({d})" for n, d in summary["feature_sets"].items()))
-    if c["failures"]:
-        print(f"failures: {c['failures']} (see `mmolre inspect {_escape(summary['store'])}`)")
-        for f in summary["failures"][:10]:
-            print(f"  {_escape(f['item_id'])} [{f['stage']}]: {_escape(f['reason'])}")
-
-
-def cmd_build_sdk(args: argparse.Namespace) -> int:
-    from pipelines.recipes.sdk import plan_sdk
-
-    plan = plan_sdk(args.csd_dir, dataset=args.dataset, sets=args.sets, config=_build_config(args, 16), batch_videos=args.batch_videos)
-    return _run_plan(plan, args)
-
-
-def _start_workers_early(args: argparse.Namespace) -> None:
-    """A media build with local workers starts their forkserver before planning (see start_forkserver_early)."""
-    if args.workers != 0:
-        from flows.dask_cluster import start_forkserver_early
-
-        start_forkserver_early(args.dask_address)
-
-
-def cmd_build_videos(args: argparse.Namespace) -> int:
-    _start_workers_early(args)
-    from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD, plan_videos
-
-    config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model)
-    plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split,
-                       emotion_classes=args.emotion_classes)
-    return _run_plan(plan, args)
-
-
-def cmd_build_mmsa(args: argparse.Namespace) -> int:
-    from pipelines.recipes.mmsa import MMSA_UNITS_PER_SHARD, plan_mmsa
-
-    names = {m: n for m, n in (("text", args.text_name), ("audio", args.audio_name), ("vision", args.vision_name)) if n}
-    aligned = {"auto": None, "yes": True, "no": False}[args.aligned]
-    plan = plan_mmsa(args.input, _build_config(args, MMSA_UNITS_PER_SHARD), names=names, aligned=aligned)
-    return _run_plan(plan, args)
-
-
-def cmd_build_mosi_utterance(args: argparse.Namespace) -> int:
-    from pipelines.recipes.mosi_utterance import plan_mosi_utterance
-
-    plan = plan_mosi_utterance(args.input, labels=args.labels, valid_fraction=args.valid_fraction, seed=args.seed,
-                               config=_build_config(args, 16))
-    return _run_plan(plan, args)
 
 
 # -- inspect / validate -----------------------------------------------------------------------------
@@ -203,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = train_config(args.config, args.set, **model_settings(args.model, args.task), epochs=args.epochs,
                           seed=args.seed, device=args.device, context=True if args.context else None,
                           **text_settings(args.text_encoder, args.text_model))
-    results = train(args.store, args.out, config=config)
+    results = train(args.store, args.out, config=config, overwrite=args.overwrite)
     if args.json:
         print(results_json(results.get("test", results)))
     else:
@@ -306,105 +229,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "csd":
-        from pipelines.export.csd import write_csd
+        from pipelines.export.csd import export_csd_sets
 
-        for name in args.sets or []:
-            path = Path(args.out) / f"{name}.csd"
-            write_csd(args.store, name, path, level=args.level)
+        for path in export_csd_sets(args.store, args.out, args.sets, level=args.level, timeline=args.timeline):
             print(f"wrote {path}")
-    else:
-        from pipelines.export.mmsa import export_mmsa
+        return EXIT_OK
+    from pipelines.export.mmsa import write_mmsa
 
-        path = export_mmsa(args.store, args.out, text=args.text, audio=args.audio, vision=args.vision)
-        print(f"wrote {path}")
+    report = write_mmsa(args.store, args.out, text=args.text, audio=args.audio, vision=args.vision, layout=args.layout,
+                        seq_len=args.seq_len, frame_len=args.frame_len, bert_len=args.bert_len, tokenizer=args.tokenizer,
+                        text_bert=not args.no_text_bert)
+    if args.json:
+        print(json.dumps(report.summary(), indent=2))
+        return EXIT_OK
+    print(f"wrote {report.path} ({report.layout}; {', '.join(f'{k} {v}' for k, v in report.segments.items())} segments)")
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if report.unlabeled:
+        print(f"left out (no sentiment score): {', '.join(report.unlabeled)}", file=sys.stderr)
     return EXIT_OK
 
 
 # -- parser -----------------------------------------------------------------------------------------
-def _add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="store folder to create or complete")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a store of another recipe or configuration in --out (only the files its manifest "
-                        "lists, its card and build state), or write into a non-empty folder that is not a store")
-    p.add_argument("--mode", choices=MODES, default="weighted", help="how frames collapse onto words (mean = the SDK's)")
-    p.add_argument("--fill", choices=("zeros", "nearest"), default="zeros", help="vector for words with no usable frame")
-    p.add_argument("--keep-frames", action="store_true", help="also write the frame-level (unaligned) sets")
-    p.add_argument("--units-per-shard", type=int, default=None,
-                   help="work units per Parquet shard (default: 16 for SDK imports, 2 videos for video builds)")
-    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (0: run inline)")
-    p.add_argument("--dask-address", default=None, help="an existing Dask scheduler (or set MMOLRE_DASK_ADDRESS)")
-    p.add_argument("--strict", action="store_true", help="exit 3 when any item failed")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mmolre", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    build = sub.add_parser("build", help="build a feature store").add_subparsers(dest="source", required=True)
-    for dataset in ("mosei", "mosi"):
-        p = build.add_parser(dataset, help=f"CMU-{dataset.upper()} from the SDK's .csd files")
-        p.add_argument("--csd-dir", required=True, help="folder of .csd computational sequences")
-        p.add_argument("--sets", nargs="+", default=None, help="feature sets to include (default: all found)")
-        p.add_argument("--batch-videos", type=int, default=4, help="videos per work unit")
-        _add_build_options(p)
-        p.set_defaults(func=cmd_build_sdk, dataset=dataset)
-    p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
-    p.add_argument("--input", required=True, help="folder, manifest or video file")
-    p.add_argument("--face", choices=(*extractor_names("face"), "none"), default="mediapipe",
-                   help="face backend (mediapipe: face mesh + expression probabilities; dlib: 68 landmarks)")
-    p.add_argument("--fps", type=float, default=None, help="video frames per second to analyse")
-    p.add_argument("--split", default=None, help="split for inputs that name none")
-    p.add_argument("--asr-model", default=None, help="local faster-whisper model folder (default: the packaged tiny.en)")
-    p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
-    p.add_argument("--emotion-classes", default=None, metavar="SET|A,B,...",
-                   help="the store's single-label emotion classes: meld, cremad, ravdess, iemocap or comma-separated "
-                        "names (default: found from the labels); rows outside the set fail")
-    _add_build_options(p)
-    p.set_defaults(func=cmd_build_videos)
-    p = build.add_parser("mmsa", help="an MMSA pickle (aligned_50.pkl / unaligned_50.pkl), read without running its code")
-    p.add_argument("--input", required=True, help="the .pkl file")
-    p.add_argument("--aligned", choices=("auto", "yes", "no"), default="auto",
-                   help="word-aligned layout (auto: the file's own flag, else its name)")
-    p.add_argument("--text-name", default=None, help="feature set name for the text features (default from the dims)")
-    p.add_argument("--audio-name", default=None, help="feature set name for the audio features")
-    p.add_argument("--vision-name", default=None, help="feature set name for the vision features")
-    _add_build_options(p)
-    p.set_defaults(func=cmd_build_mmsa)
-
-    p = build.add_parser("mosi-utterance", help="CMU-MOSI utterance-level features of the bc-LSTM release (schema 2)")
-    p.add_argument("--input", required=True, help="the release's folder (transcripts.csv, text_train.csv, audio_train0.csv, ...)")
-    p.add_argument("--labels", default=None, help="CMU-MOSI label.csv for continuous labels (default: ../label.csv)")
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of the training videos held out as valid")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation videos' draw")
-    _add_build_options(p)
-    p.set_defaults(func=cmd_build_mosi_utterance)
-
-    p = sub.add_parser("inspect", help="segments, words, feature sets and failures of a store")
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_inspect)
-
-    p = sub.add_parser("validate", help="check a store against its schema and checksums (exit 3 if invalid)")
-    p.add_argument("store")
-    p.set_defaults(func=cmd_validate)
-
+def _add_export_command(sub: Any) -> None:
+    """`mmolre export csd|mmsa`: a store's features for the SDK and MMSA."""
     p = sub.add_parser("export", help="write a store's features for other toolkits")
     p.add_argument("format", choices=("csd", "mmsa"))
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="folder (csd) or .pkl path (mmsa)")
-    p.add_argument("--sets", nargs="+", help="feature sets to export (csd)")
-    p.add_argument("--level", choices=("word", "frame"), default="word")
-    p.add_argument("--text", default=None)
-    p.add_argument("--audio", default=None)
-    p.add_argument("--vision", default=None)
+    p.add_argument("--sets", nargs="+", help="feature sets to export (csd; default: every set)")
+    p.add_argument("--level", choices=("word", "frame"), default="word", help="csd: word-level or frame-level rows")
+    p.add_argument("--timeline", default=None, metavar="LABELS.csd",
+                   help="csd: place segments without times by a release's labels file (segment VIDEO_N = its N-th interval)")
+    p.add_argument("--text", default=None, help="mmsa: text feature set (default: the first)")
+    p.add_argument("--audio", default=None, help="mmsa: audio feature set")
+    p.add_argument("--vision", default=None, help="mmsa: visual feature set")
+    p.add_argument("--layout", choices=("aligned", "unaligned"), default="aligned",
+                   help="mmsa: every modality per word (aligned), or audio/vision as frames (unaligned, needs --keep-frames)")
+    p.add_argument("--seq-len", type=count, default=None, help="mmsa: cut sequences to this length (default: the longest)")
+    p.add_argument("--frame-len", type=count, default=None, help="mmsa unaligned: cut frames to this length (default: the longest)")
+    p.add_argument("--bert-len", type=count, default=None, help="mmsa: text_bert tokens (default: L aligned, the longest unaligned)")
+    p.add_argument("--tokenizer", default=None, help="mmsa: local BERT tokenizer folder for text_bert (default: packaged MiniLM's)")
+    p.add_argument("--no-text-bert", action="store_true", help="mmsa: write no text_bert")
+    p.add_argument("--json", action="store_true", help="mmsa: print the export's summary as JSON")
     p.set_defaults(func=cmd_export)
 
+
+def _add_train_command(sub: Any) -> None:
+    """`mmolre train`: the store, the run folder, the model and its settings."""
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run of another model or configuration in --out (only a run's files), or write "
+                        "into a non-empty folder that is not a run")
     p.add_argument("--model", default=None, metavar="NAME",
                    help="a registered model (`mmolre models` lists them: mmolre, hard-sharing, dense-moe, ...) or "
                         "single-task (mmolre on --task); default: the --config's, else mmolre")
@@ -413,8 +291,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML or JSON TrainConfig (see mmolre/config.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set lr=1e-3 --set arch.d_model=64 (repeatable)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=count, default=None)
+    p.add_argument("--seed", type=seed, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--text-encoder", choices=("frozen", "finetune"), default=None,
                    help="frozen: the store's word vectors (default); finetune: run and train a Hugging Face encoder "
@@ -426,6 +304,29 @@ def parser() -> argparse.ArgumentParser:
                         "(a bidirectional GRU over the video, bc-LSTM style; = --set context=true)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mmolre", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    from flows.build_cli import add_build_commands
+
+    add_build_commands(sub.add_parser("build", help="build a feature store").add_subparsers(dest="source", required=True))
+
+    p = sub.add_parser("inspect", help="segments, words, feature sets and failures of a store")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("validate", help="check a store against its schema and checksums (exit 3 if invalid)")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_validate)
+
+    _add_export_command(sub)
+
+    _add_train_command(sub)
 
     p = sub.add_parser("models", help="the models --model trains: name, parameters, inputs, paper")
     p.add_argument("--json", action="store_true", help="one object per model (name, paper, inputs, defaults_from, "
@@ -444,11 +345,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
     p.add_argument("--face", choices=(*extractor_names("face"), "none"), default=None,
-                   help="face backend (default: the one the run's training store was built with)")
+                   help=f"face backend (default: the one the run's training store was built with): {extractor_help('face')}")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("extractors", help="the audio, face, text and words extractors: dims, version, can they run here")
+    p = sub.add_parser("extractors", help="audio, face, text extractors, aligners, recognisers: dims, version, can they run here")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, kind, dims, dim_names, version, available, reason}")
     p.set_defaults(func=cmd_extractors)
 
@@ -496,12 +397,62 @@ def error_message(e: BaseException, where: str | None = None) -> str:
     return f"unexpected {type(e).__name__}: {e}; rerun with --debug for the traceback and report it"
 
 
+def _quiet_libraries() -> None:
+    """Library warnings (torch's UserWarnings, absl/glog lines from mediapipe's C++, multiprocessing's
+    resource_tracker in its own process) never land beside the one-line errors; `--debug` shows them."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # child processes: workers, the resource tracker
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Native libraries (mediapipe's absl and TensorFlow Lite lines, glog) write to file descriptor 2 directly:
+    while a command runs in its own process, descriptor 2 is /dev/null (inherited by worker processes and the
+    resource tracker) and Python's `sys.stderr`, which carries every line of ours, is a copy of the real one."""
+    if sys.stderr is not sys.__stderr__ or sys.stderr is None:  # embedded (a test's captured stderr): leave it
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    before = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, errors="backslashreplace")
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = before
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    with contextlib.ExitStack() as quiet:
+        if not args.debug and sys.stderr is sys.__stderr__:  # a command in its own process, not embedded
+            _quiet_libraries()
+            quiet.enter_context(_native_stderr_silenced())
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("distributed", "httpx", "numexpr", "matplotlib", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_scrub_record)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -510,8 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"mmolre: error: {_escape(error_message(e, getattr(args, 'out', None)))}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"mmolre: error: {_escape(scrub(error_message(e, getattr(args, 'out', None))))}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_ERROR
 
 
 if __name__ == "__main__":

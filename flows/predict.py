@@ -34,6 +34,15 @@ def extraction_config(run: str | Path, face: str | None = None) -> Any:
     return config if face is None else replace(config, face=None if face == "none" else face)
 
 
+def check_video(video: str | Path) -> None:
+    """Refuse, as `build` does, a video that is missing, a folder, a FIFO (opening it would block), a device..."""
+    from pipelines.errors import PipelineError
+    from pipelines.media import path_problem
+
+    if (problem := path_problem(video)) is not None:
+        raise PipelineError(f"input {video} {problem}", stage="read", source_path=str(video))
+
+
 def predict_video(video: str | Path, run: str | Path, transcript: str | None = None,
                   face: str | None = None, summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """Sentiment, emotions and a per-word timeline for one video file, with `run`: the run, the store it learnt
@@ -42,8 +51,7 @@ def predict_video(video: str | Path, run: str | Path, transcript: str | None = N
     from pipelines.recipes.videos import build_videos
 
     video = Path(video)
-    if not video.is_file():
-        raise FileNotFoundError(f"{video}: no such video file")
+    check_video(video)
     with tempfile.TemporaryDirectory(prefix="mmolre-predict-") as tmp:
         store = Path(tmp) / "store"
         build_videos(read_video(video.resolve(), "input", "test", transcript or None), store,

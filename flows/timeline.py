@@ -18,19 +18,21 @@ SHOWN_DIMS = {
 }
 
 
-# Facial-expression probabilities (the mediapipe face set's FER2013 network) are shown per word when present.
-EXPRESSION_PREFIX = "fer_"
+# Facial-expression probabilities (the mediapipe face set's expr_*; fer_* in stores written before its rel_*
+# dimensions) are shown per word when present.
+EXPRESSION_PREFIXES = ("expr_", "fer_")
 
 
 def word_expression(seg: dict[str, Any], feature_sets: dict[str, Any], i: int) -> dict[str, Any] | None:
-    """The face expression over word `i`: the first face set with expression probabilities (fer_*) that covers
+    """The face expression over word `i`: the first face set with expression probabilities (expr_* or fer_*) that covers
     the word, as {"set", "top", "p", "probs"}; None when no such set covers it (no face, or no such set)."""
     for name, fs in feature_sets.items():
-        cols = [j for j, d in enumerate(fs.dims) if d.startswith(EXPRESSION_PREFIX)]
+        prefix = next((p for p in EXPRESSION_PREFIXES if any(d.startswith(p) for d in fs.dims)), "")
+        cols = [j for j, d in enumerate(fs.dims) if prefix and d.startswith(prefix)]
         if (not cols or getattr(fs, "level", "word") != "word" or name not in seg  # summaries hold no word rows
                 or float(seg[coverage_column(name)][i]) <= 0):
             continue
-        probs = {fs.dims[j][len(EXPRESSION_PREFIX):]: float(seg[name][i, j]) for j in cols}
+        probs = {fs.dims[j][len(prefix):]: float(seg[name][i, j]) for j in cols}
         if not all(np.isfinite(v) for v in probs.values()):
             continue
         top = max(probs, key=probs.__getitem__)

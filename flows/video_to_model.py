@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from feature_schemas import Store, coverage_column
-from flows.build_features import extract_video_features
+from flows.build_features import DEFAULT_FACE, extract_video_features
 from flows.summary import artifact_markdown, metrics_tables
 from flows.timeline import explain_segment
 from flows.train_model import train_mmolre
@@ -88,7 +88,7 @@ def write_pipeline_report(out: Path, build: dict[str, Any], train: dict[str, Any
 def video_to_model(
     input: str,
     out: str,
-    face: str | None = "mediapipe",
+    face: str | None = DEFAULT_FACE,
     fps: float | None = None,
     mode: Mode = "weighted",
     model: str = "mmolre",
@@ -107,7 +107,7 @@ def video_to_model(
             file; an absolute path on the machine serving this flow.
         out: Folder for everything it makes (store/, run/, report.md, timeline.png), an absolute path on the
             serving machine.
-        face: Face backend: mediapipe, dlib, pyfeat, openface (CSV next to each video) or none.
+        face: Face backend by name (`mmolre extractors` lists them) or none.
         fps: Face frames sampled per second; empty: 5.
         mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
         model: mmolre, hard-sharing, dense-moe or single-task.

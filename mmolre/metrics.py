@@ -28,6 +28,7 @@ from sklearn.metrics import accuracy_score, f1_score
 NAN = float("nan")
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
+MIN_CORR_PAIRS = 3  # a correlation of fewer pairs is n/a (two points always lie on a line)
 
 Metric = float | None
 
@@ -153,7 +154,8 @@ def sentiment_regression_metrics(
     out["acc7"] = multiclass_acc(p7, t7)
     out["acc7_sdk"] = float(np.mean(sdk_sentiment_class(pred) == sdk_sentiment_class(truth)))
     out["mae"] = float(np.mean(np.abs(pred - truth)))
-    out["corr"] = float(np.corrcoef(pred, truth)[0, 1]) if n > 1 and pred.std() > 0 and truth.std() > 0 else None
+    # two pairs always correlate +-1: a figure, not a finding; below MIN_CORR_PAIRS it is n/a
+    out["corr"] = float(np.corrcoef(pred, truth)[0, 1]) if n >= MIN_CORR_PAIRS and pred.std() > 0 and truth.std() > 0 else None
     out["n"] = int(n)
     out |= support
     if resamples:

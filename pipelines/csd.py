@@ -176,6 +176,13 @@ def dimension_names(metadata: dict[str, Any], dim: int) -> tuple[str, ...] | Non
 
 
 # -- reading -----------------------------------------------------------------------------------------
+# An entry may declare any shape: a dataset never written reads as its fill value, so a few bytes of file can ask
+# for terabytes. A read is refused, naming the video, when it would allocate more than this budget: far more than
+# the file could hold even compressed (float features compress about 1-3x), like the pickle reader's budget.
+BUDGET_FACTOR = 64
+BUDGET_EXTRA = 64 * 2**20
+
+
 class CsdFile:
     """An open computational sequence; `with CsdFile(path) as f: f.features(vid)` reads one video only.
     `path` is a local path or a URL (read by byte ranges); `self.path` is a Path for a local file and the URL,
@@ -244,6 +251,22 @@ class CsdFile:
             self._remote.close()
             self._remote = None
 
+    def _file_size(self) -> int:
+        try:
+            return int(self._remote.size if self._remote is not None else os.path.getsize(self.path))
+        except (AttributeError, OSError, TypeError, ValueError):
+            return 0
+
+    def _budget(self, video_id: str, ds: h5py.Dataset, rows: int, what: str) -> None:
+        """Refuse a read of `rows` rows of `ds` that would allocate far more than the file could hold."""
+        width = int(np.prod(ds.shape[1:], dtype=np.int64)) if ds.ndim > 1 else 1
+        nbytes = max(rows, 0) * width * max(ds.dtype.itemsize, 1)
+        limit = BUDGET_EXTRA + BUDGET_FACTOR * self._file_size()
+        if nbytes > limit:
+            raise self._error(f"{what} declare shape {tuple(ds.shape)} ({nbytes / 2**20:,.0f} MiB to read), far more "
+                              f"than a file of {self._file_size():,} bytes can hold (budget {limit / 2**20:,.0f} MiB); "
+                              "refused before reading: a damaged or crafted entry", video_id)
+
     def _error(self, what: str, video_id: str | None = None) -> PipelineError:
         where = f"{self.path}" + (f" [{video_id}]" if video_id else "")
         return PipelineError(f"{where}: {what}", "read", item_id=video_id, source_path=str(self.path))
@@ -296,13 +319,21 @@ class CsdFile:
         return int(feats.shape[0]), int(feats.shape[1])
 
     def dim(self) -> int | None:
-        """D of the first entry (every entry of a sequence has the same D); None for an empty sequence."""
-        for vid in self._data.keys():
-            return self.shape(vid)[1]
+        """D of the first readable entry (every entry of a sequence has the same D; a damaged one fails its own
+        video when it is read, not the whole file); None for an empty sequence."""
+        first: PipelineError | None = None
+        for vid in self.ids():
+            try:
+                return self.shape(vid)[1]
+            except PipelineError as e:
+                first = first or e
+        if first is not None:
+            raise self._error(f"no readable entry (the first: {first})")
         return None
 
     def intervals(self, video_id: str) -> np.ndarray:
         _, ivs = self._entry(video_id)
+        self._budget(video_id, ivs, int(ivs.shape[0]), "intervals")
         try:
             return np.asarray(ivs[()], dtype=np.float64).reshape(-1, 2)
         except (OSError, ValueError, RuntimeError) as e:
@@ -311,6 +342,7 @@ class CsdFile:
     def features(self, video_id: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
         """Rows lo..hi of one entry's features (a slice read: the rest of the video stays on disk)."""
         feats, _ = self._entry(video_id)
+        self._budget(video_id, feats, len(range(*slice(lo, hi).indices(int(feats.shape[0])))), "features")
         try:
             return feats[lo:hi]
         except (OSError, ValueError, RuntimeError) as e:
@@ -440,7 +472,7 @@ def discover(csd_dir: str | os.PathLike) -> tuple[dict[str, CsdInfo], list[str]]
         where = str(csd_dir).rstrip("/")
         candidates = [(o.url, o) for o in _remote_csd_files(where)]
     else:
-        where = Path(csd_dir)
+        where = Path(csd_dir).resolve()  # one spelling of the folder: paths feed the unit keys and source_path
         if not where.is_dir():
             raise PipelineError(f"{where}: not a folder of .csd files", "read", source_path=str(where))
         candidates = [(p, None) for p in sorted(where.glob("*.csd"))]

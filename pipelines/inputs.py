@@ -1,33 +1,24 @@
-"""Input discovery: every accepted input layout becomes one list of `SegmentSpec`s.
+"""Inputs as one list of `SegmentSpec`s: the row checks every reader shares, table reading (local or at a URL),
+and the project's own formats; datasets' own layouts are read by their recipe files (pipelines/recipes/), and
+`recipes.videos.discover_inputs` picks the reader by the input's shape.
 
-Accepted inputs (`discover_inputs` picks by shape):
-  * MMSA-FET layout: a folder with `label.csv` (video_id, clip_id, text, label, label_T, label_A, label_V,
-    annotation, mode) and `Raw/<video_id>/<clip_id>.mp4`;
-  * a manifest (CSV or JSONL): video_path, segment_id, start, end, transcript, sentiment (a number in
-    [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or the
-    six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one
-    class of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class,
-    split,
-    language (a BCP-47 code such as `en`, `es`, `pt-BR`; default `en`: other languages skip the English
-    aligner and text encoder);
-  * one video (or audio) file;
-  * text-only label files: CMU-MOSI's `id,text,label,mode` label.csv and MELD's `*_sent_emo.csv`.
+The project's own formats: a manifest (CSV or JSONL): video_path, segment_id, start, end, transcript, sentiment
+(a number in [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or
+the six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one class
+of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class, split, language
+(a BCP-47 code such as `en`, `es`, `pt-BR`, or `und`: undetermined, the recogniser detects it; default `en`: other
+languages go to the multilingual recogniser, not the English aligner and text encoder); and one media file.
 
-Labels follow feature_schemas/labels.py on every route. A build's emotion class set is declared or found from
-its rows by `resolve_emotion_classes`; rows naming a class outside it fail.
+Labels follow feature_schemas/labels.py on every route. A build's emotion class set is declared or found from its
+rows by `resolve_emotion_classes`; rows naming a class outside it fail. A problem with one row (a bad id, a label
+out of range, a missing file) is a `Failure` and the other rows still build; a problem with the input as a whole
+(missing file, unknown format, missing columns) raises `PipelineError` naming the file. Segment ids are keys that
+users join on, never rewritten: one that cannot be a file name (empty, with `/`, `\\`, `..` or control
+characters, or surrounding white space) is a failed row.
 
-Problems with one row (a bad id, a label out of range, a missing file) become `Failure`s so that the other
-rows still build; a problem with the input as a whole (missing file, unknown format, missing columns) raises
-`PipelineError` naming the file.
-
-Segment ids are keys that users join on, so they are never rewritten: an id that cannot be a file name
-(empty, containing `/`, `\\`, `..` or control characters, or surrounded by white space) is a failed row.
-
-Inputs at a URL (`s3://bucket/x/manifest.csv`, any fsspec filesystem): a manifest, a MELD or MOSI label file or
-one media file may be given as a URL, and a manifest's `video_path`s may be URLs; relative ones in a manifest
-at a URL resolve against the manifest's URL (absolute local paths stay local). Such a media path stays a
-string (a Path would fold `s3://` into `s3:/`); its object is checked with one HEAD while planning (a missing
-one fails its rows, naming the URL) and fetched by the worker that decodes it (`pipelines.stages.url_media`).
+Inputs at a URL (`s3://bucket/x/manifest.csv`, any fsspec filesystem): a manifest, a label file, one media file, or
+a manifest's `video_path`s (relative ones resolve against the manifest's URL); such a path stays a string (a Path
+folds `s3://` into `s3:/`), is checked with one HEAD while planning and fetched by the worker that decodes it.
 """
 
 from __future__ import annotations
@@ -65,6 +56,7 @@ from feature_schemas.storage import (
 
 from .errors import PipelineError
 from .records import Failure
+from .rows import BadRow, csv_rows, json_row
 
 Where = Path | str  # a local path, or an input URL kept as a string
 
@@ -72,7 +64,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
 SPLIT_ALIASES = {"dev": "valid", "val": "valid", "validation": "valid"}
 LABEL_KEYS = ("sentiment", *EMOTIONS, "sentiment_class", "emotion_class")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (U+0080-U+009F: CSI and friends in some terminals)
+SHOWN_ID = 80  # characters of an id a message shows
 
 
 @dataclass(frozen=True)
@@ -151,15 +144,23 @@ def check_id(value: Any, what: str = "segment id") -> str:
     text = str(value)
     if not text:
         raise RowError(f"{what} is empty")
+    shown = shown_id(text)
     if text != text.strip():
-        raise RowError(f"{what} {text!r} has leading or trailing white space")
+        raise RowError(f"{what} {shown} has leading or trailing white space")
     if "/" in text or "\\" in text:
-        raise RowError(f"{what} {text!r} contains a path separator ('/' or '\\')")
+        raise RowError(f"{what} {shown} contains a path separator ('/' or '\\')")
     if ".." in text or text == ".":
-        raise RowError(f"{what} {text!r} contains '..' or is '.'")
+        raise RowError(f"{what} {shown} contains '..' or is '.'")
     if _CONTROL.search(text):
-        raise RowError(f"{what} {text!r} contains control characters")
+        raise RowError(f"{what} {shown} contains control characters")
     return text
+
+
+def shown_id(text: str) -> str:
+    """An id as a message shows it: repr-quoted (escapes control characters), a long one cut with its length."""
+    if len(text) <= SHOWN_ID:
+        return repr(text)
+    return f"{text[:SHOWN_ID - 20]!r}...{text[-10:]!r} ({len(text):,} characters)"
 
 
 _LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
@@ -222,10 +223,10 @@ def _emotions(row: dict[str, Any]) -> dict[str, float | None]:
         if isinstance(emotions, str):
             try:
                 emotions = json.loads(emotions)
-            except json.JSONDecodeError as e:
-                raise RowError(f"emotions {emotions!r} is not a JSON object: {e}") from None
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise RowError(f"emotions {shown_id(emotions)} is not a JSON object: {e}") from None
         if not isinstance(emotions, dict):
-            raise RowError(f"emotions must be a JSON object of {', '.join(EMOTIONS)}, not {emotions!r}")
+            raise RowError(f"emotions must be a JSON object of {', '.join(EMOTIONS)}, not {shown_id(repr(emotions))}")
         unknown = set(emotions) - set(EMOTIONS)
         if unknown:
             raise RowError(f"emotions has unknown keys {sorted(unknown)}; known: {', '.join(EMOTIONS)} "
@@ -291,7 +292,11 @@ def resolve_emotion_classes(parsed: ParsedInputs, declared: str | Sequence[str] 
             continue
         specs.append(s if name == value else replace(s, labels={**s.labels, "emotion_class": name}))
     return ParsedInputs(specs, failures, parsed.source, parsed.path), classes
-def _where(path: str | Path) -> Where:
+
+
+# --- paths ----------------------------------------------------------------------------------------------
+
+def where(path: str | Path) -> Where:
     """A URL as a string (Path would fold `s3://` into `s3:/`), anything else as a Path. A URL with
     credentials in it is refused without echoing them."""
     if not is_url(path):
@@ -303,12 +308,12 @@ def _where(path: str | Path) -> Where:
     return str(path)
 
 
-def _stem(path: Where) -> str:
+def stem_of(path: Where) -> str:
     name = input_name(path)
     return Path(name).stem
 
 
-def _suffix(path: Where) -> str:
+def suffix_of(path: Where) -> str:
     return input_suffix(path) if isinstance(path, str) else path.suffix.lower()
 
 
@@ -327,7 +332,7 @@ def media_problem(path: Where, what: str = "a media file") -> str | None:
 # --- table reading --------------------------------------------------------------------------------------
 
 def require_input(path: Where, what: str) -> Where:
-    path = _where(path)
+    path = where(path)
     if isinstance(path, str):
         problem = media_problem(path)
         if problem is not None:
@@ -351,30 +356,25 @@ def _read_text(path: Where, encoding: str) -> str:
     return path.read_text(encoding=encoding)
 
 
+def check_row(row: dict[str, Any]) -> None:
+    """A row `read_rows` could not read fails alone (RowError), naming why."""
+    if isinstance(row, BadRow):
+        raise RowError(row.problem)
+
+
 def read_rows(path: Where) -> list[dict[str, Any]]:
     """Rows of a CSV (header line) or JSONL file (a local path or a URL) as dicts; an unreadable file raises
-    PipelineError."""
+    PipelineError, an unreadable row is a `BadRow` its reader fails alone."""
     path = require_input(path, "table")
     try:
-        if _suffix(path) in (".jsonl", ".ndjson"):
-            rows = []
-            for n, line in enumerate(_read_text(path, "utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PipelineError(f"{path}: line {n} is not JSON: {e}", stage="read", source_path=str(path)) from None
-                if not isinstance(obj, dict):
-                    raise PipelineError(f"{path}: line {n} is not a JSON object", stage="read", source_path=str(path))
-                rows.append(obj)
-            return rows
-        delimiter = "\t" if _suffix(path) == ".tsv" else ","
+        if suffix_of(path) in (".jsonl", ".ndjson"):
+            return [json_row(path, n, line) for n, line in enumerate(_read_text(path, "utf-8").splitlines(), start=1)
+                    if line.strip()]
+        delimiter = "\t" if suffix_of(path) == ".tsv" else ","
         if isinstance(path, str):
-            text = _read_text(path, "utf-8-sig")
-            return [dict(r) for r in csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)]
+            return csv_rows(io.StringIO(_read_text(path, "utf-8-sig"), newline=""), delimiter)
         with path.open(newline="", encoding="utf-8-sig") as f:
-            return [dict(r) for r in csv.DictReader(f, delimiter=delimiter)]
+            return csv_rows(f, delimiter)
     except UnicodeDecodeError as e:
         raise PipelineError(f"{path} is not UTF-8 text: {e}", stage="read", source_path=str(path)) from None
     except csv.Error as e:
@@ -382,10 +382,7 @@ def read_rows(path: Where) -> list[dict[str, Any]]:
 
 
 def columns_of(rows: list[dict[str, Any]]) -> set[str]:
-    cols: set[str] = set()
-    for r in rows[:50]:
-        cols.update(k for k in r if k is not None)
-    return cols
+    return {k for r in rows[:50] for k in r if k is not None}
 
 
 def need_columns(path: Where, rows: list[dict[str, Any]], needed: tuple[str, ...]) -> None:
@@ -415,38 +412,7 @@ def unique_specs(parsed: ParsedInputs) -> ParsedInputs:
     return ParsedInputs(keep, failures, parsed.source, parsed.path)
 
 
-# --- the formats ----------------------------------------------------------------------------------------
-
-def read_mmsa(root: str | Path, label_file: str = "label.csv", raw_dir: str = "Raw",
-              suffix: str = ".mp4", check_files: bool = True) -> ParsedInputs:
-    """MMSA-FET layout: `label.csv` + `Raw/<video_id>/<clip_id>.mp4`; segment id `<video_id>_<clip_id>`
-    (the CMU-MOSI label.csv convention). A row whose clip is missing fails."""
-    root = Path(root)
-    labels_path = require_input(root / label_file, "MMSA label file")
-    rows = read_rows(labels_path)
-    need_columns(labels_path, rows, ("video_id", "clip_id", "text", "label", "mode"))
-    out = ParsedInputs(source="mmsa", path=str(labels_path))
-    for n, r in enumerate(rows, start=2):
-        sid = None
-        try:
-            vid = check_id(r.get("video_id"), "video_id")
-            clip = check_id(r.get("clip_id"), "clip_id")
-            sid = check_id(f"{vid}_{clip}")
-            annotation = text_value(r.get("annotation"))
-            labels = check_labels({"sentiment": r.get("label"),
-                                   "sentiment_class": annotation if annotation and annotation.strip().lower()
-                                   in SENTIMENT_CLASSES else None})
-            extra = {k: number_in(r.get(k), k, -3.0, 3.0) for k in ("label_T", "label_A", "label_V") if k in r}
-            split = check_split(r.get("mode"))
-            video = root / raw_dir / vid / f"{clip}{suffix}"
-            if check_files and (problem := media_problem(video)):
-                raise RowError(f"clip {video} {problem}")
-            out.specs.append(SegmentSpec(sid, vid, video, None, None, text_value(r.get("text")), labels, split, "mmsa",
-                                         str(video), extra))
-        except RowError as e:
-            out.failures.append(row_failure(labels_path, n, sid, e))
-    return unique_specs(out)
-
+# --- the project's own formats: a manifest, one media file ------------------------------------------------
 
 def _video_path(manifest: Where, given: str) -> Where:
     """A manifest's `video_path`: a URL as given; a local path with `~` expanded, relative ones against the
@@ -480,11 +446,12 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
     default = check_split(default_split)
     per_video: Counter[str] = Counter()
     out = ParsedInputs(source="manifest", path=str(path))
-    row_no = 1 if _suffix(path) in (".jsonl", ".ndjson") else 2
+    row_no = 1 if suffix_of(path) in (".jsonl", ".ndjson") else 2
     for n, r in enumerate(rows, start=row_no):
         sid = None if is_missing(r.get("segment_id")) else str(r.get("segment_id"))
         src = None
         try:
+            check_row(r)
             video: Where | None = None
             if not is_missing(r.get("video_path")):
                 video = _video_path(path, str(r["video_path"]).strip())
@@ -497,12 +464,12 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
             if sid is None:
                 if video is not None:
                     per_video[str(video)] += 1
-                    sid = f"{_stem(video)}_{per_video[str(video)]}"
+                    sid = f"{stem_of(video)}_{per_video[str(video)]}"
                 else:
-                    sid = f"{_stem(path)}_{n}"
+                    sid = f"{stem_of(path)}_{n}"
             sid = check_id(sid)
             vid = r.get("video_id")
-            vid = check_id(vid, "video_id") if not is_missing(vid) else (_stem(video) if video is not None else sid)
+            vid = check_id(vid, "video_id") if not is_missing(vid) else (stem_of(video) if video is not None else sid)
             start = number_in(r.get("start"), "start", 0.0)
             end = number_in(r.get("end"), "end", 0.0)
             if start is not None and end is not None and end <= start:
@@ -520,110 +487,13 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
 def read_video(path: str | Path, segment_id: str | None = None, split: str = "test",
                transcript: str | None = None, labels: dict[str, Any] | None = None) -> ParsedInputs:
     """One media file (a path or a URL) as one segment spanning the whole file; the id defaults to the file's stem."""
-    path = _where(path)
+    path = where(path)
     if problem := media_problem(path):
         raise PipelineError(f"video {path} {problem}", stage="read", source_path=str(path))
     try:
-        sid = check_id(segment_id or _stem(path))
+        sid = check_id(segment_id or stem_of(path))
         spec = SegmentSpec(sid, sid, path, None, None, transcript, check_labels(labels or {}),
                            check_split(split), "video", str(path))
     except RowError as e:
         raise PipelineError(f"{path}: {e}", stage="read", item_id=segment_id, source_path=str(path)) from None
     return ParsedInputs([spec], [], "video", str(path))
-
-
-def read_mosi_labels(path: str | Path) -> ParsedInputs:
-    """CMU-MOSI's `id,text,label,mode` label file as text-only segments (video id: the id before its last `_`)."""
-    path = require_input(path, "MOSI label file")
-    rows = read_rows(path)
-    need_columns(path, rows, ("id", "text", "label", "mode"))
-    out = ParsedInputs(source="mosi-labels", path=str(path))
-    for n, r in enumerate(rows, start=2):
-        sid = None if is_missing(r.get("id")) else str(r["id"])
-        try:
-            sid = check_id(r.get("id"))
-            vid = sid.rsplit("_", 1)[0] if "_" in sid else sid
-            out.specs.append(SegmentSpec(sid, vid, None, None, None, text_value(r.get("text")),
-                                         check_labels({"sentiment": r.get("label")}), check_split(r.get("mode")),
-                                         "mosi-labels", str(path)))
-        except RowError as e:
-            out.failures.append(row_failure(path, n, sid, e))
-    return unique_specs(out)
-
-
-def read_meld(path: str | Path, split: str) -> ParsedInputs:
-    """MELD's `*_sent_emo.csv` as text-only segments of one split; ids `<split>_dia<D>_utt<U>` (MELD reuses
-    dialogue numbers across its splits), video id `<split>_dia<D>`."""
-    path = require_input(path, "MELD file")
-    split = check_split(split)
-    rows = read_rows(path)
-    need_columns(path, rows, ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"))
-    out = ParsedInputs(source="meld", path=str(path))
-    for n, r in enumerate(rows, start=2):
-        sid = None
-        try:
-            dia = int(str(r.get("Dialogue_ID")).strip())
-            utt = int(str(r.get("Utterance_ID")).strip())
-            sid = f"{split}_dia{dia}_utt{utt}"
-            labels = check_labels({"sentiment_class": r.get("Sentiment"), "emotion": r.get("Emotion")})
-            out.specs.append(SegmentSpec(sid, f"{split}_dia{dia}", None, None, None, text_value(r.get("Utterance")),
-                                         labels, split, "meld", str(path)))
-        except (RowError, ValueError) as e:
-            out.failures.append(row_failure(path, n, sid, e))
-    return unique_specs(out)
-
-
-def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -> ParsedInputs:
-    """Pick the parser from the input's shape: a folder with label.csv (MMSA), a media file, or a table
-    whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's.
-    A URL names one object (a manifest, a label file or a media file), not an MMSA folder."""
-    path = _where(path)
-    if isinstance(path, str):
-        return _discover_url(path, split, **kwargs)
-    media = path.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES
-    if not path.is_dir() and (problem := media_problem(path, "a media file" if media else "an input file")):
-        raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
-    if path.is_dir():
-        if (path / "label.csv").is_file():
-            return read_mmsa(path, **kwargs)
-        raise PipelineError(f"{path}: a folder input must hold label.csv and Raw/ (MMSA-FET layout)",
-                            stage="read", source_path=str(path))
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
-        return read_video(path, split=split or "test", **kwargs)
-    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
-        raise PipelineError(f"{path}: unknown input type {suffix!r} (expected a folder, a video, .csv or .jsonl)",
-                            stage="read", source_path=str(path))
-    cols = columns_of(read_rows(path))
-    if {"video_id", "clip_id", "mode"} <= cols:
-        return read_mmsa(path.parent, label_file=path.name, **kwargs)
-    if {"Utterance", "Emotion", "Sentiment"} <= cols:
-        if split is None:
-            raise PipelineError(f"{path}: a MELD file needs split= (train, valid or test)", stage="read",
-                                source_path=str(path))
-        return read_meld(path, split)
-    if {"id", "text", "label", "mode"} <= cols:
-        return read_mosi_labels(path)
-    return read_manifest(path, default_split=split or "test", **kwargs)
-
-
-def _discover_url(url: str, split: str | None = None, **kwargs: Any) -> ParsedInputs:
-    """`discover_inputs` for a URL: the object's suffix and, for a table, its header say which format it is."""
-    suffix = input_suffix(url)
-    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
-        return read_video(url, split=split or "test", **kwargs)
-    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
-        raise PipelineError(f"{url}: unknown input type {suffix!r} (a URL input is a .csv or .jsonl manifest, a MELD "
-                            "or MOSI label file, or one media file)", stage="read", source_path=url)
-    cols = columns_of(read_rows(url))
-    if {"video_id", "clip_id", "mode"} <= cols:
-        raise PipelineError(f"{url}: an MMSA-FET label.csv at a URL is not supported (its Raw/ folder is read by "
-                            "path); copy the folder locally, or give a manifest with video_path URLs", stage="read",
-                            source_path=url)
-    if {"Utterance", "Emotion", "Sentiment"} <= cols:
-        if split is None:
-            raise PipelineError(f"{url}: a MELD file needs split= (train, valid or test)", stage="read", source_path=url)
-        return read_meld(url, split)
-    if {"id", "text", "label", "mode"} <= cols:
-        return read_mosi_labels(url)
-    return read_manifest(url, default_split=split or "test", **kwargs)

@@ -78,7 +78,9 @@ def test_run_from_another_store_and_refused_checkpoints(tmp_path: Path) -> None:
     run = tmp_path / "run"
     cfg = TrainConfig.from_dict({"epochs": 1, "batch_size": 16, "progress": False, "arch": dict(TINY_ARCH), "device": "cpu"})
     train(a, run, "mmolre", cfg)
-    line = one_error_line(cli("train", "--store", str(b), "--out", str(run), "--epochs", "2", "--device", "cpu"))
+    cfg.save(tmp_path / "config.json")  # the same configuration: a run folder of another one is refused first
+    line = one_error_line(cli("train", "--store", str(b), "--out", str(run), "--config", str(tmp_path / "config.json"),
+                              "--epochs", "2", "--device", "cpu"))
     assert f"{run / 'last.pt'}: run was trained on a store with other feature sets: audio (8-d), text (16-d)" in line
     assert f"{b} gives text (16-d), video (6-d); use another output directory" in line
     line = one_error_line(cli("evaluate", "--run", str(run), "--store", str(b)))
@@ -162,7 +164,7 @@ def test_set_values_are_typed_like_the_settings() -> None:
                             "arch.expert_ranks=[4, 8]"], epochs=3)
     assert c.lr == 0.001 and c.tasks == ["sentiment"] and c.arch.top_k is None and c.arch.expert_ranks == (4, 8)
     assert c.epochs == 3 and c.task_weights == {"sentiment": 2}
-    for bad, message in (["epochs=2.5", "epochs must be an integer, not 2.5"], ["tasks=sentiment", "tasks must be"],
+    for bad, message in (["epochs=2.5", "epochs must be an integer or null, not 2.5"], ["tasks=sentiment", "tasks must be"],
                          ["arch.d_model.x=1", "has no sub-settings"], ["lr", "expected KEY=VALUE"],
                          ["lr=[1", "not valid YAML"]):
         with pytest.raises(OptionError, match=message.replace("[", r"\[")):

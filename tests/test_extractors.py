@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from pipelines.errors import PipelineError
 from pipelines.extract import registry
 from pipelines.extract.base import Extractor, FrameExtractor, SegmentMedia
 from pipelines.extract.face.pyfeat_backend import WEIGHTS_ENV
+from pipelines.extract.words.base import Recogniser, Transcription
+from pipelines.records import Words
 from tests import media_fixtures as mf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +30,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_registry_lists_every_kind_once_without_importing_them() -> None:
-    assert registry.names("face") == ["mediapipe", "dlib", "pyfeat", "openface"]
-    assert registry.names("audio") == ["egemaps", "compare"]
-    assert registry.names("text") == ["minilm"] and registry.names("words") == ["pocketsphinx", "whisper"]
-    assert len(set(registry.names())) == len(registry.names()) == 9
+    """The registry reads the `@register` decorators from the sources: listing imports no extractor module."""
+    code = ("import sys; from pipelines.extract import registry; names = registry.names(); "
+            "registry.get('openface', 'face'); help = registry.help_text('face'); "
+            "print(names, [m for m in ('torch', 'dlib', 'mediapipe', 'pipelines.extract.face.dlib_backend', "
+            "'pipelines.extract.audio') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("[]"), out.stdout  # openface built: neither dlib, torch nor openSMILE's module
+    assert registry.names("face")[0] == registry.default("face") == "mediapipe"
+    assert {"mediapipe", "mediapipe-faceapi", "dlib", "pyfeat", "openface"} <= set(registry.names("face"))
+    assert registry.names("audio")[:2] == ["egemaps", "compare"] and registry.default("asr") == "whisper"
+    assert registry.names("text")[0] == "minilm" and registry.names("aligner")[0] == "pocketsphinx"
+    assert "whisper" in registry.names("asr")
+    assert len(set(registry.names())) == len(registry.names())
+    assert "dlib: 68 landmarks" in registry.help_text("face")
     with pytest.raises(PipelineError, match="unknown audio extractor 'mfcc'; choose one of egemaps, compare"):
         registry.get("mfcc", "audio")
     with pytest.raises(PipelineError, match="unknown face backend 'egemaps'"):
@@ -42,11 +57,11 @@ def test_registry_lists_every_kind_once_without_importing_them() -> None:
 def test_every_extractor_has_the_interface() -> None:
     for name in registry.names():
         ex = registry.get(name)
-        assert isinstance(ex, Extractor) and ex.name == name and ex.kind in ("audio", "face", "text", "words")
+        assert isinstance(ex, Extractor) and ex.name == name and ex.kind in registry.KINDS
         ok, why = ex.availability()
         assert isinstance(ok, bool) and (ok or why)
-        fs = ex.feature_set() if name != "pyfeat" or ok else None
-        if ex.kind == "words":
+        fs = ex.feature_set() if ok else None  # one that cannot run here may not know its dims (no model folder)
+        if ex.kind in ("aligner", "asr"):
             assert fs is None and ex.version()
         elif fs is not None:
             assert fs.dim == len(fs.dims) > 0 and fs.extractor_version
@@ -82,7 +97,7 @@ def test_cli_extractors_json_lists_every_extractor() -> None:
     proc = run_cli("extractors", "--json", env={WEIGHTS_ENV: ""})
     assert proc.returncode == 0, proc.stderr
     listed = json.loads(proc.stdout)
-    assert [e["name"] for e in listed] == registry.names()
+    assert [e["name"] for e in listed] == [n for n in registry.names() if n != "test-silence"]  # not a plug-in here
     for e in listed:
         assert set(e) == {"name", "kind", "dims", "dim_names", "version", "available", "reason"}
         assert e["dims"] is None or e["dims"] == len(e["dim_names"])
@@ -90,9 +105,12 @@ def test_cli_extractors_json_lists_every_extractor() -> None:
     for name in ("mediapipe", "egemaps"):  # both ship with their packages: they run here
         assert by_name[name]["available"] is True and by_name[name]["reason"] == ""
     assert by_name["egemaps"]["dims"] == 25 and by_name["egemaps"]["dim_names"][0] == "Loudness_sma3"
-    assert by_name["mediapipe"]["kind"] == "face" and "fer_happy" in by_name["mediapipe"]["dim_names"]
+    assert by_name["mediapipe"]["kind"] == "face" and "expr_happy" in by_name["mediapipe"]["dim_names"]
     pyfeat = by_name["pyfeat"]  # no local weights here
     assert pyfeat["available"] is False and "weights" in pyfeat["reason"] and pyfeat["dims"] == 168
+    speech = by_name["transformers-audio"]  # needs a model folder: why not, in one line
+    assert speech["available"] is False and "--audio-model PATH" in speech["reason"] and speech["dims"] is None
+    assert by_name["whisper-base"]["kind"] == "asr" and by_name["recognised"]["kind"] == "aligner"
 
 
 def test_cli_extractors_table() -> None:
@@ -101,6 +119,43 @@ def test_cli_extractors_table() -> None:
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["name", "kind", "dims", "version", "available"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert set(rows) == set(registry.names())
+    assert set(rows) == set(registry.names()) - {"test-silence"}
     assert rows["egemaps"].split()[1:3] == ["audio", "25"] and rows["egemaps"].rstrip().endswith("yes")
     assert "no: pyfeat face backend: no weights folder given" in rows["pyfeat"]
+
+
+@dataclass(frozen=True)
+class _SilenceConfig:
+    threads: int = 1
+
+
+@registry.register("asr", "test-silence")
+class _Silence(Recogniser):
+    """A recogniser that hears nothing: a plug-in registered outside the package."""
+
+    config_class = _SilenceConfig
+    title = "the silent recogniser"
+
+    def version(self) -> str:
+        return "1"
+
+    def recognise(self, samples: np.ndarray, offset: float = 0.0, language: str | None = None) -> Transcription:
+        return Transcription(Words([], [], [], [], "asr"), "")
+
+
+def test_a_plugin_registers_by_decorator_and_a_build_chooses_it_by_name() -> None:
+    """`--asr test-silence`: the media stage runs the plug-in named, not a hard-coded Whisper."""
+    mf.need(mf.TWO_SPEAKERS)
+    from pipelines.inputs import SegmentSpec
+    from pipelines.records import WorkUnit
+    from pipelines.stages.media import MediaUnit, VideoConfig, process_video_unit
+
+    assert registry.names("asr")[-1] == "test-silence" and "hears nothing" in registry.help_text("asr")
+    config = VideoConfig(face=None, asr="test-silence", utterance=False)
+    assert isinstance(config.recogniser(), _Silence)
+    spec = SegmentSpec("s", "v", mf.TWO_SPEAKERS, 0.0, 2.0, None, {}, "train", "manifest")
+    result = process_video_unit(WorkUnit("u", "k", MediaUnit(str(mf.TWO_SPEAKERS), (spec,), False)), config)
+    assert [f.reason for f in result.failures] == [f"{mf.TWO_SPEAKERS}: segment s has no transcript and the silent "
+                                                    "recogniser recognised no speech: no words to build"]
+    with pytest.raises(ValueError, match="aligner extractor 'mfa': choose one of pocketsphinx"):
+        VideoConfig(aligner="mfa")

@@ -48,7 +48,7 @@ def dims():
 
 
 def _fer(values: np.ndarray, dims: tuple[str, ...]) -> np.ndarray:
-    return values[:, [i for i, d in enumerate(dims) if d.startswith("fer_")]]
+    return values[:, [i for i, d in enumerate(dims) if d.startswith("expr_")]]
 
 
 # ---------------------------------------------------------------- the FER network
@@ -115,11 +115,20 @@ def test_feature_set_documents_every_dimension(backend, dims):
 
     fs = backend.feature_set()
     assert fs.name == "face_mediapipe" and fs.dims == dims and fs.modality == "visual"
+    from pipelines.extract.face.mesh_geometry import AU_DIMS, AU_DOC
+
     assert "mediapipe 0.10.21" in fs.extractor_version and "fer 25.10.3" in fs.extractor_version
-    assert [d for d in dims if d.startswith("fer_")] == [
-        "fer_angry", "fer_disgust", "fer_fear", "fer_happy", "fer_sad", "fer_surprise", "fer_neutral"]
-    for d in EXPRESSION_DIMS:  # every geometric dimension has its formula in the set's own description
-        assert EXPRESSION_DOC[d] and f"{d}: {EXPRESSION_DOC[d]}" in fs.description
+    assert fs.extractor == "mediapipe-facemesh+fer-minixception" and fs.config["expression_model"] == "fer"
+    assert [d for d in dims if d.startswith("expr_")] == [
+        "expr_angry", "expr_disgust", "expr_fear", "expr_happy", "expr_sad", "expr_surprise", "expr_neutral"]
+    assert AU_DIMS == ("au01_02", "au04", "au12", "au15", "au25_26", "au45")
+    for d in EXPRESSION_DIMS + AU_DIMS:  # every geometric dimension has its formula in the set's own description
+        doc = {**EXPRESSION_DOC, **AU_DOC}[d]
+        assert doc and f"{d}: {doc}" in fs.description
+    rel = [d for d in dims if d.startswith("rel_")]  # a relative twin for every geometry, AU and expression cue
+    assert rel == ["rel_" + d for d in EXPRESSION_DIMS + AU_DIMS] + [
+        "rel_" + d for d in dims if d.startswith("expr_")]
+    assert len(dims) == 3 + 10 + 6 + 7 + 23 + 2
     readme = (ROOT / "README.md").read_text() + (ROOT / "docs" / "face.md").read_text()
     for d in dims:
         assert d in readme, f"{d} is not documented in README.md / docs/face.md"
@@ -191,7 +200,7 @@ def test_still_image_largest_most_central_face(backend, dims):
     assert obs is not None and obs.n_faces >= 2
     one = backend.extract_image(FACES / "single_face.jpg")
     assert one is not None and one.n_faces == 1
-    assert np.isclose(one.values[[i for i, d in enumerate(dims) if d.startswith("fer_")]].sum(), 1.0, atol=1e-4)
+    assert np.isclose(one.values[[i for i, d in enumerate(dims) if d.startswith("expr_")]].sum(), 1.0, atol=1e-4)
     with pytest.raises(PipelineError, match="nothing.jpg: cannot read image"):
         backend.extract_image(FACES / "nothing.jpg")
 
@@ -229,7 +238,7 @@ def test_cli_build_videos_with_mediapipe_faces(tmp_path):
     fs = store.feature_sets["face_mediapipe"]
     assert fs.extractor == "mediapipe-facemesh+fer-minixception"
     seg = store.segment(CLIPS[0].stem)
-    fer_cols = [i for i, d in enumerate(fs.dims) if d.startswith("fer_")]
+    fer_cols = [i for i, d in enumerate(fs.dims) if d.startswith("expr_")]
     covered = np.asarray(seg[coverage_column("face_mediapipe")]) > 0
     assert covered.any()
     assert np.allclose(np.asarray(seg["face_mediapipe"])[covered][:, fer_cols].sum(1), 1.0, atol=1e-3)

@@ -11,21 +11,23 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from feature_schemas import Store, StoreError, validate
+from feature_schemas import SCHEMA_VERSION, Store, StoreError, validate
 from mmolre.config import TrainConfig
 from mmolre.data import StoreDataset, make_loader
 from mmolre.errors import RunError
 from mmolre.evaluation import predict_split
 from mmolre.inference import evaluate, load_run, predict_segment
+from mmolre.optimisation import lr_lambdas, make_optimizer
 from mmolre.tasks import TaskSpec
 from mmolre.text_encoder import encode_words, load_encoder, load_tokenizer, pool_subwords, resolve_text_model
-from mmolre.train import _lr_lambdas, _optimizer, train
+from mmolre.train import train
 from tests.store_fixtures import TINY_ARCH, one_torch_thread, synthetic_store  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,14 +70,36 @@ def make_bpe_model(folder: Path) -> Path:
     tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
+    return _save_roberta_like(folder, tok, PreTrainedTokenizerFast, RobertaConfig, RobertaModel)
+
+
+def _save_roberta_like(folder: Path, tok: Any, tokenizer_class: Any, config_class: Any, model_class: Any) -> Path:
+    """`tok` as a RoBERTa-style fast tokenizer (<s> ... </s>) and a tiny random model of `model_class`, saved."""
+    fast = tokenizer_class(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                           pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
     fast.save_pretrained(str(folder))
     torch.manual_seed(0)
-    cfg = RobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=48, max_position_embeddings=80, pad_token_id=fast.pad_token_id)
-    RobertaModel(cfg).save_pretrained(str(folder))
+    cfg = config_class(vocab_size=tok.get_vocab_size(), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=48, max_position_embeddings=80, pad_token_id=fast.pad_token_id)
+    model_class(cfg).save_pretrained(str(folder))
     return folder
+
+
+def make_unigram_model(folder: Path) -> Path:
+    """A tiny random XLM-R with a SentencePiece-style Unigram tokenizer (Metaspace) trained on CORPUS."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=120, unk_token="<unk>",
+                                                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    return _save_roberta_like(folder, tok, XLMRobertaTokenizerFast, XLMRobertaConfig, XLMRobertaModel)
 
 
 @pytest.fixture(scope="module")
@@ -165,11 +189,13 @@ def test_store_without_words_written_falls_back_to_words_and_validates(tmp_path:
 
 def test_encoder_has_its_own_learning_rate_group_and_warmup(store: Path, bert: Path) -> None:
     from mmolre.losses import TaskWeighting, TrainStep
-    from mmolre.train import text_encoder_setup
+    from mmolre.text_encoder import text_encoder_setup
 
     cfg = _cfg(bert, lr=1e-3, encoder_lr=2e-5, warmup_ratio=0.0, encoder_warmup=0.5, freeze_layers=1)
     s = Store(store)
-    encoder, _tok, text_set = text_encoder_setup(s, ["text", "audio"], cfg)  # type: ignore[misc]
+    setup = text_encoder_setup(s, ["text", "audio"], cfg)
+    assert setup is not None and setup.dataset_kwargs()["tokenizer"] is setup.tokenizer
+    encoder, text_set = setup.encoder, setup.text_set
     from mmolre.baselines import build_model
     from mmolre.model import MMoLREConfig
     from mmolre.text_encoder import FinetunedText
@@ -177,7 +203,7 @@ def test_encoder_has_its_own_learning_rate_group_and_warmup(store: Path, bert: P
     arch = MMoLREConfig(input_dims={"text": encoder.config.hidden_size, "audio": 8}, **TINY_ARCH)
     net = FinetunedText(build_model("mmolre", arch), encoder, text_set)
     step = TrainStep(net, TaskWeighting(arch.tasks, "fixed", {}))
-    opt = _optimizer(step, cfg)
+    opt = make_optimizer(step, cfg)
     enc_params = {id(p) for p in encoder.parameters() if p.requires_grad}
     for g in opt.param_groups:
         ids = {id(p) for p in g["params"]}
@@ -188,7 +214,7 @@ def test_encoder_has_its_own_learning_rate_group_and_warmup(store: Path, bert: P
     frozen = {n for n, p in encoder.named_parameters() if not p.requires_grad}
     assert any(n.startswith("embeddings.") for n in frozen) and any(".layer.0." in n for n in frozen)
     assert not any(".layer.1." in n for n in frozen)
-    lambdas = _lr_lambdas(opt, 10, cfg)
+    lambdas = lr_lambdas(opt, 10, cfg)
     enc_f = next(f for f, g in zip(lambdas, opt.param_groups, strict=True) if g["encoder"])
     head_f = next(f for f, g in zip(lambdas, opt.param_groups, strict=True) if not g["encoder"])
     assert enc_f(0) == pytest.approx(0.2) and head_f(0) == pytest.approx(1.0)  # the encoder warms up over 5 steps
@@ -241,6 +267,15 @@ def test_every_baseline_fine_tunes_the_encoder(store: Path, bert: Path, tmp_path
 def test_bpe_model_fine_tunes(store: Path, roberta: Path, tmp_path: Path) -> None:
     results = train(store, tmp_path / "run", "mmolre", _cfg(roberta, grad_checkpointing=True, freeze_layers=1))
     assert results["test"]["sentiment"]["n"] == SMALL["test"] and np.isfinite(results["test"]["sentiment"]["mae"])
+
+
+def test_sentencepiece_model_fine_tunes(store: Path, tmp_path: Path) -> None:
+    """An XLM-R folder (Unigram tokenizer, no token type ids) trains inside the model too."""
+    xlmr = make_unigram_model(tmp_path / "xlmr")
+    ids, wids = encode_words(load_tokenizer(xlmr), ["Hello,", "world!"], 32)
+    assert set(wids[1:-1].tolist()) == {0, 1}
+    results = train(store, tmp_path / "run", "mmolre", _cfg(xlmr, max_steps=2))
+    assert results["arch"]["input_dims"]["text"] == 24 and np.isfinite(results["test"]["sentiment"]["mae"])
 
 
 @pytest.mark.slow
@@ -297,7 +332,7 @@ def test_cli_trains_with_a_fine_tuned_encoder_and_refuses_a_bad_model(store: Pat
 
 def test_video_recipe_stores_each_word_as_written(tmp_path: Path) -> None:
     """MELD's "What?" is stored as the word "What" and, in schema 2.1's words_written, as "What?"."""
-    from pipelines.inputs import read_meld
+    from pipelines.recipes.meld import read_meld
     from pipelines.recipes.videos import VideoConfig, build_videos
     from tests import media_fixtures as mf
 
@@ -306,7 +341,7 @@ def test_video_recipe_stores_each_word_as_written(tmp_path: Path) -> None:
     parsed.specs = parsed.specs[:2]  # "Oh my God, he's lost it. He's totally lost it." and "What?"
     build_videos(parsed, tmp_path / "s", VideoConfig(face=None, utterance=False), progress=False)
     store = Store(tmp_path / "s")
-    assert store.manifest.schema_version == "2.1" and validate(store.path).ok
+    assert store.manifest.schema_version == SCHEMA_VERSION and validate(store.path).ok
     what = store.segment("valid_dia0_utt1")
     assert what["words"] == ["What"] and what["words_written"] == ["What?"]
     oh = store.segment("valid_dia0_utt0")

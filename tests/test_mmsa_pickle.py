@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.csd_fixtures import TEST_C, TRAIN_A, write_mosei_fixture
 from feature_schemas import Store, validate
 from pipelines.errors import MmsaPickleError
 from pipelines.export.mmsa import export_mmsa
 from pipelines.recipes.mmsa import import_mmsa, read_mmsa
 from pipelines.recipes.sdk import build_sdk
-
-from .csd_fixtures import TEST_C, TRAIN_A, write_mosei_fixture
 
 
 class _RunsShell:
@@ -60,9 +59,10 @@ def test_code_running_pickle_is_refused(tmp_path: Path) -> None:
 def test_export_then_import_keeps_values(store: Path, tmp_path: Path) -> None:
     pkl = export_mmsa(store, tmp_path / "aligned_50.pkl")
     data = read_mmsa(pkl)
-    assert set(data) == {"train", "test"}
+    assert set(data) == {"train", "valid", "test"} and len(data["valid"]["id"]) == 0  # MMSA's loader reads all three
     train = data["train"]
-    assert train["text"].shape == (3, 50, 300) and train["audio"].shape == (3, 50, 74) and train["vision"].shape == (3, 50, 35)
+    L = max(len(w) for s in data.values() for w in s["words"])  # the longest segment: nothing is cut
+    assert train["text"].shape == (3, L, 300) and train["audio"].shape == (3, L, 74) and train["vision"].shape == (3, L, 35)
     assert train["regression_labels"].dtype == np.float32 and len(train["raw_text"]) == 3
 
     result = import_mmsa(pkl, tmp_path / "back", progress=False)
@@ -82,7 +82,7 @@ def test_export_then_import_keeps_values(store: Path, tmp_path: Path) -> None:
 
 
 def test_unaligned_export_uses_frames(store: Path, tmp_path: Path) -> None:
-    pkl = export_mmsa(store, tmp_path / "unaligned_50.pkl", aligned=False, frame_len=400)
+    pkl = export_mmsa(store, tmp_path / "unaligned_50.pkl", layout="unaligned", frame_len=400)
     test = read_mmsa(pkl)["test"]
     frames = Store(store).frames("covarep", "test").to_pylist()
     n = {r["segment_id"]: len(r["frame_start"]) for r in frames}

@@ -13,10 +13,10 @@ from uuid import UUID
 import numpy as np
 import pytest
 
+from bench.csd_fixtures import TRAIN_A, TRAIN_B, damage_entry, write_mosei_fixture
 from feature_schemas import Store, validate
 from flows.local_prefect import prefect_server, run_deployment, served_deployments
 
-from .csd_fixtures import TRAIN_A, TRAIN_B, damage_entry, write_mosei_fixture
 from .media_fixtures import DATA  # the nearest shared/data above the checkout (worktrees too)
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -175,7 +175,7 @@ def test_mmolre_predict_on_the_real_mosi_clip(video_to_model_run: Path) -> None:
     assert out["timeline"] and all(r["start"] is not None for r in out["timeline"])  # words found by speech recognition
     bad = subprocess.run([cli, "predict", "/nonexistent.mp4", "--run", str(video_to_model_run / "run")],
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 1 and "/nonexistent.mp4: no such video file" in bad.stderr
+    assert bad.returncode == 1 and "mmolre: error: input /nonexistent.mp4 does not exist" in bad.stderr
 
 
 def test_predict_extracts_with_the_training_stores_settings(video_to_model_run: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,17 @@ def test_predict_warns_about_a_run_tested_on_few_segments(run: Path, capsys: pyt
     assert cli(["predict", str(tmp_path / "missing.mp4"), "--run", str(run)]) == 1
     err = capsys.readouterr().err
     assert f"run {run}" in err and "tested on 40 segments" in err
-    assert "warning: the run" in err and "fewer than 100" in err and "no such video file" in err
+    assert "warning: the run" in err and "fewer than 100" in err and f"input {tmp_path / 'missing.mp4'} does not exist" in err
+
+
+def test_predict_says_what_the_video_path_is(run: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """As `build` does: never "unexpected ... report it", and a FIFO is never opened (it would block)."""
+    os.mkfifo(tmp_path / "pipe.mp4")
+    for path, says in ((tmp_path / "pipe.mp4", "is a named pipe (FIFO), not a media file"),
+                       (tmp_path, "is a folder, not a media file"), (Path("/dev/null"), "is a device, not a media file")):
+        assert cli(["predict", str(path), "--run", str(run)]) == 1
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mmolre: error:")]
+        assert err == [f"mmolre: error: input {path} {says}"]
 
 
 def test_run_summary_reads_the_run_as_it_is_now(run: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Inputs at a URL (issue 17, input side), against a real S3 API on 127.0.0.1 (moto's server, tests/s3_fixtures.py).
 
-A MOSEI-shaped .csd release (tests/csd_fixtures.py, written by the SDK's own writer) is uploaded and built from
+A MOSEI-shaped .csd release (bench/csd_fixtures.py, written by the SDK's own writer) is uploaded and built from
 `--csd-dir s3://...` into a local store: the same Parquet bytes as a build from the local copy, except the
 segments' `source_path`, which names where each segment was read from. h5py reads the objects by byte ranges,
 never whole. A manifest at a URL, with its clip beside it (relative path) or named by URL, builds the same rows
@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from bench.csd_fixtures import write_mosei_fixture
 from feature_schemas.storage import list_inputs, resolve_input
 from pipelines.build import run_build
 from pipelines.errors import PipelineError
@@ -30,7 +32,6 @@ from pipelines.recipes.sdk import plan_sdk, sdk_units
 from pipelines.store_writer import BuildConfig
 
 from . import media_fixtures as mf
-from .csd_fixtures import write_mosei_fixture
 from .s3_fixtures import ENV, S3, s3  # noqa: F401 - the fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,9 +43,15 @@ def quiet_server() -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
 
 
-def parquet_hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+def named(root: Path) -> dict[str, Path]:
+    """Parquet files by name without their content digest (`part-00000-<sha>.parquet` -> `part-00000.parquet`):
+    files of other contents (a segments table's `source_path`) carry other names, but stand in the same place."""
+    return {re.sub(r"-[0-9a-f]{12}\.parquet$", ".parquet", p.relative_to(root).as_posix()): p
             for p in sorted(root.rglob("*.parquet"))}
+
+
+def parquet_hashes(root: Path) -> dict[str, str]:
+    return {rel: hashlib.sha256(p.read_bytes()).hexdigest() for rel, p in named(root).items()}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,7 @@ def test_csd_release_at_a_url_builds_the_local_store(csd_url: str, csd_dir: Path
     assert {k: v for k, v in got.items() if not k.startswith("segments/")} == \
         {k: v for k, v in want.items() if not k.startswith("segments/")}  # every feature and word, byte for byte
     for rel in (k for k in want if k.startswith("segments/")):
-        a, b = pq.read_table(tmp_path / "local" / rel), pq.read_table(tmp_path / "remote" / rel)
+        a, b = pq.read_table(named(tmp_path / "local")[rel]), pq.read_table(named(tmp_path / "remote")[rel])
         assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
         assert set(b.column("source_path").to_pylist()) == {f"{csd_url}/CMU_MOSEI_Labels.csd"}
     manifest = json.loads((tmp_path / "remote/manifest.json").read_text())
@@ -126,7 +133,7 @@ def test_real_mosi_labels_at_a_url_build_the_local_store(s3: S3, tmp_path: Path)
     assert {k: v for k, v in got.items() if k.startswith("aligned/")} == \
         {k: v for k, v in want.items() if k.startswith("aligned/")}
     for rel in (k for k in want if k.startswith("segments/")):
-        a, b = pq.read_table(tmp_path / "local" / rel), pq.read_table(tmp_path / "remote" / rel)
+        a, b = pq.read_table(named(tmp_path / "local")[rel]), pq.read_table(named(tmp_path / "remote")[rel])
         assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
 
 
@@ -167,8 +174,8 @@ def test_h5py_reads_byte_ranges_not_whole_objects(s3: S3, tmp_path: Path) -> Non
     import h5py
     import numpy as np
 
+    from bench.csd_fixtures import write_wide_covarep
     from pipelines.csd import CsdFile
-    from tests.csd_fixtures import write_wide_covarep
 
     path = write_wide_covarep(tmp_path / "CMU_MOSEI_COVAREP.csd", videos=40, rows=1000)
     url = s3.url("wide", path.name)
@@ -290,7 +297,7 @@ def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_pat
     assert aligned and {k: got.get(k) for k in aligned} == {k: want[k] for k in aligned}
     seg = [k for k in want if k.startswith("segments/")]
     for rel in seg:
-        a, b = pq.read_table(tmp_path / "from_local" / rel), pq.read_table(tmp_path / "from_url" / rel)
+        a, b = pq.read_table(named(tmp_path / "from_local")[rel]), pq.read_table(named(tmp_path / "from_url")[rel])
         assert a.drop_columns(["source_path"]).equals(b.drop_columns(["source_path"]))
         assert b.column("source_path").to_pylist() == [clip_url]
     failures = pq.read_table(tmp_path / "from_url" / "failures").to_pylist()
@@ -303,7 +310,8 @@ def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_pat
 
 
 def test_media_urls_in_a_local_manifest_and_a_missing_manifest(s3: S3, tmp_path: Path) -> None:  # noqa: F811
-    from pipelines.inputs import discover_inputs, read_manifest
+    from pipelines.inputs import read_manifest
+    from pipelines.recipes.videos import discover_inputs
 
     clip = s3.url("plain", "clip.wav")
     s3.filesystem().pipe_file(clip, b"RIFF-not-decoded-here")
@@ -327,7 +335,8 @@ def test_media_urls_in_a_local_manifest_and_a_missing_manifest(s3: S3, tmp_path:
 
 
 def test_credentials_in_input_urls_are_refused_without_echoing_them(s3: S3, tmp_path: Path) -> None:  # noqa: F811
-    from pipelines.inputs import discover_inputs, read_manifest
+    from pipelines.inputs import read_manifest
+    from pipelines.recipes.videos import discover_inputs
 
     secret_url = f"s3://someone:{SECRET}@{s3.bucket}/releases/CMU_MOSEI"
     for call in (lambda: sdk_plan(secret_url), lambda: discover_inputs(secret_url + "/m.csv")):
@@ -345,7 +354,7 @@ def test_credentials_in_input_urls_are_refused_without_echoing_them(s3: S3, tmp_
 def test_meld_and_mosi_label_files_at_a_url_parse_as_the_local_ones(s3: S3) -> None:  # noqa: F811
     from dataclasses import replace
 
-    from pipelines.inputs import discover_inputs
+    from pipelines.recipes.videos import discover_inputs
 
     meld, mosi = mf.MELD_DIR / "dev_sent_emo.csv", mf.MOSI_LABELS
     mf.need(meld, mosi)

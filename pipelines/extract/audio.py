@@ -20,6 +20,7 @@ from ..errors import PipelineError
 from ..media import SAMPLE_RATE
 from ..records import FrameFeatures
 from .base import FrameExtractor, Kind, SegmentMedia, empty_frames, importable
+from .registry import register
 
 _SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 _LEVELS = {"lld": "LowLevelDescriptors", "functionals": "Functionals"}
@@ -252,11 +253,15 @@ class OpenSmileExtractor(FrameExtractor):
         return levels["lld"], _functionals_vector(levels["functionals"])
 
 
+@register("audio", "egemaps", default=True)
 class EgemapsExtractor(OpenSmileExtractor):
-    name = "egemaps"
+    """openSMILE eGeMAPSv02: 25 low-level descriptors every 10 ms and their 88 functionals."""
+
     defaults: ClassVar[dict[str, Any]] = {"feature_set": "egemaps"}
 
 
+@register("audio", "compare")
 class CompareExtractor(OpenSmileExtractor):
-    name = "compare"
+    """openSMILE ComParE_2016: 65 low-level descriptors every 10 ms and their 6,373 functionals."""
+
     defaults: ClassVar[dict[str, Any]] = {"feature_set": "compare"}

@@ -9,7 +9,8 @@ Kinds and what `extract` reads and returns:
 - "audio", "face": one segment's `SegmentMedia` -> `FrameFeatures` (frames in seconds of the source file);
   `utterance()` adds the segment's utterance-level vector (openSMILE functionals, the face summary).
 - "text": a batch of segments' words as written -> one `EncodedWords` per segment (word vectors).
-- "words": one segment's `SegmentMedia` -> its timed words (forced alignment of the transcript, or ASR).
+- "aligner": one segment's `SegmentMedia` -> its transcript's words with times (forced alignment);
+- "asr": one segment's `SegmentMedia` -> the words recognised in its audio, with times (words/base.py).
 Extractors hold only their configuration, so they pickle cheaply to worker processes; models load once per
 process on first use.
 """
@@ -28,8 +29,8 @@ from feature_schemas import FeatureSet
 
 from ..records import FrameFeatures
 
-Kind = Literal["audio", "face", "text", "words"]
-KINDS: tuple[Kind, ...] = ("audio", "face", "text", "words")
+Kind = Literal["audio", "face", "text", "aligner", "asr"]
+KINDS: tuple[Kind, ...] = ("audio", "face", "text", "aligner", "asr")
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -52,7 +53,8 @@ class SegmentMedia:
 
 
 class Extractor(ABC, Generic[In, Out]):
-    """Name, kind, configuration and one `extract`; see the module docstring."""
+    """Name, kind, configuration and one `extract`; see the module docstring. `name` and `kind` are set by the
+    registry's `@register(kind, name)` decorator."""
 
     name: ClassVar[str]
     kind: ClassVar[Kind]
@@ -111,6 +113,13 @@ class FrameExtractor(Extractor[SegmentMedia, FrameFeatures]):
         media (openSMILE) overrides this."""
         frames = self.extract(media)
         return frames, self.utterance(media, frames)
+
+    def finish_video(self, segments: list[tuple[FrameFeatures, np.ndarray | None]]
+                     ) -> list[tuple[FrameFeatures, np.ndarray | None]]:
+        """(frames, utterance vector) of every segment of one media file, once all are extracted, returned
+        completed: an extractor with features relative to the whole video (the mediapipe face set's rel_*
+        cues) fills them here. Default: unchanged."""
+        return segments
 
 
 def empty_frames(dim: int) -> FrameFeatures:

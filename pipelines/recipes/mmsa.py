@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from ..stages.mmsa import (
 )
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
 from ..unpickle import load_restricted
+from .base import Recipe, option
 
 RECIPE_VERSION = "mmsa/1"
 MMSA_UNITS_PER_SHARD = 4  # units of 256 segments: about a thousand segments per shard (CLI and flow alike)
@@ -76,26 +78,41 @@ def _default_name(mod: str, dim: int) -> str:
     return known.get((mod, dim), f"mmsa_{mod}")
 
 
+def _one_step(data: Mapping[str, Any], mod: str) -> bool:
+    """A modality whose sequences all have length 1 (an array of L = 1, or every `{mod}_lengths` 1): MMSA's way
+    of carrying one vector per segment."""
+    present = [data[s] for s in SPLITS if s in data and len(data[s].get(mod, ())) > 0]
+    if not present:
+        return False
+    if all(np.asarray(d[mod]).shape[1] == 1 for d in present):
+        return True
+    lengths = [d.get(f"{mod}_lengths") for d in present]
+    return all(x is not None and len(x) and np.all(np.asarray(x) == 1) for x in lengths)
+
+
 def mmsa_feature_sets(data: Mapping[str, Any], names: Mapping[str, str] | None = None) -> dict[str, FeatureSet]:
-    """modality -> FeatureSet for the modalities present; our own exports carry their original descriptions."""
+    """modality -> FeatureSet for the modalities present; our own exports carry their original descriptions and
+    levels (a modality they wrote as zeros, having no set, is skipped); a modality whose sequences all have length
+    1 is utterance-level."""
     first = next(data[s] for s in SPLITS if s in data)
     stored = first.get("feature_sets") or {}
+    levels = first.get("levels") if isinstance(first.get("levels"), dict) else {}
     out = {}
     for mod in MODALITIES:
-        if mod not in first:
+        if mod not in first or (mod in stored and stored[mod] is None):
             continue
         arr = np.asarray(first[mod])
         dim = int(arr.shape[-1])
         given = (names or {}).get(mod)
+        level = levels.get(mod) or ("utterance" if _one_step(data, mod) else "word")
         if isinstance(stored.get(mod), dict) and int(stored[mod].get("dim", -1)) == dim:
-            # a pickle holds sequences: an utterance-level set comes back as one step per segment, word-level
-            fs = FeatureSet.from_dict({**stored[mod], "level": "word"})
+            fs = FeatureSet.from_dict({**stored[mod], "level": level})
             if given and given != fs.name:
                 fs = FeatureSet.from_dict({**fs.to_dict(), "name": given})
         else:
             fs = FeatureSet(given or _default_name(mod, dim), tuple(f"{mod}_{i}" for i in range(dim)), STORE_MODALITY[mod],
                             "MMSA pickle", config={"mmsa_key": mod}, frame_rate=None,
-                            description=f"{mod} features imported from an MMSA pickle")
+                            description=f"{mod} features imported from an MMSA pickle", level=level)
         out[mod] = fs
     if len({fs.name for fs in out.values()}) != len(out):
         raise MmsaPickleError(f"two modalities map to one feature set name: {[fs.name for fs in out.values()]}", "read")
@@ -170,7 +187,7 @@ def mmsa_units(
     classes = mmsa_emotion_classes(data)
     keys = ["id", "raw_text", "regression_labels", "emotion_labels", "sentiment_class", "annotations", "emotion_class",
             "words", "word_start", "word_end", "video_id",
-            "segment_start", "segment_end", "audio_lengths", "vision_lengths", *sets, *(f"{m}_coverage" for m in sets)]
+            "segment_start", "segment_end", "text_lengths", "audio_lengths", "vision_lengths", "text_bert", *sets, *(f"{m}_coverage" for m in sets)]
     units = []
     for split in SPLITS:
         if split not in data:
@@ -221,3 +238,35 @@ def import_mmsa(
     plan = plan_mmsa(path, BuildConfig(collapse=CollapseConfig(mode=mode), units_per_shard=MMSA_UNITS_PER_SHARD),
                      names, aligned, name)
     return run_build(plan, store, executor=executor, show_bar=progress)
+
+
+# --- as the command line and the flows offer it -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MmsaRecipeOptions:
+    input: str = option(help="the .pkl file", path=True,
+                        flow_help="The MMSA pickle file, an absolute path on the machine serving this flow.")
+    aligned: bool | None = option(None, "word-aligned layout (auto: the file's own flag, else its name)",
+                                  flow_help="Whether the pickle's sequences are word-aligned; empty: from the pickle "
+                                            "(or its file name).")
+    text_name: str | None = option(None, "feature set name for the text features (default from the dims)",
+                                   flow_help="Feature set name for the text features (e.g. bert); empty: the pickle's "
+                                             "own or one from its dimension.")
+    audio_name: str | None = option(None, "feature set name for the audio features",
+                                    flow_help="Feature set name for the audio features (e.g. covarep); empty: the "
+                                              "pickle's own or one from its dimension.")
+    vision_name: str | None = option(None, "feature set name for the vision features",
+                                     flow_help="Feature set name for the vision features (e.g. facet41); empty: the "
+                                               "pickle's own or one from its dimension.")
+
+
+def plan_mmsa_recipe(options: MmsaRecipeOptions, config: BuildConfig) -> BuildPlan:
+    names = {m: n for m, n in (("text", options.text_name), ("audio", options.audio_name),
+                               ("vision", options.vision_name)) if n}
+    return plan_mmsa(options.input, config, names=names, aligned=options.aligned)
+
+
+RECIPE = Recipe("mmsa", "an MMSA pickle (aligned_50.pkl / unaligned_50.pkl), read without running its code",
+                MmsaRecipeOptions, plan_mmsa_recipe, flow="build-mmsa-features", function="build_mmsa_features",
+                units_per_shard=MMSA_UNITS_PER_SHARD, unit_help="work units (runs of pickle rows)",
+                shard_noun="segments", shard_count_at=("data", "id"))

@@ -157,7 +157,7 @@ def _label_segments(vid: str, video: CsdVideo, labels: CsdFile, report: dict[str
             fault = segment_fault(float(ivs[i, 0]), float(ivs[i, 1]))
             if fault is not None:
                 failures.append(Failure(sid, "read", f"{labels.path} [{key}]: segment {sid} interval "
-                                        f"[{ivs[i, 0]!r}, {ivs[i, 1]!r}] {fault}", str(labels.path)))
+                                        f"[{float(ivs[i, 0])!r}, {float(ivs[i, 1])!r}] {fault}", str(labels.path)))
                 _add(report, "segments_bad_interval")
                 continue
             segs.append((sid, float(ivs[i, 0]), float(ivs[i, 1]), vals[i]))

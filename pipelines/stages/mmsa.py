@@ -95,12 +95,7 @@ def _row_labels(d: Mapping[str, Any], i: int, classes: ClassSet, source: str) ->
 def _record(d: Mapping[str, Any], i: int, split: str, sets: Mapping[str, FeatureSet], aligned: bool, source: str,
             classes: ClassSet) -> SegmentRecord:
     sid = id_text(d["id"][i])
-    if "words" in d:
-        words = [str(w) for w in d["words"][i]]
-    else:
-        n = _n_real(np.asarray(d["text"][i])) if "text" in d else 0
-        toks = str(d["raw_text"][i]).split() if "raw_text" in d else []
-        words = toks if len(toks) == n else [f"<w{j}>" for j in range(n)]
+    words = _words(d, i, sets)
     n = len(words)
     if "word_start" in d and "word_end" in d:
         w = Words(words, d["word_start"][i], d["word_end"][i], np.ones(n, np.float32), "given")
@@ -130,15 +125,50 @@ def _record(d: Mapping[str, Any], i: int, split: str, sets: Mapping[str, Feature
     rec = SegmentRecord(seg, w)
     for mod, fs in sets.items():
         rows = np.asarray(d[mod][i], np.float32)
-        if aligned or mod == "text":
+        cov = np.asarray(d[f"{mod}_coverage"][i], np.float32) if f"{mod}_coverage" in d else None
+        if fs.level == "utterance":  # one step; a zero step our export marked uncovered is no vector at all
+            if len(rows) and _length(d, mod, i, len(rows)) >= 1 and (cov is None or len(cov) == 0 or cov[0] > 0):
+                rec.utterance_features[fs.name] = rows[0]
+        elif aligned or mod == "text":
             vals = rows[:n] if len(rows) >= n else np.vstack([rows, np.zeros((n - len(rows), fs.dim), np.float32)])
-            cov = np.asarray(d[f"{mod}_coverage"][i], np.float32) if f"{mod}_coverage" in d else None
-            rec.word_features[fs.name] = WordFeatures(vals, cov if cov is not None and len(cov) == n else None)
+            if cov is None or len(cov) != n:  # rows past the modality's own length are padding, not data
+                cov = (np.arange(n) < _length(d, mod, i, n)).astype(np.float32) if f"{mod}_lengths" in d and mod != "text" else None
+            rec.word_features[fs.name] = WordFeatures(vals, cov)
         else:
-            k = int(d[f"{mod}_lengths"][i]) if f"{mod}_lengths" in d else _n_real(rows)
+            k = _length(d, mod, i, None)
             t = np.arange(k + 1) / max(k, 1)
             rec.frames[fs.name] = FrameFeatures(t[:-1], t[1:], rows[:k])
     return rec
+
+
+def _length(d: Mapping[str, Any], mod: str, i: int, default: int | None) -> int:
+    """The true length of row i of a modality: its `{mod}_lengths`, else `default`, else up to the last
+    non-zero step."""
+    if f"{mod}_lengths" in d:
+        return int(d[f"{mod}_lengths"][i])
+    return default if default is not None else _n_real(np.asarray(d[mod][i]))
+
+
+def _words(d: Mapping[str, Any], i: int, sets: Mapping[str, FeatureSet]) -> list[str]:
+    """Row i's words: our export's own; else as many as the text sequence really has (its `text_lengths`, the
+    text_bert attention mask, the raw text's word count, or up to its last non-zero step), named by the raw text
+    where the counts agree."""
+    if "words" in d:
+        return [str(w) for w in d["words"][i]]
+    toks = str(d["raw_text"][i]).split() if "raw_text" in d else []
+    if "text" not in d or ("text" in sets and sets["text"].level == "utterance"):
+        return toks
+    rows = np.asarray(d["text"][i])
+    if "text_lengths" in d:
+        n = int(d["text_lengths"][i])
+    elif "text_bert" in d:
+        n = int(np.asarray(d["text_bert"][i])[1].sum())
+    elif toks:
+        n = len(toks)
+    else:
+        n = _n_real(rows)
+    n = min(n, len(rows))
+    return toks if len(toks) == n else [f"<w{j}>" for j in range(n)]
 
 
 def process_mmsa_unit(unit: WorkUnit, options: MmsaOptions) -> UnitResult:

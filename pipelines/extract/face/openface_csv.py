@@ -20,6 +20,7 @@ import feature_schemas
 
 from ...errors import PipelineError
 from ...records import FrameFeatures
+from ..registry import register
 from .base import STAGE, FaceBackend, invalid_frames
 from .frames import frame_grid
 
@@ -114,8 +115,10 @@ def resample(native: FrameFeatures, start: float, end: float, fps: float) -> Fra
     return out
 
 
+@register("face", "openface")
 class OpenFaceCsvBackend(FaceBackend):
-    name = "openface"
+    """OpenFace 2.0 action units, head rotation and gaze, imported from its CSV next to each video."""
+
     config_class = OpenFaceConfig
 
     def feature_set(self) -> feature_schemas.FeatureSet:

@@ -25,6 +25,7 @@ import feature_schemas
 from ...errors import PipelineError
 from ...records import FrameFeatures
 from ..base import importable, package_version
+from ..registry import register
 from . import geometry
 from .base import STAGE, FaceBackend, invalid_frames
 from .frames import sample_frames
@@ -260,8 +261,10 @@ def map_pyfeat_frame(
     return out
 
 
+@register("face", "pyfeat")
 class PyFeatBackend(FaceBackend):
-    name = "pyfeat"
+    """py-feat action units, emotions, head pose and landmarks (local weights)."""
+
     config_class = PyFeatConfig
 
     def availability(self) -> tuple[bool, str]:

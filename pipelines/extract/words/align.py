@@ -15,15 +15,16 @@ from __future__ import annotations
 import difflib
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
 from ...media import SAMPLE_RATE, to_pcm16
 from ...records import Words
-from ..base import Extractor, Kind, SegmentMedia, importable, package_version
-from .asr import AsrConfig, transcribe
+from ..base import SegmentMedia, importable, package_version
+from ..registry import register
+from .base import Aligner, Alignment, Recogniser
 from .g2p import Pronouncer
 from .normalise import alignment_key, is_english
 
@@ -32,8 +33,8 @@ _lock = threading.Lock()
 
 @dataclass(frozen=True)
 class AlignConfig:
-    """How word times are found. `forced` off skips pocketsphinx; `asr_fallback` uses Whisper when forced
-    alignment fails; `max_forced_seconds` sends longer segments straight to the fallbacks (pocketsphinx
+    """How word times are found. `forced` off skips pocketsphinx; `asr_fallback` uses the build's recogniser
+    (`--asr`) when forced alignment fails; `max_forced_seconds` sends longer segments straight to the fallbacks (pocketsphinx
     alignment of long audio is slow and often fails)."""
 
     forced: bool = True
@@ -41,15 +42,6 @@ class AlignConfig:
     max_forced_seconds: float = 90.0
     acoustic_model: str | None = None  # pocketsphinx model folder; None: the wheel's en-US model
     dictionary: str | None = None  # pronunciation dictionary; None: the wheel's cmudict
-    asr: AsrConfig = AsrConfig()  # Whisper for the fallback
-
-
-@dataclass
-class Alignment:
-    words: Words
-    report: dict[str, int]  # pronunciation sources and fallbacks used
-    note: str = ""  # why a fallback was taken
-    fallback: str = ""  # why, as a short code for counting: forced_failed, too_long, asr_no_match, no_audio, ...
 
 
 
@@ -135,11 +127,18 @@ def monotonic(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return start, np.maximum(end, start)
 
 
+def match_key(word: str) -> str:
+    """How the text-to-text alignment compares words: the aligner's ASCII spelling without apostrophes
+    ("película" -> "pelicula", "don't" -> "dont"); for a word with no Latin letter or digit, the word itself
+    case-folded without punctuation ("Привет" -> "привет")."""
+    return alignment_key(word).replace("'", "") or re.sub(r"[\W_]+", "", word.casefold())
+
+
 def match_asr(words: list[str], asr: Words) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Give transcript words the times of the recognised words they match (by spelling, in order);
     (start, end, confidence, matched); unmatched words keep NaN times and confidence 0."""
-    a = [alignment_key(w).replace("'", "") for w in words]
-    b = [alignment_key(w).replace("'", "") for w in asr.words]
+    a = [match_key(w) for w in words]
+    b = [match_key(w) for w in asr.words]
     start = np.full(len(words), np.nan)
     end = np.full(len(words), np.nan)
     conf = np.zeros(len(words), np.float32)
@@ -152,10 +151,40 @@ def match_asr(words: list[str], asr: Words) -> tuple[np.ndarray, np.ndarray, np.
     return start, end, conf, matched
 
 
+Recognise = Callable[[np.ndarray], Words]  # 16 kHz samples -> recognised words, times from sample 0
+
+
+def _default_recognise(samples: np.ndarray) -> Words:
+    """The registry's default recogniser (the English Whisper): the fallback when the caller names none."""
+    from .. import registry
+
+    recogniser = registry.get(registry.default("asr"), "asr")
+    assert isinstance(recogniser, Recogniser)
+    return recogniser.recognise(samples).words
+
+
+def times_from_recognised(words: list[str], recognised: Words, samples: np.ndarray,
+                          rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The text-to-text alignment of a transcript with the words a recogniser heard (times from sample 0):
+    the longest common subsequences of their `match_key`s (difflib) give matched transcript words the
+    recognised word's times and probability; the words between two matched ones share the gap in proportion to
+    their length (confidence 0), those before the first or after the last share the speech region's edge
+    (`speech_region`). None when no word matches."""
+    start, end, conf, matched = match_asr(words, recognised)
+    if not matched:
+        return None
+    t0, t1 = speech_region(samples, rate)
+    known = ~np.isnan(start)
+    start[known], end[known] = monotonic(start[known], end[known])
+    _fill_gaps(start, end, known, words, t0, t1)
+    return start, end, conf
+
+
 def align_transcript(samples: np.ndarray | None, words: list[str], offset: float = 0.0,
-                     config: AlignConfig = AlignConfig(), asr: AsrConfig | None = None,
+                     config: AlignConfig = AlignConfig(), recognise: Recognise | None = None,
                      rate: int = SAMPLE_RATE, duration: float | None = None, language: str = "en") -> Alignment:
-    """Times for the given words in `samples` (sample 0 at `offset` seconds of the video).
+    """Times for the given words in `samples` (sample 0 at `offset` seconds of the video); `recognise` is the
+    fallback's recogniser (None: the registry's default).
 
     Without audio the words are spread over [offset, offset + duration] (method `uniform`, confidence 0).
     Unalignable words (no letters or digits) get times between their neighbours and confidence 0. A language
@@ -194,13 +223,9 @@ def align_transcript(samples: np.ndarray | None, words: list[str], offset: float
             notes.append("no word of the transcript has letters or digits to align")
             codes.append("nothing_to_align")
         if config.asr_fallback:
-            recognised = transcribe(samples, 0.0, asr or config.asr, rate).words
-            start, end, conf, matched = match_asr(words, recognised)
-            if matched:
-                t0, t1 = speech_region(samples, rate)
-                known = ~np.isnan(start)
-                start[known], end[known] = monotonic(start[known], end[known])
-                _fill_gaps(start, end, known, words, t0, t1)
+            got = times_from_recognised(words, (recognise or _default_recognise)(samples), samples, rate)
+            if got is not None:
+                start, end, conf = got
                 report["asr_fallback"] = 1
                 return Alignment(Words(list(words), start + offset, end + offset, conf, "asr"), report,
                                  "; ".join(notes), "+".join(codes) or "forced_off")
@@ -222,19 +247,15 @@ def align_transcript(samples: np.ndarray | None, words: list[str], offset: float
 
 
 
-class PocketsphinxAligner(Extractor[SegmentMedia, Alignment]):
-    """Times for a segment's transcript words: pocketsphinx forced alignment, then the Whisper and uniform
-    fallbacks (`align_transcript`). Words, not features: no feature set."""
+@register("aligner", "pocketsphinx", default=True)
+class PocketsphinxAligner(Aligner):
+    """pocketsphinx forced alignment of English transcripts, then the recogniser's and the uniform fallbacks
+    (`align_transcript`)."""
 
-    name = "pocketsphinx"
-    kind: ClassVar[Kind] = "words"
     config_class = AlignConfig
 
     def availability(self) -> tuple[bool, str]:
         return importable("pocketsphinx")
-
-    def feature_set(self) -> None:
-        return None
 
     def version(self) -> str:
         return package_version("pocketsphinx")
@@ -245,6 +266,7 @@ class PocketsphinxAligner(Extractor[SegmentMedia, Alignment]):
 
         Pronouncer.for_decoder(self.config, {})
 
-    def extract(self, media: SegmentMedia) -> Alignment:
-        return align_transcript(media.audio, list(media.words), media.start, self.config,
+    def align(self, media: SegmentMedia, recogniser: Recogniser | None = None) -> Alignment:
+        recognise = (lambda samples: recogniser.recognise(samples).words) if recogniser is not None else None
+        return align_transcript(media.audio, list(media.words), media.start, self.config, recognise,
                                 duration=media.end - media.start, language=media.language)
