@@ -9,7 +9,8 @@ Accepted inputs (`discover_inputs` picks by shape):
     class of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class,
     split,
     language (a BCP-47 code such as `en`, `es`, `pt-BR`; default `en`: other languages skip the English
-    aligner and text encoder);
+    aligner and text encoder), speaker (an optional id: one speaker's media are built together, and the face
+    set's speaker-relative cues use that speaker's baseline, see docs/face.md);
   * one video (or audio) file;
   * text-only label files: CMU-MOSI's `id,text,label,mode` label.csv and MELD's `*_sent_emo.csv`.
 
@@ -97,6 +98,7 @@ class SegmentSpec:
     source_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     language: str = "en"  # what is spoken; only English reaches the English aligner, Whisper tiny.en and MiniLM
+    speaker: str | None = None  # who speaks (a manifest's `speaker`): the face set's relative cues use their baseline
 
     @property
     def text_only(self) -> bool:
@@ -518,7 +520,8 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
                 start = end = None  # times without media mean nothing to cut
             split = default if is_missing(r.get("split")) else check_split(r.get("split"))
             out.specs.append(SegmentSpec(sid, vid, video, start, end, transcript, check_labels(r), split,
-                                         "manifest", src or str(path), language=check_language(r.get("language"))))
+                                         "manifest", src or str(path), language=check_language(r.get("language")),
+                                         speaker=None if is_missing(spk := r.get("speaker")) else check_id(spk, "speaker")))
         except RowError as e:
             out.failures.append(row_failure(path, n, sid, e, src))
     return unique_specs(out)
