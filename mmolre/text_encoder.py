@@ -45,6 +45,12 @@ def resolve_text_model(path: str | os.PathLike | None) -> Path:
     if not (p / "config.json").is_file():
         raise RunError(f"{p}: not a Hugging Face model folder (no config.json); give --text-model a local folder "
                        "written by save_pretrained (model hubs are not reached)")
+    weights = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+    if not any((p / w).is_file() for w in weights):
+        raise RunError(f"{p}: no weights ({' or '.join(weights)}); the folder has a config but no model")
+    if not any((p / t).is_file() for t in ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model")):
+        raise RunError(f"{p}: no tokenizer (tokenizer.json, vocab.txt, vocab.json or sentencepiece.bpe.model); "
+                       "save the tokenizer into the model folder (tokenizer.save_pretrained)")
     return p
 
 

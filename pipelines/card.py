@@ -33,6 +33,36 @@ def _configs(manifest: Manifest) -> list[str]:
 CARD_IDS = 20  # ids shown per list; the manifest keeps them all
 
 
+def word_times(report: dict[str, Any]) -> dict[str, Any]:
+    """How a build's segments got their word times (segments per align_method), how many took a fallback
+    (an English transcript timed by the recogniser, or any spread uniformly) and the languages other than
+    English; empty for builds that time no words (SDK, MMSA imports)."""
+    counters = report.get("counters") or {}
+    methods = {k.removeprefix("segments."): v for k, v in counters.items()
+               if k.removeprefix("segments.") in ("forced", "asr", "uniform", "given", "none") and v}
+    if not methods:
+        return {}
+    fallbacks = {k.removeprefix("align_fallback."): v for k, v in counters.items() if k.startswith("align_fallback.") and v}
+    languages = {k.removeprefix("segments.language."): v for k, v in counters.items()
+                 if k.startswith("segments.language.") and v}
+    return {"segments": dict(sorted(methods.items())), "fallbacks": sum(fallbacks.values()),
+            "fallback_reasons": dict(sorted(fallbacks.items())), "languages": dict(sorted(languages.items()))}
+
+
+def _word_times_section(manifest: Manifest) -> list[str]:
+    counts = word_times(manifest.report)
+    if not counts:
+        return []
+    lines = ["## Word times", "", "| align_method | segments |", "| --- | --- |",
+             *[f"| {m} | {n} |" for m, n in counts["segments"].items()], "",
+             f"Fallbacks: {counts['fallbacks']}" + (" (" + ", ".join(f"{k} {v}" for k, v in counts["fallback_reasons"].items())
+                                                    + "; the build report's notes say why per segment)" if counts["fallbacks"] else ".")]
+    if counts["languages"]:
+        lines.append("Segments in languages other than English (the segments table's `language`): "
+                     + ", ".join(f"{k} {v}" for k, v in counts["languages"].items()) + ".")
+    return [*lines, ""]
+
+
 def shorten_lists(value: Any, n: int = CARD_IDS) -> Any:
     """The report with every list longer than `n` cut to its count and first `n` items, so the card of a large
     release stays readable (MOSEI's missing-id lists run to thousands); `manifest.json` keeps the full lists."""
@@ -112,6 +142,7 @@ def render_card(manifest: Manifest) -> str:
          "## Feature sets", "", "| name | level | modality | dims | extractor | frames/s | dimension names |", "| --- | --- | --- | --- | --- | --- | --- |",
          *fs_lines, "",
          *_labels_section(manifest),
+         *_word_times_section(manifest),
          *_leakage_section(manifest),
          "## Layout", "", *[f"- {k}: `{v}`" for k, v in LAYOUT.items()], "",
          "## Tables", "", "### segments", *columns, "", "### aligned", *aligned, "", *utterance,

@@ -8,9 +8,10 @@ Accepted inputs (`discover_inputs` picks by shape):
     six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one
     class of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class,
     split,
-    language (a BCP-47 code such as `en`, `es`, `pt-BR`; default `en`: other languages skip the English
-    aligner and text encoder), speaker (an optional id: one speaker's media are built together, and the face
-    set's speaker-relative cues use that speaker's baseline, see docs/face.md);
+    language (a BCP-47 code such as `en`, `es`, `pt-BR`, or `und`: undetermined, the recogniser detects it;
+    default `en`: other languages go to the multilingual recogniser, not the English aligner and text encoder),
+    speaker (an optional id: one speaker's media are built together, and the face set's speaker-relative cues
+    use that speaker's baseline, see docs/face.md);
   * one video (or audio) file;
   * text-only label files: CMU-MOSI's `id,text,label,mode` label.csv and MELD's `*_sent_emo.csv`.
 

@@ -68,7 +68,7 @@ def aligned_columns(
 
 
 def segments_table(rows: list[dict[str, Any]]) -> pa.Table:
-    schema = segments_schema()
+    schema = segments_schema(optional={k for r in rows[:1] for k in r})  # a media build's rows carry `language`
     data = {f.name: [r.get(f.name) for r in rows] for f in schema}
     for f in schema:  # NaN labels mean "missing": store null so validation sees what the contract allows
         if pa.types.is_floating(f.type):

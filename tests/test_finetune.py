@@ -11,13 +11,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from feature_schemas import Store, StoreError, validate
+from feature_schemas import SCHEMA_VERSION, Store, StoreError, validate
 from mmolre.config import TrainConfig
 from mmolre.data import StoreDataset, make_loader
 from mmolre.errors import RunError
@@ -68,14 +69,36 @@ def make_bpe_model(folder: Path) -> Path:
     tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
+    return _save_roberta_like(folder, tok, PreTrainedTokenizerFast, RobertaConfig, RobertaModel)
+
+
+def _save_roberta_like(folder: Path, tok: Any, tokenizer_class: Any, config_class: Any, model_class: Any) -> Path:
+    """`tok` as a RoBERTa-style fast tokenizer (<s> ... </s>) and a tiny random model of `model_class`, saved."""
+    fast = tokenizer_class(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                           pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
     fast.save_pretrained(str(folder))
     torch.manual_seed(0)
-    cfg = RobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=48, max_position_embeddings=80, pad_token_id=fast.pad_token_id)
-    RobertaModel(cfg).save_pretrained(str(folder))
+    cfg = config_class(vocab_size=tok.get_vocab_size(), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=48, max_position_embeddings=80, pad_token_id=fast.pad_token_id)
+    model_class(cfg).save_pretrained(str(folder))
     return folder
+
+
+def make_unigram_model(folder: Path) -> Path:
+    """A tiny random XLM-R with a SentencePiece-style Unigram tokenizer (Metaspace) trained on CORPUS."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=120, unk_token="<unk>",
+                                                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    return _save_roberta_like(folder, tok, XLMRobertaTokenizerFast, XLMRobertaConfig, XLMRobertaModel)
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +266,15 @@ def test_bpe_model_fine_tunes(store: Path, roberta: Path, tmp_path: Path) -> Non
     assert results["test"]["sentiment"]["n"] == SMALL["test"] and np.isfinite(results["test"]["sentiment"]["mae"])
 
 
+def test_sentencepiece_model_fine_tunes(store: Path, tmp_path: Path) -> None:
+    """An XLM-R folder (Unigram tokenizer, no token type ids) trains inside the model too."""
+    xlmr = make_unigram_model(tmp_path / "xlmr")
+    ids, wids = encode_words(load_tokenizer(xlmr), ["Hello,", "world!"], 32)
+    assert set(wids[1:-1].tolist()) == {0, 1}
+    results = train(store, tmp_path / "run", "mmolre", _cfg(xlmr, max_steps=2))
+    assert results["arch"]["input_dims"]["text"] == 24 and np.isfinite(results["test"]["sentiment"]["mae"])
+
+
 @pytest.mark.slow
 def test_packaged_minilm_fine_tunes_a_few_steps(store: Path, tmp_path: Path) -> None:
     assert (resolve_text_model(None) / "config.json").is_file()
@@ -306,7 +338,7 @@ def test_video_recipe_stores_each_word_as_written(tmp_path: Path) -> None:
     parsed.specs = parsed.specs[:2]  # "Oh my God, he's lost it. He's totally lost it." and "What?"
     build_videos(parsed, tmp_path / "s", VideoConfig(face=None, utterance=False), progress=False)
     store = Store(tmp_path / "s")
-    assert store.manifest.schema_version == "2.1" and validate(store.path).ok
+    assert store.manifest.schema_version == SCHEMA_VERSION and validate(store.path).ok
     what = store.segment("valid_dia0_utt1")
     assert what["words"] == ["What"] and what["words_written"] == ["What?"]
     oh = store.segment("valid_dia0_utt0")

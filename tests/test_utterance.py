@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from feature_schemas import SchemaVersionError, Store, present_column, validate
+from feature_schemas import SCHEMA_VERSION, SchemaVersionError, Store, present_column, validate
 from pipelines.recipes.mosi_utterance import build_mosi_utterance, plan_mosi_utterance, valid_videos
 from tests.store_fixtures import TINY_ARCH, writer_store
 
@@ -56,7 +56,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_recipe_on_the_real_release(store: Path) -> None:
     s = Store(store, verify=True)
-    assert s.manifest.schema_version == "2.1" and validate(store).ok
+    assert s.manifest.schema_version == SCHEMA_VERSION and validate(store).ok
     assert s.utterance_sets() == ["bclstm_audio", "bclstm_text", "bclstm_video"] and s.aligned_sets() == []
     assert {n: s.feature_sets[n].dim for n in s.utterance_sets()} == {"bclstm_audio": 73, "bclstm_text": 100, "bclstm_video": 100}
     seg = s.segments().to_pandas()
@@ -184,7 +184,7 @@ def test_hf_datasets_mmsa_export_and_inspect(store: Path, tmp_path: Path) -> Non
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "flows.cli", "inspect", str(store), "--json"], capture_output=True, text=True, env=env, cwd=ROOT)
     info = json.loads(p.stdout)
-    assert info["schema_version"] == "2.1" and {fs["level"] for fs in info["feature_sets"].values()} == {"utterance"}
+    assert info["schema_version"] == SCHEMA_VERSION and {fs["level"] for fs in info["feature_sets"].values()} == {"utterance"}
     assert info["utterance_rows"] == {"train": 1283, "valid": 164, "test": 752}
 
 

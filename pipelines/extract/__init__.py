@@ -1,5 +1,5 @@
-"""Extractors: every audio, face, text and words extractor behind one interface (base.py), found by name in
-the registry (registry.py)."""
+"""Extractors: every audio, face and text extractor, aligner and speech recogniser behind one interface
+(base.py), found by name in the registry (registry.py), where each registers with `@register(kind, name)`."""
 
 from .base import Extractor, FrameExtractor, SegmentMedia, empty_frames
 from .registry import ExtractorInfo, describe, get, names, register

@@ -31,13 +31,14 @@ _PLUGINS: dict[str, Entry] = {}  # registered from modules outside this package,
 @dataclass(frozen=True)
 class Entry:
     """What the registry knows of an extractor before importing it: `summary` is its class docstring's first
-    sentence (help text), `default` marks the one a build uses when none is named."""
+    sentence (help text); `default` is the role it is the build's default for ("" the kind's default,
+    "multilingual" the recogniser of other languages; None: no default)."""
 
     name: str
     kind: Kind
     module: str
     summary: str = ""
-    default: bool = False
+    default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,10 @@ class ExtractorInfo:
         return dataclasses.asdict(self)
 
 
-def register(kind: Kind, name: str, *, default: bool = False) -> Callable[[_C], _C]:
-    """Class decorator: the extractor `name` of `kind` (`default`: the one a build uses unless told otherwise).
-    Sets the class's `name` and `kind`. Literal arguments only: the registry reads them from the source."""
+def register(kind: Kind, name: str, *, default: bool | str = False) -> Callable[[_C], _C]:
+    """Class decorator: the extractor `name` of `kind`; `default`: True for the one a build uses unless told
+    otherwise, a role's name ("multilingual") for that role's default. Sets the class's `name` and `kind`.
+    Literal arguments only: the registry reads them from the source."""
     if kind not in KINDS:
         raise ValueError(f"extractor {name!r}: kind {kind!r} is not one of {KINDS}")
 
@@ -67,7 +69,8 @@ def register(kind: Kind, name: str, *, default: bool = False) -> Callable[[_C], 
         cls.name, cls.kind = name, kind  # type: ignore[attr-defined]
         _REGISTERED[name] = cls  # type: ignore[assignment]
         if name not in _index() and name not in _PLUGINS:
-            _PLUGINS[name] = Entry(name, kind, cls.__module__, _summary(cls.__doc__), default)
+            role = "" if default is True else (default or None)
+            _PLUGINS[name] = Entry(name, kind, cls.__module__, _summary(cls.__doc__), role)
         return cls
 
     return decorate
@@ -82,7 +85,7 @@ def _summary(doc: str | None) -> str:
 
 # `@register("kind", "name"[, default=True])` on the line before a class, and that class's docstring
 _DECORATED = re.compile(r'^@(?:registry\.)?register\((.*?)\)\s*\nclass \w+[^\n]*:\n(?:\s*"""(.*?)""")?', re.M | re.S)
-_ARGS = re.compile(r'^\s*"([a-z]+)",\s*"([\w.-]+)"\s*(,\s*default=True\s*)?$')
+_ARGS = re.compile(r'^\s*"([a-z]+)",\s*"([\w.-]+)"\s*(?:,\s*default=(True|"\w+")\s*)?$')
 
 
 def _entries(path: Path, module: str) -> list[Entry]:
@@ -94,7 +97,8 @@ def _entries(path: Path, module: str) -> list[Entry]:
         args = _ARGS.match(m.group(1))
         if args is None or args.group(1) not in KINDS:
             raise ValueError(f"{path}: @register({m.group(1)}) needs a literal kind of {KINDS} and a literal name")
-        out.append(Entry(args.group(2), args.group(1), module, _summary(m.group(2)), bool(args.group(3))))  # type: ignore[arg-type]
+        role = None if args.group(3) is None else args.group(3).strip('"').replace("True", "")
+        out.append(Entry(args.group(2), args.group(1), module, _summary(m.group(2)), role))  # type: ignore[arg-type]
     return out
 
 
@@ -111,7 +115,7 @@ def _index() -> dict[str, Entry]:
         if e.name in seen:
             raise ValueError(f"extractor name {e.name!r} is registered twice: {seen[e.name].module} and {e.module}")
         seen[e.name] = e
-    found.sort(key=lambda e: (KINDS.index(e.kind), not e.default))
+    found.sort(key=lambda e: (KINDS.index(e.kind), e.default != ""))
     return {e.name: e for e in found}
 
 
@@ -126,17 +130,19 @@ def names(kind: Kind | None = None) -> list[str]:
     return [e.name for e in entries(kind)]
 
 
-def default(kind: Kind) -> str:
-    """The name a build uses for `kind` when none is given."""
-    marked = [e.name for e in entries(kind) if e.default]
+def default(kind: Kind, role: str = "") -> str:
+    """The name a build uses for `kind` (in `role`: "multilingual") when none is given."""
+    marked = [e.name for e in entries(kind) if e.default == role]
     if len(marked) != 1:
-        raise ValueError(f"{len(marked)} default {kind} extractors ({marked}): mark exactly one with default=True")
+        raise ValueError(f"{len(marked)} default {kind} extractors{' for ' + role if role else ''} ({marked}): "
+                         f"mark exactly one with default={'True' if not role else repr(role)}")
     return marked[0]
 
 
 def help_text(kind: Kind) -> str:
-    """`name: summary; ...` of one kind, for command-line help (the default marked)."""
-    return "; ".join(f"{e.name}{' (default)' if e.default else ''}: {e.summary}" for e in entries(kind))
+    """`name: summary; ...` of one kind, for command-line help (the defaults marked)."""
+    mark = {None: "", "": " (default)"}
+    return "; ".join(f"{e.name}{mark.get(e.default, f' (default, {e.default})')}: {e.summary}" for e in entries(kind))
 
 
 def extractor_class(name: str, kind: Kind | None = None) -> type[Extractor[Any, Any]]:

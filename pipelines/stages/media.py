@@ -6,9 +6,10 @@ finds the words when there is none), then one loop over the unit's frame extract
 face backend when the file can hold pictures), each giving the segment's frames and its utterance-level
 vector; at the end the text encoder reads all of the unit's segments in one batch. A unit runs only the
 extractors its media can feed; a build-declared set the unit cannot fill (no audio, no pictures, no media) gets
-zero frames, so its words have coverage 0 there. A segment whose `language` is not English skips the English
-aligner, recogniser and text encoder (uniform word times, text coverage 0), and the build report's notes and
-counters say so, as they do for every alignment fallback.
+zero frames, so its words have coverage 0 there. A segment whose `language` is not English (or `und`) is heard
+by the multilingual recogniser (words.py) and its row keeps its language (schema 2.2); the English text encoder
+skips it (text coverage 0), and the build report's notes and counters say so, as they do for every alignment
+fallback.
 
 The build's settings and extractors are in video_config.py, its units in media_units.py, the workers' start-up
 in warm_up.py; this module re-exports what the recipe and the flows use.
@@ -26,7 +27,7 @@ import numpy as np
 from ..errors import PipelineError
 from ..extract.base import FrameExtractor, empty_frames
 from ..extract.text import SegmentText
-from ..extract.words.normalise import is_english, transcript_words, written_words
+from ..extract.words.normalise import transcript_words, written_words
 from ..inputs import SegmentSpec
 from ..records import Failure, FrameFeatures, SegmentRecord, UnitResult, WordFeatures, Words, WorkUnit
 from .decode import Decoded, decode, segment_media
@@ -63,6 +64,17 @@ class _Pending:
     written: list[str]  # what the text encoder reads per word: the word with its punctuation
     utterance: dict[str, np.ndarray] = field(default_factory=dict)  # utterance-level vectors found so far
 
+    @property
+    def language(self) -> str:
+        return str(self.row["language"])
+
+
+def _row(s: SegmentSpec, language: str, probability: float | None, start: float | None = None,
+         end: float | None = None, transcript: str | None = None) -> dict[str, Any]:
+    """The segments-table row with the segment's language (schema 2.2): the row's, or the detected one with
+    its probability."""
+    return {**s.segment_row(start, end, transcript), "language": language, "language_probability": probability}
+
 
 def _zero_frames(absent: Sequence[SetShape]) -> dict[str, FrameFeatures]:
     return {name: empty_frames(dim) for name, dim in absent}
@@ -73,16 +85,17 @@ def _not_english_text(p: _Pending, dim: int, config: VideoConfig, log: UnitLog) 
     n = len(p.words.words)
     log.report["text.skipped_not_english"] += 1
     log.notes.append({"item_id": p.spec.segment_id, "stage": "text",
-                      "note": f"language {p.spec.language!r}: {config.text_name} (English) not used; its word "
-                              "vectors are zero with coverage 0"})
+                      "note": f"language {p.language!r}: {config.text_name} ({config.text_languages_read()}) not used; "
+                              "its word vectors are zero with coverage 0"})
     return WordFeatures(np.zeros((n, dim), np.float32), np.zeros(n, np.float32))
 
 
 def _finish(pending: list[_Pending], config: VideoConfig, log: UnitLog) -> UnitResult:
-    """Encode every pending English segment's words in one batch and assemble the records."""
+    """Encode the words of every pending segment in a language the encoder reads (`text_languages`: English by
+    default) in one batch and assemble the records."""
     records: list[SegmentRecord] = []
     encoder = config.text_encoder()
-    english = [p for p in pending if is_english(p.spec.language)]
+    english = [p for p in pending if config.text_reads(p.language)]
     vectors: dict[int, WordFeatures] = {}
     sentences: dict[int, np.ndarray | None] = {}  # pooled sentence vectors (utterance-level), English only
     if english:
@@ -92,10 +105,10 @@ def _finish(pending: list[_Pending], config: VideoConfig, log: UnitLog) -> UnitR
             sentences = {id(p): enc.sentence for p, enc in zip(english, encoded, strict=True)}
         except PipelineError as e:
             log.failures += [Failure(p.spec.segment_id, "text", str(e), e.source_path) for p in english]
-            pending = [p for p in pending if not is_english(p.spec.language)]
+            pending = [p for p in pending if not config.text_reads(p.language)]
     dim = encoder.feature_set().dim
     for p in pending:
-        text = vectors[id(p)] if is_english(p.spec.language) else _not_english_text(p, dim, config, log)
+        text = vectors[id(p)] if config.text_reads(p.language) else _not_english_text(p, dim, config, log)
         utterance = dict(p.utterance)
         if config.utterance and (sentence := sentences.get(id(p))) is not None:
             utterance[f"{config.text_name}_sentence"] = sentence
@@ -117,13 +130,14 @@ def _process_text(unit: TextUnit, config: VideoConfig) -> UnitResult:
             log.failures.append(Failure(s.segment_id, "read", f"{s.source_path}: segment {s.segment_id} has no media "
                                         "and an empty transcript: no words to build", s.source_path))
             continue
-        if not is_english(s.language):
+        if not config.text_reads(s.language):
             log.failures.append(Failure(s.segment_id, "text", f"{s.source_path}: segment {s.segment_id} has no media "
                                         f"and language {s.language!r}: the text encoder {config.text_name} reads "
-                                        "English only, so there is nothing to build", s.source_path))
+                                        f"{config.text_languages_read()} only, so there is nothing to build",
+                                        s.source_path))
             log.report[f"segments.language.{s.language}"] += 1
             continue
-        pending.append(_Pending(s, s.segment_row(), Words.untimed(words), _zero_frames(unit.absent),
+        pending.append(_Pending(s, _row(s, s.language, None), Words.untimed(words), _zero_frames(unit.absent),
                                 written_words(s.transcript)))
     log.report["text_only_segments"] += len(pending)
     return _finish(pending, config, log)
@@ -152,7 +166,8 @@ def _one_segment(s: SegmentSpec, media: Decoded, runs: Sequence[_Run], unit: Med
     try:
         seg = segment_media(s, media, log)
         stage = "align"
-        words, transcript = timed_words(s, seg, media, config, log)
+        timed = timed_words(s, seg, media, config, log)
+        words, transcript = timed.words, timed.transcript
         frames = _zero_frames(unit.absent)
         utterance: dict[str, np.ndarray] = {}
         for run in runs:  # audio, then face: the stage a failure is counted under is the extractor's kind
@@ -163,7 +178,8 @@ def _one_segment(s: SegmentSpec, media: Decoded, runs: Sequence[_Run], unit: Med
             frames[run.set_name], vector = run.extractor.extract_with_utterance(seg)
             if vector is not None:
                 utterance[run.utterance_name] = vector
-        return _Pending(s, s.segment_row(seg.start, seg.end, transcript), words, frames,
+        return _Pending(s, _row(s, timed.language, timed.language_probability, seg.start, seg.end, transcript),
+                        words, frames,
                         written_words(transcript, words.words), utterance)
     except PipelineError as e:
         raise _SegmentFailed(Failure(s.segment_id, e.stage or stage, str(e), e.source_path or str(media.path))) from e

@@ -14,23 +14,32 @@ from ..extract import registry
 from ..extract.base import Extractor, FrameExtractor, Kind
 from ..extract.text import TextEncoder
 from ..extract.words.base import Aligner, Recogniser
+from ..extract.words.normalise import is_english
 
 _E = TypeVar("_E")
-_LATER = ("text", "aligner", "asr")  # VideoConfig fields added after stores were built (see to_dict)
+# fields added after stores were built: recorded only when not at their defaults (see to_dict)
+_LATER = ("text", "aligner", "asr", "aligner_multilingual", "asr_multilingual", "audio_model", "audio_layer",
+          "text_languages")
 # the registry's default per kind, read from the extractors' sources (no extractor module is imported)
-DEFAULTS: dict[Kind, str] = {kind: registry.default(kind) for kind in ("audio", "face", "text", "aligner", "asr")}
+DEFAULTS: dict[str, str] = {kind: registry.default(kind) for kind in ("audio", "face", "text", "aligner", "asr")}
+DEFAULTS |= {f"{kind}_multilingual": registry.default(kind, "multilingual") for kind in ("aligner", "asr")}
+DEFAULTS |= {"audio_model": None, "audio_layer": -1, "text_languages": "en"}  # type: ignore[dict-item]
 
 
 @dataclass(frozen=True)
 class VideoConfig:
     """Everything that shapes the features; it travels into the manifest, so a changed setting rebuilds.
 
-    audio_set/audio_level: the audio extractor's name (`--audio`) and lld|functionals. face: face backend name
+    audio_set/audio_level: the audio extractor's name (`--audio`) and lld|functionals; audio_model/audio_layer:
+    the model folder and hidden layer of an audio encoder that reads one (`transformers-audio`). face: face backend name
     or None (no face feature set); face_options: that backend's settings. text: the text encoder's name
     (`--text`), text_model: its local model folder (None: the packaged one), text_name: its set's name in the
-    store. aligner: the aligner of given transcripts (`--aligner`); align: forced alignment on (off: words
-    spread over the segment). asr: the recogniser (`--asr`) of segments without a transcript (`transcribe`) and
-    of the aligner's fallback (`asr_fallback`); asr_model: its model folder (None: the packaged one).
+    store, text_languages: the languages it reads ("en"; "de,fr"; "*" any: a multilingual model such as XLM-R;
+    other segments get zero vectors with coverage 0). aligner: the aligner of given English transcripts (`--aligner`); align: forced alignment on (off:
+    words spread over the segment). asr: the recogniser (`--asr`) of English segments without a transcript
+    (`transcribe`) and of the aligner's fallback (`asr_fallback`); asr_model: its model folder (None: the
+    packaged one). aligner_multilingual, asr_multilingual: the same for every other language, and for segments
+    whose language is `und` (undetermined: the recogniser detects it).
     threads: per worker process for torch and the recogniser (a Dask worker per core wants 1). utterance: also
     write utterance-level sets (schema 2): the audio functionals of each segment, the text encoder's pooled
     sentence vector and a face summary."""
@@ -54,10 +63,16 @@ class VideoConfig:
     text: str = DEFAULTS["text"]
     aligner: str = DEFAULTS["aligner"]
     asr: str = DEFAULTS["asr"]
+    aligner_multilingual: str = DEFAULTS["aligner_multilingual"]
+    asr_multilingual: str = DEFAULTS["asr_multilingual"]
+    audio_model: str | None = None
+    audio_layer: int = -1
+    text_languages: str = "en"
 
     def __post_init__(self) -> None:
         for kind, name in (("audio", self.audio_set), ("face", self.face), ("text", self.text),
-                           ("aligner", self.aligner), ("asr", self.asr)):
+                           ("aligner", self.aligner), ("asr", self.asr), ("aligner", self.aligner_multilingual),
+                           ("asr", self.asr_multilingual)):
             choices = registry.names(kind)  # type: ignore[arg-type]
             if name is not None and name not in choices:
                 raise ValueError(f"{kind} extractor {name!r}: choose one of {', '.join(choices)}"
@@ -66,6 +81,19 @@ class VideoConfig:
             raise ValueError(f"fps must be positive, not {self.fps}")
         if self.audio_level not in ("lld", "functionals"):
             raise ValueError(f"audio level {self.audio_level!r}: choose one of lld, functionals")
+        if self.audio_model is not None and not _reads_model(self.audio_set):
+            reads = [n for n in registry.names("audio") if _reads_model(n)]
+            raise ValueError(f"audio extractor {self.audio_set!r} reads no model folder (audio_model); one that "
+                             f"does: {', '.join(reads)}")
+
+    def text_reads(self, language: str) -> bool:
+        """Whether the text encoder reads `language` (see `text_languages`)."""
+        wanted = {x.strip().lower() for x in self.text_languages.split(",")}
+        return "*" in wanted or language.split("-")[0] in wanted or ("en" in wanted and is_english(language))
+
+    def text_languages_read(self) -> str:
+        """`text_languages` in words, for messages."""
+        return {"en": "English", "*": "any language"}.get(self.text_languages, self.text_languages)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as the manifest records them; the extractor names that came later (text, aligner, asr)
@@ -82,21 +110,32 @@ class VideoConfig:
         return _build(self.text, "text", TextEncoder, model_path=self.text_model, name=self.text_name,
                       batch_size=self.text_batch_size, threads=self.threads)
 
-    def aligner_extractor(self) -> Aligner:
-        return _build(self.aligner, "aligner", Aligner, forced=self.align, asr_fallback=self.asr_fallback and self.align,
+    def aligner_extractor(self, multilingual: bool = False) -> Aligner:
+        return _build(self.aligner_multilingual if multilingual else self.aligner, "aligner", Aligner,
+                      forced=self.align, asr_fallback=self.asr_fallback and self.align,
                       max_forced_seconds=self.max_forced_seconds)
 
-    def recogniser(self) -> Recogniser:
+    def recogniser(self, multilingual: bool = False) -> Recogniser:
+        """The English recogniser, or the multilingual one (which ignores `asr_model`: that names the first's)."""
+        if multilingual:
+            return _build(self.asr_multilingual, "asr", Recogniser, threads=self.threads or 0)
         return _build(self.asr, "asr", Recogniser, model_path=self.asr_model, threads=self.threads or 0)
 
     def frame_extractors(self, audio: bool = True, video: bool = True) -> list[FrameExtractor]:
         """The frame extractors inputs with (audio, pictures) feed, in store order: audio, then face."""
         out: list[FrameExtractor] = []
         if audio:
-            out.append(_build(self.audio_set, "audio", FrameExtractor, level=self.audio_level))
+            out.append(_build(self.audio_set, "audio", FrameExtractor, level=self.audio_level, model_path=self.audio_model,
+                              layer=self.audio_layer, threads=self.threads))
         if audio and video and self.face is not None:
             out.append(_build(self.face, "face", FrameExtractor, **{"fps": self.fps, **self.face_options}))
         return out
+
+
+def _reads_model(name: str) -> bool:
+    """Whether the audio extractor `name` takes a model folder (a `model_path` setting)."""
+    config_class = registry.extractor_class(name, "audio").config_class
+    return "model_path" in {f.name for f in dataclasses.fields(config_class)}
 
 
 def _build(extractor_name: str, kind: Kind, cls: type[_E], /, **settings: Any) -> _E:

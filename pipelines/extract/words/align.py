@@ -127,11 +127,18 @@ def monotonic(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return start, np.maximum(end, start)
 
 
+def match_key(word: str) -> str:
+    """How the text-to-text alignment compares words: the aligner's ASCII spelling without apostrophes
+    ("película" -> "pelicula", "don't" -> "dont"); for a word with no Latin letter or digit, the word itself
+    case-folded without punctuation ("Привет" -> "привет")."""
+    return alignment_key(word).replace("'", "") or re.sub(r"[\W_]+", "", word.casefold())
+
+
 def match_asr(words: list[str], asr: Words) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Give transcript words the times of the recognised words they match (by spelling, in order);
     (start, end, confidence, matched); unmatched words keep NaN times and confidence 0."""
-    a = [alignment_key(w).replace("'", "") for w in words]
-    b = [alignment_key(w).replace("'", "") for w in asr.words]
+    a = [match_key(w) for w in words]
+    b = [match_key(w) for w in asr.words]
     start = np.full(len(words), np.nan)
     end = np.full(len(words), np.nan)
     conf = np.zeros(len(words), np.float32)
@@ -154,6 +161,23 @@ def _default_recognise(samples: np.ndarray) -> Words:
     recogniser = registry.get(registry.default("asr"), "asr")
     assert isinstance(recogniser, Recogniser)
     return recogniser.recognise(samples).words
+
+
+def times_from_recognised(words: list[str], recognised: Words, samples: np.ndarray,
+                          rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The text-to-text alignment of a transcript with the words a recogniser heard (times from sample 0):
+    the longest common subsequences of their `match_key`s (difflib) give matched transcript words the
+    recognised word's times and probability; the words between two matched ones share the gap in proportion to
+    their length (confidence 0), those before the first or after the last share the speech region's edge
+    (`speech_region`). None when no word matches."""
+    start, end, conf, matched = match_asr(words, recognised)
+    if not matched:
+        return None
+    t0, t1 = speech_region(samples, rate)
+    known = ~np.isnan(start)
+    start[known], end[known] = monotonic(start[known], end[known])
+    _fill_gaps(start, end, known, words, t0, t1)
+    return start, end, conf
 
 
 def align_transcript(samples: np.ndarray | None, words: list[str], offset: float = 0.0,
@@ -199,13 +223,9 @@ def align_transcript(samples: np.ndarray | None, words: list[str], offset: float
             notes.append("no word of the transcript has letters or digits to align")
             codes.append("nothing_to_align")
         if config.asr_fallback:
-            recognised = (recognise or _default_recognise)(samples)
-            start, end, conf, matched = match_asr(words, recognised)
-            if matched:
-                t0, t1 = speech_region(samples, rate)
-                known = ~np.isnan(start)
-                start[known], end[known] = monotonic(start[known], end[known])
-                _fill_gaps(start, end, known, words, t0, t1)
+            got = times_from_recognised(words, (recognise or _default_recognise)(samples), samples, rate)
+            if got is not None:
+                start, end, conf = got
                 report["asr_fallback"] = 1
                 return Alignment(Words(list(words), start + offset, end + offset, conf, "asr"), report,
                                  "; ".join(notes), "+".join(codes) or "forced_off")

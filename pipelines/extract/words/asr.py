@@ -34,7 +34,7 @@ class AsrConfig:
     threads: int = 1
     beam_size: int = 1
     vad_filter: bool = True
-    language: str = "en"
+    language: str | None = "en"  # None: detect it (a multilingual model)
     # Greedy decoding only. Whisper's default (0.0, 0.2, ..., 1.0) re-decodes doubtful windows by sampling, and
     # CTranslate2's sampler is seeded once per thread (randomly unless set), so those words would depend on the
     # process and on what it recognised before.
@@ -58,9 +58,9 @@ def _whisper(path: str, compute_type: str, threads: int) -> WhisperModel:
     return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads)
 
 
-def asr_model_path(config: AsrConfig) -> str:
-    """The Whisper model folder `config` names (or the packaged one), checked and resolved."""
-    path = config.model_path or default_asr_model()
+def asr_model_path(config: AsrConfig, folder: str | None = None) -> str:
+    """The Whisper model folder `config` names (else `folder`, else the packaged tiny.en), checked and resolved."""
+    path = config.model_path or folder or default_asr_model()
     if not Path(path).exists():
         raise PipelineError(f"Whisper model {path} does not exist (AsrConfig.model_path)", stage="align",
                             source_path=str(path))
@@ -70,18 +70,23 @@ def asr_model_path(config: AsrConfig) -> str:
     return str(Path(path).resolve())
 
 
-def whisper_model(config: AsrConfig) -> WhisperModel:
-    return _whisper(asr_model_path(config), config.compute_type, config.threads)
+def whisper_model(config: AsrConfig, folder: str | None = None) -> WhisperModel:
+    return _whisper(asr_model_path(config, folder), config.compute_type, config.threads)
 
 
 def transcribe(samples: np.ndarray, offset: float = 0.0, config: AsrConfig = AsrConfig(),
-               rate: int = SAMPLE_RATE) -> Transcription:
-    """Recognised words with times (seconds, sample 0 at `offset`) and Whisper's word probabilities."""
+               rate: int = SAMPLE_RATE, folder: str | None = None) -> Transcription:
+    """Recognised words with times (seconds, sample 0 at `offset`) and Whisper's word probabilities; with
+    `config.language` None, the language Whisper detected and its probability. `folder`: the model folder when
+    `config.model_path` names none (default: the packaged tiny.en)."""
     if rate != SAMPLE_RATE:
         raise ValueError(f"Whisper needs {SAMPLE_RATE} Hz audio, not {rate}")
-    model = whisper_model(config)
+    model = whisper_model(config, folder)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    segments, _ = model.transcribe(np.asarray(samples, np.float32), language=config.language,
+    if config.language is not None and config.language not in model.supported_languages:
+        raise PipelineError(f"language {config.language!r} is not one the Whisper model at {asr_model_path(config, folder)} "
+                            f"recognises ({', '.join(model.supported_languages[:12])}, ...)", stage="align")
+    segments, info = model.transcribe(np.asarray(samples, np.float32), language=config.language,
                                    beam_size=config.beam_size, word_timestamps=True,
                                    vad_filter=config.vad_filter, condition_on_previous_text=False,
                                    temperature=list(config.temperatures))
@@ -95,7 +100,10 @@ def transcribe(samples: np.ndarray, offset: float = 0.0, config: AsrConfig = Asr
                 start.append(w.start + offset)
                 end.append(max(w.end, w.start) + offset)
                 conf.append(w.probability)
-    return Transcription(Words(words, start, end, conf, "asr"), " ".join(texts))
+    detected = config.language is None
+    return Transcription(Words(words, start, end, conf, "asr"), " ".join(texts),
+                         info.language if detected else config.language,
+                         float(info.language_probability) if detected else None)
 
 
 @register("asr", "whisper", default=True)
@@ -111,25 +119,29 @@ class WhisperAsr(Recogniser):
         if not ok:
             return ok, why
         try:
-            asr_model_path(self.config)
+            asr_model_path(self.config, self.model_folder())
         except PipelineError as e:
             return False, str(e)
         return True, ""
 
+    def model_folder(self) -> str:
+        """The model folder when the configuration names none."""
+        return self.config.model_path or default_asr_model()
+
     def load(self) -> None:
-        whisper_model(self.config)
+        whisper_model(self.config, self.model_folder())
 
     def version(self) -> str:
         return package_version("faster-whisper")
 
     def recognise(self, samples: np.ndarray, offset: float = 0.0, language: str | None = None) -> Transcription:
-        if language is None or is_english(language):
-            return transcribe(samples, offset, self.config)
-        return transcribe(samples, offset, replace(self.config, language=language.split("-")[0]))
+        """`language` None or "und" (undetermined): the configuration's (None there: detect it)."""
+        config = self.config if language in (None, "und") else replace(self.config, language=language.split("-")[0])
+        return transcribe(samples, offset, config, folder=self.model_folder())
 
     def extract(self, media: SegmentMedia) -> Transcription:
-        if not is_english(media.language) and self.config.model_path is None and media.audio is not None \
-                and len(media.audio):
+        if "*" not in self.languages and not is_english(media.language) and self.config.model_path is None \
+                and media.audio is not None and len(media.audio):
             raise PipelineError(f"segment {media.segment_id} (language {media.language!r}) has no transcript and the "
                                 "packaged Whisper model is English-only: give a transcript or a multilingual asr_model",
                                 stage="align", item_id=media.segment_id)

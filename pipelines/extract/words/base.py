@@ -34,6 +34,8 @@ class Alignment:
     report: dict[str, int]  # pronunciation sources and fallbacks used
     note: str = ""  # why a fallback was taken
     fallback: str = ""  # why, as a short code for counting: forced_failed, too_long, asr_no_match, no_audio, ...
+    language: str = ""  # what the recogniser heard ("" when it was told, or did not run)
+    language_probability: float | None = None
 
 
 class Recogniser(Extractor[SegmentMedia, Transcription]):
