@@ -119,6 +119,8 @@ class SegmentSpec:
         }
         for key in LABEL_KEYS:
             row[key] = self.labels.get(key)
+        if self.speaker is not None:  # schema 2.2's optional column: only stores whose manifest names speakers
+            row["speaker"] = self.speaker
         return row
 
 

@@ -97,6 +97,17 @@ def test_one_speaker_shares_one_baseline_and_two_speakers_get_two(store):
     assert all(not np.allclose(own[0], o, atol=1e-3) for o in own[1:])
 
 
+def test_segments_table_stores_each_rows_speaker(store):
+    """Schema 2.2's optional `speaker` column: the row's id, null for rows without one; the store validates."""
+    from feature_schemas import validate
+
+    t = store.segments(columns=["segment_id", "speaker"]).to_pydict()
+    got = dict(zip(t["segment_id"], t["speaker"], strict=True))
+    assert got["one_FEA"] == "1001" and got["two_ANG"] == "a" and got["two_NEU"] == "b" and got["own_DIS"] is None
+    report = validate(store.location)
+    assert report.ok, str(report)
+
+
 def test_speaker_rows_are_planned_as_one_unit_per_speaker(tmp_path):
     """The plan: one unit per speaker holding all their files; rows without a speaker one unit per file; a bad
     speaker id is a failed row naming it."""
