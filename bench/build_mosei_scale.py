@@ -210,7 +210,7 @@ def _store_bytes(store: Path | str) -> int:
     return sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=sorted(SCALES), default="small")
     ap.add_argument("--workdir", type=Path, default=None, help="where the .csd files and the store go (default: a temp dir, removed)")
@@ -223,7 +223,11 @@ def main() -> None:
                     help="build into this URL (s3://bucket/prefix, ...; endpoint and credentials from the environment) "
                          "instead of WORKDIR/store; with --moto, an S3 API started in this process (objects in memory)")
     ap.add_argument("--moto", action="store_true", help="serve --store's bucket from moto in this process")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix=f"mosei_{args.scale}_"))
     csd_dir, store = work / "csd", _store_target(args, work)

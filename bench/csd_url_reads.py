@@ -26,8 +26,8 @@ def main() -> int:
     from moto.server import ThreadedMotoServer
 
     import pipelines.csd as csd
+    from bench.csd_fixtures import write_wide_covarep
     from feature_schemas import storage
-    from tests.csd_fixtures import write_wide_covarep
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with socket.socket() as s:

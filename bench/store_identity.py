@@ -10,7 +10,7 @@ shared by both, so the units' input keys (paths, sizes, mtimes) are the same. Ca
 
 - `csd`: a synthetic MOSEI-shaped .csd release (bench/build_mosei_scale.py's generator, its faults included:
   ids missing from FACET, labelled videos in no fold, -inf in COVAREP) through `build_sdk`;
-- `csd-fixture`: the test suite's small release (tests/csd_fixtures.py: GloVe, OpenFace, damaged rows);
+- `csd-fixture`: the test suite's small release (bench/csd_fixtures.py: GloVe, OpenFace, damaged rows);
 - `text`: a text-only manifest, `--segments` rows spread over CMU-MOSI's label.csv, all three splits
   (`mmolre build videos`, words untimed, the packaged MiniLM encoder);
 - `utterance`: CMU-MOSI's bc-LSTM release (`mmolre build mosi-utterance`, 2,199 segments);
@@ -90,7 +90,7 @@ def make_inputs(work: Path, cases: list[str], segments: int) -> dict[str, Path]:
         if not (paths["csd"] / "folds.json").is_file():
             generate(paths["csd"], "small")
     if "csd-fixture" in cases:
-        from tests.csd_fixtures import write_mosei_fixture
+        from bench.csd_fixtures import write_mosei_fixture
 
         paths["csd-fixture"] = work / "inputs" / "csd_fixture"
         if not paths["csd-fixture"].is_dir():

@@ -68,7 +68,8 @@ def build_store(name: str, work: Path) -> Path:
 
     from feature_schemas import Store
     from pipelines.extract.text import text_feature_set
-    from pipelines.inputs import read_meld, read_mosi_labels
+    from pipelines.recipes.meld import read_meld
+    from pipelines.recipes.mosi_text import read_mosi_labels
     from pipelines.recipes.videos import VideoConfig, build_videos
 
     store = work / f"{name}_text"

@@ -13,7 +13,7 @@ as they would in a real build). Real-time factor = seconds of video / seconds of
    is 1 / sum(1 / stage factors): one core running every stage.
 2. End to end: `build_videos` over `repeats` links to each clip (distinct files, so distinct units) on a
    distributed LocalCluster with 2 worker processes, 1 thread each, with `mmolre build videos`' local-cluster
-   settings (flows.dask_cluster.local_dask_config: forkserver workers), three builds on the same workers:
+   settings (pipelines.dask_cluster.local_dask_config: forkserver workers), three builds on the same workers:
    `all_stages_cold` gives the silent clips a placeholder transcript so that every stage (alignment with its
    fallbacks, audio, face, text) runs on every clip, on fresh workers (each imports torch and loads every
    model); `all_stages_warm` repeats it into a new store; `as_is_warm` leaves the silent clips without a
@@ -21,7 +21,7 @@ as they would in a real build). Real-time factor = seconds of video / seconds of
    Other work on the machine slows wall time; `worker_cpu_s` (CPU seconds the workers used) and
    `realtime_factor_per_worker_cpu_s` show the pipeline's own cost regardless, and the 1-minute load average
    after each build says how busy the machine was.
-   The workers start loading the build's models as they start (flows.dask_cluster.WarmUp, as `mmolre build
+   The workers start loading the build's models as they start (pipelines.dask_cluster.WarmUp, as `mmolre build
    videos` does; `--no-warm-up`: on first use); `cold_with_startup` counts the cluster's start-up too (the
    manifests are written before the cluster starts, so no client work hides the workers' start-up).
 3. `--ref REV`: this bench on REV's code (a temporary git worktree, MMOLRE_BENCH_TREE) and on this tree's,
@@ -171,16 +171,11 @@ RUNS = (("all_stages_cold", PLACEHOLDER), ("all_stages_warm", PLACEHOLDER), ("as
 def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeats: int, workers: int,
                warm_up: bool = True) -> dict[str, Any]:
     """Three builds on one cluster: every stage on every clip (cold, then warm), then the clips as they are.
-    `warm_up`: the workers start loading the build's models as they start (flows.dask_cluster.WarmUp, as
+    `warm_up`: the workers start loading the build's models as they start (pipelines.dask_cluster.WarmUp, as
     `mmolre build videos` does); `cold_with_startup` counts the cluster's start-up with the cold build."""
     from distributed import Client, LocalCluster
 
-    from flows.dask_cluster import local_dask_config
-
-    try:
-        from flows.dask_cluster import register_warm_up
-    except ImportError:  # a revision from before the WarmUp plugin
-        register_warm_up = None
+    from pipelines.dask_cluster import local_dask_config, register_warm_up
 
     tmp = Path(tempfile.mkdtemp(prefix="video_bench_"))
     try:

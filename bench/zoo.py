@@ -45,7 +45,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "mosi_ft": {"store": "mosi_text", "report": "test", "sets": ["text_minilm"],
                 "train": {"epochs": 6, "patience": 3, "select_metric": "sentiment/mae", **FINETUNE}},
     "mosi_utt": {"store": "mosi_utt", "report": "test", "sets": UTT_SETS,
-                 "train": {"epochs": 10, "patience": 0, "select_metric": "last", "tasks": ["sentiment"]}},
+                 "train": {"epochs": 10, "patience": 0, "select_metric": "last", "tasks": ["sentiment"], "context": False}},
     "mosi_utt_ctx": {"store": "mosi_utt", "report": "test", "sets": UTT_SETS,
                      "train": {"epochs": 10, "patience": 0, "select_metric": "last", "tasks": ["sentiment"], "context": True}},
     "mosei": {"store": "mosei_text", "report": "valid", "sets": ["text_minilm"],

@@ -99,17 +99,18 @@ def _drain_arrow_threads_at_exit() -> None:
     atexit.register(drain)
 
 
-def open_parquet(store: Location, path: str | os.PathLike) -> pq.ParquetFile:
+def open_parquet(store: Location, path: str | os.PathLike, metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
     """One of a store's files (a path `Store.files` gave) opened for reading, in any process: for a URL store
-    the filesystem is looked up again per process, so a forked or spawned DataLoader worker reads on its own."""
+    the filesystem is looked up again per process, so a forked or spawned DataLoader worker reads on its own.
+    `metadata`: the file's footer read earlier (no footer read then: one ranged GET fewer at a URL)."""
     if not is_url(store):
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, metadata=metadata)
     fs = open_filesystem(store)[0]
     _drain_arrow_threads_at_exit()
     with reading(store, f" ({path})"):
         # no read-ahead cache: each row group's column chunks are fetched by ranged reads (pyarrow pre-buffers and
         # coalesces them); fsspec's default 50 MB read-ahead would fetch the rest of the file for every row group
-        return pq.ParquetFile(fs.open(os.fspath(path), "rb", cache_type="none"))
+        return pq.ParquetFile(fs.open(os.fspath(path), "rb", cache_type="none"), metadata=metadata)
 
 
 class Store:

@@ -1,5 +1,6 @@
-"""Prefect flows that build feature stores: CMU-MOSEI / CMU-MOSI from the SDK release, raw videos, MMSA pickles and
-the MOSI utterance release.
+"""Prefect flows that build feature stores: one per recipe of `pipelines.recipes.registry` (CMU-MOSEI / CMU-MOSI
+from the SDK release, raw videos, MMSA pickles, the MOSI utterance release, MOSEI text, ...), generated from the
+recipe's typed options: the flow's parameters, their descriptions and its name come from the recipe.
 
 Each flow plans the build with its recipe and hands the plan to the one build driver (`pipelines.build.run_build`),
 passing the Prefect-backed pieces: `PrefectShards` makes one task run per shard (named after what it holds, with
@@ -10,34 +11,35 @@ knows Prefect.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Iterator, Sequence, Sized
+import textwrap
+from collections.abc import Iterator, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
-from prefect import flow, get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
 from prefect.futures import as_completed
 
-from flows.dask_cluster import dask_client, local_dask_config, task_runner
-from flows.options import build_config, video_config
+from flows.options import build_config
 from flows.summary import build_summary_markdown, summarize_build
 from pipelines.build import BuildProgress, WriteShard, run_build, shard_title
 from pipelines.collapse import Mode
+from pipelines.dask_cluster import dask_client, local_cluster_kwargs, local_dask_config, resolve_address
 from pipelines.extract.registry import default as extractor_default
-from pipelines.recipes.mmsa import MMSA_UNITS_PER_SHARD
-from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD
+from pipelines.recipes.base import Recipe
+from pipelines.recipes.registry import RECIPES
 from pipelines.store_writer import BuildPlan, Shard, ShardRecord
 
-DEFAULT_FACE = extractor_default("face")  # the registry's default backend
-
-F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+DEFAULT_FACE = extractor_default("face")  # the registry's default backend (flows/video_to_model.py)
 SHARD_RETRIES = 2
 SHARD_RETRY_DELAYS_S = [2, 10]
 
@@ -87,10 +89,19 @@ class ShardNaming:
         return shard_title(shard, self.noun, sum(c for c in counts if c is not None))
 
 
-SDK_SHARDS = ShardNaming("videos", ("videos",))  # one unit: `batch_videos` videos
-VIDEO_SHARDS = ShardNaming("videos")  # one unit: a media file and its segments (or a batch of text-only segments)
-MMSA_SHARDS = ShardNaming("segments", ("data", "id"))  # one unit: a run of pickle rows
-UTTERANCE_SHARDS = ShardNaming("videos")  # one unit: a video's utterances
+
+def task_runner(address: str | None = None, n_workers: int | None = None) -> Any:
+    """A prefect-dask task runner for either an existing cluster or a local one."""
+    from prefect_dask import DaskTaskRunner
+
+    address = resolve_address(address)
+    if address:
+        log.info("Dask: using the existing cluster at %s", address)
+        return DaskTaskRunner(address=address)
+    kwargs = local_cluster_kwargs(n_workers)
+    log.info("Dask: starting a local cluster of %d worker processes", kwargs["n_workers"])
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+
 
 
 # -- the driver's map_shards and progress, backed by Prefect ------------------------------------------------------
@@ -201,193 +212,73 @@ def run_build_plan(plan: BuildPlan, store: str, naming: ShardNaming, dask_addres
     return summary
 
 
-# -- the flows --------------------------------------------------------------------------------------------------
+# -- the flows: one per recipe of pipelines.recipes.registry ----------------------------------------------------
 
-def _sdk_flow(dataset: str, csd_dir: str, store: str, sets: list[str] | None, mode: Mode, keep_frames: bool,
-              dask_address: str | None, n_workers: int | None, batch_videos: int, units_per_shard: int,
-              overwrite: bool = False) -> dict[str, Any]:
-    from pipelines.recipes.sdk import plan_sdk
-
-    _warn_relative(csd_dir=csd_dir, store=store)
-    config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
-    plan = plan_sdk(csd_dir, dataset=dataset, sets=sets, config=config, batch_videos=batch_videos)
-    return run_build_plan(plan, store, SDK_SHARDS, dask_address, n_workers, overwrite)
-
-
-# Prefect reads each flow's parameter descriptions from its own docstring: the two SDK flows share this one.
-_SDK_DOC = """{title} `.csd` computational sequences -> word-aligned Parquet store.
-
-Args:
-    csd_dir: Folder of the release's `.csd` files (labels, words, feature sequences), an absolute path on the
-        machine serving this flow, or a folder URL (s3://bucket/{folder}; read by byte ranges on the workers).
-    store: Folder of the feature store to write or complete (absolute path on the serving machine).
-    sets: Feature sequences to import by role (e.g. covarep, {facet}, glove); empty: every one found.
-    mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
-    keep_frames: Also write the frame-level tables (large).
-    dask_address: An existing Dask scheduler (tcp://host:8786); empty: a local cluster on the serving machine.
-    n_workers: Worker processes of the local cluster (empty: one per core, fewer if memory is short; 0: inline,
-        no Dask).
-    batch_videos: Videos per work unit.
-    units_per_shard: Work units per shard (one task run and one Parquet file per table each).
-    overwrite: Replace a store of another recipe or configuration at `store`.
-"""
+Param = tuple[str, Any, Any, str]  # name, type, default (REQUIRED: none), description
+REQUIRED = inspect.Parameter.empty
+STORE: Param = ("store", str, REQUIRED, "Folder of the feature store to write or complete (absolute path on the "
+                "serving machine).")
+COLLAPSE: list[Param] = [
+    ("mode", Mode, "weighted", "How a word's frames collapse to one vector: mean, weighted (by overlap), max or std."),
+    ("keep_frames", bool, False, "Also write the frame-level tables (large)."),
+]
+WHERE: list[Param] = [
+    ("dask_address", str | None, None, "An existing Dask scheduler (tcp://host:8786); empty: a local cluster on the "
+     "serving machine."),
+    ("n_workers", int | None, None, "Worker processes of the local cluster (empty: one per core, fewer if memory is "
+     "short; 0: inline, no Dask)."),
+]
+OVERWRITE: Param = ("overwrite", bool, False, "Replace a store of another recipe or configuration at `store`.")
 
 
-def _documented(doc: str) -> Callable[[F], F]:
-    def apply(fn: F) -> F:
-        fn.__doc__ = doc
-        return fn
-
-    return apply
-
-
-@flow(name="build-mosei-features", log_prints=True)
-@_documented(_SDK_DOC.format(title="CMU-MOSEI", folder="CMU_MOSEI", facet="facet42"))
-def build_mosei_features(
-    csd_dir: str,
-    store: str,
-    sets: list[str] | None = None,
-    mode: Mode = "weighted",
-    keep_frames: bool = False,
-    dask_address: str | None = None,
-    n_workers: int | None = None,
-    batch_videos: int = 4,
-    units_per_shard: int = 16,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    return _sdk_flow("mosei", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard,
-                     overwrite)
+def flow_parameters(recipe: Recipe) -> list[Param]:
+    """The flow's parameters: the recipe's required options, the store, its other options, then the settings
+    every build shares."""
+    specs = recipe.option_specs()
+    own = [(o.name, o.type, REQUIRED if o.required else o.default, o.flow_help) for o in specs]
+    shard = ("units_per_shard", int, recipe.units_per_shard,
+             f"{recipe.unit_help[0].upper()}{recipe.unit_help[1:]} per shard (one task run and one Parquet file per "
+             "table each).")
+    return ([p for p in own if p[2] is REQUIRED] + [STORE] + [p for p in own if p[2] is not REQUIRED]
+            + (COLLAPSE if recipe.collapse else []) + WHERE + [shard, OVERWRITE])
 
 
-@flow(name="build-mosi-features", log_prints=True)
-@_documented(_SDK_DOC.format(title="CMU-MOSI", folder="CMU_MOSI", facet="facet41"))
-def build_mosi_features(
-    csd_dir: str,
-    store: str,
-    sets: list[str] | None = None,
-    mode: Mode = "weighted",
-    keep_frames: bool = False,
-    dask_address: str | None = None,
-    n_workers: int | None = None,
-    batch_videos: int = 4,
-    units_per_shard: int = 16,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    return _sdk_flow("mosi", csd_dir, store, sets, mode, keep_frames, dask_address, n_workers, batch_videos, units_per_shard,
-                     overwrite)
+def flow_docstring(recipe: Recipe, params: Sequence[Param]) -> str:
+    """The recipe's help, then `Args:` (Prefect shows each as its parameter's description)."""
+    args = [textwrap.fill(f"{name}: {text}", 110, initial_indent="    ", subsequent_indent="        ")
+            for name, _, _, text in params]
+    return "\n".join([recipe.help[0].upper() + recipe.help[1:] + ".", "", "Args:", *args]) + "\n"
 
 
-@flow(name="extract-video-features", log_prints=True)
-def extract_video_features(
-    input: str,
-    store: str,
-    face: str | None = DEFAULT_FACE,
-    fps: float | None = None,
-    mode: Mode = "weighted",
-    keep_frames: bool = False,
-    split: str | None = None,
-    dask_address: str | None = None,
-    n_workers: int | None = None,
-    units_per_shard: int = VIDEO_UNITS_PER_SHARD,
-    overwrite: bool = False,
-    emotion_classes: str | None = None,
-) -> dict[str, Any]:
-    """Raw videos (MMSA-FET folder, manifest CSV/JSONL, or one video) -> the same store as the SDK importer.
-
-    Args:
-        input: An MMSA-FET folder, a manifest (CSV/JSONL with video_path, transcript, labels, split) or one video
-            file; an absolute path on the machine serving this flow, or a URL (s3://bucket/manifest.csv).
-        store: Folder of the feature store to write or complete (absolute path on the serving machine).
-        face: Face backend by name (`mmolre extractors` lists them) or none.
-        fps: Face frames sampled per second; empty: 5.
-        mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
-        keep_frames: Also write the frame-level tables (large).
-        split: The split of a single video or a MELD file, or a manifest's default split.
-        dask_address: An existing Dask scheduler (tcp://host:8786); empty: a local cluster on the serving machine.
-        n_workers: Worker processes of the local cluster (empty: one per core, fewer if memory is short; 0: inline,
-            no Dask).
-        units_per_shard: Videos per shard (one task run each).
-        overwrite: Replace a store of another recipe or configuration at `store`.
-        emotion_classes: meld, cremad, ravdess, iemocap or comma-separated class names; empty: found from the labels.
-    """
-    from pipelines.recipes.videos import plan_videos
-
-    _warn_relative(input=input, store=store)
-    config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
-    plan = plan_videos(input, video_config(face=face, fps=fps), config, split=split, emotion_classes=emotion_classes)
-    return run_build_plan(plan, store, VIDEO_SHARDS, dask_address, n_workers, overwrite)
+def run_recipe(recipe: Recipe, p: dict[str, Any]) -> dict[str, Any]:
+    """A recipe flow's body: its plan from the parameters, carried out by `run_build_plan`."""
+    _warn_relative(store=p["store"], **{o.name: p[o.name] for o in recipe.option_specs() if o.path})
+    config = build_config(p.get("mode", "weighted"), keep_frames=p.get("keep_frames", False),
+                          units_per_shard=p["units_per_shard"])
+    plan = recipe.build_plan(p, config)
+    naming = ShardNaming(recipe.shard_noun, recipe.shard_count_at)
+    return run_build_plan(plan, p["store"], naming, p["dask_address"], p["n_workers"], p["overwrite"])
 
 
-@flow(name="build-mmsa-features", log_prints=True)
-def build_mmsa_features(
-    input: str,
-    store: str,
-    aligned: bool | None = None,
-    text_name: str | None = None,
-    audio_name: str | None = None,
-    vision_name: str | None = None,
-    mode: Mode = "weighted",
-    keep_frames: bool = False,
-    dask_address: str | None = None,
-    n_workers: int | None = None,
-    units_per_shard: int = MMSA_UNITS_PER_SHARD,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """An MMSA pickle (aligned_50.pkl / unaligned_50.pkl), read without running its code -> feature store.
+def recipe_flow(recipe: Recipe) -> Flow[..., dict[str, Any]]:
+    """The Prefect flow of a recipe: a function with the parameters' signature and docstring (Prefect builds the
+    run form from them), named as prefect.yaml's entrypoint names it."""
+    params = flow_parameters(recipe)
+    signature = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d,
+                                                     annotation=t) for n, t, d, _ in params],
+                                  return_annotation=dict[str, Any])
 
-    Args:
-        input: The MMSA pickle file, an absolute path on the machine serving this flow.
-        store: Folder of the feature store to write or complete (absolute path on the serving machine).
-        aligned: Whether the pickle's sequences are word-aligned; empty: from the pickle (or its file name).
-        text_name: Feature set name for the text features (e.g. bert); empty: the pickle's own or one from its dimension.
-        audio_name: Feature set name for the audio features (e.g. covarep); empty: the pickle's own or one from its dimension.
-        vision_name: Feature set name for the vision features (e.g. facet41); empty: the pickle's own or one from its dimension.
-        mode: How a word's frames collapse to one vector: mean, weighted (by overlap), max or std.
-        keep_frames: Also write the frame-level tables (large).
-        dask_address: An existing Dask scheduler (tcp://host:8786); empty: a local cluster on the serving machine.
-        n_workers: Worker processes of the local cluster (empty: one per core, fewer if memory is short; 0: inline,
-            no Dask).
-        units_per_shard: Work units (runs of pickle rows) per shard.
-        overwrite: Replace a store of another recipe or configuration at `store`.
-    """
-    from pipelines.recipes.mmsa import plan_mmsa
+    def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return run_recipe(recipe, dict(bound.arguments))
 
-    _warn_relative(input=input, store=store)
-    names = {m: n for m, n in (("text", text_name), ("audio", audio_name), ("vision", vision_name)) if n}
-    config = build_config(mode, keep_frames=keep_frames, units_per_shard=units_per_shard)
-    plan = plan_mmsa(input, config, names=names, aligned=aligned)
-    return run_build_plan(plan, store, MMSA_SHARDS, dask_address, n_workers, overwrite)
+    run.__signature__ = signature  # type: ignore[attr-defined]
+    run.__annotations__ = {n: t for n, t, _, _ in params} | {"return": dict[str, Any]}
+    run.__name__ = run.__qualname__ = recipe.function
+    run.__doc__ = flow_docstring(recipe, params)
+    return flow(name=recipe.flow, log_prints=True)(run)
 
 
-@flow(name="build-mosi-utterance", log_prints=True)
-def build_mosi_utterance(
-    input: str,
-    store: str,
-    labels: str | None = None,
-    valid_fraction: float = 0.1,
-    seed: int = 0,
-    dask_address: str | None = None,
-    n_workers: int | None = None,
-    units_per_shard: int = 16,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """CMU-MOSI utterance-level features of the bc-LSTM release -> store with utterance-level sets (schema 2).
-
-    Args:
-        input: Folder of the bc-LSTM release (text/audio/video pickles), an absolute path on the serving machine.
-        store: Folder of the feature store to write or complete (absolute path on the serving machine).
-        labels: The label CSV; empty: label.csv next to the release folder.
-        valid_fraction: Share of the training videos held out as the valid split.
-        seed: Seed of the valid split's draw.
-        dask_address: An existing Dask scheduler (tcp://host:8786); empty: a local cluster on the serving machine.
-        n_workers: Worker processes of the local cluster (empty: one per core, fewer if memory is short; 0: inline,
-            no Dask).
-        units_per_shard: Videos per shard (one task run each).
-        overwrite: Replace a store of another recipe or configuration at `store`.
-    """
-    from pipelines.recipes.mosi_utterance import plan_mosi_utterance
-
-    _warn_relative(input=input, store=store, labels=labels)
-    config = build_config(units_per_shard=units_per_shard)
-    plan = plan_mosi_utterance(input, labels=labels, valid_fraction=valid_fraction, seed=seed, config=config)
-    return run_build_plan(plan, store, UTTERANCE_SHARDS, dask_address, n_workers, overwrite)
+FLOWS: dict[str, Flow[..., dict[str, Any]]] = {r.function: recipe_flow(r) for r in RECIPES}
+globals().update(FLOWS)  # build_mosei_features, extract_video_features, ...: prefect.yaml's entrypoints

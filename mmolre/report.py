@@ -173,6 +173,8 @@ def write_report(results: dict[str, Any], out: Path, plots: list[Path]) -> Path:
     ]
     for m, why in (results.get("dropped_feature_sets") or {}).items():
         lines.insert(-1, f"- left out: feature set `{m}` ({why})")
+    if results.get("defaults"):
+        lines += ["## defaults chosen for this store", ""] + [f"- {d}" for d in results["defaults"]] + [""]
     if results.get("warnings"):
         lines += ["## warnings", ""] + [f"- {w}" for w in results["warnings"]] + [""]
     kinds = {t["name"]: t["kind"] for t in results["tasks"]}

@@ -139,16 +139,9 @@ def write_synthetic_store(path: str | Path, spec: SyntheticSpec | None = None, n
                 out.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(tbl, out, row_group_size=spec.row_group_rows)
                 files[rel] = FileEntry(table=table, split=split, shard=shard, rows=rows, sha256=sha256_file(out))
-    feature_sets = {
-        m: FeatureSet(
-            name=m,
-            dims=tuple(f"{m}_{j}" for j in range(d)),
-            modality=MODALITY_OF.get(m.split("_")[0], "audio"),
-            extractor="synthetic",
-            description="synthetic features with a learnable signal",
-        )
-        for m, d in spec.dims.items()
-    }
+    feature_sets = {m: FeatureSet(name=m, dims=tuple(f"{m}_{j}" for j in range(d)), modality=MODALITY_OF.get(m.split("_")[0], "audio"),
+                                  extractor="synthetic", description="synthetic features with a learnable signal")
+                    for m, d in spec.dims.items()}
     build = {"recipe": "synthetic", "labels": spec.labels, "sizes": dict(spec.sizes), "seed": spec.seed}
     emotion_set = EMOTION_CLASS_SETS["meld"] if spec.labels == "meld" else None
     Manifest(name=name, feature_sets=feature_sets, files=files, build=build, labels=labels_record(emotion_set)).save(root)

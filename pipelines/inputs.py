@@ -1,35 +1,26 @@
-"""Input discovery: every accepted input layout becomes one list of `SegmentSpec`s.
+"""Inputs as one list of `SegmentSpec`s: the row checks every reader shares, table reading (local or at a URL),
+and the project's own formats; datasets' own layouts are read by their recipe files (pipelines/recipes/), and
+`recipes.videos.discover_inputs` picks the reader by the input's shape.
 
-Accepted inputs (`discover_inputs` picks by shape):
-  * MMSA-FET layout: a folder with `label.csv` (video_id, clip_id, text, label, label_T, label_A, label_V,
-    annotation, mode) and `Raw/<video_id>/<clip_id>.mp4`;
-  * a manifest (CSV or JSONL): video_path, segment_id, start, end, transcript, sentiment (a number in
-    [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or the
-    six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one
-    class of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class,
-    split,
-    language (a BCP-47 code such as `en`, `es`, `pt-BR`, or `und`: undetermined, the recogniser detects it;
-    default `en`: other languages go to the multilingual recogniser, not the English aligner and text encoder),
-    speaker (an optional id: one speaker's media are built together, and the face set's speaker-relative cues
-    use that speaker's baseline, see docs/face.md);
-  * one video (or audio) file;
-  * text-only label files: CMU-MOSI's `id,text,label,mode` label.csv and MELD's `*_sent_emo.csv`.
+The project's own formats: a manifest (CSV or JSONL): video_path, segment_id, start, end, transcript, sentiment
+(a number in [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or
+the six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one class
+of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class, split, language
+(a BCP-47 code such as `en`, `es`, `pt-BR`, or `und`: undetermined, the recogniser detects it; default `en`: other
+languages go to the multilingual recogniser, not the English aligner and text encoder), speaker (an optional id:
+one speaker's media are built together, and the face set's speaker-relative cues use that speaker's baseline, see
+docs/face.md); and one media file.
 
-Labels follow feature_schemas/labels.py on every route. A build's emotion class set is declared or found from
-its rows by `resolve_emotion_classes`; rows naming a class outside it fail.
+Labels follow feature_schemas/labels.py on every route. A build's emotion class set is declared or found from its
+rows by `resolve_emotion_classes`; rows naming a class outside it fail. A problem with one row (a bad id, a label
+out of range, a missing file) is a `Failure` and the other rows still build; a problem with the input as a whole
+(missing file, unknown format, missing columns) raises `PipelineError` naming the file. Segment ids are keys that
+users join on, never rewritten: one that cannot be a file name (empty, with `/`, `\\`, `..` or control
+characters, or surrounding white space) is a failed row.
 
-Problems with one row (a bad id, a label out of range, a missing file) become `Failure`s so that the other
-rows still build; a problem with the input as a whole (missing file, unknown format, missing columns) raises
-`PipelineError` naming the file.
-
-Segment ids are keys that users join on, so they are never rewritten: an id that cannot be a file name
-(empty, containing `/`, `\\`, `..` or control characters, or surrounded by white space) is a failed row.
-
-Inputs at a URL (`s3://bucket/x/manifest.csv`, any fsspec filesystem): a manifest, a MELD or MOSI label file or
-one media file may be given as a URL, and a manifest's `video_path`s may be URLs; relative ones in a manifest
-at a URL resolve against the manifest's URL (absolute local paths stay local). Such a media path stays a
-string (a Path would fold `s3://` into `s3:/`); its object is checked with one HEAD while planning (a missing
-one fails its rows, naming the URL) and fetched by the worker that decodes it (`pipelines.stages.url_media`).
+Inputs at a URL (`s3://bucket/x/manifest.csv`, any fsspec filesystem): a manifest, a label file, one media file, or
+a manifest's `video_path`s (relative ones resolve against the manifest's URL); such a path stays a string (a Path
+folds `s3://` into `s3:/`), is checked with one HEAD while planning and fetched by the worker that decodes it.
 """
 
 from __future__ import annotations
@@ -306,7 +297,11 @@ def resolve_emotion_classes(parsed: ParsedInputs, declared: str | Sequence[str] 
             continue
         specs.append(s if name == value else replace(s, labels={**s.labels, "emotion_class": name}))
     return ParsedInputs(specs, failures, parsed.source, parsed.path), classes
-def _where(path: str | Path) -> Where:
+
+
+# --- paths ----------------------------------------------------------------------------------------------
+
+def where(path: str | Path) -> Where:
     """A URL as a string (Path would fold `s3://` into `s3:/`), anything else as a Path. A URL with
     credentials in it is refused without echoing them."""
     if not is_url(path):
@@ -318,12 +313,12 @@ def _where(path: str | Path) -> Where:
     return str(path)
 
 
-def _stem(path: Where) -> str:
+def stem_of(path: Where) -> str:
     name = input_name(path)
     return Path(name).stem
 
 
-def _suffix(path: Where) -> str:
+def suffix_of(path: Where) -> str:
     return input_suffix(path) if isinstance(path, str) else path.suffix.lower()
 
 
@@ -342,7 +337,7 @@ def media_problem(path: Where, what: str = "a media file") -> str | None:
 # --- table reading --------------------------------------------------------------------------------------
 
 def require_input(path: Where, what: str) -> Where:
-    path = _where(path)
+    path = where(path)
     if isinstance(path, str):
         problem = media_problem(path)
         if problem is not None:
@@ -377,10 +372,10 @@ def read_rows(path: Where) -> list[dict[str, Any]]:
     PipelineError, an unreadable row is a `BadRow` its reader fails alone."""
     path = require_input(path, "table")
     try:
-        if _suffix(path) in (".jsonl", ".ndjson"):
+        if suffix_of(path) in (".jsonl", ".ndjson"):
             return [json_row(path, n, line) for n, line in enumerate(_read_text(path, "utf-8").splitlines(), start=1)
                     if line.strip()]
-        delimiter = "\t" if _suffix(path) == ".tsv" else ","
+        delimiter = "\t" if suffix_of(path) == ".tsv" else ","
         if isinstance(path, str):
             return csv_rows(io.StringIO(_read_text(path, "utf-8-sig"), newline=""), delimiter)
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -392,10 +387,7 @@ def read_rows(path: Where) -> list[dict[str, Any]]:
 
 
 def columns_of(rows: list[dict[str, Any]]) -> set[str]:
-    cols: set[str] = set()
-    for r in rows[:50]:
-        cols.update(k for k in r if k is not None)
-    return cols
+    return {k for r in rows[:50] for k in r if k is not None}
 
 
 def need_columns(path: Where, rows: list[dict[str, Any]], needed: tuple[str, ...]) -> None:
@@ -425,39 +417,7 @@ def unique_specs(parsed: ParsedInputs) -> ParsedInputs:
     return ParsedInputs(keep, failures, parsed.source, parsed.path)
 
 
-# --- the formats ----------------------------------------------------------------------------------------
-
-def read_mmsa(root: str | Path, label_file: str = "label.csv", raw_dir: str = "Raw",
-              suffix: str = ".mp4", check_files: bool = True) -> ParsedInputs:
-    """MMSA-FET layout: `label.csv` + `Raw/<video_id>/<clip_id>.mp4`; segment id `<video_id>_<clip_id>`
-    (the CMU-MOSI label.csv convention). A row whose clip is missing fails."""
-    root = Path(root)
-    labels_path = require_input(root / label_file, "MMSA label file")
-    rows = read_rows(labels_path)
-    need_columns(labels_path, rows, ("video_id", "clip_id", "text", "label", "mode"))
-    out = ParsedInputs(source="mmsa", path=str(labels_path))
-    for n, r in enumerate(rows, start=2):
-        sid = None
-        try:
-            check_row(r)
-            vid = check_id(r.get("video_id"), "video_id")
-            clip = check_id(r.get("clip_id"), "clip_id")
-            sid = check_id(f"{vid}_{clip}")
-            annotation = text_value(r.get("annotation"))
-            labels = check_labels({"sentiment": r.get("label"),
-                                   "sentiment_class": annotation if annotation and annotation.strip().lower()
-                                   in SENTIMENT_CLASSES else None})
-            extra = {k: number_in(r.get(k), k, -3.0, 3.0) for k in ("label_T", "label_A", "label_V") if k in r}
-            split = check_split(r.get("mode"))
-            video = root / raw_dir / vid / f"{clip}{suffix}"
-            if check_files and (problem := media_problem(video)):
-                raise RowError(f"clip {video} {problem}")
-            out.specs.append(SegmentSpec(sid, vid, video, None, None, text_value(r.get("text")), labels, split, "mmsa",
-                                         str(video), extra))
-        except RowError as e:
-            out.failures.append(row_failure(labels_path, n, sid, e))
-    return unique_specs(out)
-
+# --- the project's own formats: a manifest, one media file ------------------------------------------------
 
 def _video_path(manifest: Where, given: str) -> Where:
     """A manifest's `video_path`: a URL as given; a local path with `~` expanded, relative ones against the
@@ -491,7 +451,7 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
     default = check_split(default_split)
     per_video: Counter[str] = Counter()
     out = ParsedInputs(source="manifest", path=str(path))
-    row_no = 1 if _suffix(path) in (".jsonl", ".ndjson") else 2
+    row_no = 1 if suffix_of(path) in (".jsonl", ".ndjson") else 2
     for n, r in enumerate(rows, start=row_no):
         sid = None if is_missing(r.get("segment_id")) else str(r.get("segment_id"))
         src = None
@@ -509,12 +469,12 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
             if sid is None:
                 if video is not None:
                     per_video[str(video)] += 1
-                    sid = f"{_stem(video)}_{per_video[str(video)]}"
+                    sid = f"{stem_of(video)}_{per_video[str(video)]}"
                 else:
-                    sid = f"{_stem(path)}_{n}"
+                    sid = f"{stem_of(path)}_{n}"
             sid = check_id(sid)
             vid = r.get("video_id")
-            vid = check_id(vid, "video_id") if not is_missing(vid) else (_stem(video) if video is not None else sid)
+            vid = check_id(vid, "video_id") if not is_missing(vid) else (stem_of(video) if video is not None else sid)
             start = number_in(r.get("start"), "start", 0.0)
             end = number_in(r.get("end"), "end", 0.0)
             if start is not None and end is not None and end <= start:
@@ -533,112 +493,13 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
 def read_video(path: str | Path, segment_id: str | None = None, split: str = "test",
                transcript: str | None = None, labels: dict[str, Any] | None = None) -> ParsedInputs:
     """One media file (a path or a URL) as one segment spanning the whole file; the id defaults to the file's stem."""
-    path = _where(path)
+    path = where(path)
     if problem := media_problem(path):
         raise PipelineError(f"video {path} {problem}", stage="read", source_path=str(path))
     try:
-        sid = check_id(segment_id or _stem(path))
+        sid = check_id(segment_id or stem_of(path))
         spec = SegmentSpec(sid, sid, path, None, None, transcript, check_labels(labels or {}),
                            check_split(split), "video", str(path))
     except RowError as e:
         raise PipelineError(f"{path}: {e}", stage="read", item_id=segment_id, source_path=str(path)) from None
     return ParsedInputs([spec], [], "video", str(path))
-
-
-def read_mosi_labels(path: str | Path) -> ParsedInputs:
-    """CMU-MOSI's `id,text,label,mode` label file as text-only segments (video id: the id before its last `_`)."""
-    path = require_input(path, "MOSI label file")
-    rows = read_rows(path)
-    need_columns(path, rows, ("id", "text", "label", "mode"))
-    out = ParsedInputs(source="mosi-labels", path=str(path))
-    for n, r in enumerate(rows, start=2):
-        sid = None if is_missing(r.get("id")) else str(r["id"])
-        try:
-            check_row(r)
-            sid = check_id(r.get("id"))
-            vid = sid.rsplit("_", 1)[0] if "_" in sid else sid
-            out.specs.append(SegmentSpec(sid, vid, None, None, None, text_value(r.get("text")),
-                                         check_labels({"sentiment": r.get("label")}), check_split(r.get("mode")),
-                                         "mosi-labels", str(path)))
-        except RowError as e:
-            out.failures.append(row_failure(path, n, sid, e))
-    return unique_specs(out)
-
-
-def read_meld(path: str | Path, split: str) -> ParsedInputs:
-    """MELD's `*_sent_emo.csv` as text-only segments of one split; ids `<split>_dia<D>_utt<U>` (MELD reuses
-    dialogue numbers across its splits), video id `<split>_dia<D>`."""
-    path = require_input(path, "MELD file")
-    split = check_split(split)
-    rows = read_rows(path)
-    need_columns(path, rows, ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"))
-    out = ParsedInputs(source="meld", path=str(path))
-    for n, r in enumerate(rows, start=2):
-        sid = None
-        try:
-            check_row(r)
-            dia = int(str(r.get("Dialogue_ID")).strip())
-            utt = int(str(r.get("Utterance_ID")).strip())
-            sid = f"{split}_dia{dia}_utt{utt}"
-            labels = check_labels({"sentiment_class": r.get("Sentiment"), "emotion": r.get("Emotion")})
-            out.specs.append(SegmentSpec(sid, f"{split}_dia{dia}", None, None, None, text_value(r.get("Utterance")),
-                                         labels, split, "meld", str(path)))
-        except (RowError, ValueError) as e:
-            out.failures.append(row_failure(path, n, sid, e))
-    return unique_specs(out)
-
-
-def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -> ParsedInputs:
-    """Pick the parser from the input's shape: a folder with label.csv (MMSA), a media file, or a table
-    whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's.
-    A URL names one object (a manifest, a label file or a media file), not an MMSA folder."""
-    path = _where(path)
-    if isinstance(path, str):
-        return _discover_url(path, split, **kwargs)
-    media = path.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES
-    if not path.is_dir() and (problem := media_problem(path, "a media file" if media else "an input file")):
-        raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
-    if path.is_dir():
-        if (path / "label.csv").is_file():
-            return read_mmsa(path, **kwargs)
-        raise PipelineError(f"{path}: a folder input must hold label.csv and Raw/ (MMSA-FET layout)",
-                            stage="read", source_path=str(path))
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
-        return read_video(path, split=split or "test", **kwargs)
-    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
-        raise PipelineError(f"{path}: unknown input type {suffix!r} (expected a folder, a video, .csv or .jsonl)",
-                            stage="read", source_path=str(path))
-    cols = columns_of(read_rows(path))
-    if {"video_id", "clip_id", "mode"} <= cols:
-        return read_mmsa(path.parent, label_file=path.name, **kwargs)
-    if {"Utterance", "Emotion", "Sentiment"} <= cols:
-        if split is None:
-            raise PipelineError(f"{path}: a MELD file needs split= (train, valid or test)", stage="read",
-                                source_path=str(path))
-        return read_meld(path, split)
-    if {"id", "text", "label", "mode"} <= cols:
-        return read_mosi_labels(path)
-    return read_manifest(path, default_split=split or "test", **kwargs)
-
-
-def _discover_url(url: str, split: str | None = None, **kwargs: Any) -> ParsedInputs:
-    """`discover_inputs` for a URL: the object's suffix and, for a table, its header say which format it is."""
-    suffix = input_suffix(url)
-    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
-        return read_video(url, split=split or "test", **kwargs)
-    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
-        raise PipelineError(f"{url}: unknown input type {suffix!r} (a URL input is a .csv or .jsonl manifest, a MELD "
-                            "or MOSI label file, or one media file)", stage="read", source_path=url)
-    cols = columns_of(read_rows(url))
-    if {"video_id", "clip_id", "mode"} <= cols:
-        raise PipelineError(f"{url}: an MMSA-FET label.csv at a URL is not supported (its Raw/ folder is read by "
-                            "path); copy the folder locally, or give a manifest with video_path URLs", stage="read",
-                            source_path=url)
-    if {"Utterance", "Emotion", "Sentiment"} <= cols:
-        if split is None:
-            raise PipelineError(f"{url}: a MELD file needs split= (train, valid or test)", stage="read", source_path=url)
-        return read_meld(url, split)
-    if {"id", "text", "label", "mode"} <= cols:
-        return read_mosi_labels(url)
-    return read_manifest(url, default_split=split or "test", **kwargs)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.csd_fixtures import write_mosei_fixture
 from feature_schemas import SPLITS, validate
 from pipelines.build import Stage, run_build
 from pipelines.errors import PipelineError
@@ -30,7 +31,6 @@ from pipelines.stages.media import VideoConfig, process_video_unit
 from pipelines.stages.mmsa import MmsaOptions, MmsaRows, process_mmsa_unit
 from pipelines.stages.utterance import UtteranceOptions, UtteranceRows, process_utterance_unit
 
-from .csd_fixtures import write_mosei_fixture
 from .test_utterance import LABELS, RELEASE
 
 

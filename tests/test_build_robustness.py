@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from feature_schemas import Store, validate
-from flows.dask_cluster import WORKER_RETRIES, dask_client
 from pipelines import build as build_module
 from pipelines.build import build_store
+from pipelines.dask_cluster import WORKER_RETRIES, dask_client
 from pipelines.store_writer import BuildConfig
 from tests import media_fixtures as mf
 from tests import synthetic_recipe as syn

@@ -164,7 +164,7 @@ def test_set_values_are_typed_like_the_settings() -> None:
                             "arch.expert_ranks=[4, 8]"], epochs=3)
     assert c.lr == 0.001 and c.tasks == ["sentiment"] and c.arch.top_k is None and c.arch.expert_ranks == (4, 8)
     assert c.epochs == 3 and c.task_weights == {"sentiment": 2}
-    for bad, message in (["epochs=2.5", "epochs must be an integer, not 2.5"], ["tasks=sentiment", "tasks must be"],
+    for bad, message in (["epochs=2.5", "epochs must be an integer or null, not 2.5"], ["tasks=sentiment", "tasks must be"],
                          ["arch.d_model.x=1", "has no sub-settings"], ["lr", "expected KEY=VALUE"],
                          ["lr=[1", "not valid YAML"]):
         with pytest.raises(OptionError, match=message.replace("[", r"\[")):

@@ -98,7 +98,7 @@ def test_context_is_off_by_default_and_a_plain_run_loads_without_the_wrapper(sto
     from mmolre.train import train
 
     torch.set_num_threads(1)
-    assert TrainConfig().context is False
+    assert TrainConfig().context is None  # auto: decided from the store (here it would be on: utterance-level sets)
     plain = train(store, tmp_path / "plain", "mmolre", _config(context=False, epochs=1))
     assert plain["config"]["context"] is False
     assert not isinstance(load_run(tmp_path / "plain")[0], VideoContext)

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from bench.csd_fixtures import TEST_C, TOKENS, TRAIN_A, write_mosei_fixture
 from feature_schemas import Store
 from pipelines.csd import (
     COVAREP_DIMS,
@@ -24,8 +25,6 @@ from pipelines.csd import (
 from pipelines.errors import PipelineError
 from pipelines.export.csd import write_csd
 from pipelines.recipes.sdk import build_sdk
-
-from .csd_fixtures import TEST_C, TOKENS, TRAIN_A, write_mosei_fixture
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MOSI_LABELS = DATA / "mosi" / "CMU_MOSI_Opinion_Labels.csd"

@@ -10,9 +10,9 @@ from pathlib import Path
 import h5py
 import pytest
 
+from bench.csd_fixtures import TEST_C, TRAIN_A, TRAIN_B, write_mosei_fixture
 from feature_schemas import Store
 from flows.cli import main
-from tests.csd_fixtures import TEST_C, TRAIN_A, TRAIN_B, write_mosei_fixture
 
 
 @pytest.fixture(scope="module")

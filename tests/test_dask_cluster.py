@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.csd_fixtures import write_mosei_fixture
 from pipelines.build import build_store, run_build
 from pipelines.store_dirs import SHARD_RECORDS
 from pipelines.store_writer import BuildConfig
 
 from . import synthetic_recipe as syn
-from .csd_fixtures import write_mosei_fixture
 from .s3_fixtures import _free_port, s3  # noqa: F401 - the fixture
 from .test_s3_build import local_hashes, s3_hashes, sdk_plan
 
@@ -33,7 +33,7 @@ BIN = Path(sys.executable).parent
 
 DRIVER = """
 import json, sys
-from flows.dask_cluster import dask_client
+from pipelines.dask_cluster import dask_client
 from pipelines.build import build_store
 from pipelines.store_writer import BuildConfig
 from tests import synthetic_recipe as syn

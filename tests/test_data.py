@@ -154,3 +154,21 @@ def test_errors_name_the_store_and_the_problem(mosei: Path, tmp_path: Path) -> N
     manifest.save(root)
     with pytest.raises(StoreError, match=rf"{dropped}.*no row in the segments table"):
         list(StoreDataset(root, "train", ["text"], tasks))
+
+
+def test_footers_are_read_once_per_process_and_not_pickled(mosei: Path) -> None:
+    """Each file's footer is read once per process: every unit of every epoch opens its file with the kept
+    FileMetaData; a pickled copy (a spawned worker) and forked workers read their own."""
+    import pickle
+
+    ds = StoreDataset(mosei, "train", ["text", "audio"], infer_tasks(Store(mosei)), shuffle=True, seed=1)
+    footers = dict(ds._footers)
+    assert set(footers) == {str(p) for p in Store(mosei).files("aligned", "train")} and len(ds.units(1)) > len(footers)
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        assert len(list(ds)) == ds.num_rows == 60
+    assert {p: id(f) for p, f in ds._footers.items()} == {p: id(f) for p, f in footers.items()}
+    assert all(ds._file(p).metadata.equals(md) for p, md in footers.items())
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._footers == {} and sorted(r["segment_id"] for r in clone) == sorted(r["segment_id"] for r in ds)
+    assert sum(len(b["segment_id"]) for b in make_loader(ds, 8, num_workers=2)) == 60

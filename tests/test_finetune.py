@@ -24,9 +24,10 @@ from mmolre.data import StoreDataset, make_loader
 from mmolre.errors import RunError
 from mmolre.evaluation import predict_split
 from mmolre.inference import evaluate, load_run, predict_segment
+from mmolre.optimisation import lr_lambdas, make_optimizer
 from mmolre.tasks import TaskSpec
 from mmolre.text_encoder import encode_words, load_encoder, load_tokenizer, pool_subwords, resolve_text_model
-from mmolre.train import _lr_lambdas, _optimizer, train
+from mmolre.train import train
 from tests.store_fixtures import TINY_ARCH, one_torch_thread, synthetic_store  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,11 +189,13 @@ def test_store_without_words_written_falls_back_to_words_and_validates(tmp_path:
 
 def test_encoder_has_its_own_learning_rate_group_and_warmup(store: Path, bert: Path) -> None:
     from mmolre.losses import TaskWeighting, TrainStep
-    from mmolre.train import text_encoder_setup
+    from mmolre.text_encoder import text_encoder_setup
 
     cfg = _cfg(bert, lr=1e-3, encoder_lr=2e-5, warmup_ratio=0.0, encoder_warmup=0.5, freeze_layers=1)
     s = Store(store)
-    encoder, _tok, text_set = text_encoder_setup(s, ["text", "audio"], cfg)  # type: ignore[misc]
+    setup = text_encoder_setup(s, ["text", "audio"], cfg)
+    assert setup is not None and setup.dataset_kwargs()["tokenizer"] is setup.tokenizer
+    encoder, text_set = setup.encoder, setup.text_set
     from mmolre.baselines import build_model
     from mmolre.model import MMoLREConfig
     from mmolre.text_encoder import FinetunedText
@@ -200,7 +203,7 @@ def test_encoder_has_its_own_learning_rate_group_and_warmup(store: Path, bert: P
     arch = MMoLREConfig(input_dims={"text": encoder.config.hidden_size, "audio": 8}, **TINY_ARCH)
     net = FinetunedText(build_model("mmolre", arch), encoder, text_set)
     step = TrainStep(net, TaskWeighting(arch.tasks, "fixed", {}))
-    opt = _optimizer(step, cfg)
+    opt = make_optimizer(step, cfg)
     enc_params = {id(p) for p in encoder.parameters() if p.requires_grad}
     for g in opt.param_groups:
         ids = {id(p) for p in g["params"]}
@@ -211,7 +214,7 @@ def test_encoder_has_its_own_learning_rate_group_and_warmup(store: Path, bert: P
     frozen = {n for n, p in encoder.named_parameters() if not p.requires_grad}
     assert any(n.startswith("embeddings.") for n in frozen) and any(".layer.0." in n for n in frozen)
     assert not any(".layer.1." in n for n in frozen)
-    lambdas = _lr_lambdas(opt, 10, cfg)
+    lambdas = lr_lambdas(opt, 10, cfg)
     enc_f = next(f for f, g in zip(lambdas, opt.param_groups, strict=True) if g["encoder"])
     head_f = next(f for f, g in zip(lambdas, opt.param_groups, strict=True) if not g["encoder"])
     assert enc_f(0) == pytest.approx(0.2) and head_f(0) == pytest.approx(1.0)  # the encoder warms up over 5 steps
@@ -329,7 +332,7 @@ def test_cli_trains_with_a_fine_tuned_encoder_and_refuses_a_bad_model(store: Pat
 
 def test_video_recipe_stores_each_word_as_written(tmp_path: Path) -> None:
     """MELD's "What?" is stored as the word "What" and, in schema 2.1's words_written, as "What?"."""
-    from pipelines.inputs import read_meld
+    from pipelines.recipes.meld import read_meld
     from pipelines.recipes.videos import VideoConfig, build_videos
     from tests import media_fixtures as mf
 

@@ -8,15 +8,11 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import PipelineError
-from pipelines.inputs import (
-    check_id,
-    discover_inputs,
-    read_manifest,
-    read_meld,
-    read_mmsa,
-    read_mosi_labels,
-    read_video,
-)
+from pipelines.inputs import check_id, read_manifest, read_video
+from pipelines.recipes.meld import read_meld
+from pipelines.recipes.mmsa_fet import read_mmsa_fet
+from pipelines.recipes.mosi_text import read_mosi_labels
+from pipelines.recipes.videos import discover_inputs
 from tests.media_fixtures import MELD_DIR, MOSI_CLIP, MOSI_ID, MOSI_LABELS, mosi_transcript, need
 
 
@@ -41,7 +37,7 @@ def mmsa_root(tmp_path: Path) -> Path:
 
 
 def test_mmsa_layout(mmsa_root: Path) -> None:
-    parsed = read_mmsa(mmsa_root)
+    parsed = read_mmsa_fet(mmsa_root)
     assert [s.segment_id for s in parsed.specs] == [MOSI_ID]
     spec = parsed.specs[0]
     assert spec.video_path == mmsa_root / "Raw" / "Oz06ZWiO20M" / "6.mp4" and spec.video_path.is_file()

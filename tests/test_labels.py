@@ -92,7 +92,7 @@ def mmsa_pickle(folder: Path) -> Path:
 
 def csd_folder(folder: Path) -> Path:
     """The SDK route: All Labels (7 columns) and words, one video per case, through the SDK's own writer."""
-    from tests.csd_fixtures import _deploy
+    from bench.csd_fixtures import _deploy
     folder.mkdir(parents=True, exist_ok=True)
 
     labels, words = {}, {}

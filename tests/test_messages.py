@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.csd_fixtures import TRAIN_A, damage_entry, write_mosei_fixture
 from feature_schemas import Store, StoreError, validate
 from flows.cli import main
 from mmolre.metrics import sentiment_regression_metrics
 from pipelines.build import build_store
 from pipelines.store_writer import BuildConfig
 from tests import synthetic_recipe as syn
-from tests.csd_fixtures import TRAIN_A, damage_entry, write_mosei_fixture
 
 
 def errors(capsys: pytest.CaptureFixture[str]) -> list[str]:

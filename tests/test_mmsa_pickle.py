@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.csd_fixtures import TEST_C, TRAIN_A, write_mosei_fixture
 from feature_schemas import Store, validate
 from pipelines.errors import MmsaPickleError
 from pipelines.export.mmsa import export_mmsa
 from pipelines.recipes.mmsa import import_mmsa, read_mmsa
 from pipelines.recipes.sdk import build_sdk
-
-from .csd_fixtures import TEST_C, TRAIN_A, write_mosei_fixture
 
 
 class _RunsShell:

@@ -4,6 +4,10 @@ word-level store with the packaged MiniLM vectors, rows that contradict the stan
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,8 @@ from pipelines.store_writer import BuildConfig
 
 from .media_fixtures import DATA, need
 
-LABELS = DATA / "mosei" / "label_train_valid.csv"
+REPO = Path(__file__).resolve().parents[1]
+LABELS = Path(os.environ.get("MMOLRE_SHARED_DATA") or DATA) / "mosei" / "label_train_valid.csv"
 
 
 def _slice(tmp_path: Path, n_train: int = 24, n_valid: int = 12) -> tuple[Path, list[dict[str, str]]]:
@@ -79,3 +84,15 @@ def test_the_slice_builds_a_text_only_word_level_store(tmp_path: Path) -> None:
     assert row["words"] == transcript_words(first["text"])
     vectors = np.asarray(row["text_minilm"], dtype=np.float32)
     assert vectors.shape == (len(row["words"]), 384) and np.isfinite(vectors).all() and np.abs(vectors).sum() > 0
+
+
+def test_mmolre_build_mosei_text_from_the_command_line(tmp_path: Path) -> None:
+    """The subcommand generated from the recipe's entry: the same store, by the command users run."""
+    path, keep = _slice(tmp_path, n_train=6, n_valid=3)
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "build", "mosei-text", "--input", str(path), "--out",
+                        str(tmp_path / "cli"), "--workers", "0", "--quiet", "--json"], cwd=REPO, capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout)
+    assert summary["counts"]["segments"] == {"train": 6, "valid": 3, "test": 0} and summary["counts"]["failures"] == 2
+    assert Store(tmp_path / "cli").manifest.name == NAME

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.csd_fixtures import TEST_C, write_mosei_fixture
 from feature_schemas import Store, validate
 from flows.cli import main as cli
 from pipelines.export.csd import write_csd
@@ -26,8 +27,6 @@ from pipelines.recipes.mmsa import import_mmsa, read_mmsa
 from pipelines.recipes.mosi_utterance import build_mosi_utterance
 from pipelines.recipes.videos import VideoConfig, build_videos
 from tests.store_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
-
-from .csd_fixtures import TEST_C, write_mosei_fixture
 
 pytest.importorskip("MMSA", reason="mmsa 2.2.1 is in the dev extra (make install)")
 mmdatasdk = pytest.importorskip("mmsdk.mmdatasdk", reason="cmu-multimodal-sdk 0.0.6 is in the dev extra")

@@ -13,10 +13,10 @@ from uuid import UUID
 import numpy as np
 import pytest
 
+from bench.csd_fixtures import TRAIN_A, TRAIN_B, damage_entry, write_mosei_fixture
 from feature_schemas import Store, validate
 from flows.local_prefect import prefect_server, run_deployment, served_deployments
 
-from .csd_fixtures import TRAIN_A, TRAIN_B, damage_entry, write_mosei_fixture
 from .media_fixtures import DATA  # the nearest shared/data above the checkout (worktrees too)
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]

@@ -129,8 +129,8 @@ def test_a_rebuild_on_a_full_disk_keeps_the_old_store_readable(tmp_path: Path) -
 
 def test_the_resume_key_does_not_depend_on_how_the_input_is_spelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.csd_fixtures import write_mosei_fixture
     from flows.cli import main
-    from tests.csd_fixtures import write_mosei_fixture
 
     write_mosei_fixture(tmp_path / "csd")
     monkeypatch.chdir(tmp_path)

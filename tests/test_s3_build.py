@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.csd_fixtures import write_mosei_fixture
 from feature_schemas import StoreError
 from pipelines.build import build_store, run_build
 from pipelines.recipes.sdk import plan_sdk
@@ -28,7 +29,6 @@ from pipelines.store_dirs import LOCK_FILE, SHARD_RECORDS, ObjectLock
 from pipelines.store_writer import BuildConfig
 
 from . import synthetic_recipe as syn
-from .csd_fixtures import write_mosei_fixture
 from .s3_fixtures import ENV, s3  # noqa: F401 - the fixture
 
 REPO = Path(__file__).resolve().parents[1]

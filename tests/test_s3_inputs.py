@@ -1,6 +1,6 @@
 """Inputs at a URL (issue 17, input side), against a real S3 API on 127.0.0.1 (moto's server, tests/s3_fixtures.py).
 
-A MOSEI-shaped .csd release (tests/csd_fixtures.py, written by the SDK's own writer) is uploaded and built from
+A MOSEI-shaped .csd release (bench/csd_fixtures.py, written by the SDK's own writer) is uploaded and built from
 `--csd-dir s3://...` into a local store: the same Parquet bytes as a build from the local copy, except the
 segments' `source_path`, which names where each segment was read from. h5py reads the objects by byte ranges,
 never whole. A manifest at a URL, with its clip beside it (relative path) or named by URL, builds the same rows
@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from bench.csd_fixtures import write_mosei_fixture
 from feature_schemas.storage import list_inputs, resolve_input
 from pipelines.build import run_build
 from pipelines.errors import PipelineError
@@ -31,7 +32,6 @@ from pipelines.recipes.sdk import plan_sdk, sdk_units
 from pipelines.store_writer import BuildConfig
 
 from . import media_fixtures as mf
-from .csd_fixtures import write_mosei_fixture
 from .s3_fixtures import ENV, S3, s3  # noqa: F401 - the fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,8 +174,8 @@ def test_h5py_reads_byte_ranges_not_whole_objects(s3: S3, tmp_path: Path) -> Non
     import h5py
     import numpy as np
 
+    from bench.csd_fixtures import write_wide_covarep
     from pipelines.csd import CsdFile
-    from tests.csd_fixtures import write_wide_covarep
 
     path = write_wide_covarep(tmp_path / "CMU_MOSEI_COVAREP.csd", videos=40, rows=1000)
     url = s3.url("wide", path.name)
@@ -310,7 +310,8 @@ def test_manifest_at_a_url_builds_the_rows_of_the_local_manifest(s3: S3, tmp_pat
 
 
 def test_media_urls_in_a_local_manifest_and_a_missing_manifest(s3: S3, tmp_path: Path) -> None:  # noqa: F811
-    from pipelines.inputs import discover_inputs, read_manifest
+    from pipelines.inputs import read_manifest
+    from pipelines.recipes.videos import discover_inputs
 
     clip = s3.url("plain", "clip.wav")
     s3.filesystem().pipe_file(clip, b"RIFF-not-decoded-here")
@@ -334,7 +335,8 @@ def test_media_urls_in_a_local_manifest_and_a_missing_manifest(s3: S3, tmp_path:
 
 
 def test_credentials_in_input_urls_are_refused_without_echoing_them(s3: S3, tmp_path: Path) -> None:  # noqa: F811
-    from pipelines.inputs import discover_inputs, read_manifest
+    from pipelines.inputs import read_manifest
+    from pipelines.recipes.videos import discover_inputs
 
     secret_url = f"s3://someone:{SECRET}@{s3.bucket}/releases/CMU_MOSEI"
     for call in (lambda: sdk_plan(secret_url), lambda: discover_inputs(secret_url + "/m.csv")):
@@ -352,7 +354,7 @@ def test_credentials_in_input_urls_are_refused_without_echoing_them(s3: S3, tmp_
 def test_meld_and_mosi_label_files_at_a_url_parse_as_the_local_ones(s3: S3) -> None:  # noqa: F811
     from dataclasses import replace
 
-    from pipelines.inputs import discover_inputs
+    from pipelines.recipes.videos import discover_inputs
 
     meld, mosi = mf.MELD_DIR / "dev_sent_emo.csv", mf.MOSI_LABELS
     mf.need(meld, mosi)

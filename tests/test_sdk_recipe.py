@@ -10,13 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from feature_schemas import EMOTIONS, Store, validate
-from pipelines.errors import PipelineError
-from pipelines.folds import standard_folds
-from pipelines.recipes.sdk import build_sdk, sdk_units
-from pipelines.stages.csd import process_csd_unit
-
-from .csd_fixtures import (
+from bench.csd_fixtures import (
     NO_FOLD,
     TEST_C,
     TRAIN_A,
@@ -26,6 +20,11 @@ from .csd_fixtures import (
     glove_vector,
     write_mosei_fixture,
 )
+from feature_schemas import EMOTIONS, Store, validate
+from pipelines.errors import PipelineError
+from pipelines.folds import standard_folds
+from pipelines.recipes.sdk import build_sdk, sdk_units
+from pipelines.stages.csd import process_csd_unit
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -68,7 +68,7 @@ def test_warm_up_plugin_loads_models_on_each_worker() -> None:
     workers load torch but neither transformers nor matplotlib (bert_light, the lean mediapipe import)."""
     from distributed import Client, LocalCluster
 
-    from flows.dask_cluster import register_warm_up
+    from pipelines.dask_cluster import register_warm_up
     from pipelines.recipes.videos import VideoConfig
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
@@ -81,7 +81,7 @@ def test_warm_up_plugin_loads_models_on_each_worker() -> None:
 def test_warm_config_only_for_builds_with_media(tmp_path: Path) -> None:
     """Workers warm up for a media build; a text-only manifest (no media file) loads no models ahead."""
     mf.need(mf.MOSI_CLIP)
-    from flows.dask_cluster import warm_config
+    from pipelines.dask_cluster import warm_config
     from pipelines.recipes.videos import VideoConfig, plan_videos
 
     text_only = tmp_path / "text.jsonl"
@@ -103,7 +103,7 @@ def test_warm_config_only_for_builds_with_media(tmp_path: Path) -> None:
 _FORKED = """
 import sys
 from distributed import Client, LocalCluster
-from flows.dask_cluster import local_dask_config, preload_forkserver
+from pipelines.dask_cluster import local_dask_config, preload_forkserver
 
 def modules():
     return {m: m in sys.modules for m in ("torch", "pipelines.stages.media", "transformers")}
@@ -144,7 +144,7 @@ def test_local_cluster_workers_fork_with_torch_already_imported(tmp_path: Path) 
 _EARLY = """
 import json, os, sys
 from multiprocessing import forkserver
-from flows.dask_cluster import local_dask_config, start_forkserver_early
+from pipelines.dask_cluster import local_dask_config, start_forkserver_early
 
 def facts():
     return {"parent": os.getppid(), "torch": "torch" in sys.modules}

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.csd_fixtures import write_mosei_fixture
 from feature_schemas import StoreError, StoreLinkError, validate
 from flows.cli import main
 from pipelines.build import build_store
 from pipelines.store_dirs import StoreLock
 from pipelines.store_writer import BuildConfig
 from tests import synthetic_recipe as syn
-from tests.csd_fixtures import write_mosei_fixture
 
 
 def build(path: Path, n: int = 4, **kw: object) -> object:

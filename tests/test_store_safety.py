@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.csd_fixtures import write_mosei_fixture
 from feature_schemas import ChecksumError, Manifest, OutsideStoreError, Store, StoreError, validate
 from flows.cli import main
 from mmolre.synthetic import SyntheticSpec, write_synthetic_store
@@ -17,7 +18,6 @@ from pipelines.build import build_store
 from pipelines.card import CARD_IDS
 from pipelines.store_writer import BuildConfig
 from tests import synthetic_recipe as syn
-from tests.csd_fixtures import write_mosei_fixture
 
 
 def build(path: Path, n: int = 4, **kw: object) -> object:

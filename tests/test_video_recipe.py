@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from feature_schemas import Store, coverage_column, validate
-from pipelines.inputs import read_meld, read_mosi_labels
+from pipelines.recipes.meld import read_meld
+from pipelines.recipes.mosi_text import read_mosi_labels
 from pipelines.recipes.videos import VideoConfig, build_videos, process_video_unit, video_units
 from pipelines.stages.media import MediaUnit, RejectedRows, TextUnit
 from tests import media_fixtures as mf

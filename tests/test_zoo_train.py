@@ -34,7 +34,7 @@ def utterance_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first transcripts of each standard fold of MOSI's label.csv, through the real text pipeline (MiniLM)."""
-    from pipelines.inputs import read_mosi_labels
+    from pipelines.recipes.mosi_text import read_mosi_labels
     from pipelines.recipes.videos import VideoConfig, build_videos
 
     tmp = tmp_path_factory.mktemp("zoo-text")
@@ -56,7 +56,8 @@ def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(name: str, **kw: object) -> TrainConfig:
-    return TrainConfig.from_dict({"model": name, "epochs": 1, "batch_size": 8, "progress": False, "arch": dict(TINY[name]), **kw})
+    return TrainConfig.from_dict({"model": name, "epochs": 1, "batch_size": 8, "progress": False, "arch": dict(TINY[name]),
+                                  "context": False, **kw})  # context: auto would wrap the utterance runs
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from ..stages.mmsa import (
 )
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
 from ..unpickle import load_restricted
+from .base import Recipe, option
 
 RECIPE_VERSION = "mmsa/1"
 MMSA_UNITS_PER_SHARD = 4  # units of 256 segments: about a thousand segments per shard (CLI and flow alike)
@@ -236,3 +238,35 @@ def import_mmsa(
     plan = plan_mmsa(path, BuildConfig(collapse=CollapseConfig(mode=mode), units_per_shard=MMSA_UNITS_PER_SHARD),
                      names, aligned, name)
     return run_build(plan, store, executor=executor, show_bar=progress)
+
+
+# --- as the command line and the flows offer it -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MmsaRecipeOptions:
+    input: str = option(help="the .pkl file", path=True,
+                        flow_help="The MMSA pickle file, an absolute path on the machine serving this flow.")
+    aligned: bool | None = option(None, "word-aligned layout (auto: the file's own flag, else its name)",
+                                  flow_help="Whether the pickle's sequences are word-aligned; empty: from the pickle "
+                                            "(or its file name).")
+    text_name: str | None = option(None, "feature set name for the text features (default from the dims)",
+                                   flow_help="Feature set name for the text features (e.g. bert); empty: the pickle's "
+                                             "own or one from its dimension.")
+    audio_name: str | None = option(None, "feature set name for the audio features",
+                                    flow_help="Feature set name for the audio features (e.g. covarep); empty: the "
+                                              "pickle's own or one from its dimension.")
+    vision_name: str | None = option(None, "feature set name for the vision features",
+                                     flow_help="Feature set name for the vision features (e.g. facet41); empty: the "
+                                               "pickle's own or one from its dimension.")
+
+
+def plan_mmsa_recipe(options: MmsaRecipeOptions, config: BuildConfig) -> BuildPlan:
+    names = {m: n for m, n in (("text", options.text_name), ("audio", options.audio_name),
+                               ("vision", options.vision_name)) if n}
+    return plan_mmsa(options.input, config, names=names, aligned=options.aligned)
+
+
+RECIPE = Recipe("mmsa", "an MMSA pickle (aligned_50.pkl / unaligned_50.pkl), read without running its code",
+                MmsaRecipeOptions, plan_mmsa_recipe, flow="build-mmsa-features", function="build_mmsa_features",
+                units_per_shard=MMSA_UNITS_PER_SHARD, unit_help="work units (runs of pickle rows)",
+                shard_noun="segments", shard_count_at=("data", "id"))

@@ -5,7 +5,7 @@ same media stage and text path as CMU-MOSI's `label.csv` (`mmolre build videos -
 Input: a CSV with `video_id,clip_id,text,label,mode` (e.g. shared/data/mosei/label_train_valid.csv: 18,135
 segments, train and valid folds, labels in [-3, 3]).
 
-Segment id: `<video_id>_<clip_id>` (MMSA-FET's convention, as `read_mmsa` and CMU-MOSI's label.csv key their
+Segment id: `<video_id>_<clip_id>` (MMSA-FET's convention, as `mmsa_fet.read_mmsa_fet` and CMU-MOSI's label.csv key their
 segments). MOSEI's clip ids here are MMSA's own strings (`82_7645`), not the SDK's label-interval index, so the
 SDK's `video_id[i]` cannot be derived from them; the video id is the `video_id` column.
 
@@ -37,6 +37,7 @@ from ..inputs import (
 )
 from ..stages.media import VideoConfig
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
+from .base import Recipe, option
 from .videos import VIDEO_UNITS_PER_SHARD, plan_videos
 
 NAME = "cmu-mosei-text"
@@ -66,14 +67,6 @@ def read_mosei_text(path: str | os.PathLike) -> ParsedInputs:
     return unique_specs(out)
 
 
-@dataclass(frozen=True)
-class MoseiTextOptions:
-    """What the command line and the flow ask for, besides the store and the build settings."""
-
-    input: str  # the label CSV
-    text_model: str | None = None  # a local transformers folder (None: the packaged MiniLM)
-
-
 def plan_mosei_text(input: str | os.PathLike, build_config: BuildConfig | None = None, text_model: str | None = None,
                     name: str = NAME) -> BuildPlan:
     """The media stage's text-only plan over the file's segments (options: a face-less VideoConfig)."""
@@ -89,3 +82,20 @@ def build_mosei_text(input: str | os.PathLike, store: str | os.PathLike, build_c
 
     return run_build(plan_mosei_text(input, build_config, text_model), store, executor=executor, show_bar=progress)
 
+
+@dataclass(frozen=True)
+class MoseiTextOptions:
+    input: str = option(help="the label CSV (video_id,clip_id,text,label,mode), e.g. mosei/label_train_valid.csv",
+                        path=True, flow_help="The label CSV (video_id,clip_id,text,label,mode), an absolute path on "
+                                             "the machine serving this flow.")
+    text_model: str | None = option(None, "local transformers encoder folder (default: packaged MiniLM)", path=True)
+
+
+def plan_mosei_text_recipe(options: MoseiTextOptions, config: BuildConfig) -> BuildPlan:
+    return plan_mosei_text(options.input, config, options.text_model)
+
+
+RECIPE = Recipe("mosei-text", "CMU-MOSEI transcripts and sentiment labels -> text-only word-level store (MiniLM)",
+                MoseiTextOptions, plan_mosei_text_recipe, flow="build-mosei-text-features",
+                function="build_mosei_text_features", units_per_shard=VIDEO_UNITS_PER_SHARD,
+                unit_help="batches of segments", shard_noun="segments", shard_count_at=("specs",))

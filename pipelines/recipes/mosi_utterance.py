@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from ..stages.utterance import (
     release_stamp,
 )
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
+from .base import Recipe, option
 
 RECIPE_VERSION = "mosi-utterance/1"
 CITATION = "Poria et al., Context-Dependent Sentiment Analysis in User-Generated Videos, ACL 2017"
@@ -128,3 +130,26 @@ def build_mosi_utterance(
     """Build a store from the release's folder; returns the store writer's `BuildResult`."""
     plan = plan_mosi_utterance(root, labels, valid_fraction, seed, config)
     return run_build(plan, store, executor=executor, show_bar=progress)
+
+
+# --- as the command line and the flows offer it -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UtteranceRecipeOptions:
+    input: str = option(help="the release's folder (transcripts.csv, text_train.csv, audio_train0.csv, ...)", path=True,
+                        flow_help="Folder of the bc-LSTM release (text/audio/video pickles), an absolute path on the "
+                                  "serving machine.")
+    labels: str | None = option(None, "CMU-MOSI label.csv for continuous labels (default: ../label.csv)", path=True,
+                                flow_help="The label CSV; empty: label.csv next to the release folder.")
+    valid_fraction: float = option(0.1, "share of the training videos held out as valid", check="fraction")
+    seed: int = option(0, "seed of the validation videos' draw", check="seed")
+
+
+def plan_utterance_recipe(options: UtteranceRecipeOptions, config: BuildConfig) -> BuildPlan:
+    return plan_mosi_utterance(options.input, labels=options.labels, valid_fraction=options.valid_fraction,
+                               seed=options.seed, config=config)
+
+
+RECIPE = Recipe("mosi-utterance", "CMU-MOSI utterance-level features of the bc-LSTM release (schema 2)",
+                UtteranceRecipeOptions, plan_utterance_recipe, flow="build-mosi-utterance",
+                function="build_mosi_utterance", unit_help="work units (a video's utterances)", collapse=False)

@@ -32,6 +32,7 @@ from ..folds import DATASETS, resolve_folds, split_of, video_id_of
 from ..records import WorkUnit
 from ..stages.csd import CsdOptions, CsdVideo, CsdVideos, process_csd_unit
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
+from .base import Recipe, option
 
 RECIPE_VERSION = "sdk/1"
 
@@ -223,3 +224,32 @@ def build_sdk(
     config = BuildConfig(collapse=CollapseConfig(mode=mode), keep_frames=keep_frames, units_per_shard=units_per_shard)
     plan = plan_sdk(csd_dir, dataset, sets, config, folds=folds, batch_videos=batch_videos)
     return run_build(plan, store, executor=executor, show_bar=progress)
+
+
+# --- as the command line and the flows offer it -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SdkRecipeOptions:
+    csd_dir: str = option(help="folder of .csd computational sequences", path=True,
+                          flow_help="Folder of the release's `.csd` files (labels, words, feature sequences), an "
+                                    "absolute path on the machine serving this flow, or a folder URL "
+                                    "(s3://bucket/folder; read by byte ranges on the workers).")
+    sets: list[str] | None = option(None, "feature sets to include (default: all found)",
+                                    flow_help="Feature sequences to import by role (e.g. covarep, facet42, glove); "
+                                              "empty: every one found.")
+    batch_videos: int = option(4, "videos per work unit", flow_help="Videos per work unit.", check="count")
+
+
+def plan_mosei_sdk(options: SdkRecipeOptions, config: BuildConfig) -> BuildPlan:
+    return plan_sdk(options.csd_dir, "mosei", options.sets, config, batch_videos=options.batch_videos)
+
+
+def plan_mosi_sdk(options: SdkRecipeOptions, config: BuildConfig) -> BuildPlan:
+    return plan_sdk(options.csd_dir, "mosi", options.sets, config, batch_videos=options.batch_videos)
+
+
+_SDK = {"options": SdkRecipeOptions, "unit_help": "work units (batches of videos)", "shard_count_at": ("videos",)}
+MOSEI = Recipe("mosei", "CMU-MOSEI from the SDK's .csd files", plan=plan_mosei_sdk, flow="build-mosei-features",
+               function="build_mosei_features", **_SDK)
+MOSI = Recipe("mosi", "CMU-MOSI from the SDK's .csd files", plan=plan_mosi_sdk, flow="build-mosi-features",
+              function="build_mosi_features", **_SDK)

@@ -24,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,19 @@ from feature_schemas import FeatureSet, labels_record
 from feature_schemas.storage import input_suffix, is_url, local_input_key, stat_input
 
 from ..errors import PipelineError
-from ..inputs import AUDIO_SUFFIXES, ParsedInputs, SegmentSpec, discover_inputs, resolve_emotion_classes
+from ..inputs import (
+    AUDIO_SUFFIXES,
+    VIDEO_SUFFIXES,
+    ParsedInputs,
+    SegmentSpec,
+    columns_of,
+    media_problem,
+    read_manifest,
+    read_rows,
+    read_video,
+    resolve_emotion_classes,
+    where,
+)
 from ..records import Failure, WorkUnit
 from ..stages.media import (
     MediaUnit,
@@ -47,6 +60,10 @@ from ..stages.media import (
     process_video_unit,
 )
 from ..stages.url_media import process_url_media_unit
+from .base import Recipe, option
+from .meld import read_meld
+from .mmsa_fet import read_mmsa_fet
+from .mosi_text import read_mosi_labels
 
 __all__ = ["VideoConfig", "build_videos", "feature_sets_for", "plan_videos", "process_video_unit", "video_units"]
 
@@ -61,6 +78,64 @@ VIDEO_UNITS_PER_SHARD = 2
 
 
 # --- planning ---------------------------------------------------------------------------------------------
+
+# --- which reader: the input's shape ----------------------------------------------------------------------
+
+def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -> ParsedInputs:
+    """Pick the parser from the input's shape: a folder with label.csv (MMSA), a media file, or a table
+    whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's.
+    A URL names one object (a manifest, a label file or a media file), not an MMSA folder."""
+    path = where(path)
+    if isinstance(path, str):
+        return _discover_url(path, split, **kwargs)
+    media = path.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES
+    if not path.is_dir() and (problem := media_problem(path, "a media file" if media else "an input file")):
+        raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
+    if path.is_dir():
+        if (path / "label.csv").is_file():
+            return read_mmsa_fet(path, **kwargs)
+        raise PipelineError(f"{path}: a folder input must hold label.csv and Raw/ (MMSA-FET layout)",
+                            stage="read", source_path=str(path))
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
+        return read_video(path, split=split or "test", **kwargs)
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        raise PipelineError(f"{path}: unknown input type {suffix!r} (expected a folder, a video, .csv or .jsonl)",
+                            stage="read", source_path=str(path))
+    cols = columns_of(read_rows(path))
+    if {"video_id", "clip_id", "mode"} <= cols:
+        return read_mmsa_fet(path.parent, label_file=path.name, **kwargs)
+    if {"Utterance", "Emotion", "Sentiment"} <= cols:
+        if split is None:
+            raise PipelineError(f"{path}: a MELD file needs split= (train, valid or test)", stage="read",
+                                source_path=str(path))
+        return read_meld(path, split)
+    if {"id", "text", "label", "mode"} <= cols:
+        return read_mosi_labels(path)
+    return read_manifest(path, default_split=split or "test", **kwargs)
+
+
+def _discover_url(url: str, split: str | None = None, **kwargs: Any) -> ParsedInputs:
+    """`discover_inputs` for a URL: the object's suffix and, for a table, its header say which format it is."""
+    suffix = input_suffix(url)
+    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
+        return read_video(url, split=split or "test", **kwargs)
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        raise PipelineError(f"{url}: unknown input type {suffix!r} (a URL input is a .csv or .jsonl manifest, a MELD "
+                            "or MOSI label file, or one media file)", stage="read", source_path=url)
+    cols = columns_of(read_rows(url))
+    if {"video_id", "clip_id", "mode"} <= cols:
+        raise PipelineError(f"{url}: an MMSA-FET label.csv at a URL is not supported (its Raw/ folder is read by "
+                            "path); copy the folder locally, or give a manifest with video_path URLs", stage="read",
+                            source_path=url)
+    if {"Utterance", "Emotion", "Sentiment"} <= cols:
+        if split is None:
+            raise PipelineError(f"{url}: a MELD file needs split= (train, valid or test)", stage="read", source_path=url)
+        return read_meld(url, split)
+    if {"id", "text", "label", "mode"} <= cols:
+        return read_mosi_labels(url)
+    return read_manifest(url, default_split=split or "test", **kwargs)
+
 
 InputLike = str | os.PathLike | ParsedInputs | Sequence[SegmentSpec] | Sequence[str | os.PathLike]
 
@@ -211,3 +286,69 @@ def build_videos(input: InputLike, store: str | os.PathLike, config: VideoConfig
 
     plan = plan_videos(input, config, build_config, split, name, emotion_classes)
     return run_build(plan, store, executor=executor, show_bar=progress)
+
+
+# --- as the command line and the flows offer it -------------------------------------------------------------
+
+def _extractor(kind: str, what: str, none: str = "", role: str = "") -> Any:
+    """An extractor option: its choices, default and help from the extractor registry (read, not imported)."""
+    from ..extract import registry
+
+    names = registry.names(kind)  # type: ignore[arg-type]
+    return option(registry.default(kind, role), f"{what}: {registry.help_text(kind)}{none}",  # type: ignore[arg-type]
+                  choices=[*names, "none"] if none else names,
+                  flow_help=f"{what[0].upper()}{what[1:]} by name (`mmolre extractors` lists them){' or none' if none else ''}.")
+
+
+@dataclass(frozen=True)
+class VideoRecipeOptions:
+    input: str = option(help="folder, manifest or video file", path=True,
+                        flow_help="An MMSA-FET folder, a manifest (CSV/JSONL with video_path, transcript, labels, "
+                                  "split) or one video file; an absolute path on the machine serving this flow, or a "
+                                  "URL (s3://bucket/manifest.csv).")
+    face: str | None = _extractor("face", "face backend", "; none: no face features")
+    audio: str = _extractor("audio", "audio extractor")
+    text: str = _extractor("text", "text encoder")
+    aligner: str = _extractor("aligner", "aligner of English transcripts")
+    asr: str = _extractor("asr", "recogniser of English speech (no transcript; the aligner's fallback)")
+    aligner_multilingual: str = _extractor("aligner", "aligner of transcripts in other languages", role="multilingual")
+    asr_multilingual: str = _extractor("asr", "recogniser of other languages and of language und", role="multilingual")
+    audio_model: str | None = option(None, "local wav2vec2 / HuBERT / Data2Vec-Audio folder for --audio "
+                                     "transformers-audio", path=True)
+    audio_layer: int | None = option(None, "its hidden layer (0: feature projection; default -1, the last)")
+    text_languages: str | None = option(None, "languages the text encoder reads (default en; * for a multilingual "
+                                        "--text-model such as XLM-R)")
+    fps: float | None = option(None, "video frames per second to analyse", check="rate",
+                               flow_help="Face frames sampled per second; empty: 5.")
+    split: str | None = option(None, "split for inputs that name none",
+                               flow_help="The split of a single video or a MELD file, or a manifest's default split.")
+    asr_model: str | None = option(None, "local model folder of the recogniser (default: its packaged one)", path=True)
+    text_model: str | None = option(None, "local transformers encoder folder (default: packaged MiniLM)", path=True)
+    emotion_classes: str | None = option(None, "the store's single-label emotion classes: meld, cremad, ravdess, "
+                                         "iemocap or comma-separated names (default: found from the labels); rows "
+                                         "outside the set fail")
+
+
+def video_settings(options: VideoRecipeOptions) -> VideoConfig:
+    """The media stage's settings: each extractor by name (None keeps the registry's default, face none: no face);
+    a text set named after a local text model's folder (text_roberta_base, ...)."""
+    named = {k: getattr(options, k) for k in ("text", "aligner", "asr", "aligner_multilingual", "asr_multilingual",
+                                              "audio_model", "audio_layer", "text_languages", "fps", "asr_model",
+                                              "text_model")}
+    settings: dict[str, Any] = {"face": None if options.face in (None, "none") else options.face,
+                                "audio_set": options.audio}
+    if options.text_model:
+        folder = re.sub(r"[^a-z0-9]+", "_", Path(options.text_model).name.lower()).strip("_")
+        settings["text_name"] = "text_" + (folder or "model")
+    return VideoConfig(**settings | {k: v for k, v in named.items() if v is not None})
+
+
+def plan_video_recipe(options: VideoRecipeOptions, config: Any) -> BuildPlan:
+    return plan_videos(options.input, video_settings(options), config, split=options.split,
+                       emotion_classes=options.emotion_classes)
+
+
+RECIPE = Recipe("videos", "raw videos: an MMSA-FET folder, a manifest (CSV/JSONL) or one video",
+                VideoRecipeOptions, plan_video_recipe, flow="extract-video-features", function="extract_video_features",
+                units_per_shard=VIDEO_UNITS_PER_SHARD, unit_help="videos (or batches of text-only segments)",
+                media=True)

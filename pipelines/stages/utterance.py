@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import PipelineError
-from ..inputs import RowError, check_id, read_mosi_labels
+from ..inputs import RowError, check_id
+from ..recipes.mosi_text import read_mosi_labels
 from ..records import Failure, SegmentRecord, UnitResult, Words, WorkUnit
 
 SOURCE = "mosi-utterance"

@@ -1,5 +1,7 @@
 """Where Dask work runs: an existing cluster by address (parameter or MMOLRE_DASK_ADDRESS), else a local cluster
-sized to this machine, bound to 127.0.0.1."""
+sized to this machine, bound to 127.0.0.1; its workers forked from a preloaded forkserver and warmed up with a
+build's models. Plain Dask: the command line, the Prefect flows (flows/build_features.py wraps it in a task
+runner) and the benchmarks use it alike."""
 
 from __future__ import annotations
 
@@ -39,19 +41,6 @@ def local_cluster_kwargs(n_workers: int | None = None) -> dict[str, Any]:
         "dashboard_address": "127.0.0.1:0",
         "silence_logs": logging.WARNING,
     }
-
-
-def task_runner(address: str | None = None, n_workers: int | None = None):
-    """A prefect-dask task runner for either an existing cluster or a local one."""
-    from prefect_dask import DaskTaskRunner
-
-    address = resolve_address(address)
-    if address:
-        log.info("Dask: using the existing cluster at %s", address)
-        return DaskTaskRunner(address=address)
-    kwargs = local_cluster_kwargs(n_workers)
-    log.info("Dask: starting a local cluster of %d worker processes", kwargs["n_workers"])
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
 def quiet_dask_logs(level: int = logging.WARNING) -> None:

@@ -1,4 +1,5 @@
-"""Tiny CMU-MOSEI-shaped .csd files written by the SDK's own writer (`mmsdk`), so tests read the real format.
+"""Tiny CMU-MOSEI-shaped .csd files written by the SDK's own writer (`mmsdk`), so tests and benchmarks read the real
+format (here in bench/, which imports no tests, and the tests import it).
 
 Every metadata key is set, so the SDK's `deploy()` never prompts. The videos use real ids from the standard
 MOSEI folds (two train, one test) plus one labelled video in no fold; FACET lacks the test video; COVAREP
