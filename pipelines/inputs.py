@@ -6,10 +6,8 @@ The project's own formats: a manifest (CSV or JSONL): video_path, segment_id, st
 (a number in [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or
 the six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one class
 of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class, split, language
-(a BCP-47 code such as `en`, `es`, `pt-BR`, or `und`: undetermined, the recogniser detects it; default `en`: other
-languages go to the multilingual recogniser, not the English aligner and text encoder), speaker (an optional id:
-one speaker's media are built together, and the face set's speaker-relative cues use that speaker's baseline, see
-docs/face.md); and one media file.
+(a BCP-47 code: `en`, `es`, `pt-BR`, or `und`: the recogniser detects it; default `en`: others go to the multilingual
+recogniser, not the English aligner and text encoder), speaker (optional, docs/face.md); and one media file.
 
 Labels follow feature_schemas/labels.py on every route. A build's emotion class set is declared or found from its
 rows by `resolve_emotion_classes`; rows naming a class outside it fail. A problem with one row (a bad id, a label
@@ -107,12 +105,9 @@ class SegmentSpec:
             "transcript": self.transcript if transcript is None else transcript,
             "source": self.source,
             "source_path": self.source_path,
+            **{key: self.labels.get(key) for key in LABEL_KEYS},
         }
-        for key in LABEL_KEYS:
-            row[key] = self.labels.get(key)
-        if self.speaker is not None:  # schema 2.2's optional column: only stores whose manifest names speakers
-            row["speaker"] = self.speaker
-        return row
+        return row if self.speaker is None else {**row, "speaker": self.speaker}  # schema 2.2's optional column
 
 
 @dataclass
