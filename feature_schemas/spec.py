@@ -74,7 +74,7 @@ def is_optional(f: pa.Field) -> bool:
 
 def segments_schema(optional: bool | Collection[str] = False) -> pa.Schema:
     """The segments table; `optional`: the optional columns a minor version added (2.2: `language`,
-    `language_probability`) all (True), none (False) or those named."""
+    `language_probability`, `speaker`) all (True), none (False) or those named."""
     return pa.schema([f for f in _fields("segments") if not is_optional(f) or optional is True
                       or (not isinstance(optional, bool) and f.name in optional)])
 

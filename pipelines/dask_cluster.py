@@ -193,6 +193,9 @@ def _close(cluster: Any, client: Any, timeout: float, abandon: bool) -> None:
     """Close the client, then the cluster. `abandon` (Ctrl-C, an error): kill the worker processes first
     instead of waiting for their tasks; a shard cut short leaves no visible file, so the store stays resumable.
     A slow close is logged, never allowed to replace the build's own outcome."""
+    if abandon:  # callbacks cut short by the interrupt log tracebacks of distributed's own races (its utils.cancel)
+        for name in ("tornado", "asyncio", "distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         if client is not None:
             client.close(timeout=timeout)

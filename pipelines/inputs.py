@@ -6,8 +6,8 @@ The project's own formats: a manifest (CSV or JSONL): video_path, segment_id, st
 (a number in [-3, 3], or MELD's negative/neutral/positive, taken as sentiment_class), emotions (a JSON object, or
 the six columns happy..fear: emotions a row does not list are 0; a row with none is unknown), emotion (one class
 of the dataset's own set: MELD, CREMA-D, RAVDESS, IEMOCAP or any declared set), sentiment_class, split, language
-(a BCP-47 code such as `en`, `es`, `pt-BR`, or `und`: undetermined, the recogniser detects it; default `en`: other
-languages go to the multilingual recogniser, not the English aligner and text encoder); and one media file.
+(a BCP-47 code: `en`, `es`, `pt-BR`, or `und`: the recogniser detects it; default `en`: others go to the multilingual
+recogniser, not the English aligner and text encoder), speaker (optional, docs/face.md); and one media file.
 
 Labels follow feature_schemas/labels.py on every route. A build's emotion class set is declared or found from its
 rows by `resolve_emotion_classes`; rows naming a class outside it fail. A problem with one row (a bad id, a label
@@ -88,6 +88,7 @@ class SegmentSpec:
     source_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     language: str = "en"  # what is spoken; only English reaches the English aligner, Whisper tiny.en and MiniLM
+    speaker: str | None = None  # who speaks (a manifest's `speaker`): the face set's relative cues use their baseline
 
     @property
     def text_only(self) -> bool:
@@ -104,10 +105,9 @@ class SegmentSpec:
             "transcript": self.transcript if transcript is None else transcript,
             "source": self.source,
             "source_path": self.source_path,
+            **{key: self.labels.get(key) for key in LABEL_KEYS},
         }
-        for key in LABEL_KEYS:
-            row[key] = self.labels.get(key)
-        return row
+        return row if self.speaker is None else {**row, "speaker": self.speaker}  # schema 2.2's optional column
 
 
 @dataclass
@@ -478,7 +478,8 @@ def read_manifest(path: str | Path, default_split: str = "test", check_files: bo
                 start = end = None  # times without media mean nothing to cut
             split = default if is_missing(r.get("split")) else check_split(r.get("split"))
             out.specs.append(SegmentSpec(sid, vid, video, start, end, transcript, check_labels(r), split,
-                                         "manifest", src or str(path), language=check_language(r.get("language"))))
+                                         "manifest", src or str(path), language=check_language(r.get("language")),
+                                         speaker=None if is_missing(spk := r.get("speaker")) else check_id(spk, "speaker")))
         except RowError as e:
             out.failures.append(row_failure(path, n, sid, e, src))
     return unique_specs(out)

@@ -68,7 +68,10 @@ def aligned_columns(
 
 
 def segments_table(rows: list[dict[str, Any]]) -> pa.Table:
-    schema = segments_schema(optional={k for r in rows[:1] for k in r})  # a media build's rows carry `language`
+    optional = {k for r in rows[:1] for k in r}  # a media build's rows carry `language`
+    if any("speaker" in r for r in rows):  # only rows naming a speaker carry it: one is enough for the column
+        optional.add("speaker")
+    schema = segments_schema(optional=optional)
     data = {f.name: [r.get(f.name) for r in rows] for f in schema}
     for f in schema:  # NaN labels mean "missing": store null so validation sees what the contract allows
         if pa.types.is_floating(f.type):

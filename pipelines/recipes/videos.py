@@ -1,6 +1,8 @@
 """Recipe: raw videos (MMSA layout, a manifest, single files) or text-only label files to a feature store.
 
-A unit is one media file with all its segments (decoded once), or a batch of text-only segments. Per
+A unit is one media file with all its segments (decoded once), all the media files of one speaker (rows with a
+manifest `speaker`: the face set's speaker-relative cues need every one of them first), or a batch of
+text-only segments. Per
 segment: words (forced alignment of the transcript, or Whisper when there is none), openSMILE frames, face
 frames from the chosen backend, and word vectors from the text encoder (all of a unit's segments in one
 batch). The build declares only the feature sets its inputs can produce: no media anywhere makes a text-only
@@ -50,6 +52,7 @@ from ..records import Failure, WorkUnit
 from ..stages.media import (
     MediaUnit,
     RejectedRows,
+    SpeakerUnit,
     TextUnit,
     VideoConfig,
     absent_sets,
@@ -173,7 +176,8 @@ def _file_key(path: str | Path) -> list[Any]:
 def _spec_key(s: SegmentSpec) -> list[Any]:
     key = [s.segment_id, s.video_id, str(s.video_path), s.start, s.end, s.transcript, sorted(s.labels.items()),
            s.split, s.source]
-    return key + [s.language] if s.language != "en" else key  # English rows keep the keys they always had
+    key = key + [s.language] if s.language != "en" else key  # English rows keep the keys they always had
+    return key + [{"speaker": s.speaker}] if s.speaker is not None else key
 
 
 def _digest(obj: Any) -> str:
@@ -193,18 +197,29 @@ def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
     parsed = parse_inputs(input, split)
     feature_sets = feature_sets_for(config, *_input_media(parsed.specs))
     by_video: dict[str, list[SegmentSpec]] = {}
+    by_speaker: dict[str, dict[str, list[SegmentSpec]]] = {}
     text_only: list[SegmentSpec] = []
     for s in parsed.specs:
         if s.video_path is None:
             text_only.append(s)
-        else:
+        elif s.speaker is None:
             by_video.setdefault(str(s.video_path), []).append(s)
+        else:
+            by_speaker.setdefault(s.speaker, {}).setdefault(str(s.video_path), []).append(s)
+
+    def media_unit(path: str, specs: list[SegmentSpec]) -> MediaUnit:
+        pictures = input_suffix(path) not in AUDIO_SUFFIXES
+        return MediaUnit(path, tuple(specs), pictures, absent_sets(config, feature_sets, True, pictures))
+
     units: list[WorkUnit] = []
     for path, specs in sorted(by_video.items()):
         key = _digest([RECIPE_VERSION, _file_key(path), [_spec_key(s) for s in specs]])
-        pictures = input_suffix(path) not in AUDIO_SUFFIXES
-        units.append(WorkUnit(f"video:{path}", key, MediaUnit(path, tuple(specs), pictures,
-                                                              absent_sets(config, feature_sets, True, pictures))))
+        units.append(WorkUnit(f"video:{path}", key, media_unit(path, specs)))
+    for speaker, files in sorted(by_speaker.items()):  # one unit per speaker: the baseline sees all their media
+        key = _digest([RECIPE_VERSION, {"speaker": speaker},
+                       [[_file_key(p), [_spec_key(s) for s in specs]] for p, specs in sorted(files.items())]])
+        units.append(WorkUnit(f"speaker:{speaker}", key,
+                              SpeakerUnit(speaker, tuple(media_unit(p, sp) for p, sp in sorted(files.items())))))
     step = max(1, config.text_segments_per_unit)
     text_only.sort(key=lambda s: (s.split, s.segment_id))
     no_media = absent_sets(config, feature_sets, False, False)
@@ -221,11 +236,13 @@ def video_units(input: InputLike, config: VideoConfig = VideoConfig(),
         "input": parsed.source,
         "input_path": parsed.path,
         "segments_planned": len(parsed.specs),
-        "videos": len(by_video),
+        "videos": len(by_video) + sum(len(f) for f in by_speaker.values()),
         "text_only_segments": len(text_only),
         "rows_rejected": len(parsed.failures),
         "splits_planned": parsed.splits(),
     }
+    if by_speaker:
+        report["speakers_planned"] = len(by_speaker)
     languages = Counter(s.language for s in parsed.specs)
     if set(languages) - {"en"}:
         report["languages_planned"] = dict(sorted(languages.items()))
@@ -252,6 +269,10 @@ def plan_videos(input: InputLike, config: VideoConfig = VideoConfig(), build_con
     name = name or Path(str(report.get("input_path") or "videos")).stem
     build_config = build_config if build_config is not None else BuildConfig(units_per_shard=VIDEO_UNITS_PER_SHARD)
     remote = any(isinstance(u.payload, MediaUnit) and is_url(u.payload.path) for u in units)
+    if any(isinstance(u.payload, SpeakerUnit) and any(is_url(f.path) for f in u.payload.files) for u in units):
+        raise PipelineError(f"{report.get('input_path')}: a manifest with a speaker column cannot have media at URLs "
+                            "yet (a speaker's files are built together on one worker): give local paths, or drop "
+                            "the speaker column", stage="read", source_path=str(report.get("input_path")))
     stage = process_url_media_unit if remote else process_video_unit
     return BuildPlan(name, units, stage, sets, build_config, info, report, config)
 

@@ -1,5 +1,5 @@
-"""The media stage: one unit of media (a video or audio file with its segments, or a batch of text-only
-segments) -> segment records, through the extractor interface (pipelines/extract).
+"""The media stage: one unit of media (a video or audio file with its segments, all the files of one speaker, or
+a batch of text-only segments) -> segment records, through the extractor interface (pipelines/extract).
 
 Per segment of a media file: its words (words.py: the build's aligner times the transcript, its recogniser
 finds the words when there is none), then one loop over the unit's frame extractors (the audio extractor, the
@@ -31,13 +31,13 @@ from ..extract.words.normalise import transcript_words, written_words
 from ..inputs import SegmentSpec
 from ..records import Failure, FrameFeatures, SegmentRecord, UnitResult, WordFeatures, Words, WorkUnit
 from .decode import Decoded, decode, segment_media
-from .media_units import MediaPayload, MediaUnit, RejectedRows, SetShape, TextUnit, absent_sets
+from .media_units import MediaPayload, MediaUnit, RejectedRows, SetShape, SpeakerUnit, TextUnit, absent_sets
 from .unit_log import UnitLog
 from .video_config import VideoConfig, feature_sets_for
 from .warm_up import await_warm_up, start_warm_up, torch_threads, warm_up
 from .words import timed_words
 
-__all__ = ["MediaPayload", "MediaUnit", "RejectedRows", "TextUnit", "VideoConfig", "absent_sets", "feature_sets_for",
+__all__ = ["MediaPayload", "MediaUnit", "RejectedRows", "SpeakerUnit", "TextUnit", "VideoConfig", "absent_sets", "feature_sets_for",
            "process_video_unit", "start_warm_up", "unreadable_unit", "warm_up"]
 
 
@@ -49,8 +49,8 @@ def process_video_unit(unit: WorkUnit, config: VideoConfig) -> UnitResult:
         return UnitResult(failures=list(p.failures), report={"rows_rejected": len(p.failures)})
     if isinstance(p, TextUnit):
         return _process_text(p, config)
-    if isinstance(p, MediaUnit):
-        return _process_media(p, config)
+    if isinstance(p, MediaUnit | SpeakerUnit):
+        return _process_media(p.files if isinstance(p, SpeakerUnit) else (p,), config)
     raise PipelineError(f"unit {unit.unit_id}: not a media-stage unit ({type(p).__name__})", stage="process",
                         item_id=unit.unit_id)
 
@@ -200,25 +200,41 @@ def unreadable_unit(unit: MediaUnit, stage: str, reason: str, source_path: str) 
                       {"segments_failed": len(unit.specs), "videos_unreadable": 1})
 
 
-def _process_media(unit: MediaUnit, config: VideoConfig) -> UnitResult:
-    path = Path(unit.path)
+def _process_media(files: Sequence[MediaUnit], config: VideoConfig) -> UnitResult:
+    """One media file, or all of one speaker's: every file's segments are extracted before `_finish_video` sees
+    them together (the baseline of relative features is the file's, or the speaker's)."""
     log = UnitLog()
-    try:
-        media = decode(path, log)
-    except PipelineError as e:
-        return unreadable_unit(unit, e.stage, str(e), str(path))
-    runs = _runs(config.frame_extractors(audio=True, video=unit.pictures), config)
-    if any(r.extractor.kind == "face" for r in runs) and media.has_video:
-        torch_threads(config.threads)
     pending: list[_Pending] = []
-    for s in unit.specs:
+    runs: dict[str, _Run] = {}  # by set name: a speaker's audio files and videos run different extractors
+    unreadable = []
+    for unit in files:
         try:
-            pending.append(_one_segment(s, media, runs, unit, config, log))
-        except _SegmentFailed as f:
-            log.failures.append(f.failure)
-    _finish_video(runs, pending)
-    log.report["video_ms"] += int(round(media.end * 1000))
+            media = decode(Path(unit.path), log)
+        except PipelineError as e:
+            unreadable.append(unreadable_unit(unit, e.stage, str(e), unit.path))
+            continue
+        file_runs = _runs(config.frame_extractors(audio=True, video=unit.pictures), config)
+        runs.update((r.set_name, r) for r in file_runs)
+        if any(r.extractor.kind == "face" for r in file_runs) and media.has_video:
+            torch_threads(config.threads)
+        for s in unit.specs:
+            try:
+                pending.append(_one_segment(s, media, file_runs, unit, config, log))
+            except _SegmentFailed as f:
+                log.failures.append(f.failure)
+        log.report["video_ms"] += int(round(media.end * 1000))
+    if len(unreadable) == len(files):
+        return unreadable[0] if len(files) == 1 else _merged(unreadable)
+    _finish_video(list(runs.values()), pending)
+    for u in unreadable:
+        log.failures += u.failures
+        log.report["videos_unreadable"] += 1
     return _finish(pending, config, log)
+
+
+def _merged(results: Sequence[UnitResult]) -> UnitResult:
+    return UnitResult([], [f for r in results for f in r.failures],
+                      {"segments_failed": sum(len(r.failures) for r in results), "videos_unreadable": len(results)})
 
 
 def _finish_video(runs: Sequence[_Run], pending: list[_Pending]) -> None:

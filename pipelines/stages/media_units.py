@@ -30,6 +30,19 @@ class MediaUnit:
 
 
 @dataclass(frozen=True)
+class SpeakerUnit:
+    """All media files of one speaker (a manifest's `speaker`), each with that speaker's segments in it: built
+    together so that features relative to the speaker (the face set's rel_* cues) see every file first."""
+
+    speaker: str
+    files: tuple[MediaUnit, ...]
+
+    @property
+    def source_path(self) -> str:
+        return self.files[0].path
+
+
+@dataclass(frozen=True)
 class TextUnit:
     """A batch of segments without media: words from the transcript only."""
 
@@ -46,7 +59,7 @@ class RejectedRows:
     source_path: str | None = None
 
 
-MediaPayload = MediaUnit | TextUnit | RejectedRows
+MediaPayload = MediaUnit | SpeakerUnit | TextUnit | RejectedRows
 
 
 def absent_sets(config: VideoConfig, declared: Sequence[FeatureSet], audio: bool, video: bool) -> tuple[SetShape, ...]:

@@ -411,8 +411,8 @@ class MediaPipeBackend(FaceBackend):
 
     def finish_video(self, segments: list[tuple[FrameFeatures, np.ndarray | None]]
                      ) -> list[tuple[FrameFeatures, np.ndarray | None]]:
-        """All segments of one video, once each is extracted: the relative cues against the whole video's median,
-        and each segment's summary again."""
+        """All segments of one video (or of one speaker's videos), once each is extracted: the relative cues
+        against their median, and each segment's summary again."""
         if len(segments) < 2:
             return segments
         frames = relative.with_relative([f for f, _ in segments], _BASE_COLS, _REL_COLS)

@@ -8,8 +8,9 @@ frames of one video (all its segments) that have a face, the baseline is the med
 
 is stored as its own dimension `rel_<x>` (0 on frames without a face, which are masked anyway). The median, not
 the mean, so that a few strongly expressive frames do not move the baseline. Within a build, the media stage
-hands every segment of a video to `finish_video` once all are extracted; a lone `extract_video` call is its own
-video. Grouping across videos (one actor's clips) uses the same function on the clips' frames together.
+hands every segment of its unit to `finish_video` once all are extracted: one video's, or, for manifest rows that
+name a `speaker`, all of that speaker's media (one unit per speaker), so the baseline is the speaker's median over
+all their frames with a face. A lone `extract_video` call is its own video.
 """
 
 from __future__ import annotations
