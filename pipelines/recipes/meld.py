@@ -10,15 +10,13 @@ from ..inputs import (
     RowError,
     SegmentSpec,
     check_labels,
-    check_row,
     check_split,
-    need_columns,
-    read_rows,
     require_input,
-    row_failure,
     text_value,
-    unique_specs,
 )
+from .label_table import RowId, read_label_table
+
+COLUMNS = ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
 
 
 def read_meld(path: str | Path, split: str) -> ParsedInputs:
@@ -26,19 +24,18 @@ def read_meld(path: str | Path, split: str) -> ParsedInputs:
     dialogue numbers across its splits), video id `<split>_dia<D>`."""
     path = require_input(path, "MELD file")
     split = check_split(split)
-    rows = read_rows(path)
-    need_columns(path, rows, ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"))
-    out = ParsedInputs(source="meld", path=str(path))
-    for n, r in enumerate(rows, start=2):
-        sid = None
+
+    def segment(r: dict, rid: RowId) -> SegmentSpec:
         try:
-            check_row(r)
             dia = int(str(r.get("Dialogue_ID")).strip())
             utt = int(str(r.get("Utterance_ID")).strip())
-            sid = f"{split}_dia{dia}_utt{utt}"
+            rid.segment = f"{split}_dia{dia}_utt{utt}"
             labels = check_labels({"sentiment_class": r.get("Sentiment"), "emotion": r.get("Emotion")})
-            out.specs.append(SegmentSpec(sid, f"{split}_dia{dia}", None, None, None, text_value(r.get("Utterance")),
-                                         labels, split, "meld", str(path)))
-        except (RowError, ValueError) as e:
-            out.failures.append(row_failure(path, n, sid, e))
-    return unique_specs(out)
+        except RowError:
+            raise
+        except ValueError as e:  # a dialogue or utterance number that is not one
+            raise RowError(str(e)) from None
+        return SegmentSpec(rid.segment, f"{split}_dia{dia}", None, None, None, text_value(r.get("Utterance")),
+                           labels, split, "meld", str(path))
+
+    return read_label_table(path, COLUMNS, "meld", segment)

@@ -26,18 +26,14 @@ from ..inputs import (
     SegmentSpec,
     check_id,
     check_labels,
-    check_row,
     check_split,
-    need_columns,
-    read_rows,
     require_input,
-    row_failure,
     text_value,
-    unique_specs,
 )
 from ..stages.media import VideoConfig
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
 from .base import Recipe, option
+from .label_table import RowId, read_label_table
 from .videos import VIDEO_UNITS_PER_SHARD, plan_videos
 
 NAME = "cmu-mosei-text"
@@ -47,24 +43,18 @@ COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 def read_mosei_text(path: str | os.PathLike) -> ParsedInputs:
     """The label CSV as text-only segments; a row with a bad id, label or split is a failure row."""
     path = require_input(path, "MOSEI label file")
-    rows = read_rows(path)
-    need_columns(path, rows, COLUMNS)
     fold = split_of(standard_folds("mosei"))
-    out = ParsedInputs(source="mosei-text", path=str(path))
-    for n, r in enumerate(rows, start=2):
-        sid = None
-        try:
-            check_row(r)
-            vid = check_id(r.get("video_id"), "video_id")
-            sid = check_id(f"{vid}_{check_id(r.get('clip_id'), 'clip_id')}")
-            split = check_split(r.get("mode"))
-            if fold.get(vid, split) != split:
-                raise RowError(f"mode {split!r}, but the standard folds put video {vid} in {fold[vid]!r}")
-            out.specs.append(SegmentSpec(sid, vid, None, None, None, text_value(r.get("text")),
-                                         check_labels({"sentiment": r.get("label")}), split, "mosei-text", str(path)))
-        except RowError as e:
-            out.failures.append(row_failure(path, n, sid, e))
-    return unique_specs(out)
+
+    def segment(r: dict[str, Any], rid: RowId) -> SegmentSpec:
+        vid = check_id(r.get("video_id"), "video_id")
+        rid.segment = check_id(f"{vid}_{check_id(r.get('clip_id'), 'clip_id')}")
+        split = check_split(r.get("mode"))
+        if fold.get(vid, split) != split:
+            raise RowError(f"mode {split!r}, but the standard folds put video {vid} in {fold[vid]!r}")
+        return SegmentSpec(rid.segment, vid, None, None, None, text_value(r.get("text")),
+                           check_labels({"sentiment": r.get("label")}), split, "mosei-text", str(path))
+
+    return read_label_table(path, COLUMNS, "mosei-text", segment)
 
 
 def plan_mosei_text(input: str | os.PathLike, build_config: BuildConfig | None = None, text_model: str | None = None,
