@@ -110,7 +110,9 @@ def claim_run_dir(out: Path, model: str, config: dict[str, Any], store: object =
         yield
         return
     refuse_store(out, store)
+    created = not os.path.lexists(out)
     out.mkdir(parents=True, exist_ok=True)
+    recorded = False
     path = out / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -139,10 +141,19 @@ def claim_run_dir(out: Path, model: str, config: dict[str, Any], store: object =
             record = os.open(out / RUN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with os.fdopen(record, "w") as f:
                 f.write(json.dumps(_identity(model, config), indent=1, sort_keys=True) + "\n")
+            recorded = True
         try:
             yield
+        except BaseException:
+            if recorded and not any(os.path.lexists(out / m) for m in RUN_MARKS if m != RUN_FILE):
+                with contextlib.suppress(OSError):  # a run that wrote nothing leaves no claim on the folder
+                    os.unlink(out / RUN_FILE)
+            raise
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
     finally:
         os.close(fd)  # also drops the lock
+        if created:
+            with contextlib.suppress(OSError):  # only when empty: a folder this run made and left nothing in
+                os.rmdir(out)

@@ -77,3 +77,19 @@ def test_a_run_is_never_written_into_a_store(store: Path, capsys: pytest.Capture
         assert main(train(store, out)) == 1
         assert error(capsys)[0].startswith(f"mmolre: error: {out}: is ")
     assert tree(store) == before
+
+
+def test_a_training_that_fails_before_writing_leaves_no_claim(store: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A train whose store is missing once left run.json behind, and a later train of another configuration into
+    that folder was then refused as 'another run'."""
+    out, kept = tmp_path / "new", tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for folder in (out, kept):
+        assert main(train(tmp_path / "no-such-store", folder)) == 1
+        assert error(capsys)
+    assert not out.exists()  # the folder it made is gone, empty
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]  # the user's folder keeps only what it had
+    assert main(train(store, out, "--set", "arch.d_model=8")) == 0  # another configuration: not refused
+    assert (out / "best.pt").exists()

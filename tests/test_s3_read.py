@@ -228,7 +228,7 @@ def test_cli_inspect_validate_and_errors_on_urls(url: str, s3: S3, local: Path) 
     checked = cli("validate", url, env=s3.env())
     assert (checked.returncode, checked.stdout.strip()) == (0, f"{url}: valid")
     wrong = "s3://no-such-bucket-mmolre/store"
-    proc = cli("train", "--store", wrong, "--out", "/tmp/never-written", env=s3.env())
+    proc = cli("train", "--store", wrong, "--out", str(local.parent / "never-written"), env=s3.env())
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mmolre: error: ")]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr  # docs/contracts.md: 1 = error
     assert errors == [f"mmolre: error: {wrong}: not a feature store (no manifest.json; The specified bucket does not exist)"]
