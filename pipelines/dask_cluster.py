@@ -48,6 +48,9 @@ def quiet_dask_logs(level: int = logging.WARNING) -> None:
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("distributed"):
             logging.getLogger(name).setLevel(level)
+    # tornado logs an exception inside one of distributed's own callbacks (an interrupt racing its
+    # utils.cancel: NameError 'future') as a traceback; the build reports its own failures, so only CRITICAL
+    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
 
 
 # A task whose worker process dies is retried on another worker this many times, then given up (KilledWorker:
