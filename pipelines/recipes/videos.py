@@ -336,11 +336,17 @@ def video_settings(options: VideoRecipeOptions) -> VideoConfig:
                                               "audio_model", "audio_layer", "text_languages", "fps", "asr_model",
                                               "text_model")}
     settings: dict[str, Any] = {"face": None if options.face in (None, "none") else options.face,
-                                "audio_set": options.audio}
-    if options.text_model:
-        folder = re.sub(r"[^a-z0-9]+", "_", Path(options.text_model).name.lower()).strip("_")
-        settings["text_name"] = "text_" + (folder or "model")
+                                "audio_set": options.audio, **text_set_name(options.text_model)}
     return VideoConfig(**settings | {k: v for k, v in named.items() if v is not None})
+
+
+def text_set_name(text_model: str | None) -> dict[str, str]:
+    """VideoConfig's `text_name` for a local text model: its folder's name (`text_roberta_base`), so a store never
+    calls another model's vectors `text_minilm`; none (the packaged MiniLM's default) without one."""
+    if not text_model:
+        return {}
+    folder = re.sub(r"[^a-z0-9]+", "_", Path(text_model).name.lower()).strip("_")
+    return {"text_name": "text_" + (folder or "model")}
 
 
 def plan_video_recipe(options: VideoRecipeOptions, config: Any) -> BuildPlan:
