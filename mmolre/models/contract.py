@@ -155,6 +155,13 @@ def assemble_model(name: str, config: Any) -> nn.Module:
     return info.cls(config)
 
 
+def label_loss(model: nn.Module, out: ModelOutput, batch: dict[str, Any]) -> Tensor | None:
+    """The model's `label_loss(out, batch)` where it has one, else None: what the trainer adds, and what a wrapper
+    (`VideoContext`, `FinetunedText`) passes on from the model inside it."""
+    fn = getattr(model, "label_loss", None)
+    return fn(out, batch) if fn is not None else None
+
+
 def count_parameters(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
