@@ -142,6 +142,8 @@ def open_build(
     build_info = dict(build_info or {})
     shards = plan_shards(units, feature_sets, config, build_info)
     identity = recipe_identity(build_info)
+    # the one walk of the store for links, before anything is changed; every later write or delete checks its
+    # own path part by part (`no_links`), so a link planted after this walk is refused where it is met
     d.refuse_links()
     target = _inspect_target(d, identity, overwrite)
     if not overwrite:
@@ -149,7 +151,6 @@ def open_build(
     d.prepare()
     lock = d.lock()
     try:
-        d.refuse_links()  # again, now that no other build can change the store
         from_build = build_records(d)
         from_manifest = manifest_records(d, target.manifest)
         note_obsolete(d, [*from_build.values(), *from_manifest.values()])

@@ -142,3 +142,18 @@ def test_cli_names_the_link_in_one_line(tmp_path: Path, capsys: pytest.CaptureFi
                    "never written through a link (it could change files outside the store); replace the link with a "
                    "real folder or file, or choose another --out"]
     assert tree(elsewhere) == before
+
+
+def test_a_build_walks_the_store_for_links_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link scan walks every table folder: a build (new, or a rerun over a whole store) does it once, before
+    anything changes; later writes check their own paths (`no_links`)."""
+    import pipelines.store_dirs as store_dirs
+
+    walks: list[Path] = []
+    real = store_dirs.store_links
+    monkeypatch.setattr(store_dirs, "store_links", lambda root: walks.append(Path(root)) or real(root))
+    store = tmp_path / "s"
+    build(store)
+    assert walks == [store]
+    build(store, n=6)  # extends the store: reads its manifest, writes, deletes nothing
+    assert walks == [store, store]

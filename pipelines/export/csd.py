@@ -222,27 +222,24 @@ def _video_entry(key: str, parts: list[tuple[float, np.ndarray, np.ndarray]]) ->
     yield key, feats[order], ivs[order]
 
 
-def write_csd(
-    store: str | os.PathLike,
-    feature_set: str,
-    out_path: str | os.PathLike,
-    level: str = "word",
-    split: str | None = None,
-    timeline: str | os.PathLike | None = None,
-) -> Path:
-    """Write one feature set of a store as a computational sequence the SDK reads and aligns (placement and
-    levels: see the module docstring). Rows are streamed from the store, one record batch at a time."""
-    from feature_schemas import Store
-
-    if level not in ("word", "frame"):
-        raise ValueError(f"level must be 'word' or 'frame', not {level!r}")
-    st = Store(store)
+def _checked(st: Any, feature_set: str, level: str, places: _Places) -> tuple[str, list[str], str]:
+    """`_source` of a set the store has, its rows checked for times: every refusal comes before any writing."""
     if feature_set not in st.feature_sets:
         raise StoreError(f"{st.path}: no feature set {feature_set!r} (has: {', '.join(st.feature_sets) or 'none'})")
-    places = _Places(st, split, timeline)
     table, cols, kind = _source(st, feature_set, level, places)
     if kind == "rows":
         _check_timed(st, feature_set, table, cols)
+    return table, cols, kind
+
+
+def _check_level(level: str) -> None:
+    if level not in ("word", "frame"):
+        raise ValueError(f"level must be 'word' or 'frame', not {level!r}")
+
+
+def _write(st: Any, feature_set: str, out_path: str | os.PathLike, level: str, split: str | None, places: _Places,
+           source: tuple[str, list[str], str]) -> Path:
+    table, cols, kind = source
     fs, m = st.feature_sets[feature_set], st.manifest
     metadata = {
         "computational sequence description": fs.description or f"{fs.extractor} features ({level} level) from an mmolre store",
@@ -262,6 +259,26 @@ def write_csd(
     return write_sequence(out_path, feature_set, _entries(st, table, cols, kind, split, places), metadata)
 
 
+def write_csd(
+    store: str | os.PathLike,
+    feature_set: str,
+    out_path: str | os.PathLike,
+    level: str = "word",
+    split: str | None = None,
+    timeline: str | os.PathLike | None = None,
+) -> Path:
+    """Write one feature set of a store as a computational sequence the SDK reads and aligns (placement and
+    levels: see the module docstring). Rows are streamed from the store, one record batch at a time."""
+    from feature_schemas import Store
+
+    _check_level(level)
+    st = Store(store)
+    if feature_set not in st.feature_sets:  # named before the timeline is read
+        raise StoreError(f"{st.path}: no feature set {feature_set!r} (has: {', '.join(st.feature_sets) or 'none'})")
+    places = _Places(st, split, timeline)
+    return _write(st, feature_set, out_path, level, split, places, _checked(st, feature_set, level, places))
+
+
 def export_csd_sets(
     store: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -270,19 +287,15 @@ def export_csd_sets(
     timeline: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Every named set (default: every set of the store) as `out_dir/<set>.csd`; each is checked before any is
-    written, so a refusal leaves nothing behind."""
+    written, so a refusal leaves nothing behind. The store, its segments and the timeline are read once."""
     from feature_schemas import Store
 
+    _check_level(level)
     st = Store(store)
     names = list(sets) if sets else list(st.feature_sets)
     if not names:
         raise StoreError(f"{st.path}: has no feature sets to export")
     places = _Places(st, None, timeline)
-    for name in names:
-        if name not in st.feature_sets:
-            raise StoreError(f"{st.path}: no feature set {name!r} (has: {', '.join(st.feature_sets) or 'none'})")
-        table, cols, kind = _source(st, name, level, places)
-        if kind == "rows":
-            _check_timed(st, name, table, cols)
+    sources = {name: _checked(st, name, level, places) for name in names}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return [write_csd(store, name, Path(out_dir) / f"{name}.csd", level=level, timeline=timeline) for name in names]
+    return [_write(st, name, Path(out_dir) / f"{name}.csd", level, None, places, sources[name]) for name in names]

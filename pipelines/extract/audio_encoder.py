@@ -25,7 +25,7 @@ from feature_schemas import FeatureSet
 from ..errors import PipelineError
 from ..media import SAMPLE_RATE
 from ..records import FrameFeatures
-from .base import FrameExtractor, SegmentMedia, empty_frames, importable, package_version
+from .base import FrameExtractor, SegmentMedia, available, empty_frames, package_version
 from .registry import register
 from .text import WEIGHT_FILES
 
@@ -120,14 +120,7 @@ class TransformersAudioEncoder(FrameExtractor):
     config_class = AudioModelConfig
 
     def availability(self) -> tuple[bool, str]:
-        ok, why = importable("transformers", "torch")
-        if not ok:
-            return ok, why
-        try:
-            checked_folder(self.config)
-        except PipelineError as e:
-            return False, str(e)
-        return True, ""
+        return available(("transformers", "torch"), lambda: checked_folder(self.config))
 
     def version(self) -> str:
         return package_version("transformers")
