@@ -159,6 +159,14 @@ class _Silence(Recogniser):
         return Transcription(Words([], [], [], [], "asr"), "")
 
 
+def test_a_plugin_cannot_take_a_registered_name() -> None:
+    """A plug-in named like a built-in (or an earlier plug-in) is refused, not silently put in its place."""
+    for taken, where in (("dlib", "pipelines.extract.face.dlib_backend"), ("test-silence", __name__)):
+        with pytest.raises(ValueError, match=f"extractor name '{taken}' is registered twice: {where} and elsewhere"):
+            registry.register("asr", taken)(type("Impostor", (_Silence,), {"__module__": "elsewhere"}))
+    assert registry.extractor_class("test-silence") is _Silence and registry.extractor_class("dlib").__name__ == "DlibBackend"
+
+
 def test_a_plugin_registers_by_decorator_and_a_build_chooses_it_by_name() -> None:
     """`--asr test-silence`: the media stage runs the plug-in named, not a hard-coded Whisper."""
     mf.need(mf.TWO_SPEAKERS)

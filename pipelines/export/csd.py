@@ -170,42 +170,45 @@ def _check_timed(st: Any, feature_set: str, table: str, cols: list[str]) -> None
                      "use `mmolre export mmsa`")
 
 
+def _batch_rows(batch: Any, cols: list[str], kind: str, places: _Places) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(features, intervals) of each row of a batch; what cannot be placed in time is left out."""
+    from feature_schemas import column_lists, column_vectors, utterance_vectors
+
+    rows = []
+    if kind == "utterance":
+        ids = batch.column("segment_id").to_pylist()
+        ok = batch.column(cols[2]).to_numpy(zero_copy_only=False).astype(bool)
+        for sid, v, present in zip(ids, utterance_vectors(batch.column(cols[1])), ok, strict=True):
+            span = places.span.get(sid)
+            if span is None or not present:  # no place on a timeline, or no vector: no interval
+                rows.append((np.zeros((0, len(v)), np.float32), np.zeros((0, 2))))
+            else:
+                rows.append((v[None, :].astype(np.float32), np.array([span], np.float64)))
+        return rows
+    starts = column_lists(batch.column(cols[1]), np.float64)
+    ends = column_lists(batch.column(cols[2]), np.float64)
+    for s, e, v in zip(starts, ends, column_vectors(batch.column(cols[3])), strict=True):
+        timed = np.isfinite(s) & np.isfinite(e)  # an untimed word cannot be placed: left out
+        rows.append((v[timed].astype(np.float32, copy=False), np.stack([s[timed], e[timed]], axis=1)))
+    return rows
+
+
 def _entries(st: Any, table: str, cols: list[str], kind: str, split: str | None, places: _Places) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Entries by key; a video's entry is yielded once all its segments are read (shards hold whole videos, so
     memory stays near one shard's rows)."""
-    from feature_schemas import column_lists, column_vectors, utterance_vectors
-
-    pending: dict[str, list[tuple[float, np.ndarray, np.ndarray]]] = {}
+    pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     seen: dict[str, int] = {}
     for batch in st.iter_batches(table, split=split, columns=cols, batch_size=64):
         ids = batch.column("segment_id").to_pylist()
-        if kind == "utterance":
-            vals = utterance_vectors(batch.column(cols[1]))
-            ok = batch.column(cols[2]).to_numpy(zero_copy_only=False).astype(bool)
-            rows = []
-            for sid, v, present in zip(ids, vals, ok, strict=True):
-                span = places.span.get(sid)
-                if span is None or not present:  # no place on a timeline, or no vector: no interval
-                    rows.append((np.zeros((0, len(v)), np.float32), np.zeros((0, 2))))
-                    continue
-                rows.append((v[None, :].astype(np.float32), np.array([span], np.float64)))
-        else:
-            starts = column_lists(batch.column(cols[1]), np.float64)
-            ends = column_lists(batch.column(cols[2]), np.float64)
-            vecs = column_vectors(batch.column(cols[3]))
-            rows = []
-            for s, e, v in zip(starts, ends, vecs, strict=True):
-                timed = np.isfinite(s) & np.isfinite(e)  # an untimed word cannot be placed: left out
-                rows.append((v[timed].astype(np.float32, copy=False), np.stack([s[timed], e[timed]], axis=1)))
-        for sid, (v, ivs) in zip(ids, rows, strict=True):
+        for sid, (v, ivs) in zip(ids, _batch_rows(batch, cols, kind, places), strict=True):
             if sid not in places.segments:
                 continue
-            key, off = places.key(sid), places.offset(sid)
+            key = places.key(sid)
             if places.placement == "segment":
                 if len(v):
-                    yield key, v, ivs - off
+                    yield key, v, ivs - places.offset(sid)
                 continue
-            pending.setdefault(key, []).append((places.span.get(sid, (0.0, 0.0))[0], v, ivs))
+            pending.setdefault(key, []).append((v, ivs))
             seen[key] = seen.get(key, 0) + 1
             if seen[key] == places.per_video[places.segments[sid]["video_id"]]:
                 yield from _video_entry(key, pending.pop(key))
@@ -213,11 +216,11 @@ def _entries(st: Any, table: str, cols: list[str], kind: str, split: str | None,
         yield from _video_entry(key, pending.pop(key))
 
 
-def _video_entry(key: str, parts: list[tuple[float, np.ndarray, np.ndarray]]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    if not any(len(p[1]) for p in parts):
+def _video_entry(key: str, parts: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    if not any(len(v) for v, _ in parts):
         return
-    feats = np.concatenate([p[1] for p in parts], axis=0)
-    ivs = np.concatenate([p[2].reshape(-1, 2) for p in parts], axis=0)
+    feats = np.concatenate([v for v, _ in parts], axis=0)
+    ivs = np.concatenate([i.reshape(-1, 2) for _, i in parts], axis=0)
     order = np.argsort(ivs[:, 0], kind="stable")
     yield key, feats[order], ivs[order]
 

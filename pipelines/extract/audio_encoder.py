@@ -49,6 +49,12 @@ def _meta(path: str) -> dict[str, Any]:
     return json.loads((Path(path) / "config.json").read_text())
 
 
+@lru_cache(maxsize=8)
+def _geometry(path: str) -> tuple[float, float]:
+    """`frame_geometry` of the model folder's config, read once per process (not once per segment)."""
+    return frame_geometry(_meta(path))
+
+
 def frame_geometry(meta: dict[str, Any]) -> tuple[float, float]:
     """(stride, receptive field) of the convolutional feature encoder, in seconds."""
     stride, field = 1, 1
@@ -140,7 +146,7 @@ class TransformersAudioEncoder(FrameExtractor):
             return empty_frames(dim)
         path = checked_folder(self.config)
         model, normalise = _model(path)
-        stride, field = frame_geometry(_meta(path))
+        stride, field = _geometry(path)
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         step = int(self.config.max_seconds * SAMPLE_RATE)
