@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("MMOLRE_SHARED_DATA") or ROOT.parent / "shared" / "data")  # env: a worktree elsewhere
 RIDGE_FLOOR_MAE = 0.950
 
 

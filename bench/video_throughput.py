@@ -185,7 +185,6 @@ def end_to_end(items: list[tuple[Path, str | None]], config: VideoConfig, repeat
         settings.__enter__()
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
-        warm_up = warm_up and register_warm_up is not None
         if warm_up:
             register_warm_up(client, config)
         out: dict[str, Any] = {"files": len(items) * repeats, "workers": workers, "warm_up": warm_up,
@@ -248,6 +247,10 @@ def compare_with(ref: str, rounds: int, passthrough: list[str]) -> dict[str, Any
 
     rev = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout.strip()
+    if subprocess.run(["git", "cat-file", "-e", f"{rev}:pipelines/dask_cluster.py"], cwd=REPO,
+                      capture_output=True).returncode != 0:
+        raise SystemExit(f"--ref {ref}: this harness runs the ref's pipelines.dask_cluster, which {rev} does not have "
+                         "(the Dask helpers were in flows/ before fe26791, and bench/ imports no flows)")
     work = Path(tempfile.mkdtemp(prefix="video_bench_ref_"))
     ref_tree = work / "ref"
     subprocess.run(["git", "worktree", "add", "--detach", "--force", str(ref_tree), rev], cwd=REPO, check=True,

@@ -118,12 +118,8 @@ def build_store(name: str, work: Path, mosei_train: int | None = None) -> Path:
 def run_config(setting: str, model: str, seed: int) -> dict[str, Any]:
     spec = SETTINGS[setting]
     own = (MMOLRE_UTT if spec["store"] == "mosi_utt" else MMOLRE_TEXT) if model == "mmolre" else MODEL_TRAIN[model]
-    from dataclasses import fields
-
-    from mmolre import TrainConfig
-
-    named = {"model": model} if "model" in {f.name for f in fields(TrainConfig)} else {}  # the arch is this model's
-    return {**spec["train"], **own, **named, "feature_sets": spec["sets"], "seed": seed, "progress": False}
+    # `model` named in the config, so MMoLRE's `arch` is read as this model's settings
+    return {**spec["train"], **own, "model": model, "feature_sets": spec["sets"], "seed": seed, "progress": False}
 
 
 def run_one(setting: str, store: str, model: str, seed: int, runs: str) -> dict[str, Any]:

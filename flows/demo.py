@@ -19,7 +19,9 @@ from flows.local_prefect import REPO, free_port, healthy, prefect_server, run_de
 from flows.summary import metrics_line
 
 DEMO_PORT = 4200
-DEMO_TRAINING = ["epochs=40", "batch_size=4", "patience=0", "arch.d_model=64", "progress=false"]
+DEMO_EPOCHS = 40
+# the settings video-to-model has no parameter of its own for, as its `overrides` (key=value)
+DEMO_OVERRIDES = ["batch_size=4", "patience=0", "arch.d_model=64", "progress=false"]
 
 
 def _port() -> int:
@@ -44,7 +46,8 @@ def run_demo(out: str | Path = "demo_out") -> dict:
     print(f"[demo] Prefect server on http://127.0.0.1:{port} (state in {REPO / '.prefect'}) ...", flush=True)
     with prefect_server(REPO / ".prefect", port=port) as env:
         with served_deployments(env, out / "serve.log", ["video-to-model/default"]):
-            params = {"input": str(manifest), "out": str(out / "result"), "overrides": DEMO_TRAINING, "seed": 0}
+            params = {"input": str(manifest), "out": str(out / "result"), "epochs": DEMO_EPOCHS,
+                      "overrides": DEMO_OVERRIDES, "seed": 0}
             print("[demo] prefect deployment run video-to-model/default --watch", flush=True)
             done = run_deployment(env, "video-to-model/default", params, timeout=1200)
     print(done.stdout[-3000:])

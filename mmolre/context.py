@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .models.contract import ModelOutput, assemble_model
+from .models.contract import ModelOutput, assemble_model, label_loss
 
 UTTERANCES = "_utterances"  # the key of mask that marks real utterances in a batch of videos
 
@@ -48,8 +48,7 @@ class VideoContext(nn.Module):
                 self.std[m].data.copy_(torch.as_tensor(std, dtype=torch.float32))
 
     def label_loss(self, out: ModelOutput, batch: dict[str, Any]) -> Tensor | None:
-        fn = getattr(self.model, "label_loss", None)
-        return fn(out, batch) if fn is not None else None
+        return label_loss(self.model, out, batch)
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> ModelOutput:
         utt = mask[UTTERANCES]  # (V, L)

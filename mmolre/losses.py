@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.contract import ModelOutput
+from .models.contract import ModelOutput, label_loss
 from .tasks import TaskSpec
 
 
@@ -108,8 +108,7 @@ class TrainStep(nn.Module):
         out: ModelOutput = self.model(x, mask)
         parts = self.losses(out.outputs, labels)
         aux = out.aux_loss
-        label_loss = getattr(self.model, "label_loss", None)
-        extra = label_loss(out, {**(batch or {}), "labels": labels}) if label_loss is not None else None
+        extra = label_loss(self.model, out, {**(batch or {}), "labels": labels})
         if extra is not None:
             aux = aux + extra
         total = self.weighting(parts) + aux

@@ -17,7 +17,7 @@ in docs/model.md. Experts have no activation inside, so all of a block's shared 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.contract import ModelOutput, register_model
+from .models.contract import ModelOutput, config_from_values, config_to_dict, register_model
 from .tasks import TaskSpec
 
 
@@ -73,18 +73,11 @@ class MMoLREConfig:
         return list(self.input_dims)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["tasks"] = [t.to_dict() for t in self.tasks]
-        d["expert_ranks"] = list(self.expert_ranks)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MMoLREConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return config_from_values(cls, d, "unknown model setting(s):")
 
     def sized_for(self, n_train: int) -> MMoLREConfig:
         """These defaults for a training set of `n_train` segments: under SMALL_TRAIN, a quarter of the width and

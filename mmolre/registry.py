@@ -7,51 +7,34 @@ Models register themselves (`mmolre.models.contract.register_model`); nothing he
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from typing import Any
 
 from torch import nn
 
-from .models.contract import ModelInfo, assemble_model, count_parameters, model_info, models
+from .models.contract import (
+    PLACED,
+    ModelInfo,
+    assemble_model,
+    config_from_values,
+    count_parameters,
+    model_info,
+    models,
+)
+from .models.contract import config_to_dict as config_to_dict  # re-exported: the registry's pair of readers
 from .tasks import TaskSpec
 
 # what `mmolre models` counts parameters on: a CMU-MOSI-like word-aligned store (MiniLM text, eGeMAPS audio, the
 # mediapipe face set) with one regression task, sentiment
 REFERENCE_INPUT_DIMS: dict[str, int] = {"text": 384, "audio": 25, "face": 22}
 REFERENCE_TASKS: tuple[TaskSpec, ...] = (TaskSpec("sentiment", "regression"),)
-PLACED = ("input_dims", "tasks")  # fields the store decides, never hyperparameters
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A model config as JSON-ready values (tasks as dicts, tuples as lists): what checkpoints and config.json hold."""
-    d = dataclasses.asdict(config)
-    d["tasks"] = [t.to_dict() for t in config.tasks]
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def config_from_dict(name: str, d: dict[str, Any], source: str = "arch") -> Any:
     """The named model's config from plain values (`config_to_dict`'s output, or hyperparameters alone: the store's
     input dims and tasks then default to the reference input). Unknown names are refused, naming the model."""
-    info = model_info(name)
-    known = {f.name: f for f in dataclasses.fields(info.config)}
-    unknown = set(d) - set(known)
-    if unknown:
-        raise ValueError(f"{source}: model {name!r} has no setting(s) {', '.join(sorted(unknown))} "
-                         f"(has: {', '.join(sorted(k for k in known if k not in PLACED))})")
-    hints = typing.get_type_hints(info.config)
-    values = {k: _typed(v, hints.get(k)) for k, v in d.items() if k not in PLACED}
-    tasks = tuple(t if isinstance(t, TaskSpec) else TaskSpec.from_dict(t) for t in d.get("tasks", REFERENCE_TASKS))
-    return info.config(input_dims=dict(d.get("input_dims", REFERENCE_INPUT_DIMS)), tasks=tasks, **values)
-
-
-def _typed(value: Any, hint: Any) -> Any:
-    """Lists read from JSON/YAML become tuples where the field is a tuple (ranks, kernel sizes)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
-    if isinstance(value, list) and any(typing.get_origin(a) is tuple or a is tuple for a in args):
-        return tuple(value)
-    return value
+    return config_from_values(model_info(name).config,
+                              {"input_dims": REFERENCE_INPUT_DIMS, "tasks": REFERENCE_TASKS, **d},
+                              f"{source}: model {name!r} has no setting(s)")
 
 
 def default_config(name: str) -> Any:

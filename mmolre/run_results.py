@@ -20,9 +20,10 @@ from .run_setup import ModelSetup, TrainState
 
 
 def finish(out: Path, m: ModelSetup, state: TrainState, device: torch.device, status: str,
-           extra: dict[str, Any]) -> dict[str, Any]:
+           extra: dict[str, Any], valid_ds: StoreDataset | None = None) -> dict[str, Any]:
     """Evaluate the best checkpoint on valid and test, write predictions, results.json, plots and report.md.
-    `extra`: what the loop measured (throughput, world size, selection rule...), added to results.json as is."""
+    `extra`: what the loop measured (throughput, world size, selection rule...), added to results.json as is;
+    `valid_ds`: the loop's valid dataset, read again as it is (its labels and footers are not read twice)."""
     store, store_obj, cfg, net, arch, feature_sets = m.store, m.store_obj, m.cfg, m.net, m.arch, m.feature_sets
     results: dict[str, Any] = {
         "model": cfg.model, "run": str(out.resolve()),
@@ -46,7 +47,8 @@ def finish(out: Path, m: ModelSetup, state: TrainState, device: torch.device, st
     for split in ("valid", "test"):
         if split not in store_obj.splits():
             continue
-        ds = StoreDataset(store, split, feature_sets, arch.tasks, cfg.max_len, cfg.truncate, **m.dataset_kwargs)
+        ds = valid_ds if split == "valid" and valid_ds is not None else StoreDataset(
+            store, split, feature_sets, arch.tasks, cfg.max_len, cfg.truncate, **m.dataset_kwargs)
         preds = predict_split(net, ds, device, max(64, cfg.batch_size), cfg.num_workers, cfg.amp, cfg.sentiment_loss)
         results[split] = score(preds)
         frames[split] = predictions_frame(preds)

@@ -221,7 +221,7 @@ def store_defaults(store: Store, feature_sets: list[str], cfg: TrainConfig, ctx:
                         "utterance is read with its video's others, bc-LSTM style; --set context=false to turn it off)")
     sized = sized_for(cfg.model, cfg.arch, n_train)
     if sized != cfg.arch:
-        said.append(f"model size for {n_train:,} training segments: {changes(cfg.arch, sized)} (set any arch value to choose)")
+        said.append(f"model size for {n_train:,} training segments: {changes(cfg.arch, sized)} (an arch differing from the defaults is kept as given)")
         cfg = replace(cfg, arch=sized)
     for line in said:
         log.info("%s: %s", store.location, line)

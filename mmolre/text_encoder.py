@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from feature_schemas import Store, StoreError
 
 from .errors import RunError
-from .models.contract import ModelOutput
+from .models.contract import ModelOutput, label_loss
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -162,8 +162,7 @@ class FinetunedText(nn.Module):
         self.inner.set_input_stats({m: s for m, s in stats.items() if m != self.text_set})
 
     def label_loss(self, out: ModelOutput, batch: dict[str, Any]) -> Tensor | None:
-        fn = getattr(self.inner, "label_loss", None)
-        return fn(out, batch) if fn is not None else None
+        return label_loss(self.inner, out, batch)
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> ModelOutput:
         x, mask = dict(x), dict(mask)

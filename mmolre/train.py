@@ -173,8 +173,8 @@ def _judge_epoch(m: ModelSetup, o: Optimisation, rule: Selection, ctx: DistConte
     return improved, stop
 
 
-def _results(out: Path, m: ModelSetup, ctx: DistContext, state: TrainState, timing: dict[str, float], status: str,
-             rule: Selection) -> dict[str, Any]:
+def _results(out: Path, m: ModelSetup, o: Optimisation, ctx: DistContext, state: TrainState, timing: dict[str, float],
+             status: str, rule: Selection) -> dict[str, Any]:
     """Throughput, parameter checksums and, on the main rank, the test scores and files (`finish`)."""
     cfg, device = m.cfg, ctx.device
     results: dict[str, Any] = {"model": cfg.model, "status": status, "world_size": ctx.world_size, "rank": ctx.rank}
@@ -190,7 +190,7 @@ def _results(out: Path, m: ModelSetup, ctx: DistContext, state: TrainState, timi
     if ctx.is_main:
         extra = {"world_size": ctx.world_size, "param_checksums": results["param_checksums"], "throughput": throughput,
                  "selection": rule.to_dict()}
-        results.update(finish(out, m, state, device, status, extra))
+        results.update(finish(out, m, state, device, status, extra, o.valid_ds))
     return results
 
 
@@ -228,7 +228,7 @@ def _train(store: Path | str, out: Path, model_name: str, cfg: TrainConfig, ctx:
         _save_checkpoints(out, m, o, ctx, state, row, improved)
     if state.stopped:
         status = "early_stopped"
-    results = _results(out, m, ctx, state, timing, status, rule)
+    results = _results(out, m, o, ctx, state, timing, status, rule)
     barrier(ctx)
     return results
 

@@ -93,7 +93,24 @@ def test_train_with_context_predicts_every_segment_and_evaluate_rebuilds_it(stor
     assert again["metrics"]["sentiment"]["mae"] == pytest.approx(results["test"]["sentiment"]["mae"], abs=1e-6)
 
 
-def test_context_is_off_by_default_and_a_plain_run_loads_without_the_wrapper(store: Path, tmp_path: Path) -> None:
+def test_context_left_unset_is_decided_from_the_store_and_said(store: Path) -> None:
+    """context=None (the default) turns on for utterance-level sets with several utterances a video and says so in
+    the run's defaults; an explicit false, several processes, a fine-tuned text encoder or a word-level set keep it
+    off, and then no line claims it."""
+    from mmolre.distributed import DistContext
+    from mmolre.run_setup import store_defaults
+
+    s = Store(store)
+    auto, said = store_defaults(s, SETS, _config(context=None), DistContext())
+    assert auto.context is True and [line for line in said if line.startswith("context: on")]
+    for cfg, sets, ctx in ((_config(context=False), SETS, DistContext()), (_config(context=None), SETS, DistContext(world_size=2)),
+                           (_config(context=None, text_encoder="finetune"), SETS, DistContext()),
+                           (_config(context=None), [*SETS, "text_minilm"], DistContext())):
+        decided, said = store_defaults(s, sets, cfg, ctx)
+        assert decided.context is False and not [line for line in said if line.startswith("context")]
+
+
+def test_context_false_trains_and_loads_without_the_wrapper(store: Path, tmp_path: Path) -> None:
     from mmolre.inference import load_run
     from mmolre.train import train
 

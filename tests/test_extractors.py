@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.errors import PipelineError
 from pipelines.extract import registry
-from pipelines.extract.base import Extractor, FrameExtractor, SegmentMedia
+from pipelines.extract.base import Extractor, FrameExtractor, SegmentMedia, available
 from pipelines.extract.face.pyfeat_backend import WEIGHTS_ENV
 from pipelines.extract.words.base import Recogniser, Transcription
 from pipelines.records import Words
@@ -67,6 +67,22 @@ def test_every_extractor_has_the_interface() -> None:
             assert fs.dim == len(fs.dims) > 0 and fs.extractor_version
     assert registry.get("egemaps") is registry.get("egemaps")  # one instance per process and settings
     assert registry.get("compare", level="functionals").feature_set().name == "compare_functionals"
+
+
+def test_available_checks_modules_then_files(tmp_path: Path) -> None:
+    """The shared body of `availability`: a missing module (with its install hint) before any file is looked
+    for; then the first line of the files check's error; else available."""
+    looked = []
+
+    def files() -> None:
+        looked.append(1)
+        raise PipelineError(f"{tmp_path}: no weights here.\nDownload them from ...", stage="face")
+
+    assert available(("no_such_module_xyz",), files, " (pip install xyz)") == (
+        False, "python package 'no_such_module_xyz' is not installed (pip install xyz)")
+    assert not looked
+    assert available(("json",), files) == (False, f"{tmp_path}: no weights here.")
+    assert available(("json", "numpy"), lambda: None) == (True, "")
 
 
 def test_audio_extractor_reads_segment_media() -> None:
@@ -141,6 +157,14 @@ class _Silence(Recogniser):
 
     def recognise(self, samples: np.ndarray, offset: float = 0.0, language: str | None = None) -> Transcription:
         return Transcription(Words([], [], [], [], "asr"), "")
+
+
+def test_a_plugin_cannot_take_a_registered_name() -> None:
+    """A plug-in named like a built-in (or an earlier plug-in) is refused, not silently put in its place."""
+    for taken, where in (("dlib", "pipelines.extract.face.dlib_backend"), ("test-silence", __name__)):
+        with pytest.raises(ValueError, match=f"extractor name '{taken}' is registered twice: {where} and elsewhere"):
+            registry.register("asr", taken)(type("Impostor", (_Silence,), {"__module__": "elsewhere"}))
+    assert registry.extractor_class("test-silence") is _Silence and registry.extractor_class("dlib").__name__ == "DlibBackend"
 
 
 def test_a_plugin_registers_by_decorator_and_a_build_chooses_it_by_name() -> None:

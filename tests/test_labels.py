@@ -279,6 +279,32 @@ def test_mmsa_export_of_a_class_only_store_is_refused(cremad: Path, tmp_path: Pa
     assert not (tmp_path / "cremad.pkl").exists()
 
 
+def test_mmsa_export_and_import_keep_classes_and_set(tmp_path: Path) -> None:
+    """A scored store with sentiment and emotion classes and a recorded class set: `export mmsa` writes them in
+    the keys MMSA ignores, and importing that export restores them (the export round trip the class-only test
+    above no longer covers)."""
+    from pipelines.export.mmsa import write_mmsa
+
+    data = {"train": {
+        "id": ["x", "y", "z", "w"], "raw_text": ["a b", "c d", "e f", "g h"], "text": np.ones((4, 2, 4), np.float32),
+        "regression_labels": np.array([1.5, -2.0, 0.0, 0.5], np.float32),
+        "annotations": ["Positive", "Negative", "Neutral", "Positive"], "emotion_class": ["HAP", "SAD", None, "ANG"],
+        "labels": {"emotion_classes": list(CREMAD_EMOTION_CLASSES), "emotion_class_set": "cremad"},
+    }}
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps(data, protocol=4))
+    assert import_mmsa(tmp_path / "p.pkl", tmp_path / "s", progress=False).n_failures == 0
+    report = write_mmsa(tmp_path / "s", tmp_path / "out.pkl", text_bert=False)
+    assert report.unlabeled == [] and report.segments["train"] == 4
+    assert import_mmsa(report.path, tmp_path / "back", progress=False).n_failures == 0
+    back, orig = Store(tmp_path / "back"), Store(tmp_path / "s")
+    assert back.manifest.labels == orig.manifest.labels and orig.manifest.labels["emotion_class_set"] == "cremad"
+    cols = ["segment_id", "sentiment", "sentiment_class", "emotion_class", *EMOTIONS]
+    rows = sorted(back.segments(columns=cols).to_pylist(), key=lambda r: r["segment_id"])
+    assert rows == sorted(orig.segments(columns=cols).to_pylist(), key=lambda r: r["segment_id"])
+    assert [r["emotion_class"] for r in rows] == ["anger", "happy", "sad", None]  # w, x, y, z
+    assert len({r["sentiment_class"] for r in rows}) == 3
+
+
 def test_mmsa_pickle_class_outside_its_recorded_set_fails_that_row(tmp_path: Path) -> None:
     data = {"train": {
         "id": ["x", "y", "z"], "raw_text": ["a b", "c d", "e f"], "text": np.ones((3, 2, 4), np.float32),

@@ -43,6 +43,21 @@ def test_the_packaged_model_is_joined_once_and_checked() -> None:
     assert registry.default("asr", "multilingual") == "whisper-base" and registry.info("whisper-base").available
 
 
+def test_a_fresh_cache_is_joined_whole_and_a_lost_side_file_restored(tmp_path, monkeypatch) -> None:
+    """The join itself (the test above may find it done): model.bin checked, side files in place, no temporary
+    file left; a side file lost later comes back without joining the model again."""
+    from pipelines.extract.words import whisper_base as wb
+
+    monkeypatch.setenv("MMOLRE_CACHE", str(tmp_path))
+    folder = wb.packaged_model()
+    assert folder.parent == tmp_path and sha256_file(folder / "model.bin") == wb.SHA256
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".lock", "model.bin", *wb.SIDE_FILES])
+    joined_at = (folder / "model.bin").stat().st_mtime_ns
+    (folder / "vocabulary.txt").unlink()
+    assert wb.packaged_model() == folder and (folder / "vocabulary.txt").stat().st_size > 0
+    assert (folder / "model.bin").stat().st_mtime_ns == joined_at and not list(folder.glob("*.tmp"))
+
+
 def test_text_to_text_alignment_matches_accents_and_fills_gaps() -> None:
     """Recognised "pelicura" misses "película"; the words around it match (accents folded) and it shares the gap."""
     heard = Words(["La", "pelicura", "fue", "muy", "buena"], [0.0, 0.14, 0.68, 0.96, 1.28], [0.14, 0.68, 0.96, 1.28, 1.68],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
 import warnings
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 from bench.csd_fixtures import TEST_C, write_mosei_fixture
-from feature_schemas import Store, validate
+from feature_schemas import Store, StoreError, validate
 from flows.cli import main as cli
 from pipelines.export.csd import write_csd
 from pipelines.export.mmsa import write_mmsa
@@ -32,7 +33,8 @@ pytest.importorskip("MMSA", reason="mmsa 2.2.1 is in the dev extra (make install
 mmdatasdk = pytest.importorskip("mmsdk.mmdatasdk", reason="cmu-multimodal-sdk 0.0.6 is in the dev extra")
 
 ROOT = Path(__file__).resolve().parents[1]
-_CANDIDATES = [ROOT.parent / "shared" / "data", Path("/work/shared/data")]
+_CANDIDATES = [Path(p) for p in [os.environ.get("MMOLRE_SHARED_DATA")] if p] + [ROOT.parent / "shared" / "data",
+                                                                               Path("/work/shared/data")]
 DATA = next((p for p in _CANDIDATES if (p / "mosi").is_dir()), _CANDIDATES[-1])
 RELEASE, LABEL_CSV = DATA / "mosi" / "utterance", DATA / "mosi" / "label.csv"
 OPINION_LABELS = DATA / "mosi" / "CMU_MOSI_Opinion_Labels.csd"
@@ -271,6 +273,22 @@ def test_sdk_store_csd_aligns_to_the_release_labels(sdk_release, tmp_path: Path,
     assert TEST_C in {k.split("[")[0] for k in ds["covarep"].keys()}
 
 
+def test_a_refused_set_among_several_leaves_nothing_written(sdk_release, tmp_path: Path) -> None:
+    """Every named set is checked before the first file is written: a bad one late in the list refuses the lot."""
+    from pipelines.export.csd import export_csd_sets
+
+    with pytest.raises(StoreError, match="no feature set 'nope'"):
+        export_csd_sets(sdk_release[1], tmp_path / "out", ["covarep", "glove", "nope"])
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="level"):
+        export_csd_sets(sdk_release[1], tmp_path / "out", ["covarep"], level="segment")
+    assert not (tmp_path / "out").exists()
+    written = export_csd_sets(sdk_release[1], tmp_path / "out", ["covarep", "glove"])
+    assert [p.name for p in written] == ["covarep.csd", "glove.csd"]
+    for p in written:  # the SDK's own validation
+        assert mmdatasdk.computational_sequence(str(p)).keys()
+
+
 @real
 def test_utterance_store_csd_on_the_release_timeline(utt_store: Path, tmp_path: Path, capsys) -> None:
     """An utterance store has no times: refused naming what works (it said "has no word-aligned columns"); with
@@ -301,7 +319,7 @@ def test_text_only_store_csd_is_refused(text_store: Path, tmp_path: Path, capsys
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no word times" in err and "export mmsa" in err
     assert not (tmp_path / "out" / "text_minilm.csd").exists()
-    with pytest.raises(Exception, match="no word times"):
+    with pytest.raises(StoreError, match="no word times"):
         write_csd(text_store, "text_minilm", tmp_path / "x.csd")
 
 

@@ -140,3 +140,25 @@ def test_label_loss_reaches_the_loss_through_the_wrappers(mean_pool: str) -> Non
     ctx = VideoContext(lambda c: MeanPool(c), MeanPoolConfig({"a": 3}, tasks), hidden=2)
     assert ctx.label_loss(net(x, mask), {"segment_id": list("abcd"), "labels": {"sentiment": torch.zeros(4)}}) == 0
     assert ctx.model.label_calls == 1
+
+
+
+def test_label_loss_is_added_to_the_total(mean_pool: str) -> None:
+    """The value of label_loss enters the loss, also through VideoContext (MeanPool's own is 0 by design, so counting
+    its calls cannot tell whether the trainer adds it)."""
+    from mmolre.context import VideoContext, video_batch
+    from mmolre.losses import TaskWeighting, TrainStep
+
+    class Labelled(MeanPool):
+        def label_loss(self, out: ModelOutput, batch: dict) -> Tensor | None:
+            return out.extras["pooled"].new_tensor(2.5)
+
+    tasks = (TaskSpec("sentiment", "regression"),)
+    cfg, labels = MeanPoolConfig({"a": 3}, tasks), {"sentiment": torch.zeros(4)}
+    x, mask = {"a": torch.randn(4, 1, 3)}, {"a": torch.ones(4, 1, dtype=torch.bool)}
+    vx, vmask, _ = video_batch(x, mask, [[0, 1], [2, 3]])
+    for net, xs, ms, extra in ((MeanPool(cfg), x, mask, 0.0), (Labelled(cfg), x, mask, 2.5),
+                               (VideoContext(Labelled, cfg, hidden=2), vx, vmask, 2.5)):
+        total, parts = TrainStep(net, TaskWeighting(tasks))(xs, ms, labels, {"segment_id": list("abcd")})
+        assert parts["aux"].item() == pytest.approx(extra)
+        assert total.item() == pytest.approx(parts["sentiment"].item() + extra)

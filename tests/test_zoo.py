@@ -3,6 +3,8 @@ of feature sets, one or several tasks; gradients reach what should learn; paddin
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -156,5 +158,8 @@ def test_config_round_trip_and_unknown_settings() -> None:
         cfg = model_config(name, WORD_TAV, (SENTIMENT, EMOTION))
         again = type(cfg).from_dict(cfg.to_dict())
         assert again == cfg
+        assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # JSON lists back as tuples
         with pytest.raises(ValueError, match="no setting"):
             model_config(name, WORD_TAV, (SENTIMENT,), not_a_setting=1)
+        with pytest.raises(ValueError, match=rf"unknown {type(cfg).__name__} setting\(s\): not_a_setting \(has: .*dropout"):
+            type(cfg).from_dict({**cfg.to_dict(), "not_a_setting": 1})

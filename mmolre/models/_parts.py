@@ -9,7 +9,7 @@ replaces. Audio and visual sets differ only in their default sizes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..tasks import TaskSpec
-from .contract import InputNorm, set_input_stats
+from .contract import InputNorm, config_from_values, config_to_dict, set_input_stats
 
 AUDIO_WORDS = ("audio", "covarep", "egemaps", "opensmile", "wav2vec", "hubert", "data2vec", "mfcc", "compare", "acoustic")
 
@@ -54,17 +54,11 @@ class ZooConfig:
         return list(self.input_dims)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["tasks"] = [t.to_dict() for t in self.tasks]
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Any:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} setting(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return config_from_values(cls, d, f"unknown {cls.__name__} setting(s):")
 
 
 class ZooModel(nn.Module):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -25,6 +27,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..tasks import TaskSpec
 
 Inputs = Literal["word", "utterance", "any"]  # the levels of feature set a model reads
 
@@ -103,12 +107,44 @@ def model_info(name: str) -> ModelInfo:
 
 def model_config(name: str, input_dims: dict[str, int], tasks: tuple[Any, ...], **hyper: Any) -> Any:
     """The named model's config for these inputs and tasks; `hyper` overrides its defaults (unknown names refused)."""
-    info = model_info(name)
-    known = {f.name for f in dataclasses.fields(info.config)}
-    unknown = set(hyper) - known
+    return config_from_values(model_info(name).config, {**hyper, "input_dims": input_dims, "tasks": tasks},
+                              f"model {name!r} has no setting(s)")
+
+
+PLACED = ("input_dims", "tasks")  # fields the store decides, never hyperparameters
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A model config as JSON-ready values (tasks as dicts, tuples as lists): what checkpoints and config.json hold."""
+    d = dataclasses.asdict(config)
+    d["tasks"] = [t.to_dict() for t in config.tasks]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def config_from_values(config_cls: type, values: dict[str, Any], refusal: str) -> Any:
+    """`config_cls` from plain values (`config_to_dict`'s, a YAML file's): lists become the tuples a field declares,
+    task dicts TaskSpecs. A name the class has no field for is refused: `{refusal} NAMES (has: its hyperparameters)`.
+    The one reader of model configs: the registry, `model_config` and each config class's `from_dict` call it."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = set(values) - known
     if unknown:
-        raise ValueError(f"model {name!r} has no setting(s) {', '.join(sorted(unknown))} (has: {', '.join(sorted(known))})")
-    return info.config(input_dims=dict(input_dims), tasks=tuple(tasks), **hyper)
+        raise ValueError(f"{refusal} {', '.join(sorted(unknown))} (has: {', '.join(sorted(known - set(PLACED)))})")
+    hints = typing.get_type_hints(config_cls)
+    values = {k: _typed(v, hints.get(k)) for k, v in values.items()}
+    if "input_dims" in values:
+        values["input_dims"] = dict(values["input_dims"])
+    if "tasks" in values:
+        values["tasks"] = tuple(t if isinstance(t, TaskSpec) else TaskSpec.from_dict(t) for t in values["tasks"])
+    return config_cls(**values)
+
+
+def _typed(value: Any, hint: Any) -> Any:
+    """Lists read from JSON/YAML become tuples where the field is a tuple (ranks, kernel sizes)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
+    if isinstance(value, list) and any(typing.get_origin(a) is tuple or a is tuple for a in args):
+        return tuple(value)
+    return value
 
 
 def assemble_model(name: str, config: Any) -> nn.Module:
@@ -117,6 +153,13 @@ def assemble_model(name: str, config: Any) -> nn.Module:
     if not isinstance(config, info.config):
         raise TypeError(f"model {name!r} takes a {info.config.__name__}, not a {type(config).__name__}")
     return info.cls(config)
+
+
+def label_loss(model: nn.Module, out: ModelOutput, batch: dict[str, Any]) -> Tensor | None:
+    """The model's `label_loss(out, batch)` where it has one, else None: what the trainer adds, and what a wrapper
+    (`VideoContext`, `FinetunedText`) passes on from the model inside it."""
+    fn = getattr(model, "label_loss", None)
+    return fn(out, batch) if fn is not None else None
 
 
 def count_parameters(model: nn.Module) -> int:

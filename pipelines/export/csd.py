@@ -170,42 +170,45 @@ def _check_timed(st: Any, feature_set: str, table: str, cols: list[str]) -> None
                      "use `mmolre export mmsa`")
 
 
+def _batch_rows(batch: Any, cols: list[str], kind: str, places: _Places) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(features, intervals) of each row of a batch; what cannot be placed in time is left out."""
+    from feature_schemas import column_lists, column_vectors, utterance_vectors
+
+    rows = []
+    if kind == "utterance":
+        ids = batch.column("segment_id").to_pylist()
+        ok = batch.column(cols[2]).to_numpy(zero_copy_only=False).astype(bool)
+        for sid, v, present in zip(ids, utterance_vectors(batch.column(cols[1])), ok, strict=True):
+            span = places.span.get(sid)
+            if span is None or not present:  # no place on a timeline, or no vector: no interval
+                rows.append((np.zeros((0, len(v)), np.float32), np.zeros((0, 2))))
+            else:
+                rows.append((v[None, :].astype(np.float32), np.array([span], np.float64)))
+        return rows
+    starts = column_lists(batch.column(cols[1]), np.float64)
+    ends = column_lists(batch.column(cols[2]), np.float64)
+    for s, e, v in zip(starts, ends, column_vectors(batch.column(cols[3])), strict=True):
+        timed = np.isfinite(s) & np.isfinite(e)  # an untimed word cannot be placed: left out
+        rows.append((v[timed].astype(np.float32, copy=False), np.stack([s[timed], e[timed]], axis=1)))
+    return rows
+
+
 def _entries(st: Any, table: str, cols: list[str], kind: str, split: str | None, places: _Places) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Entries by key; a video's entry is yielded once all its segments are read (shards hold whole videos, so
     memory stays near one shard's rows)."""
-    from feature_schemas import column_lists, column_vectors, utterance_vectors
-
-    pending: dict[str, list[tuple[float, np.ndarray, np.ndarray]]] = {}
+    pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     seen: dict[str, int] = {}
     for batch in st.iter_batches(table, split=split, columns=cols, batch_size=64):
         ids = batch.column("segment_id").to_pylist()
-        if kind == "utterance":
-            vals = utterance_vectors(batch.column(cols[1]))
-            ok = batch.column(cols[2]).to_numpy(zero_copy_only=False).astype(bool)
-            rows = []
-            for sid, v, present in zip(ids, vals, ok, strict=True):
-                span = places.span.get(sid)
-                if span is None or not present:  # no place on a timeline, or no vector: no interval
-                    rows.append((np.zeros((0, len(v)), np.float32), np.zeros((0, 2))))
-                    continue
-                rows.append((v[None, :].astype(np.float32), np.array([span], np.float64)))
-        else:
-            starts = column_lists(batch.column(cols[1]), np.float64)
-            ends = column_lists(batch.column(cols[2]), np.float64)
-            vecs = column_vectors(batch.column(cols[3]))
-            rows = []
-            for s, e, v in zip(starts, ends, vecs, strict=True):
-                timed = np.isfinite(s) & np.isfinite(e)  # an untimed word cannot be placed: left out
-                rows.append((v[timed].astype(np.float32, copy=False), np.stack([s[timed], e[timed]], axis=1)))
-        for sid, (v, ivs) in zip(ids, rows, strict=True):
+        for sid, (v, ivs) in zip(ids, _batch_rows(batch, cols, kind, places), strict=True):
             if sid not in places.segments:
                 continue
-            key, off = places.key(sid), places.offset(sid)
+            key = places.key(sid)
             if places.placement == "segment":
                 if len(v):
-                    yield key, v, ivs - off
+                    yield key, v, ivs - places.offset(sid)
                 continue
-            pending.setdefault(key, []).append((places.span.get(sid, (0.0, 0.0))[0], v, ivs))
+            pending.setdefault(key, []).append((v, ivs))
             seen[key] = seen.get(key, 0) + 1
             if seen[key] == places.per_video[places.segments[sid]["video_id"]]:
                 yield from _video_entry(key, pending.pop(key))
@@ -213,36 +216,33 @@ def _entries(st: Any, table: str, cols: list[str], kind: str, split: str | None,
         yield from _video_entry(key, pending.pop(key))
 
 
-def _video_entry(key: str, parts: list[tuple[float, np.ndarray, np.ndarray]]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    if not any(len(p[1]) for p in parts):
+def _video_entry(key: str, parts: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    if not any(len(v) for v, _ in parts):
         return
-    feats = np.concatenate([p[1] for p in parts], axis=0)
-    ivs = np.concatenate([p[2].reshape(-1, 2) for p in parts], axis=0)
+    feats = np.concatenate([v for v, _ in parts], axis=0)
+    ivs = np.concatenate([i.reshape(-1, 2) for _, i in parts], axis=0)
     order = np.argsort(ivs[:, 0], kind="stable")
     yield key, feats[order], ivs[order]
 
 
-def write_csd(
-    store: str | os.PathLike,
-    feature_set: str,
-    out_path: str | os.PathLike,
-    level: str = "word",
-    split: str | None = None,
-    timeline: str | os.PathLike | None = None,
-) -> Path:
-    """Write one feature set of a store as a computational sequence the SDK reads and aligns (placement and
-    levels: see the module docstring). Rows are streamed from the store, one record batch at a time."""
-    from feature_schemas import Store
-
-    if level not in ("word", "frame"):
-        raise ValueError(f"level must be 'word' or 'frame', not {level!r}")
-    st = Store(store)
+def _checked(st: Any, feature_set: str, level: str, places: _Places) -> tuple[str, list[str], str]:
+    """`_source` of a set the store has, its rows checked for times: every refusal comes before any writing."""
     if feature_set not in st.feature_sets:
         raise StoreError(f"{st.path}: no feature set {feature_set!r} (has: {', '.join(st.feature_sets) or 'none'})")
-    places = _Places(st, split, timeline)
     table, cols, kind = _source(st, feature_set, level, places)
     if kind == "rows":
         _check_timed(st, feature_set, table, cols)
+    return table, cols, kind
+
+
+def _check_level(level: str) -> None:
+    if level not in ("word", "frame"):
+        raise ValueError(f"level must be 'word' or 'frame', not {level!r}")
+
+
+def _write(st: Any, feature_set: str, out_path: str | os.PathLike, level: str, split: str | None, places: _Places,
+           source: tuple[str, list[str], str]) -> Path:
+    table, cols, kind = source
     fs, m = st.feature_sets[feature_set], st.manifest
     metadata = {
         "computational sequence description": fs.description or f"{fs.extractor} features ({level} level) from an mmolre store",
@@ -262,6 +262,26 @@ def write_csd(
     return write_sequence(out_path, feature_set, _entries(st, table, cols, kind, split, places), metadata)
 
 
+def write_csd(
+    store: str | os.PathLike,
+    feature_set: str,
+    out_path: str | os.PathLike,
+    level: str = "word",
+    split: str | None = None,
+    timeline: str | os.PathLike | None = None,
+) -> Path:
+    """Write one feature set of a store as a computational sequence the SDK reads and aligns (placement and
+    levels: see the module docstring). Rows are streamed from the store, one record batch at a time."""
+    from feature_schemas import Store
+
+    _check_level(level)
+    st = Store(store)
+    if feature_set not in st.feature_sets:  # named before the timeline is read
+        raise StoreError(f"{st.path}: no feature set {feature_set!r} (has: {', '.join(st.feature_sets) or 'none'})")
+    places = _Places(st, split, timeline)
+    return _write(st, feature_set, out_path, level, split, places, _checked(st, feature_set, level, places))
+
+
 def export_csd_sets(
     store: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -270,19 +290,15 @@ def export_csd_sets(
     timeline: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Every named set (default: every set of the store) as `out_dir/<set>.csd`; each is checked before any is
-    written, so a refusal leaves nothing behind."""
+    written, so a refusal leaves nothing behind. The store, its segments and the timeline are read once."""
     from feature_schemas import Store
 
+    _check_level(level)
     st = Store(store)
     names = list(sets) if sets else list(st.feature_sets)
     if not names:
         raise StoreError(f"{st.path}: has no feature sets to export")
     places = _Places(st, None, timeline)
-    for name in names:
-        if name not in st.feature_sets:
-            raise StoreError(f"{st.path}: no feature set {name!r} (has: {', '.join(st.feature_sets) or 'none'})")
-        table, cols, kind = _source(st, name, level, places)
-        if kind == "rows":
-            _check_timed(st, name, table, cols)
+    sources = {name: _checked(st, name, level, places) for name in names}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return [write_csd(store, name, Path(out_dir) / f"{name}.csd", level=level, timeline=timeline) for name in names]
+    return [_write(st, name, Path(out_dir) / f"{name}.csd", level, None, places, sources[name]) for name in names]

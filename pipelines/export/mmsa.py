@@ -100,20 +100,21 @@ class _Split:
     def __init__(self, st: Store, split: str, names: list[str], unlabeled: list[str]) -> None:
         seg = st.segments(split).to_pandas().set_index("segment_id") if st.files("segments", split) else None
         al = st.aligned(split, feature_sets=names) if st.files("aligned", split) else None
-        ids = sorted(al.column("segment_id").to_pylist()) if al is not None else []
+        stored = al.column("segment_id").to_pylist() if al is not None else []
+        ids = sorted(stored)
         if seg is not None and ids:
             scored = seg.loc[ids, "sentiment"].notna().to_numpy()
             unlabeled += [i for i, ok in zip(ids, scored, strict=True) if not ok]
             ids = [i for i, ok in zip(ids, scored, strict=True) if ok]
         self.ids, self.seg = ids, seg
         if al is not None and ids:
-            order = {sid: k for k, sid in enumerate(al.column("segment_id").to_pylist())}
+            order = {sid: k for k, sid in enumerate(stored)}
             self.take = [order[i] for i in ids]
             self.al = al
         else:
             self.take, self.al = [], None
         self.words = self._words()
-        self.fields = _labels(self, self.words)
+        self.fields = _labels(self)
 
     def column_vectors(self, name: str) -> list[np.ndarray]:
         rows = column_vectors(self.al.column(name)) if self.al is not None else []
@@ -128,8 +129,8 @@ class _Split:
         return [rows[k] for k in self.take]
 
 
-def _labels(sp: _Split, words: list[list[str]]) -> dict[str, Any]:
-    seg, ids = sp.seg, sp.ids
+def _labels(sp: _Split) -> dict[str, Any]:
+    seg, ids, words = sp.seg, sp.ids, sp.words
     if not ids:
         return {"id": np.array([], dtype=object), "raw_text": np.array([], dtype=object),
                 "regression_labels": np.zeros(0, np.float32), "emotion_labels": np.zeros((0, len(EMOTIONS)), np.float32),

@@ -25,7 +25,7 @@ from feature_schemas import FeatureSet
 from ..errors import PipelineError
 from ..media import SAMPLE_RATE
 from ..records import FrameFeatures
-from .base import FrameExtractor, SegmentMedia, empty_frames, importable, package_version
+from .base import FrameExtractor, SegmentMedia, available, empty_frames, package_version
 from .registry import register
 from .text import WEIGHT_FILES
 
@@ -47,6 +47,12 @@ class AudioModelConfig:
 
 def _meta(path: str) -> dict[str, Any]:
     return json.loads((Path(path) / "config.json").read_text())
+
+
+@lru_cache(maxsize=8)
+def _geometry(path: str) -> tuple[float, float]:
+    """`frame_geometry` of the model folder's config, read once per process (not once per segment)."""
+    return frame_geometry(_meta(path))
 
 
 def frame_geometry(meta: dict[str, Any]) -> tuple[float, float]:
@@ -120,14 +126,7 @@ class TransformersAudioEncoder(FrameExtractor):
     config_class = AudioModelConfig
 
     def availability(self) -> tuple[bool, str]:
-        ok, why = importable("transformers", "torch")
-        if not ok:
-            return ok, why
-        try:
-            checked_folder(self.config)
-        except PipelineError as e:
-            return False, str(e)
-        return True, ""
+        return available(("transformers", "torch"), lambda: checked_folder(self.config))
 
     def version(self) -> str:
         return package_version("transformers")
@@ -147,7 +146,7 @@ class TransformersAudioEncoder(FrameExtractor):
             return empty_frames(dim)
         path = checked_folder(self.config)
         model, normalise = _model(path)
-        stride, field = frame_geometry(_meta(path))
+        stride, field = _geometry(path)
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         step = int(self.config.max_seconds * SAMPLE_RATE)

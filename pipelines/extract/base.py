@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -27,6 +28,7 @@ import numpy as np
 
 from feature_schemas import FeatureSet
 
+from ..errors import PipelineError
 from ..records import FrameFeatures
 
 Kind = Literal["audio", "face", "text", "aligner", "asr"]
@@ -138,6 +140,20 @@ def importable(*modules: str) -> tuple[bool, str]:
             found = False
         if not found:
             return False, f"python package {m!r} is not installed"
+    return True, ""
+
+
+def available(modules: tuple[str, ...], files: Callable[[], object], hint: str = "") -> tuple[bool, str]:
+    """The usual `availability`: every module findable (else why, `hint` added: how to install it), then
+    `files()`, a look for the model's files on disk that raises PipelineError saying what is missing (its first
+    line is the reason)."""
+    ok, why = importable(*modules)
+    if not ok:
+        return False, why + hint
+    try:
+        files()
+    except PipelineError as e:
+        return False, str(e).splitlines()[0]
     return True, ""
 
 

@@ -66,9 +66,12 @@ def register(kind: Kind, name: str, *, default: bool | str = False) -> Callable[
         raise ValueError(f"extractor {name!r}: kind {kind!r} is not one of {KINDS}")
 
     def decorate(cls: _C) -> _C:
+        taken = _index().get(name) or _PLUGINS.get(name)
+        if taken is not None and taken.module != cls.__module__:  # else the last import would win, silently
+            raise ValueError(f"extractor name {name!r} is registered twice: {taken.module} and {cls.__module__}")
         cls.name, cls.kind = name, kind  # type: ignore[attr-defined]
         _REGISTERED[name] = cls  # type: ignore[assignment]
-        if name not in _index() and name not in _PLUGINS:
+        if taken is None:
             role = "" if default is True else (default or None)
             _PLUGINS[name] = Entry(name, kind, cls.__module__, _summary(cls.__doc__), role)
         return cls

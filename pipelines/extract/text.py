@@ -25,7 +25,7 @@ from feature_schemas import FeatureSet
 
 from ..errors import PipelineError
 from ..records import WordFeatures
-from .base import Extractor, importable
+from .base import Extractor, available
 from .registry import register
 
 if TYPE_CHECKING:
@@ -274,14 +274,7 @@ class TransformersTextEncoder(TextEncoder):
     config_class = TextConfig
 
     def availability(self) -> tuple[bool, str]:
-        ok, why = importable("transformers", "torch")
-        if not ok:
-            return ok, why
-        try:
-            model_path(self.config)
-        except PipelineError as e:
-            return False, str(e)
-        return True, ""
+        return available(("transformers", "torch"), lambda: model_path(self.config))
 
     def load(self) -> None:
         text_encoder(self.config)

@@ -242,6 +242,13 @@ def import_mmsa(
 
 # --- as the command line and the flows offer it -------------------------------------------------------------
 
+def _set_name(mod: str, example: str, note: str = "") -> Any:
+    """The option naming one modality's feature set."""
+    return option(None, f"feature set name for the {mod} features{note}",
+                  flow_help=f"Feature set name for the {mod} features (e.g. {example}); empty: the pickle's own or one "
+                            "from its dimension.")
+
+
 @dataclass(frozen=True)
 class MmsaRecipeOptions:
     input: str = option(help="the .pkl file", path=True,
@@ -249,20 +256,13 @@ class MmsaRecipeOptions:
     aligned: bool | None = option(None, "word-aligned layout (auto: the file's own flag, else its name)",
                                   flow_help="Whether the pickle's sequences are word-aligned; empty: from the pickle "
                                             "(or its file name).")
-    text_name: str | None = option(None, "feature set name for the text features (default from the dims)",
-                                   flow_help="Feature set name for the text features (e.g. bert); empty: the pickle's "
-                                             "own or one from its dimension.")
-    audio_name: str | None = option(None, "feature set name for the audio features",
-                                    flow_help="Feature set name for the audio features (e.g. covarep); empty: the "
-                                              "pickle's own or one from its dimension.")
-    vision_name: str | None = option(None, "feature set name for the vision features",
-                                     flow_help="Feature set name for the vision features (e.g. facet41); empty: the "
-                                               "pickle's own or one from its dimension.")
+    text_name: str | None = _set_name("text", "bert", " (default from the dims)")
+    audio_name: str | None = _set_name("audio", "covarep")
+    vision_name: str | None = _set_name("vision", "facet41")
 
 
 def plan_mmsa_recipe(options: MmsaRecipeOptions, config: BuildConfig) -> BuildPlan:
-    names = {m: n for m, n in (("text", options.text_name), ("audio", options.audio_name),
-                               ("vision", options.vision_name)) if n}
+    names = {m: n for m in MODALITIES if (n := getattr(options, f"{m}_name"))}
     return plan_mmsa(options.input, config, names=names, aligned=options.aligned)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import PipelineError
+from .fer_model import freeze_for_inference, run_in_batches
 
 STAGE = "face"
 FACEAPI_PACKAGE = "@vladmandic/face-api"
@@ -173,8 +174,6 @@ def load_model(manifest: str | os.PathLike[str] | None = None):  # noqa: ANN201 
     """The network with the manifest's weights (default: the installed npm package's), once per process."""
     import torch
 
-    from .fer_model import freeze_for_inference
-
     path = Path(manifest) if manifest else manifest_path()
     module = _build_module()
     load_weights(module, read_weights(path), path)
@@ -187,10 +186,4 @@ def predict(rgb_faces: np.ndarray, manifest: str | os.PathLike[str] | None = Non
 
     if len(rgb_faces) == 0:
         return np.zeros((0, len(LABELS)), np.float32)
-    model = load_model(manifest)
-    x = torch.from_numpy(preprocess(rgb_faces))
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), BATCH):
-            out.append(model(x[i: i + BATCH]).numpy())
-    return np.concatenate(out).astype(np.float32)
+    return run_in_batches(load_model(manifest), torch.from_numpy(preprocess(rgb_faces)), BATCH)

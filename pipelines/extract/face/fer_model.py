@@ -210,10 +210,14 @@ def predict(grey_faces: np.ndarray, path: str | os.PathLike[str] | None = None) 
 
     if len(grey_faces) == 0:
         return np.zeros((0, len(EXPRESSIONS)), np.float32)
-    model = load_model(path)
-    x = torch.from_numpy(preprocess(np.asarray(grey_faces))[:, None])
-    out = []
+    return run_in_batches(load_model(path), torch.from_numpy(preprocess(np.asarray(grey_faces))[:, None]))
+
+
+def run_in_batches(model, x, batch: int = BATCH) -> np.ndarray:  # noqa: ANN001 - a torch module and tensor
+    """`model`'s float32 outputs on the rows of `x`, `batch` rows at a time (small batches keep the first
+    layers' maps in cache); the FER and face-api networks both run this way."""
+    import torch
+
     with torch.inference_mode():
-        for i in range(0, len(x), BATCH):  # small batches keep the first layers' maps in cache
-            out.append(model(x[i: i + BATCH]).numpy())
+        out = [model(x[i: i + batch]).numpy() for i in range(0, len(x), batch)]
     return np.concatenate(out).astype(np.float32)

@@ -38,7 +38,7 @@ import feature_schemas
 
 from ...errors import PipelineError
 from ...records import FrameFeatures
-from ..base import importable, package_version
+from ..base import available, package_version
 from ..registry import register
 from . import expression, geometry, relative
 from .base import STAGE, FaceBackend, invalid_frames
@@ -285,14 +285,8 @@ class MediaPipeBackend(FaceBackend):
     def availability(self) -> tuple[bool, str]:
         """mediapipe importable (found, not imported: its import takes a second) and the expression weights on
         disk."""
-        ok, why = importable("mediapipe")
-        if not ok:
-            return False, f"{why} (pip install --no-deps mediapipe=={MEDIAPIPE_VERSION})"
-        try:
-            self.config.model.weights()
-        except PipelineError as e:
-            return False, str(e)
-        return True, ""
+        return available(("mediapipe",), self.config.model.weights,
+                         f" (pip install --no-deps mediapipe=={MEDIAPIPE_VERSION})")
 
     def load(self) -> None:
         """The expression network and a face-mesh graph, which the next thread to extract adopts (see `_graph`)."""

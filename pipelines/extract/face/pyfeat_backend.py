@@ -24,7 +24,7 @@ import feature_schemas
 
 from ...errors import PipelineError
 from ...records import FrameFeatures
-from ..base import importable, package_version
+from ..base import available, package_version
 from ..registry import register
 from . import geometry
 from .base import STAGE, FaceBackend, invalid_frames
@@ -269,14 +269,7 @@ class PyFeatBackend(FaceBackend):
 
     def availability(self) -> tuple[bool, str]:
         """py-feat installed and every weight file its model choices need found on local disk (nothing loaded)."""
-        ok, why = importable("feat")
-        if not ok:
-            return False, f"{why} (it comes with py-feat)"
-        try:
-            resolve_weights(self.config)
-        except PipelineError as e:
-            return False, str(e).splitlines()[0]
-        return True, ""
+        return available(("feat",), lambda: resolve_weights(self.config), " (it comes with py-feat)")
 
     def load(self) -> None:
         _detector(self.config)

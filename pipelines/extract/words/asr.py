@@ -16,7 +16,7 @@ import numpy as np
 from ...errors import PipelineError
 from ...media import SAMPLE_RATE
 from ...records import Words
-from ..base import SegmentMedia, importable, package_version
+from ..base import SegmentMedia, available, package_version
 from ..registry import register
 from .base import Recogniser, Transcription
 from .normalise import QUOTES, is_english, strip_punct
@@ -115,14 +115,7 @@ class WhisperAsr(Recogniser):
     title = "Whisper"
 
     def availability(self) -> tuple[bool, str]:
-        ok, why = importable("faster_whisper")
-        if not ok:
-            return ok, why
-        try:
-            asr_model_path(self.config, self.model_folder())
-        except PipelineError as e:
-            return False, str(e)
-        return True, ""
+        return available(("faster_whisper",), lambda: asr_model_path(self.config, self.model_folder()))
 
     def model_folder(self) -> str:
         """The model folder when the configuration names none."""

@@ -47,6 +47,17 @@ def _parts() -> list[Path]:
     return folders
 
 
+def _joined(sources: tuple[Path, ...], target: Path) -> Path:
+    """`sources` concatenated into a temporary file beside `target` (renamed into place by the caller, so a
+    reader never sees half of it)."""
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as out:
+        for src in sources:
+            with open(src, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    return tmp
+
+
 def packaged_model() -> Path:
     """The joined model folder (joined and checked on first use)."""
     one, two = _parts()
@@ -57,21 +68,17 @@ def packaged_model() -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be joining it now: wait for it
+        for name in SIDE_FILES:  # before model.bin, each renamed into place: the check above reads no half file
+            if not (folder / name).is_file():
+                os.replace(_joined((one / name,), folder / name), folder / name)
         if not (model.is_file() and model.stat().st_size == SIZE):
-            tmp = folder / f"model.bin.{os.getpid()}.tmp"
-            with open(tmp, "wb") as out:
-                for part in (one / "model.bin.part1", two / "model.bin.part2"):
-                    with open(part, "rb") as f:
-                        shutil.copyfileobj(f, out, 1 << 22)
+            tmp = _joined((one / "model.bin.part1", two / "model.bin.part2"), model)
             digest = sha256_file(tmp, 1 << 22)
             if digest != SHA256:
                 tmp.unlink()
                 raise PipelineError(f"the multilingual Whisper model joined from {one} and {two} has sha256 {digest}, "
                                     f"not {SHA256}: reinstall {' and '.join(PACKAGES)}", stage="align")
             os.replace(tmp, model)
-        for name in SIDE_FILES:
-            if not (folder / name).is_file():
-                shutil.copyfile(one / name, folder / name)
     return folder
 
 
