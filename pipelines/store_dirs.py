@@ -19,10 +19,7 @@ import pyarrow.parquet as pq
 
 from feature_schemas import (
     BUILD_DIR,
-    LAYOUT,
     TEMPORARY_GLOB,
-    Manifest,
-    StoreError,
     contained,
     file_problem,
     no_links,
@@ -138,9 +135,6 @@ class LocalDir:
     def lock(self) -> StoreLock:
         return StoreLock(self.root).__enter__()
 
-    def load_manifest(self) -> Manifest:
-        return Manifest.load(self.root)
-
     def read_columns(self, rel: str, columns: Sequence[str]) -> pa.Table:
         return pq.read_table(no_links(self.root, rel), columns=list(columns))
 
@@ -242,12 +236,6 @@ class RemoteDir:
 
     def lock(self) -> ObjectLock:
         return ObjectLock(self.files).acquire()
-
-    def load_manifest(self) -> Manifest:
-        text = self.read_text(LAYOUT["manifest"])
-        if text is None:
-            raise StoreError(f"{self.shown}: not a feature store (no {LAYOUT['manifest']})")
-        return Manifest.from_json(text, source=f"{self.shown}/{LAYOUT['manifest']}")
 
     def read_columns(self, rel: str, columns: Sequence[str]) -> pa.Table:
         return pq.read_table(self.files.key(rel), columns=list(columns), filesystem=self.files.fs)

@@ -63,7 +63,7 @@ def _inspect_target(d: StoreDir, identity: dict[str, Any], overwrite: bool) -> _
     manifest, unreadable = None, ""
     if d.has(LAYOUT["manifest"]):
         try:
-            manifest = d.load_manifest()
+            manifest = Manifest.load(d.location)  # a local folder or a URL alike
         except StoreError as e:
             unreadable = f"; its {LAYOUT['manifest']} is unreadable: {e}"
     contents = d.names()
