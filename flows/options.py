@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -24,47 +25,39 @@ def _yaml_problem(where: str, e: Exception) -> UsageError:
 
 
 # -- numbers on the command line: argparse types, so a bad one is a usage error (exit 2) naming the option --------
-def _number(text: str, kind: type, low: float | None, high: float | None, low_open: bool, what: str) -> Any:
-    import math
-
+def _number(text: str, kind: type, what: str, fits: Callable[[Any], bool]) -> Any:
+    """`text` as a finite `kind` for which `fits` holds; else argparse's error saying `what` it must be."""
     try:
         value = kind(text)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
-    if (low is not None and (value < low or (low_open and value == low))) or (high is not None and value > high):
+        value = None
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or not fits(value):
         raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
     return value
 
 
 def count(text: str) -> int:
     """A whole number of at least 1 (`--units-per-shard`, `--batch-videos`, `--epochs`)."""
-    return _number(text, int, 1, None, False, "a whole number of 1 or more")
+    return _number(text, int, "a whole number of 1 or more", lambda v: v >= 1)
 
 
 def workers(text: str) -> int:
     """Local worker processes: 0 (inline) or more; -1 used to wait forever for workers that never came."""
-    return _number(text, int, 0, 1024, False, "a whole number from 0 (inline) to 1024")
+    return _number(text, int, "a whole number from 0 (inline) to 1024", lambda v: 0 <= v <= 1024)
 
 
 def seed(text: str) -> int:
-    return _number(text, int, 0, 2**32 - 1, False, "a whole number from 0 to 4294967295")
+    return _number(text, int, "a whole number from 0 to 4294967295", lambda v: 0 <= v <= 2**32 - 1)
 
 
 def rate(text: str) -> float:
     """A finite number above 0 (`--fps`): nan, inf, 0 and negatives are refused."""
-    return _number(text, float, 0.0, None, True, "a finite number above 0")
+    return _number(text, float, "a finite number above 0", lambda v: v > 0)
 
 
 def fraction(text: str) -> float:
     """A share from 0 up to, but not including, 1 (`--valid-fraction`)."""
-    value = _number(text, float, 0.0, 1.0, False, "a number from 0 up to 1 (not 1)")
-    if value == 1.0:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"must be a number from 0 up to 1 (not 1), not {text!r}")
-    return value
+    return _number(text, float, "a number from 0 up to 1 (not 1)", lambda v: 0 <= v < 1)
 
 
 def build_config(mode: str = "weighted", fill: str = "zeros", keep_frames: bool = False, units_per_shard: int = 16) -> Any:

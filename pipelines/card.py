@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from feature_schemas import LAYOUT, SPLITS, Manifest, atomic_write_text, contract, table_dir
-from feature_schemas.storage import RemoteFiles, is_url
+from feature_schemas import LAYOUT, SPLITS, Manifest, contract, table_dir
 
 from .leakage import leakage_lines
 
@@ -156,13 +154,3 @@ def render_card(manifest: Manifest) -> str:
          f"Lists longer than {CARD_IDS} show their count and first {CARD_IDS} ids; `manifest.json` has them in full.", "",
          "```json", report, "```", ""]
     )
-
-
-def write_card(store: str | Path, manifest: Manifest) -> Path | str:
-    """The card beside the manifest: atomically renamed into a local folder, one whole PUT at a URL."""
-    if is_url(store):
-        RemoteFiles(str(store)).put(LAYOUT["card"], render_card(manifest).encode())
-        return f"{str(store).rstrip('/')}/{LAYOUT['card']}"
-    path = Path(store) / LAYOUT["card"]
-    atomic_write_text(path, render_card(manifest))
-    return path

@@ -49,7 +49,8 @@ def quiet_dask_logs(level: int = logging.WARNING) -> None:
         if name.startswith("distributed"):
             logging.getLogger(name).setLevel(level)
     # tornado logs an exception inside one of distributed's own callbacks (an interrupt racing its
-    # utils.cancel: NameError 'future') as a traceback; the build reports its own failures, so only CRITICAL
+    # utils.cancel: NameError 'future') as a traceback; the build reports its own failures, so only CRITICAL.
+    # For the whole build, since the interrupt lands wherever the client waits; the close needs nothing more
     logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
 
 
@@ -196,9 +197,6 @@ def _close(cluster: Any, client: Any, timeout: float, abandon: bool) -> None:
     """Close the client, then the cluster. `abandon` (Ctrl-C, an error): kill the worker processes first
     instead of waiting for their tasks; a shard cut short leaves no visible file, so the store stays resumable.
     A slow close is logged, never allowed to replace the build's own outcome."""
-    if abandon:  # callbacks cut short by the interrupt log tracebacks of distributed's own races (its utils.cancel)
-        for name in ("tornado", "asyncio", "distributed"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         if client is not None:
             client.close(timeout=timeout)

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from feature_schemas import LAYOUT, FeatureSet, Manifest, StoreError
@@ -47,6 +47,7 @@ class _Target:
 
     manifest: Manifest | None = None  # the old store's manifest, when it resumes or is replaced
     remove_store: bool = False  # an --overwrite: the old manifest's files are not reused, and go after the commit
+    records: dict[str, ShardRecord] = field(default_factory=dict)  # the manifest's shards (`manifest_records`)
 
 
 def _inspect_target(d: StoreDir, identity: dict[str, Any], overwrite: bool) -> _Target:
@@ -67,13 +68,13 @@ def _inspect_target(d: StoreDir, identity: dict[str, Any], overwrite: bool) -> _
             unreadable = f"; its {LAYOUT['manifest']} is unreadable: {e}"
     contents = d.names()
     build_records(d)  # raises for a record naming a file outside the store (its files go after the commit)
-    manifest_records(d, manifest)  # and for such a manifest entry
+    held = manifest_records(d, manifest)  # and for such a manifest entry
     if not contents and plan is None:  # empty, or a build killed before it planned anything
         return _Target(manifest=None)
     found = plan if plan is not None else (recipe_identity(manifest.build) if manifest is not None else None)
     if found is not None and _canonical(found) == _canonical(identity):
         stale = manifest is not None and _canonical(recipe_identity(manifest.build)) != _canonical(identity)
-        return _Target(manifest=manifest, remove_store=stale)  # stale: an --overwrite killed before it finished
+        return _Target(manifest, stale, held)  # stale: an --overwrite killed before it finished
     if not overwrite:
         hint = "use --overwrite (overwrite=True) to replace it, or choose another --out"
         if found is None:
@@ -85,7 +86,7 @@ def _inspect_target(d: StoreDir, identity: dict[str, Any], overwrite: bool) -> _
         differs = sorted(k for k in set(found) | set(identity) if _canonical(found.get(k)) != _canonical(identity.get(k)))
         raise StoreError(f"{root}: holds {what} by recipe {found.get('recipe')!r} with another configuration "
                          f"(this build: recipe {identity.get('recipe')!r}; differs in {', '.join(differs)}); {hint}")
-    return _Target(manifest=manifest, remove_store=manifest is not None)
+    return _Target(manifest, manifest is not None, held)
 
 
 
@@ -94,7 +95,7 @@ def _refuse_dropped_units(d: StoreDir, target: _Target, shards: Sequence[Shard])
     for that with --overwrite). Stores written before shards recorded their units compare shard ids instead."""
     if target.manifest is None or target.remove_store:
         return
-    held = manifest_records(d, target.manifest)
+    held = target.records
     if held and all(r.units for r in held.values()):
         planned = {u.unit_id for s in shards for u in s.units}
         dropped, what = sorted({u for r in held.values() for u in r.units} - planned), "unit"
@@ -152,12 +153,11 @@ def open_build(
     lock = d.lock()
     try:
         from_build = build_records(d)
-        from_manifest = manifest_records(d, target.manifest)
-        note_obsolete(d, [*from_build.values(), *from_manifest.values()])
+        note_obsolete(d, [*from_build.values(), *target.records.values()])
         plan = {"name": name, "identity": json.loads(_canonical(identity))}  # read back as _inspect_target compares it
         d.write_text(PLAN_FILE, json.dumps(plan, indent=1, sort_keys=True))
         d.clean_temporaries()
-        done, todo = _sort_shards(d, shards, from_build, {} if target.remove_store else from_manifest)
+        done, todo = _sort_shards(d, shards, from_build, {} if target.remove_store else target.records)
     except BaseException:
         lock.release()
         raise

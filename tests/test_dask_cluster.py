@@ -135,3 +135,36 @@ def test_build_on_a_separate_cluster_survives_a_killed_worker_and_equals_a_local
     done = subprocess.run(cmd, cwd=tmp_path, env=cluster.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert s3_hashes(s3, "csd") == local_hashes(tmp_path / "csd_local")
+
+
+INTERRUPTED = """
+import sys
+from pipelines.dask_cluster import dask_client
+from pipelines.build import build_store
+from pipelines.store_writer import BuildConfig
+from tests import synthetic_recipe as syn
+try:
+    with dask_client(n_workers=2, preload=False) as client:
+        build_store(sys.argv[1], "synthetic", syn.make_units(8, sleep=5), syn.process, syn.FEATURE_SETS,
+                    BuildConfig(units_per_shard=1), executor=client, progress=False)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_on_a_local_cluster_prints_no_library_traceback(tmp_path: Path) -> None:
+    """An interrupt lands inside distributed's own waiting (its utils.sync and cancel race): the build stops with
+    its one line and no traceback from tornado, asyncio or distributed, also while the cluster is killed."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for delay in (0.2, 2.0):  # while the first tasks start, and while every worker is busy
+        store = tmp_path / f"s{delay}"
+        proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(store)], cwd=REPO, env=env,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not (store / "_build" / "plan.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and err.strip() == "interrupted", err[-3000:]

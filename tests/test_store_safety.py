@@ -18,17 +18,7 @@ from pipelines.build import build_store
 from pipelines.card import CARD_IDS
 from pipelines.store_writer import BuildConfig
 from tests import synthetic_recipe as syn
-
-
-def build(path: Path, n: int = 4, **kw: object) -> object:
-    return build_store(path, "synthetic", syn.make_units(n), syn.process, syn.FEATURE_SETS,
-                       BuildConfig(units_per_shard=2), progress=False, **kw)  # type: ignore[arg-type]
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root` (and the set of folders), to show that a refused build changed nothing."""
-    out = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
-    return out | {p.relative_to(root).as_posix() + "/": "dir" for p in root.rglob("*") if p.is_dir()}
+from tests.test_store_links import build, tree
 
 
 @pytest.fixture
@@ -52,11 +42,11 @@ def test_a_stale_record_naming_outside_files_is_refused_and_deletes_nothing(tmp_
               "files": {outside_paths(canary)[which]: {"sha256": "0" * 64, "rows": 0, "table": "aligned"}}}
     (store / "_build" / "shards").mkdir(parents=True)
     (store / "_build" / "shards" / "part-00000.json").write_text(json.dumps(record))
-    before = tree_hashes(store)
+    before = tree(store)
     with pytest.raises(OutsideStoreError, match="leads outside the store") as err:
         build(store)
     assert "part-00000.json" in str(err.value)
-    assert canary.read_text() == "still here" and tree_hashes(store) == before
+    assert canary.read_text() == "still here" and tree(store) == before
     problems = [str(p) for p in validate(store).problems]
     assert any("_build/: build state" in p for p in problems)  # a finished store has no build state
     assert any("part-00000.json: names" in p and "outside the store" in p for p in problems), problems
@@ -75,12 +65,12 @@ def test_a_manifest_naming_outside_files_is_refused_by_readers_builds_and_valida
     assert any(repr(rel) in str(p) and "leads outside the store" in str(p) for p in report.problems), str(report)
     with pytest.raises(OutsideStoreError, match="leads outside the store"):
         Store(store)
-    before = tree_hashes(store)
+    before = tree(store)
     for overwrite in (False, True):  # neither a resume nor an --overwrite deletes what the manifest points at
         with pytest.raises(OutsideStoreError):
             build_store(store, "other", syn.make_units(2), syn.process, syn.FEATURE_SETS, BuildConfig(),
                         build_info={"recipe": "another"}, progress=False, overwrite=overwrite)
-    assert canary.read_text() == "still here" and tree_hashes(store) == before
+    assert canary.read_text() == "still here" and tree(store) == before
 
 
 def test_a_shard_that_is_a_symlink_out_of_the_store_is_refused(tmp_path: Path, canary: Path) -> None:
@@ -155,9 +145,9 @@ def test_a_finished_build_leaves_no_build_state_and_resumes_from_the_manifest(tm
     assert not (store / "_build").exists()
     manifest = Manifest.load(store)
     assert sorted(manifest.build["shards"]) == ["00000", "00001", "00002"]
-    before = tree_hashes(store)
+    before = tree(store)
     again = build(store, n=6)
-    assert (again.shards_written, again.shards_skipped) == (0, first.shards_written) and tree_hashes(store) == before
+    assert (again.shards_written, again.shards_skipped) == (0, first.shards_written) and tree(store) == before
     more = build(store, n=8)  # new inputs into the same store extend it
     assert (more.shards_written, more.shards_skipped) == (1, 3) and Store(store).segments().num_rows == 8 * 3
     assert not (store / "_build").exists() and validate(store).ok
@@ -190,13 +180,13 @@ def test_cli_refuses_another_configuration_and_overwrite_replaces_it(csd_dir: Pa
     assert main(mosei(csd_dir, store)) == 0
     (store / "notes.txt").write_text("mine")
     capsys.readouterr()
-    before = tree_hashes(store)
+    before = tree(store)
     assert main(mosei(csd_dir, store, "--sets", "covarep")) == 1
     err = capsys.readouterr().err
     assert f"{store}: holds a store built by recipe 'sdk/1' with another configuration" in err and "--overwrite" in err
-    assert tree_hashes(store) == before
+    assert tree(store) == before
     assert main(mosei(csd_dir, store)) == 0  # the same command still resumes
-    assert "shards: 0 written, 1 already written" in capsys.readouterr().out and tree_hashes(store) == before
+    assert "shards: 0 written, 1 already written" in capsys.readouterr().out and tree(store) == before
     assert main(mosei(csd_dir, store, "--sets", "covarep", "--overwrite")) == 0
     assert list(Store(store).feature_sets) == ["covarep"] and validate(store).ok
     assert (store / "notes.txt").read_text() == "mine" and not (store / "_build").exists()
@@ -206,10 +196,10 @@ def test_cli_refuses_another_configuration_and_overwrite_replaces_it(csd_dir: Pa
 
 def test_cli_refuses_a_store_of_another_recipe(csd_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = write_synthetic_store(tmp_path / "synthetic", SyntheticSpec(sizes={"train": 4, "valid": 2, "test": 2}))
-    before = tree_hashes(store)
+    before = tree(store)
     assert main(mosei(csd_dir, store)) == 1
     assert "holds a store built by recipe 'synthetic' with another configuration" in capsys.readouterr().err
-    assert tree_hashes(store) == before
+    assert tree(store) == before
 
 
 def test_cli_refuses_a_non_empty_folder_that_is_not_a_store(csd_dir: Path, tmp_path: Path,
@@ -218,11 +208,11 @@ def test_cli_refuses_a_non_empty_folder_that_is_not_a_store(csd_dir: Path, tmp_p
     folder.mkdir()
     (folder / "README.md").write_text("# my project\n")
     (folder / "manifest.json").write_text('{"not": "a store"}')
-    before = tree_hashes(folder)
+    before = tree(folder)
     assert main(mosei(csd_dir, folder)) == 1
     err = capsys.readouterr().err
     assert f"{folder}: is not empty and not a store" in err and "'README.md'" in err and "--overwrite" in err
-    assert tree_hashes(folder) == before
+    assert tree(folder) == before
     assert main(mosei(csd_dir, folder, "--overwrite")) == 0 and validate(folder).ok
 
 

@@ -24,6 +24,10 @@ BAD = [
     (["build", "mosei", "--csd-dir", "X", "--out", "Y", "--batch-videos", "-3"], "--batch-videos", "not '-3'"),
     (["build", "mosi-utterance", "--input", "X", "--out", "Y", "--valid-fraction", "1.5"], "--valid-fraction", "not '1.5'"),
     (["build", "mosi-utterance", "--input", "X", "--out", "Y", "--valid-fraction", "nan"], "--valid-fraction", "not 'nan'"),
+    (["build", "mosi-utterance", "--input", "X", "--out", "Y", "--valid-fraction", "1"], "--valid-fraction",
+     "a number from 0 up to 1 (not 1), not '1'"),
+    (["build", "mosi-utterance", "--input", "X", "--out", "Y", "--valid-fraction", "-0.1"], "--valid-fraction", "not '-0.1'"),
+    (["train", "--store", "X", "--out", "Y", "--seed", "4294967296"], "--seed", "a whole number from 0 to 4294967295"),
     (["train", "--store", "X", "--out", "Y", "--epochs", "0"], "--epochs", "not '0'"),
     (["train", "--store", "X", "--out", "Y", "--seed", "-1"], "--seed", "not '-1'"),
 ]
