@@ -7,6 +7,7 @@ Models register themselves (`mmolre.models.contract.register_model`); nothing he
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 from torch import nn
@@ -21,6 +22,7 @@ from .models.contract import (
     models,
 )
 from .models.contract import config_to_dict as config_to_dict  # re-exported: the registry's pair of readers
+from .settings import typed
 from .tasks import TaskSpec
 
 # what `mmolre models` counts parameters on: a CMU-MOSI-like word-aligned store (MiniLM text, eGeMAPS audio, the
@@ -31,9 +33,13 @@ REFERENCE_TASKS: tuple[TaskSpec, ...] = (TaskSpec("sentiment", "regression"),)
 
 def config_from_dict(name: str, d: dict[str, Any], source: str = "arch") -> Any:
     """The named model's config from plain values (`config_to_dict`'s output, or hyperparameters alone: the store's
-    input dims and tasks then default to the reference input). Unknown names are refused, naming the model."""
-    return config_from_values(model_info(name).config,
-                              {"input_dims": REFERENCE_INPUT_DIMS, "tasks": REFERENCE_TASKS, **d},
+    input dims and tasks then default to the reference input). Unknown names are refused, naming the model; each
+    hyperparameter is checked against its field's type as a top-level setting is (`settings.typed`: YAML 1.1 reads
+    `1e-5` as text, a number is expected), so a bad value is named here, not by the model's constructor."""
+    cls = model_info(name).config
+    hints = typing.get_type_hints(cls)
+    checked = {k: typed(v, hints[k], k, source) if k in hints and k not in PLACED else v for k, v in d.items()}
+    return config_from_values(cls, {"input_dims": REFERENCE_INPUT_DIMS, "tasks": REFERENCE_TASKS, **checked},
                               f"{source}: model {name!r} has no setting(s)")
 
 

@@ -150,6 +150,14 @@ def test_config_files_and_cli(mosei: Path, tmp_path: Path) -> None:
     bad.write_text("epochz: 3\n")
     with pytest.raises(ValueError, match=r"bad.yaml: unknown setting\(s\) epochz"):
         TrainConfig.load(bad)
+    # the arch mapping's values are typed like the top-level ones: YAML 1.1 reads 1e-1 as text
+    bad.write_text("arch:\n  dropout: 1e-1\n  d_model: 16\n  n_heads: 2\n")
+    assert TrainConfig.load(bad).arch.dropout == 0.1
+    bad.write_text("arch:\n  d_model: wide\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: arch: d_model must be an integer, not 'wide'"):
+        TrainConfig.load(bad)
+    with pytest.raises(ValueError, match=r"--set 'arch=\{top_k: two\}': top_k must be an integer or null, not 'two'"):
+        TrainConfig().with_overrides(["arch={top_k: two}"])
     assert main([str(mosei), str(tmp_path / "cli"), "--model", "hard_sharing", "--config", str(cfg_file), "--set", "lr=0.01", "tasks=[sentiment]"]) == 0
     saved = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert saved["config"]["lr"] == 0.01 and saved["model"] == "hard_sharing"
