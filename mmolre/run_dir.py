@@ -6,16 +6,15 @@ the same configuration stays as it is."""
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import fnmatch
 import json
 import os
 import shutil
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from feature_schemas.pid_lock import LockBusy, LockRefused, take_pid_lock
 
 from .errors import RunError
 
@@ -114,24 +113,15 @@ def claim_run_dir(out: Path, model: str, config: dict[str, Any], store: object =
     out.mkdir(parents=True, exist_ok=True)
     recorded = False
     path = out / LOCK_FILE
+    fd: int | None = None
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise RunError(f"{path}: is a symbolic link; refused (the lock is truncated when taken); remove it") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise RunError(f"{path}: is not a plain file with one name; refused (the lock is truncated when taken); remove it")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunError(f"{out}: another training is writing this run folder (pid {holder}); wait for it to finish, "
-                           "or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+            fd = take_pid_lock(path)
+        except LockRefused as e:
+            raise RunError(f"{path}: is {e.what}; refused (the lock is truncated when taken); remove it") from None
+        except LockBusy as e:
+            raise RunError(f"{out}: another training is writing this run folder (pid {e.holder}); wait for it to "
+                           "finish, or choose another --out") from None
         try:
             check_run_dir(out, model, config, overwrite)
         except RunError:
@@ -153,7 +143,8 @@ def claim_run_dir(out: Path, model: str, config: dict[str, Any], store: object =
             with contextlib.suppress(OSError):
                 os.unlink(path)
     finally:
-        os.close(fd)  # also drops the lock
+        if fd is not None:
+            os.close(fd)  # also drops the lock
         if created:
             with contextlib.suppress(OSError):  # only when empty: a folder this run made and left nothing in
                 os.rmdir(out)

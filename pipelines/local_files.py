@@ -9,13 +9,11 @@ made one at a time, and the walks that clean up never descend into a linked fold
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import stat
 import uuid
 from pathlib import Path
 
-from feature_schemas import TEMPORARY_GLOB, StoreError, no_links, table_roots
+from feature_schemas import TEMPORARY_GLOB, no_links, table_roots
 from feature_schemas.paths import link_error
 
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
@@ -68,26 +66,6 @@ def remove(root: Path, rel: str) -> None:
     path = no_links(root, rel)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def open_lock(root: Path, rel: str) -> int:
-    """The lock file's descriptor: created if absent, never through a link, and refused unless it is a regular
-    file with one name (a hard link to a file elsewhere would be truncated with it)."""
-    folder = make_folders(root, Path(rel).parent.as_posix())
-    path = folder / Path(rel).name
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise link_error(root, path) from None
-        raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        os.close(fd)
-        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} hard links"
-        raise StoreError(f"{path}: is {what}; refused: the build lock is truncated when taken, and that would change "
-                         "a file elsewhere; remove it and rerun")
-    return fd
 
 
 def _walk(root: Path, top: str) -> list[tuple[str, list[str], list[str]]]:

@@ -18,9 +18,11 @@ from typing import Any
 import psutil
 
 from feature_schemas import BUILD_DIR, StoreError
+from feature_schemas.paths import link_error
+from feature_schemas.pid_lock import LockBusy, LockRefused, take_pid_lock
 from feature_schemas.storage import RemoteFiles
 
-from .local_files import open_lock
+from .local_files import make_folders
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +191,17 @@ class StoreLock:
         self.fd: int | None = None
 
     def __enter__(self) -> StoreLock:
-        self.fd = open_lock(self.root, LOCK_FILE)  # never through a link, never a file with another name
+        make_folders(self.root, BUILD_DIR)  # one part at a time, never through a link
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self.fd)
-            raise StoreError(f"{self.path.parent.parent}: another build is writing this store (pid {holder}); wait for it to finish") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+            self.fd = take_pid_lock(self.path)  # never through a link, never a file with another name
+        except LockRefused as e:
+            if e.link:
+                raise link_error(self.root, self.path) from None
+            raise StoreError(f"{self.path}: is {e.what}; refused: the build lock is truncated when taken, and that "
+                             "would change a file elsewhere; remove it and rerun") from None
+        except LockBusy as e:
+            raise StoreError(f"{self.root}: another build is writing this store (pid {e.holder}); wait for it to "
+                             "finish") from None
         return self
 
     def __exit__(self, *exc: object) -> None:

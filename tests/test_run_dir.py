@@ -93,3 +93,24 @@ def test_a_training_that_fails_before_writing_leaves_no_claim(store: Path, tmp_p
     assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]  # the user's folder keeps only what it had
     assert main(train(store, out, "--set", "arch.d_model=8")) == 0  # another configuration: not refused
     assert (out / "best.pt").exists()
+
+
+def test_the_run_lock_is_never_taken_through_a_link_or_a_hard_link(tmp_path: Path) -> None:
+    """The lock file is truncated when taken: a link or a second name for a file elsewhere is refused, and the
+    user's file keeps its contents."""
+    import os
+
+    from mmolre.errors import RunError
+
+    theirs = tmp_path / "precious.txt"
+    theirs.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".train.lock").symlink_to(theirs)
+    with pytest.raises(RunError, match=r"\.train\.lock: is a symbolic link; refused"), claim_run_dir(out, "mmolre", {}):
+        pass
+    (out / ".train.lock").unlink()
+    os.link(theirs, out / ".train.lock")
+    with pytest.raises(RunError, match=r"\.train\.lock: is .*; refused"), claim_run_dir(out, "mmolre", {}):
+        pass
+    assert theirs.read_text() == "precious" and sorted(p.name for p in out.iterdir()) == [".train.lock"]
