@@ -26,7 +26,7 @@ from .errors import RunError
 from .evaluation import predict_split, score, task_predictions
 from .models.contract import ModelOutput, assemble_model
 from .registry import config_from_dict
-from .text_encoder import TOKENIZER_DIR, FinetunedText, encode_words, load_encoder, load_tokenizer
+from .text_encoder import TOKENIZER_DIR, FinetunedText, encode_words, load_encoder, load_tokenizer, token_limit
 
 Run = tuple[nn.Module, TrainConfig, dict[str, Any]]
 
@@ -59,8 +59,10 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
         if not (folder / "config.json").is_file():
             raise RunError(f"{folder}: missing; a run with text_encoder=finetune keeps its tokenizer and encoder config there")
         tokenizer, text_set = load_tokenizer(folder), str(ck.get("text_set") or "")
-        model = FinetunedText(model, load_encoder(folder, pretrained=False), text_set)
-        meta["dataset_kwargs"] = {"tokenizer": tokenizer, "text_set": text_set, "max_tokens": config.max_tokens}
+        encoder = load_encoder(folder, pretrained=False)
+        model = FinetunedText(model, encoder, text_set)
+        meta["dataset_kwargs"] = {"tokenizer": tokenizer, "text_set": text_set,
+                                  "max_tokens": token_limit(encoder, config.max_tokens)}
     load_weights(model, ck["model"], path)
     model.to(device).eval()
     meta = {"model_name": ck["model_name"], "arch": ck["arch"], "tasks": [t.to_dict() for t in arch.tasks], **meta,

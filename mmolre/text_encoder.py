@@ -93,6 +93,17 @@ def load_encoder(path: str | os.PathLike, pretrained: bool = True) -> nn.Module:
         raise RunError(f"{path}: no usable model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
+def token_limit(encoder: nn.Module, max_tokens: int) -> int:
+    """`max_tokens` capped at the positions the encoder has: a segment tokenized past them fails inside the
+    encoder (a 64-position model fed 66 sub-words), whichever segment happens to be longest. RoBERTa-style
+    embeddings number positions from padding_idx + 1, so they hold that many fewer."""
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return max_tokens
+    offset = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+    return min(max_tokens, positions - (offset + 1 if isinstance(offset, int) else 0))
+
+
 def encode_words(tokenizer: Any, words: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """Sub-word ids of a segment's words and, per sub-word, the index of its word (-1 for special tokens)."""
     enc = tokenizer(list(words) or [""], is_split_into_words=True, truncation=True, max_length=max_tokens)
@@ -242,4 +253,4 @@ def text_encoder_setup(store: Store, feature_sets: list[str], cfg: TrainConfig) 
     if cfg.grad_checkpointing:
         enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable  # renamed in transformers 5
         enable()
-    return TextSetup(encoder, tokenizer, text_set, cfg.max_tokens)
+    return TextSetup(encoder, tokenizer, text_set, token_limit(encoder, cfg.max_tokens))

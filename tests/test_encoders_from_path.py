@@ -110,6 +110,21 @@ def test_bpe_and_sentencepiece_tokenizers_pool_sub_words_onto_words(kind: str, t
     assert len(set(enc.token_word[enc.token_word >= 0].tolist())) == 3
 
 
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_a_segment_longer_than_the_models_positions_is_cut_not_failed(kind: str, tmp_path: Path) -> None:
+    """max_length (256) is capped at the model's positions (64 for the tiny BERT, read by bert_light; 80 - 2 for
+    the tiny RoBERTa, whose positions start after padding_idx): the words past them get no vector, instead of
+    the whole batch failing inside the encoder."""
+    from tests.test_finetune import make_bpe_model, make_wordpiece_model
+
+    folder = (make_wordpiece_model if kind == "bert" else make_bpe_model)(tmp_path / kind)
+    words = ["unbelievably", "wonderful,"] * 100
+    enc = encode_words([words[:4], words], TextConfig(model_path=str(folder), name="text_x"))
+    assert (enc[0].features.coverage == 1).all()
+    covered = enc[1].features.coverage
+    assert covered[:5].all() and not covered[-10:].any()  # the tiny vocabularies cut words into many pieces
+
+
 def _speech_model(kind: str, folder: Path) -> Path:
     """A tiny configuration of one of the three model types, saved with its initial weights."""
     from transformers import (

@@ -26,7 +26,7 @@ from mmolre.evaluation import predict_split
 from mmolre.inference import evaluate, load_run, predict_segment
 from mmolre.optimisation import lr_lambdas, make_optimizer
 from mmolre.tasks import TaskSpec
-from mmolre.text_encoder import encode_words, load_encoder, load_tokenizer, pool_subwords, resolve_text_model
+from mmolre.text_encoder import encode_words, load_encoder, load_tokenizer, pool_subwords, resolve_text_model, token_limit
 from mmolre.train import train
 from tests.store_fixtures import TINY_ARCH, one_torch_thread, synthetic_store  # noqa: F401 - fixture
 
@@ -158,6 +158,18 @@ def test_bpe_tokenizer_pools_onto_words_too(roberta: Path) -> None:
     ids, wids = encode_words(tok, ["Hello,", "world!", "w12."], 32)
     assert wids[0] == wids[-1] == -1 and set(wids[1:-1].tolist()) == {0, 1, 2}
     assert np.all(np.diff(wids[1:-1]) >= 0)  # sub-words in word order
+
+
+def test_sub_words_are_capped_at_the_encoders_positions(bert: Path, roberta: Path) -> None:
+    """max_tokens (128 by default) past a model's positions failed inside the encoder on the longest segment."""
+    words = ["unbelievably", "wonderful,"] * 60  # far more sub-words than either tiny model has positions
+    for folder, positions in ((bert, 64), (roberta, 80 - 2)):  # RoBERTa numbers positions from padding_idx + 1
+        enc = load_encoder(folder).eval()
+        assert token_limit(enc, 128) == positions and token_limit(enc, 16) == 16
+        ids, _ = encode_words(load_tokenizer(folder), words, token_limit(enc, 128))
+        assert len(ids) == positions
+        with torch.no_grad():
+            assert enc(input_ids=torch.from_numpy(ids)[None]).last_hidden_state.shape[1] == positions
 
 
 def test_dataset_reads_written_words_and_keeps_word_alignment(store: Path, bert: Path) -> None:

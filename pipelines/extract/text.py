@@ -120,12 +120,19 @@ def _encoder(path: str, light: bool) -> Encoder:
             tokenizer, bert = WordPieceTokenizer(path), load_bert(path)
         except (OSError, ValueError, RuntimeError) as e:
             raise PipelineError(f"cannot load text model from {path}: {e}", stage="text", source_path=path) from None
-        return tokenizer, bert
+        positions = int(bert.position.num_embeddings)  # a plain BERT numbers positions from 0
+        return (lambda batch, max_length: tokenizer(batch, min(max_length, positions))), bert
     hf_tokenizer, model = _load(path)
+    # past its positions a model fails inside on the longest segment; RoBERTa-style embeddings number them from
+    # padding_idx + 1 and so hold that many fewer
+    offset = getattr(getattr(model, "embeddings", None), "padding_idx", None)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    limit = positions - (offset + 1 if isinstance(offset, int) else 0) if isinstance(positions, int) else None
 
     def tokenise(batch: list[list[str]], max_length: int) -> TokenBatch:
         from .bert_light import TokenBatch
 
+        max_length = min(max_length, limit) if limit else max_length
         enc = hf_tokenizer(batch, is_split_into_words=True, truncation=True, max_length=max_length, padding=True,
                            return_tensors="np")
         ids = np.asarray(enc["input_ids"], np.int64)
