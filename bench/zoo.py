@@ -164,7 +164,29 @@ def mean_sd(values: list[float]) -> str:
     return f"{m:.{digits}f}" if len(values) == 1 else f"{m:.{digits}f} ± {float(np.std(values, ddof=1)):.{digits}f}"
 
 
-def summarise(runs: Path, setting: str) -> tuple[list[str], dict[str, Any]]:
+def mosei_floor(store: Path) -> dict[str, Any]:
+    """The floor a MOSEI model must beat: a ridge probe on mean-pooled MiniLM word vectors (bench/text_benchmarks'
+    probe), its alpha chosen by 5-fold cross-validation on train (valid is the reported split, never chosen on)."""
+    from sklearn.linear_model import RidgeCV
+
+    from bench.text_benchmarks import pooled
+    from mmolre.metrics import sentiment_regression_metrics
+
+    (Xtr, tr), (Xva, va) = pooled(store, "train"), pooled(store, "valid")
+    ridge = RidgeCV(alphas=(0.1, 0.3, 1, 3, 10, 30), cv=5, scoring="neg_mean_absolute_error").fit(Xtr, tr.sentiment)
+    metrics = sentiment_regression_metrics(ridge.predict(Xva), va.sentiment.to_numpy(), resamples=1000)
+    return {"alpha": float(ridge.alpha_), "valid": {"sentiment": metrics}}
+
+
+def floor_row(floor: dict[str, Any], split: str) -> str:
+    m = floor[split]["sentiment"]
+    ci = m.get("non0_acc2_ci")
+    cells = [f"{float(m[k]) * (1 if k in ('mae', 'corr') else 100):.{3 if k in ('mae', 'corr') else 2}f}" for k in HEADLINE]
+    return (f"| ridge probe (alpha {floor['alpha']:g}) | – | " + " | ".join(cells)
+            + f" | {ci and f'[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]'} | {m.get('n')} ({m.get('non0_n')}) | – | – | – |")
+
+
+def summarise(runs: Path, setting: str, floor: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any]]:
     split = SETTINGS[setting]["report"]
     lines = [f"### {setting} ({split}; mean ± sample std over seeds, ddof=1)", "",
              "| model | seeds | " + " | ".join(HEADLINE) + " | Non0 Acc-2 95% CI (seed 0) | n (non0) | params | CPU s/run | MMSA published Non0 |",
@@ -182,6 +204,9 @@ def summarise(runs: Path, setting: str) -> tuple[list[str], dict[str, Any]]:
         lines.append(f"| {model} | {len(rs)} | " + " | ".join(mean_sd(cols[k]) for k in HEADLINE)
                      + f" | {ci and f'[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]'} | {first.get('n')} ({first.get('non0_n')}) | {params:,} | "
                      + (f"{np.mean(cpu):.0f}" if cpu else "–") + f" | {MMSA_PUBLISHED.get(model, '–') if setting == 'mosi_ft' else '–'} |")
+    if floor is not None:
+        lines.append(floor_row(floor, split))
+        table["ridge_probe"] = floor
     return lines, table
 
 
@@ -207,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             for r in pool.map(run_one, *zip(*jobs, strict=True)):
                 print(json.dumps(r), file=sys.stderr, flush=True)
     report, tables = [], {}
+    floors = {s: mosei_floor(build_store("mosei_text", args.work, args.mosei_train))
+              for s in args.settings if SETTINGS[s]["store"] == "mosei_text"}
     for s in args.settings:
-        lines, tables[s] = summarise(runs, s)
+        lines, tables[s] = summarise(runs, s, floors.get(s))
         report += lines + [""]
     print("\n".join(report))
     print(json.dumps({"settings": {s: SETTINGS[s] for s in args.settings}, "model_train": MODEL_TRAIN, "tables": tables}, default=float))
