@@ -26,7 +26,14 @@ from .errors import RunError
 from .evaluation import predict_split, score, task_predictions
 from .models.contract import ModelOutput, assemble_model
 from .registry import config_from_dict
-from .text_encoder import TOKENIZER_DIR, FinetunedText, encode_words, load_encoder, load_tokenizer, token_limit
+from .text_encoder import (
+    TOKENIZER_DIR,
+    FinetunedText,
+    encode_words,
+    load_encoder,
+    load_tokenizer,
+    token_limit,
+)
 
 Run = tuple[nn.Module, TrainConfig, dict[str, Any]]
 

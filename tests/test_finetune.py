@@ -26,7 +26,14 @@ from mmolre.evaluation import predict_split
 from mmolre.inference import evaluate, load_run, predict_segment
 from mmolre.optimisation import lr_lambdas, make_optimizer
 from mmolre.tasks import TaskSpec
-from mmolre.text_encoder import encode_words, load_encoder, load_tokenizer, pool_subwords, resolve_text_model, token_limit
+from mmolre.text_encoder import (
+    encode_words,
+    load_encoder,
+    load_tokenizer,
+    pool_subwords,
+    resolve_text_model,
+    token_limit,
+)
 from mmolre.train import train
 from tests.store_fixtures import TINY_ARCH, one_torch_thread, synthetic_store  # noqa: F401 - fixture
 
