@@ -41,3 +41,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def ctrl_c_reaches_it() -> None:
+    """Popen's preexec_fn for a child a test interrupts: SIGINT back to its default, as a terminal's Ctrl-C finds
+    it. A suite started in the background by a non-interactive shell (`make test &`) ignores SIGINT, every child
+    inherits that, and Python then installs no KeyboardInterrupt handler: the build would run to the end."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

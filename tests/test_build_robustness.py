@@ -26,6 +26,7 @@ from pipelines.dask_cluster import WORKER_RETRIES, dask_client
 from pipelines.store_writer import BuildConfig
 from tests import media_fixtures as mf
 from tests import synthetic_recipe as syn
+from tests.store_fixtures import ctrl_c_reaches_it
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -107,7 +108,7 @@ def run_build(manifest: Path, out: Path, workers: int) -> subprocess.CompletedPr
 
 def start_build_and_wait_for_a_shard(manifest: Path, out: Path, workers: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(build_cmd(manifest, out, workers), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=ctrl_c_reaches_it)
     deadline = time.monotonic() + 600
     while not list(out.glob("_build/shards/part-*.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

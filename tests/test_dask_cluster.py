@@ -25,6 +25,7 @@ from pipelines.store_writer import BuildConfig
 
 from . import synthetic_recipe as syn
 from .s3_fixtures import _free_port, s3  # noqa: F401 - the fixture
+from .store_fixtures import ctrl_c_reaches_it
 from .test_s3_build import local_hashes, s3_hashes, sdk_plan
 
 pytestmark = pytest.mark.slow
@@ -160,7 +161,7 @@ def test_ctrl_c_on_a_local_cluster_prints_no_library_traceback(tmp_path: Path) -
     for delay in (0.2, 2.0):  # while the first tasks start, and while every worker is busy
         store = tmp_path / f"s{delay}"
         proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(store)], cwd=REPO, env=env,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=ctrl_c_reaches_it)
         deadline = time.monotonic() + 120
         while not (store / "_build" / "plan.json").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
