@@ -14,7 +14,8 @@ file of 256 rows, as the store writer writes a shard) is read three ways, each o
     .venv/bin/python bench/loader_speed.py                   # 6,000 segments, 3 epochs each
     .venv/bin/python bench/loader_speed.py --segments 1500 --epochs 2
     .venv/bin/python bench/loader_speed.py --url             # the store on moto's S3 server (ranged GETs counted)
-Prints samples/s of each (median over epochs) and the ratios scan / loader (target <= 1.5), then one JSON line.
+Prints samples/s of each (median over epochs) and the ratios scan / loader (target <= 1.5), the same from CPU
+seconds per epoch (steadier on a shared machine), then one JSON line.
 """
 
 from __future__ import annotations
@@ -126,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         units = len(ds.units(1))
         rates: dict[str, list[float]] = {"scan": [], "loader": [], "loader_reopen": []}
         gets: dict[str, list[int]] = {k: [] for k in rates}
+        cpu: dict[str, list[float]] = {k: [] for k in rates}  # this process's CPU seconds per epoch
         names = list(rates)
         for epoch in range(args.epochs):
             for name in names[epoch % 3:] + names[: epoch % 3]:  # each goes first in turn (what ran before matters)
                 before = requests["requests"] if requests else 0
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 n = scan(store, columns, sets) if name == "scan" else loader_epoch(old if name == "loader_reopen" else ds, epoch, args.batch_size, name == "loader_reopen")
                 rates[name].append(n / (time.perf_counter() - t))
+                cpu[name].append(time.process_time() - c)
                 gets[name].append(requests["requests"] - before if requests else 0)
                 assert n == args.segments, (name, n)
         files = len(Store(store).files("aligned", "train"))
@@ -141,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in med.items():
         print(f"{k:14s} {v:10.1f} samples/s  (epochs: {', '.join(f'{r:.0f}' for r in rates[k])})"
               + (f"; ranged GETs per epoch {gets[k]}" if args.url else ""))
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    cpu_ratio = cpu_med["loader"] / cpu_med["scan"]
+    print("CPU s per epoch (median): " + ", ".join(f"{k} {v:.3f}" for k, v in cpu_med.items())
+          + f"; loader / scan = {cpu_ratio:.2f} (steadier than wall time when other processes share the cores)")
     print(f"scan / loader = {ratio:.2f} (target <= 1.5); loader / loader_reopen = {med['loader'] / med['loader_reopen']:.2f}; "
           f"{args.segments} segments, {files} files, {units} row-group units, columns {columns}")
     print(json.dumps({"url": args.url, "ranged_gets": gets if args.url else None, "segments": args.segments, "files": files, "units": units, "epochs": args.epochs,
                       "batch_size": args.batch_size, "samples_per_s": med, "per_epoch": rates,
-                      "scan_over_loader": ratio, "loader_over_reopen": med["loader"] / med["loader_reopen"]}))
+                      "scan_over_loader": ratio, "cpu_s_per_epoch": cpu_med, "cpu_loader_over_scan": cpu_ratio, "loader_over_reopen": med["loader"] / med["loader_reopen"]}))
     return 0
 
 

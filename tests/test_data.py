@@ -38,6 +38,16 @@ def test_each_segment_once_with_its_labels_and_masks(mosei: Path) -> None:
     assert any(not r["mask"]["audio"].all() for r in rows)  # the fixture has uncovered audio words
 
 
+def test_rows_own_their_vectors_so_the_shuffle_buffer_pins_no_arrow_batch(mosei: Path) -> None:
+    """A row's vectors were views into the Arrow batch it came from: the shuffle buffer kept up to a buffer's
+    worth of whole batches alive, and the allocator's purging and re-faulting of them made the loader 1.65x a plain
+    scan (bench/loader_speed.py); a row now holds copies."""
+    ds = StoreDataset(mosei, "train", ["text", "audio"], infer_tasks(Store(mosei)), shuffle=True)
+    for r in list(ds)[:10]:
+        for m in ("text", "audio"):
+            assert r["x"][m].flags.owndata and r["x"][m].base is None and r["x"][m].dtype == np.float32
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_truncation_keeps_the_right_words(mosei: Path, side: str) -> None:
     store = Store(mosei)
