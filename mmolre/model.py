@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.contract import ModelOutput, config_from_values, config_to_dict, register_model
+from .models.contract import ModelConfig, ModelOutput, register_model
 from .tasks import TaskSpec
 
 
@@ -40,8 +39,10 @@ SMALL_TRAIN = 5000  # training segments under which `MMoLREConfig.sized_for` shr
 
 
 @dataclass
-class MMoLREConfig:
+class MMoLREConfig(ModelConfig):
     """Architecture. `input_dims` and `tasks` come from the store when training; the rest are hyperparameters."""
+
+    refusal_name = "model"  # 'unknown model setting(s): ...', as before the zoo had configs of its own
 
     input_dims: dict[str, int] = field(default_factory=lambda: {"text": 384, "audio": 74})
     tasks: tuple[TaskSpec, ...] = (TaskSpec("sentiment", "regression"),)
@@ -68,16 +69,6 @@ class MMoLREConfig:
         if self.top_k is not None and not 1 <= self.top_k <= len(self.expert_ranks):
             raise ValueError(f"top_k={self.top_k} must be between 1 and the number of experts ({len(self.expert_ranks)})")
 
-    @property
-    def modalities(self) -> list[str]:
-        return list(self.input_dims)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MMoLREConfig:
-        return config_from_values(cls, d, "unknown model setting(s):")
 
     def sized_for(self, n_train: int) -> MMoLREConfig:
         """These defaults for a training set of `n_train` segments: under SMALL_TRAIN, a quarter of the width and

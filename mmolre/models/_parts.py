@@ -10,7 +10,6 @@ replaces. Audio and visual sets differ only in their default sizes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..tasks import TaskSpec
-from .contract import InputNorm, config_from_values, config_to_dict, set_input_stats
+from .contract import InputNorm, ModelConfig, set_input_stats
 
 AUDIO_WORDS = ("audio", "covarep", "egemaps", "opensmile", "wav2vec", "hubert", "data2vec", "mfcc", "compare", "acoustic")
 
@@ -32,7 +31,7 @@ def role(name: str) -> str:
 
 
 @dataclass
-class ZooConfig:
+class ZooConfig(ModelConfig):
     """The fields every zoo model's config has; `input_dims` and `tasks` come from the store when training."""
 
     input_dims: dict[str, int] = field(default_factory=lambda: {"text_minilm": 384})
@@ -49,16 +48,6 @@ class ZooConfig:
             if isinstance(getattr(self, f.name), list):
                 setattr(self, f.name, tuple(getattr(self, f.name)))
 
-    @property
-    def modalities(self) -> list[str]:
-        return list(self.input_dims)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Any:
-        return config_from_values(cls, d, f"unknown {cls.__name__} setting(s):")
 
 
 class ZooModel(nn.Module):

@@ -138,6 +138,24 @@ def config_from_values(config_cls: type, values: dict[str, Any], refusal: str) -
     return config_cls(**values)
 
 
+class ModelConfig:
+    """What every model's config dataclass shares: its modalities and the JSON round trip (`config_to_dict`,
+    `config_from_values`). `refusal_name` names the config in the refusal of an unknown setting."""
+
+    refusal_name = ""  # "" : the class's own name
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.input_dims)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        return config_from_values(cls, d, f"unknown {cls.refusal_name or cls.__name__} setting(s):")
+
+
 def _typed(value: Any, hint: Any) -> Any:
     """Lists read from JSON/YAML become tuples where the field is a tuple (ranks, kernel sizes)."""
     origin = typing.get_origin(hint)
