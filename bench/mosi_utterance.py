@@ -251,7 +251,9 @@ def summarise(runs: list[dict[str, Any]], which: str) -> dict[str, dict[str, tup
         out.setdefault(key, {})
         for k, v in r[which]["test"].items():
             out[key].setdefault(k, []).append(v)  # type: ignore[arg-type]
-    return {k: {m: (float(np.mean(v)), float(np.std(v))) for m, v in d.items()} for k, d in out.items()}  # type: ignore[misc]
+    # spread over seeds: the sample std (ddof=1), as everywhere in BENCHMARKS.md; 0 for a single seed
+    return {k: {m: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) for m, v in d.items()}  # type: ignore[misc]
+            for k, d in out.items()}
 
 
 def table(summary: dict[str, dict[str, tuple[float, float]]], probes: dict[str, dict[str, float]], title: str) -> str:
@@ -315,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     summary_weights = {}
     if weights:
         f = np.array(weights["fusion"])
-        summary_weights["fusion"] = {m: (float(f[:, i].mean()), float(f[:, i].std())) for i, m in enumerate(mods)}
+        summary_weights["fusion"] = {m: (float(f[:, i].mean()), float(f[:, i].std(ddof=1)) if len(f) > 1 else 0.0)
+                                     for i, m in enumerate(mods)}
         summary_weights["effective_rank"] = {m: float(np.mean([w[m] for w in weights["effective_rank"] if m in w])) for m in mods}
     result = {"seeds": args.seeds, "epochs": args.epochs, "arch": ARCH, "train": TRAIN, "fixed": fixed, "select": select,
               "probes": probes, "weights": summary_weights, "floors": FLOORS, "text_floors": TEXT_FLOORS,

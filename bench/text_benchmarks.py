@@ -187,7 +187,8 @@ def summarise(dataset: str, runs: list[dict[str, Any]], probe: dict[str, Any]) -
         row = {}
         for t, m in cols:
             vals = [r[split][t][m] for r in rs if t in r.get(split, {})]
-            row[f"{t}/{m}"] = (float(np.mean(vals)), float(np.std(vals)), len(vals)) if vals else None
+            sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0  # the sample std over seeds (ddof=1)
+            row[f"{t}/{m}"] = (float(np.mean(vals)), sd, len(vals)) if vals else None
         table[label] = {"metrics": row, "seeds": len(rs), "params": rs[0]["parameters"], "best_epochs": [r["best_epoch"] for r in rs],
                         "wall_s": float(np.mean(walls)) if walls else None}
         cells = [f"{v[0]:.4f} ± {v[1]:.4f}" if v else "–" for v in row.values()]
