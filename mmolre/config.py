@@ -43,7 +43,8 @@ class TrainConfig:
     # only); None: on when every set used is utterance-level and the train split has several utterances per video
     context_hidden: int = 32  # that GRU's hidden size per direction
     # optimisation
-    epochs: int | None = None  # None: 30 when selecting on valid (early stopping), 10 when the kept epoch is fixed
+    epochs: int | None = None  # None: 30 when selecting on valid (early stopping; fewer on a large store: about
+    # 2,000 steps, run_setup.default_epochs), 10 when the kept epoch is fixed
     # (select_metric last, no valid split, or a valid split the store marks unfit for selection)
     lr: float = 5e-4
     weight_decay: float = 0.01

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from feature_schemas import Store
 from mmolre import TrainConfig, evaluate, load_run, predict_segment, train
 from mmolre.errors import RunError
 from mmolre.train import main
@@ -173,3 +174,20 @@ def test_gpu_bench_script_runs_tiny_on_cpu(tmp_path: Path) -> None:
     for m in summary["models"].values():
         assert m["samples_per_s"] > 0 and m["step_time_s"] > 0 and m["params_experts"] > 0
     assert summary["models"]["dense_moe"]["params_experts"] > summary["models"]["mmolre"]["params_experts"]
+
+
+def test_default_epochs_take_about_a_step_budget_on_a_large_store(tmp_path: Path) -> None:
+    """epochs left unset while valid selects: 30, or fewer when a store's epochs are long (30 epochs of CMU-MOSEI's
+    509 steps overfit and fell to the ridge floor's Non0 Acc-2); the run says what it chose and why."""
+    from mmolre.distributed import DistContext
+    from mmolre.run_setup import STEP_BUDGET, default_epochs, store_defaults
+
+    assert default_epochs(1284, 32) == 30 and default_epochs(16274, 32) == 4 and default_epochs(10 ** 6, 32) == 3
+    store = synthetic_store(tmp_path / "s", labels="mosi", sizes={"train": 1000, "valid": 20, "test": 20})
+    s = Store(store)
+    for batch, epochs in ((8, -(-STEP_BUDGET // 125)), (64, 30)):  # 1,000 segments: 125 steps of 8, 16 of 64
+        cfg, said = store_defaults(s, ["text", "audio"], TrainConfig(batch_size=batch, arch=dict(TINY_ARCH)), DistContext())
+        assert cfg.epochs == epochs
+        assert f"epochs: at most {epochs} (about {STEP_BUDGET:,} steps of {batch} for 1,000 training segments)" in said[0]
+    cfg, _ = store_defaults(s, ["text", "audio"], TrainConfig(batch_size=8, epochs=50, arch=dict(TINY_ARCH)), DistContext())
+    assert cfg.epochs == 50  # a number the user gave is kept
