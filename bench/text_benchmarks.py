@@ -67,7 +67,6 @@ def build_store(name: str, work: Path) -> Path:
     import pyarrow.parquet as pq
 
     from feature_schemas import Store
-    from pipelines.extract.text import text_feature_set
     from pipelines.recipes.meld import read_meld
     from pipelines.recipes.mosi_text import read_mosi_labels
     from pipelines.recipes.videos import VideoConfig, build_videos
@@ -77,7 +76,7 @@ def build_store(name: str, work: Path) -> Path:
     if (store / "manifest.json").is_file():
         s = Store(store)
         written = "words_written" in pq.read_schema(s.files("aligned")[0]).names  # schema 2.1: what finetune reads
-        if s.feature_sets[TEXT_SET].config == text_feature_set(cfg.text_config()).config and written:
+        if s.feature_sets[TEXT_SET].config == cfg.text_encoder().feature_set().config and written:
             return store
         print(f"{store}: built by another text encoder version (or before schema 2.1); rebuilding", file=sys.stderr)
         shutil.rmtree(store)
