@@ -65,7 +65,8 @@ class TrainConfig:
     grad_checkpointing: bool = False  # recompute the encoder's activations in backward (less memory, more time)
     max_tokens: int = 128  # sub-words per segment fed to the encoder (words past it are masked)
     # model selection
-    select_metric: str = "auto"  # auto (= loss) | loss | task/metric, e.g. sentiment/mae; comma list = their mean;
+    select_metric: str = "auto"  # auto (loss; the mean wF1 when every task is single-label classes) | loss |
+    # task/metric, e.g. sentiment/mae; comma list = their mean;
     # last = no selection: keep the last of `epochs` (for a validation split that cannot be trusted to select on)
     patience: int = 8  # epochs without improvement before stopping (0: never stop early)
     # runtime

@@ -141,6 +141,16 @@ def test_meld_style_classes(tmp_path: Path) -> None:
     assert p["sentiment"] in ("negative", "neutral", "positive") and p["emotion"] in p["emotions"]
 
 
+def test_auto_selection_is_the_mean_wf1_when_every_task_is_a_class(mosei: Path, tmp_path: Path) -> None:
+    # MELD-style classes select on their weighted F1s; a store with a regression task keeps the summed loss
+    store = synthetic_store(tmp_path / "meld", "meld", sizes={"train": 120, "valid": 40, "test": 40})
+    r = train(store, tmp_path / "run", "mmolre", tiny(epochs=2))
+    assert r["select_metric"] == "sentiment/wf1,emotion/wf1"
+    best = max(r["history"], key=lambda h: (h["valid/sentiment/wf1"] + h["valid/emotion/wf1"]) / 2)
+    assert r["best_epoch"] == best["epoch"]
+    assert train(mosei, tmp_path / "reg", "mmolre", tiny(epochs=1))["select_metric"] == "loss"
+
+
 def test_config_files_and_cli(mosei: Path, tmp_path: Path) -> None:
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text("epochs: 1\nbatch_size: 32\nprogress: false\narch:\n  d_model: 16\n  n_heads: 2\n  expert_ranks: [2, 4]\n  task_rank: 2\n")
